@@ -1,0 +1,117 @@
+//! L1: typed values in process. A hit is a lookup, an expiry check, a downcast and a clone.
+
+use std::{any::Any, sync::Arc};
+
+use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter, sync::Cache};
+
+use super::Tier;
+use super::stats::{Counters, Event};
+
+pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
+
+#[derive(Clone)]
+pub(crate) struct L1Entry {
+    pub(crate) value: AnyValue,
+    pub(crate) expires_at: quanta::Instant,
+}
+
+/// Counts evictions into the cache's counters.
+#[derive(Clone)]
+pub(crate) struct CountEvictions {
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) tier: Tier,
+}
+
+impl<K, V> Lifecycle<K, V> for CountEvictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), _: K, _: V) {
+        self.counters.record(self.tier, Event::Eviction);
+    }
+}
+
+pub(crate) struct L1 {
+    map: Cache<Box<str>, L1Entry, UnitWeighter, DefaultHashBuilder, CountEvictions>,
+}
+
+/// What an L1 lookup found.
+pub(crate) enum Lookup<T> {
+    Hit(T),
+    Miss,
+    /// There is a live entry, but of another type.
+    WrongType,
+}
+
+impl L1 {
+    pub(crate) fn new(max_entries: u64, counters: Arc<Counters>) -> Self {
+        let lifecycle = CountEvictions {
+            counters,
+            tier: Tier::L1,
+        };
+        let capacity = usize::try_from(max_entries).unwrap_or(usize::MAX);
+        Self {
+            map: Cache::with(
+                capacity,
+                max_entries,
+                UnitWeighter,
+                DefaultHashBuilder::default(),
+                lifecycle,
+            ),
+        }
+    }
+
+    /// The live value at `key`, if it has type `T`. An expired entry is removed and counted.
+    #[inline]
+    pub(crate) fn get<T: Clone + 'static>(
+        &self,
+        key: &str,
+        now: quanta::Instant,
+        counters: &Counters,
+    ) -> Lookup<T> {
+        let Some(entry) = self.map.get(key) else {
+            return Lookup::Miss;
+        };
+        if entry.expires_at <= now {
+            self.remove_expired(key, now, counters);
+            return Lookup::Miss;
+        }
+        match entry.value.downcast_ref::<T>() {
+            Some(value) => Lookup::Hit(value.clone()),
+            None => Lookup::WrongType,
+        }
+    }
+
+    fn remove_expired(&self, key: &str, now: quanta::Instant, counters: &Counters) {
+        // Only if still expired: another thread may have stored a fresh value meanwhile.
+        if self.map.remove_if(key, |e| e.expires_at <= now).is_some() {
+            counters.record(Tier::L1, Event::Expiration);
+        }
+    }
+
+    pub(crate) fn insert(&self, key: &str, value: AnyValue, expires_at: quanta::Instant) {
+        self.map.insert(key.into(), L1Entry { value, expires_at });
+    }
+
+    pub(crate) fn remove(&self, key: &str) -> bool {
+        self.map.remove(key).is_some()
+    }
+
+    /// Removes entries for which `keep` is false; returns how many.
+    pub(crate) fn remove_where(&self, remove: impl Fn(&str, &L1Entry) -> bool) -> u64 {
+        let removed = std::cell::Cell::new(0);
+        self.map.retain(|key, entry| {
+            let gone = remove(key, entry);
+            removed.set(removed.get() + u64::from(gone));
+            !gone
+        });
+        removed.get()
+    }
+
+    pub(crate) fn clear(&self) {
+        self.map.clear();
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+}

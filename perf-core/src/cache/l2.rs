@@ -1,0 +1,153 @@
+//! L2: encoded bytes in process, bounded by bytes.
+
+use std::sync::Arc;
+
+use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter, sync::Cache};
+
+use super::Tier;
+use super::l1::CountEvictions;
+use super::stats::Counters;
+use crate::config::L2_ENTRY_OVERHEAD;
+
+#[derive(Clone)]
+pub(crate) struct L2Entry {
+    pub(crate) bytes: Arc<[u8]>,
+    pub(crate) expires_at: quanta::Instant,
+}
+
+/// An entry weighs its key, its encoded bytes and a fixed overhead.
+#[derive(Clone)]
+struct ByteWeighter;
+
+impl Weighter<Box<str>, L2Entry> for ByteWeighter {
+    fn weight(&self, key: &Box<str>, entry: &L2Entry) -> u64 {
+        entry_weight(key.len(), entry.bytes.len())
+    }
+}
+
+pub(crate) fn entry_weight(key_len: usize, value_len: usize) -> u64 {
+    (key_len + value_len) as u64 + L2_ENTRY_OVERHEAD
+}
+
+pub(crate) struct L2 {
+    map: Cache<Box<str>, L2Entry, ByteWeighter, DefaultHashBuilder, CountEvictions>,
+}
+
+/// The entry could never fit: it is heavier than one shard's share of the budget.
+#[derive(Debug)]
+pub(crate) struct TooHeavy {
+    pub(crate) weight: u64,
+    pub(crate) shard_capacity: u64,
+}
+
+impl L2 {
+    /// `largest_entry` is the heaviest entry L2 must accept; shards are sized so that one fits,
+    /// because quick_cache splits the budget across shards and cannot hold an item larger than
+    /// a shard's share.
+    pub(crate) fn new(max_bytes: u64, largest_entry: u64, counters: Arc<Counters>) -> Self {
+        let wanted_shards = std::thread::available_parallelism().map_or(4, |n| n.get() * 4);
+        let fitting_shards = (max_bytes / largest_entry.max(1)).max(1);
+        // Round down to a power of two, which quick_cache would otherwise round up to.
+        let shards = prev_power_of_two(fitting_shards.min(wanted_shards as u64)) as usize;
+        let estimated_items = usize::try_from(max_bytes / 1024)
+            .unwrap_or(usize::MAX)
+            .max(64);
+        let options = OptionsBuilder::new()
+            .shards(shards)
+            .weight_capacity(max_bytes)
+            .estimated_items_capacity(estimated_items)
+            .build();
+        let lifecycle = CountEvictions {
+            counters,
+            tier: Tier::L2,
+        };
+        let map = match options {
+            Ok(options) => Cache::with_options(
+                options,
+                ByteWeighter,
+                DefaultHashBuilder::default(),
+                lifecycle,
+            ),
+            // Only unset fields fail to build, and all are set above.
+            Err(_) => Cache::with(
+                estimated_items,
+                max_bytes,
+                ByteWeighter,
+                DefaultHashBuilder::default(),
+                lifecycle,
+            ),
+        };
+        Self { map }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<L2Entry> {
+        self.map.get(key)
+    }
+
+    /// Whether an entry of this key and value could be held at all.
+    pub(crate) fn check_fits(&self, key: &str, bytes: &[u8]) -> Result<(), TooHeavy> {
+        let weight = entry_weight(key.len(), bytes.len());
+        let shard_capacity = self.map.shard_capacity();
+        if weight > shard_capacity {
+            return Err(TooHeavy {
+                weight,
+                shard_capacity,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn insert(
+        &self,
+        key: &str,
+        bytes: Arc<[u8]>,
+        expires_at: quanta::Instant,
+    ) -> Result<(), TooHeavy> {
+        self.check_fits(key, &bytes)?;
+        self.map.insert(key.into(), L2Entry { bytes, expires_at });
+        Ok(())
+    }
+
+    /// Removes `key` if `f` says so.
+    pub(crate) fn remove_if(&self, key: &str, f: impl FnOnce(&L2Entry) -> bool) -> bool {
+        self.map.remove_if(key, f).is_some()
+    }
+
+    pub(crate) fn remove(&self, key: &str) -> bool {
+        self.map.remove(key).is_some()
+    }
+
+    pub(crate) fn remove_where(&self, remove: impl Fn(&str, &L2Entry) -> bool) -> u64 {
+        let removed = std::cell::Cell::new(0);
+        self.map.retain(|key, entry| {
+            let gone = remove(key, entry);
+            removed.set(removed.get() + u64::from(gone));
+            !gone
+        });
+        removed.get()
+    }
+
+    pub(crate) fn clear(&self) {
+        self.map.clear();
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.map.weight()
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.map.capacity()
+    }
+}
+
+fn prev_power_of_two(n: u64) -> u64 {
+    if n <= 1 {
+        1
+    } else {
+        1 << (63 - n.leading_zeros())
+    }
+}

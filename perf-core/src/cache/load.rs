@@ -1,0 +1,158 @@
+//! `get_or_load`: read through the tiers, else run one loader per key and store its value.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use super::{
+    CacheValue, MultiLevelCache, SharedValue, Tier,
+    coalesce::{self, FlightState, Outcome, Role},
+    l1::{AnyValue, Lookup},
+    stats::{Event, LoadEvent, Op},
+};
+use crate::Error;
+
+impl MultiLevelCache {
+    /// The value at `key` (down to `tier`), or else the loader's value, stored down to `tier`.
+    ///
+    /// Concurrent misses on one key in this process run one loader and all receive its value.
+    /// A loader error goes to the caller whose loader it was and is not cached; callers that
+    /// were waiting on that loader then run their own. Caching never fails the call: a key,
+    /// TTL or value the cache refuses is loaded and returned uncached, counted and logged.
+    pub async fn get_or_load<T, E, F, Fut>(
+        &self,
+        key: &str,
+        tier: Tier,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: SharedValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let tier = self.effective(tier);
+        let plan = match self.plan_write(key, ttl) {
+            Ok(plan) => plan,
+            Err(error) => return self.load_uncached(key, error, loader).await,
+        };
+        if let Some(value) = self.lookup(key, tier, Op::GetOrLoad).await {
+            return Ok(value);
+        }
+        self.load_coalesced(key, loader, |value| async move {
+            match self.store(key, value.clone(), tier, &plan).await {
+                Ok(stored) => (value, stored),
+                Err(error) => {
+                    tracing::warn!(key, %error, "loaded value not fully cached");
+                    (value.clone(), Arc::new(value) as AnyValue)
+                }
+            }
+        })
+        .await
+    }
+
+    /// [`get_or_load`](Self::get_or_load) in L1 only, for values without serde.
+    pub async fn get_or_load_l1<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let plan = match self.plan_write(key, ttl) {
+            Ok(plan) => plan,
+            Err(error) => return self.load_uncached(key, error, loader).await,
+        };
+        if let Some(value) = self.l1_lookup(key, Op::GetOrLoad, self.inner.clock.now()) {
+            return Ok(value);
+        }
+        self.load_coalesced(key, loader, |value: T| async move {
+            let stored: AnyValue = Arc::new(value.clone());
+            self.insert_l1_only(key, Arc::clone(&stored), plan.expires_at);
+            (value, stored)
+        })
+        .await
+    }
+
+    async fn load_uncached<T, E, F, Fut>(&self, key: &str, error: Error, loader: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        tracing::warn!(key = %key.chars().take(64).collect::<String>(), %error, "value not cacheable; loading uncached");
+        self.inner.counters.record(Tier::L1, Event::Refused);
+        self.run_loader(loader).await
+    }
+
+    async fn run_loader<T, E, F, Fut>(&self, loader: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.inner.counters.record_load(LoadEvent::Run);
+        let result = loader().await;
+        if result.is_err() {
+            self.inner.counters.record_load(LoadEvent::Failed);
+        }
+        result
+    }
+
+    /// Runs `loader` once per key across concurrent callers and `store`s its value.
+    async fn load_coalesced<T, E, F, Fut, S, SFut>(
+        &self,
+        key: &str,
+        loader: F,
+        store: S,
+    ) -> Result<T, E>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        S: FnOnce(T) -> SFut,
+        SFut: Future<Output = (T, AnyValue)>,
+    {
+        loop {
+            match self.inner.flights.join(key) {
+                Role::Leader(guard) => {
+                    // A leader that finished between our miss and our join has stored its value.
+                    let now = self.inner.clock.now();
+                    if let Lookup::Hit(value) =
+                        self.inner.l1.get::<T>(key, now, &self.inner.counters)
+                    {
+                        return Ok(value);
+                    }
+                    let value = self.run_loader(loader).await;
+                    return match value {
+                        Ok(value) => {
+                            let (value, stored) = store(value).await;
+                            guard.finish(FlightState::Loaded(stored));
+                            Ok(value)
+                        }
+                        Err(error) => {
+                            guard.finish(FlightState::Failed);
+                            Err(error)
+                        }
+                    };
+                }
+                Role::Waiter(receiver) => match coalesce::wait(receiver).await {
+                    Outcome::Loaded(shared) => {
+                        if let Some(value) = shared.downcast_ref::<T>() {
+                            self.inner.counters.record_load(LoadEvent::Coalesced);
+                            return Ok(value.clone());
+                        }
+                        break;
+                    }
+                    Outcome::Failed => break,
+                    Outcome::Abandoned => continue,
+                },
+            }
+        }
+        // The leader failed, or loaded another type under this key: load for ourselves.
+        match self.run_loader(loader).await {
+            Ok(value) => Ok(store(value).await.0),
+            Err(error) => Err(error),
+        }
+    }
+}

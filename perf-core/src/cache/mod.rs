@@ -1,0 +1,576 @@
+//! The multi-level cache: L1 typed values, L2 compressed bytes, and an optional remote tier.
+//!
+//! | tier | holds | bounded by |
+//! |---|---|---|
+//! | [`Tier::L1`] | typed values; a hit is a lookup, a downcast and a clone | entries (`cache_max_size`) |
+//! | [`Tier::L2`] | encoded, zstd-compressed bytes | bytes (`l2_max_bytes`) |
+//! | [`Tier::Redis`] | the same bytes, shared by every instance | the remote tier |
+//!
+//! A tier argument names the deepest tier a value lives in: storing at [`Tier::L2`] stores in
+//! L1 and L2. Reads walk down from L1 to the named tier and copy a hit into the tiers above
+//! it with its remaining TTL. quick_cache has no TTL, so every entry carries its expiry
+//! instant: an expired entry is a miss, and a background sweep removes expired entries so that
+//! they stop holding capacity.
+
+mod coalesce;
+pub(crate) mod codec;
+mod l1;
+mod l2;
+mod load;
+mod remote;
+mod stats;
+#[cfg(test)]
+mod tests;
+mod tier;
+
+use std::{
+    fmt,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use self::{
+    coalesce::Flights,
+    codec::Codec,
+    l1::{AnyValue, L1, Lookup},
+    l2::L2,
+    stats::{Counters, Event, MetricsPublisher, Op},
+};
+pub use self::{
+    remote::{BoxFuture, RemoteTier},
+    stats::{CacheStats, LoadStats, TierStats},
+    tier::{CacheValue, SharedValue, Tier},
+};
+use crate::{Error, config::PerformanceConfig};
+
+/// The multi-level cache. Cloning is cheap and shares the cache.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use perf_core::{MultiLevelCache, PerformanceConfig, Tier};
+///
+/// let cache = MultiLevelCache::new(&PerformanceConfig::default())?;
+/// cache.set("ad:42", vec![1u32, 2, 3], Tier::L2, None).await?;
+/// assert_eq!(cache.get::<Vec<u32>>("ad:42", Tier::L2).await?, Some(vec![1, 2, 3]));
+///
+/// let ad: Result<String, std::io::Error> = cache
+///     .get_or_load("ad:43", Tier::L2, None, || async { Ok("loaded once".to_string()) })
+///     .await;
+/// assert_eq!(ad?, "loaded once");
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct MultiLevelCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    l1: L1,
+    l2: L2,
+    remote: Option<Arc<dyn RemoteTier>>,
+    codec: Codec,
+    default_ttl: Duration,
+    max_key_bytes: usize,
+    clock: quanta::Clock,
+    counters: Arc<Counters>,
+    flights: Flights,
+    publisher: MetricsPublisher,
+}
+
+impl fmt::Debug for MultiLevelCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MultiLevelCache")
+            .field("l1_entries", &self.inner.l1.len())
+            .field("l2_bytes", &self.inner.l2.bytes())
+            .field("remote", &self.inner.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`MultiLevelCache`].
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct CacheBuilder {
+    config: PerformanceConfig,
+    remote: Option<Arc<dyn RemoteTier>>,
+    clock: Option<quanta::Clock>,
+}
+
+impl CacheBuilder {
+    /// Adds the shared tier below L2 (perf-redis's `RedisTier`).
+    pub fn remote_tier(mut self, remote: Arc<dyn RemoteTier>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// The clock that decides expiry. Tests pass `quanta::Clock::mock()` to move time by hand.
+    pub fn clock(mut self, clock: quanta::Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Validates the configuration and builds the cache.
+    pub fn build(self) -> Result<MultiLevelCache, Error> {
+        let config = self.config;
+        config.validate()?;
+        let counters = Arc::new(Counters::new());
+        let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let inner = Inner {
+            l1: L1::new(config.cache_max_size, Arc::clone(&counters)),
+            l2: L2::new(
+                config.l2_max_bytes,
+                config.largest_l2_entry(),
+                Arc::clone(&counters),
+            ),
+            remote: self.remote,
+            codec: Codec {
+                compression_threshold: as_usize(config.compression_threshold_bytes),
+                zstd_level: config.zstd_level,
+                max_value_bytes: as_usize(config.max_value_bytes),
+            },
+            default_ttl: config.cache_ttl,
+            max_key_bytes: as_usize(config.max_key_bytes),
+            clock: self.clock.unwrap_or_default(),
+            counters,
+            flights: Flights::default(),
+            publisher: MetricsPublisher::default(),
+        };
+        Ok(MultiLevelCache {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+/// A validated write: the key is within its limit and the expiry is known.
+struct WritePlan {
+    ttl: Duration,
+    expires_at: quanta::Instant,
+}
+
+impl MultiLevelCache {
+    /// A cache with the configuration's sizes, limits and default TTL, and no remote tier.
+    pub fn new(config: &PerformanceConfig) -> Result<Self, Error> {
+        Self::builder(config).build()
+    }
+
+    pub fn builder(config: &PerformanceConfig) -> CacheBuilder {
+        CacheBuilder {
+            config: config.clone(),
+            remote: None,
+            clock: None,
+        }
+    }
+
+    // ----- reads -----
+
+    /// The value at `key`, looking from L1 down to `tier`. Expired, undecodable and mistyped
+    /// entries are counted misses. Errs only on a key over `max_key_bytes`.
+    pub async fn get<T: SharedValue>(&self, key: &str, tier: Tier) -> Result<Option<T>, Error> {
+        self.check_key(key)?;
+        Ok(self.lookup(key, self.effective(tier), Op::Get).await)
+    }
+
+    /// The L1 value at `key`, for values without serde (L1 never encodes).
+    pub fn get_l1<T: CacheValue>(&self, key: &str) -> Result<Option<T>, Error> {
+        self.check_key(key)?;
+        Ok(self.l1_lookup(key, Op::Get, self.inner.clock.now()))
+    }
+
+    // ----- writes -----
+
+    /// Stores `value` in every tier from L1 down to `tier`, for `ttl` (default `cache_ttl`).
+    ///
+    /// Refused, storing nothing: a key over `max_key_bytes`, a zero TTL, a value that does not
+    /// serialize or is over `max_value_bytes`. When only the remote write fails, the local
+    /// tiers hold the value and the error is returned.
+    ///
+    /// A write at L1 removes the local L2 copy of the key. The remote tier keeps what it holds
+    /// until its TTL: replace shared values with a write at [`Tier::Redis`] or a
+    /// [`delete`](Self::delete).
+    pub async fn set<T: SharedValue>(
+        &self,
+        key: &str,
+        value: T,
+        tier: Tier,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let plan = self.plan_write(key, ttl)?;
+        self.store(key, value, self.effective(tier), &plan)
+            .await
+            .map(drop)
+    }
+
+    /// Stores `value` in L1 only, for values without serde.
+    pub fn set_l1<T: CacheValue>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let plan = self.plan_write(key, ttl)?;
+        self.insert_l1_only(key, Arc::new(value), plan.expires_at);
+        Ok(())
+    }
+
+    // ----- removal -----
+
+    /// Removes `key` from every tier. Returns whether a local tier held it.
+    pub async fn delete(&self, key: &str) -> Result<bool, Error> {
+        self.check_key(key)?;
+        let in_l1 = self.inner.l1.remove(key);
+        let in_l2 = self.inner.l2.remove(key);
+        if let Some(remote) = &self.inner.remote {
+            remote
+                .delete(key)
+                .await
+                .map_err(|e| self.remote_failed(e))?;
+        }
+        Ok(in_l1 || in_l2)
+    }
+
+    /// Removes every key starting with `prefix` from every tier. Returns how many local
+    /// entries were removed.
+    pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
+        let removed = self.inner.l1.remove_where(|key, _| key.starts_with(prefix))
+            + self.inner.l2.remove_where(|key, _| key.starts_with(prefix));
+        if let Some(remote) = &self.inner.remote {
+            remote
+                .invalidate_prefix(prefix)
+                .await
+                .map_err(|e| self.remote_failed(e))?;
+        }
+        Ok(removed)
+    }
+
+    /// Empties one tier.
+    pub async fn clear(&self, tier: Tier) -> Result<(), Error> {
+        match tier {
+            Tier::L1 => self.inner.l1.clear(),
+            Tier::L2 => self.inner.l2.clear(),
+            Tier::Redis => {
+                if let Some(remote) = &self.inner.remote {
+                    remote.clear().await.map_err(|e| self.remote_failed(e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties every tier.
+    pub async fn clear_all(&self) -> Result<(), Error> {
+        for tier in Tier::ALL {
+            self.clear(tier).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes expired entries from L1 and L2 so that they stop holding capacity; returns how
+    /// many. The optimizer's background sweeper calls this every `cache_sweep_interval`.
+    pub fn sweep_expired(&self) -> u64 {
+        let now = self.inner.clock.now();
+        let l1 = self.inner.l1.remove_where(|_, e| e.expires_at <= now);
+        let l2 = self.inner.l2.remove_where(|_, e| e.expires_at <= now);
+        for (tier, n) in [(Tier::L1, l1), (Tier::L2, l2)] {
+            for _ in 0..n {
+                self.inner.counters.record(tier, Event::Expiration);
+            }
+        }
+        l1 + l2
+    }
+
+    // ----- observation -----
+
+    pub fn stats(&self) -> CacheStats {
+        let inner = &self.inner;
+        let counters = &inner.counters;
+        CacheStats::new(
+            counters.tier_stats(Tier::L1, Some(inner.l1.len()), None),
+            counters.tier_stats(Tier::L2, Some(inner.l2.len()), Some(inner.l2.bytes())),
+            inner
+                .remote
+                .as_ref()
+                .map(|_| counters.tier_stats(Tier::Redis, None, None)),
+            counters.load_stats(inner.flights.in_flight()),
+        )
+    }
+
+    /// Feeds what changed since the last call into the `metrics` facade:
+    /// `cache_hits_total` and `cache_misses_total` {tier, operation}, `cache_size_bytes` {tier}.
+    pub fn publish_metrics(&self) {
+        let tiers: &[Tier] = if self.inner.remote.is_some() {
+            &Tier::ALL
+        } else {
+            &Tier::ALL[..2]
+        };
+        self.inner
+            .publisher
+            .publish(&self.inner.counters, tiers, self.inner.l2.bytes());
+    }
+
+    /// L2's byte budget.
+    pub fn l2_capacity_bytes(&self) -> u64 {
+        self.inner.l2.capacity()
+    }
+
+    pub fn has_remote_tier(&self) -> bool {
+        self.inner.remote.is_some()
+    }
+
+    /// A handle that does not keep the cache alive (for background loops).
+    pub(crate) fn downgrade(&self) -> WeakCache {
+        WeakCache(Arc::downgrade(&self.inner))
+    }
+
+    // ----- internals -----
+
+    /// `Tier::Redis` without a remote tier means the deepest tier there is.
+    fn effective(&self, tier: Tier) -> Tier {
+        if tier == Tier::Redis && self.inner.remote.is_none() {
+            Tier::L2
+        } else {
+            tier
+        }
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), Error> {
+        if key.len() > self.inner.max_key_bytes {
+            return Err(Error::KeyTooLong {
+                len: key.len(),
+                limit: self.inner.max_key_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn plan_write(&self, key: &str, ttl: Option<Duration>) -> Result<WritePlan, Error> {
+        self.check_key(key)?;
+        let ttl = ttl.unwrap_or(self.inner.default_ttl);
+        if ttl.is_zero() {
+            return Err(Error::ZeroTtl);
+        }
+        let expires_at = self
+            .inner
+            .clock
+            .now()
+            .checked_add(ttl)
+            .ok_or(Error::TtlOverflow(ttl))?;
+        Ok(WritePlan { ttl, expires_at })
+    }
+
+    async fn lookup<T: SharedValue>(&self, key: &str, tier: Tier, op: Op) -> Option<T> {
+        let now = self.inner.clock.now();
+        if let Some(value) = self.l1_lookup(key, op, now) {
+            return Some(value);
+        }
+        if tier == Tier::L1 {
+            return None;
+        }
+        if let Some(value) = self.l2_lookup(key, op, now) {
+            return Some(value);
+        }
+        match &self.inner.remote {
+            Some(remote) if tier == Tier::Redis => {
+                self.remote_lookup(remote.as_ref(), key, op).await
+            }
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn l1_lookup<T: CacheValue>(&self, key: &str, op: Op, now: quanta::Instant) -> Option<T> {
+        let counters = &self.inner.counters;
+        match self.inner.l1.get::<T>(key, now, counters) {
+            Lookup::Hit(value) => {
+                counters.record(Tier::L1, Event::Hit(op));
+                return Some(value);
+            }
+            Lookup::WrongType => counters.record(Tier::L1, Event::TypeMismatch),
+            Lookup::Miss => {}
+        }
+        counters.record(Tier::L1, Event::Miss(op));
+        None
+    }
+
+    fn l2_lookup<T: SharedValue>(&self, key: &str, op: Op, now: quanta::Instant) -> Option<T> {
+        let counters = &self.inner.counters;
+        let Some((value, expires_at)) = self.l2_decode::<T>(key, now) else {
+            counters.record(Tier::L2, Event::Miss(op));
+            return None;
+        };
+        counters.record(Tier::L2, Event::Hit(op));
+        self.insert_l1(key, Arc::new(value.clone()), expires_at);
+        Some(value)
+    }
+
+    /// The live, decodable L2 value at `key` and its expiry. Removes what is neither.
+    fn l2_decode<T: SharedValue>(
+        &self,
+        key: &str,
+        now: quanta::Instant,
+    ) -> Option<(T, quanta::Instant)> {
+        let inner = &self.inner;
+        let entry = inner.l2.get(key)?;
+        if entry.expires_at <= now {
+            if inner.l2.remove_if(key, |e| e.expires_at <= now) {
+                inner.counters.record(Tier::L2, Event::Expiration);
+            }
+            return None;
+        }
+        match inner.codec.decode::<T>(&entry.bytes) {
+            Ok(decoded) => Some((decoded.value, entry.expires_at)),
+            Err(error) => {
+                tracing::debug!(key, %error, "L2 entry does not decode; removed");
+                inner.counters.record(Tier::L2, Event::DecodeError);
+                inner
+                    .l2
+                    .remove_if(key, |e| Arc::ptr_eq(&e.bytes, &entry.bytes));
+                None
+            }
+        }
+    }
+
+    async fn remote_lookup<T: SharedValue>(
+        &self,
+        remote: &dyn RemoteTier,
+        key: &str,
+        op: Op,
+    ) -> Option<T> {
+        let counters = &self.inner.counters;
+        let found = match remote.get(key).await {
+            Ok(Some(bytes)) => self.remote_decode::<T>(remote, key, bytes).await,
+            Ok(None) => None,
+            Err(error) => {
+                tracing::debug!(key, %error, "remote tier read failed; treated as a miss");
+                counters.record(Tier::Redis, Event::Error);
+                None
+            }
+        };
+        let Some((value, bytes, left)) = found else {
+            counters.record(Tier::Redis, Event::Miss(op));
+            return None;
+        };
+        counters.record(Tier::Redis, Event::Hit(op));
+        if let Some(expires_at) = self.inner.clock.now().checked_add(left) {
+            self.insert_l2(key, bytes.into(), expires_at);
+            self.insert_l1(key, Arc::new(value.clone()), expires_at);
+        }
+        Some(value)
+    }
+
+    /// The remote value, its bytes and its remaining TTL. Bytes that do not decode were not
+    /// written by us (or not for this type): they are deleted so that the next reader loads.
+    async fn remote_decode<T: SharedValue>(
+        &self,
+        remote: &dyn RemoteTier,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> Option<(T, Vec<u8>, Duration)> {
+        let counters = &self.inner.counters;
+        match self.inner.codec.decode::<T>(&bytes) {
+            Ok(decoded) => match codec::remaining_until(decoded.expires_at_unix_ms) {
+                Some(left) => Some((decoded.value, bytes, left)),
+                None => {
+                    counters.record(Tier::Redis, Event::Expiration);
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::debug!(key, %error, "remote entry does not decode; deleting it");
+                counters.record(Tier::Redis, Event::DecodeError);
+                if remote.delete(key).await.is_err() {
+                    counters.record(Tier::Redis, Event::Error);
+                }
+                None
+            }
+        }
+    }
+
+    /// Stores in every tier down to `tier`; returns the L1 value (shared with waiters).
+    async fn store<T: SharedValue>(
+        &self,
+        key: &str,
+        value: T,
+        tier: Tier,
+        plan: &WritePlan,
+    ) -> Result<AnyValue, Error> {
+        let inner = &self.inner;
+        let encoded = if tier >= Tier::L2 {
+            let bytes: Arc<[u8]> = inner
+                .codec
+                .encode(&value, codec::unix_ms_after(plan.ttl))?
+                .into();
+            if let Err(heavy) = inner.l2.check_fits(key, &bytes) {
+                inner.counters.record(Tier::L2, Event::Refused);
+                return Err(Error::ValueTooLarge {
+                    len: heavy.weight as usize,
+                    limit: heavy.shard_capacity as usize,
+                    limit_name: "L2 shard capacity",
+                });
+            }
+            Some(bytes)
+        } else {
+            None
+        };
+        let stored: AnyValue = Arc::new(value);
+        let Some(bytes) = encoded else {
+            self.insert_l1_only(key, Arc::clone(&stored), plan.expires_at);
+            return Ok(stored);
+        };
+        self.insert_l1(key, Arc::clone(&stored), plan.expires_at);
+        {
+            self.insert_l2(key, Arc::clone(&bytes), plan.expires_at);
+            if let (Tier::Redis, Some(remote)) = (tier, &inner.remote) {
+                remote
+                    .set(key, &bytes, plan.ttl)
+                    .await
+                    .map_err(|e| self.remote_failed(e))?;
+                inner.counters.record(Tier::Redis, Event::Insert);
+            }
+        }
+        Ok(stored)
+    }
+
+    fn insert_l1(&self, key: &str, value: AnyValue, expires_at: quanta::Instant) {
+        self.inner.l1.insert(key, value, expires_at);
+        self.inner.counters.record(Tier::L1, Event::Insert);
+    }
+
+    /// A write that stops at L1 drops the local L2 copy, which would otherwise resurface
+    /// with an older value once the L1 copy expires or is evicted.
+    fn insert_l1_only(&self, key: &str, value: AnyValue, expires_at: quanta::Instant) {
+        self.insert_l1(key, value, expires_at);
+        self.inner.l2.remove(key);
+    }
+
+    fn insert_l2(&self, key: &str, bytes: Arc<[u8]>, expires_at: quanta::Instant) {
+        match self.inner.l2.insert(key, bytes, expires_at) {
+            Ok(()) => self.inner.counters.record(Tier::L2, Event::Insert),
+            Err(_) => self.inner.counters.record(Tier::L2, Event::Refused),
+        }
+    }
+
+    fn remote_failed(&self, error: crate::error::RemoteError) -> Error {
+        self.inner.counters.record(Tier::Redis, Event::Error);
+        Error::Remote(error)
+    }
+}
+
+/// A cache handle that does not keep the cache alive.
+#[derive(Clone)]
+pub(crate) struct WeakCache(Weak<Inner>);
+
+impl WeakCache {
+    pub(crate) fn upgrade(&self) -> Option<MultiLevelCache> {
+        self.0.upgrade().map(|inner| MultiLevelCache { inner })
+    }
+}
+
+impl fmt::Debug for WeakCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WeakCache")
+    }
+}

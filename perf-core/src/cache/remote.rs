@@ -1,0 +1,34 @@
+//! The contract of a shared tier below L2 (perf-redis implements it over Redis).
+
+use std::{fmt, future::Future, pin::Pin, time::Duration};
+
+use crate::error::RemoteError;
+
+/// A boxed future, so that [`RemoteTier`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A tier shared by every instance of a service, holding values in the encoding L2 uses.
+///
+/// Implementations bound every call with a timeout. The cache turns a failed read into a miss
+/// and a failed write into a counted error; nothing a remote tier returns can panic the caller.
+pub trait RemoteTier: Send + Sync + fmt::Debug + 'static {
+    /// The encoded bytes at `key`, if any.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, RemoteError>>;
+
+    /// Stores encoded bytes at `key` for `ttl`.
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), RemoteError>>;
+
+    /// Removes `key`.
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RemoteError>>;
+
+    /// Removes every key whose name starts with `prefix`; returns how many were removed.
+    fn invalidate_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, RemoteError>>;
+
+    /// Removes every key of this cache (its namespace only).
+    fn clear(&self) -> BoxFuture<'_, Result<(), RemoteError>>;
+}

@@ -1,0 +1,346 @@
+//! Cache statistics: cheap striped counters on the hot path, snapshots for readers.
+
+use std::{
+    cell::Cell,
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+};
+
+use serde::Serialize;
+
+use super::Tier;
+use crate::metrics::{CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, CACHE_SIZE_BYTES, labels};
+
+/// The read operation a hit or miss is counted under (the `operation` metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Get = 0,
+    GetOrLoad = 1,
+}
+
+impl Op {
+    const ALL: [Op; 2] = [Op::Get, Op::GetOrLoad];
+
+    fn label(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::GetOrLoad => "get_or_load",
+        }
+    }
+}
+
+/// Per-tier events. Hits and misses are kept per operation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    Hit(Op),
+    Miss(Op),
+    Insert,
+    Eviction,
+    Expiration,
+    DecodeError,
+    TypeMismatch,
+    Refused,
+    Error,
+}
+
+const OPS: usize = Op::ALL.len();
+const PER_TIER: usize = 2 * OPS + 7;
+const TIERS: usize = 3;
+const LOAD_COUNTERS: usize = 3;
+const SLOTS: usize = PER_TIER * TIERS + LOAD_COUNTERS;
+
+impl Event {
+    fn slot(self, tier: Tier) -> usize {
+        let within = match self {
+            Event::Hit(op) => op as usize,
+            Event::Miss(op) => OPS + op as usize,
+            Event::Insert => 2 * OPS,
+            Event::Eviction => 2 * OPS + 1,
+            Event::Expiration => 2 * OPS + 2,
+            Event::DecodeError => 2 * OPS + 3,
+            Event::TypeMismatch => 2 * OPS + 4,
+            Event::Refused => 2 * OPS + 5,
+            Event::Error => 2 * OPS + 6,
+        };
+        tier as usize * PER_TIER + within
+    }
+}
+
+/// Loader events, not tied to a tier.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LoadEvent {
+    /// A loader ran.
+    Run = 0,
+    /// A caller received another caller's loaded value instead of running its own loader.
+    Coalesced = 1,
+    /// A loader returned an error.
+    Failed = 2,
+}
+
+/// Stripes, so that threads counting at once do not fight over one cache line.
+const STRIPES: usize = 8;
+
+#[repr(align(128))]
+struct Stripe([AtomicU64; SLOTS]);
+
+/// All counters of one cache, striped by thread.
+pub(crate) struct Counters {
+    stripes: Box<[Stripe; STRIPES]>,
+}
+
+fn stripe_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE.with(|s| {
+        let mut index = s.get();
+        if index == usize::MAX {
+            index = NEXT.fetch_add(1, Relaxed) % STRIPES;
+            s.set(index);
+        }
+        index
+    })
+}
+
+impl Counters {
+    pub(crate) fn new() -> Self {
+        Self {
+            stripes: Box::new(std::array::from_fn(|_| {
+                Stripe(std::array::from_fn(|_| AtomicU64::new(0)))
+            })),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn record(&self, tier: Tier, event: Event) {
+        self.add_slot(event.slot(tier), 1);
+    }
+
+    #[inline]
+    pub(crate) fn record_load(&self, event: LoadEvent) {
+        self.add_slot(PER_TIER * TIERS + event as usize, 1);
+    }
+
+    #[inline]
+    fn add_slot(&self, slot: usize, n: u64) {
+        self.stripes[stripe_index()].0[slot].fetch_add(n, Relaxed);
+    }
+
+    fn sum_slot(&self, slot: usize) -> u64 {
+        self.stripes.iter().map(|s| s.0[slot].load(Relaxed)).sum()
+    }
+
+    pub(crate) fn count(&self, tier: Tier, event: Event) -> u64 {
+        self.sum_slot(event.slot(tier))
+    }
+
+    fn count_load(&self, event: LoadEvent) -> u64 {
+        self.sum_slot(PER_TIER * TIERS + event as usize)
+    }
+
+    /// The counters of one tier; `entries` and `bytes` come from the tier itself.
+    pub(crate) fn tier_stats(
+        &self,
+        tier: Tier,
+        entries: Option<u64>,
+        bytes: Option<u64>,
+    ) -> TierStats {
+        let hits = Op::ALL
+            .iter()
+            .map(|&op| self.count(tier, Event::Hit(op)))
+            .sum();
+        let misses = Op::ALL
+            .iter()
+            .map(|&op| self.count(tier, Event::Miss(op)))
+            .sum();
+        TierStats {
+            hits,
+            misses,
+            hit_rate: ratio(hits, hits + misses),
+            inserts: self.count(tier, Event::Insert),
+            evictions: self.count(tier, Event::Eviction),
+            expirations: self.count(tier, Event::Expiration),
+            decode_errors: self.count(tier, Event::DecodeError),
+            type_mismatches: self.count(tier, Event::TypeMismatch),
+            refused: self.count(tier, Event::Refused),
+            errors: self.count(tier, Event::Error),
+            entries,
+            bytes,
+        }
+    }
+
+    pub(crate) fn load_stats(&self, in_flight: u64) -> LoadStats {
+        LoadStats {
+            loader_runs: self.count_load(LoadEvent::Run),
+            coalesced: self.count_load(LoadEvent::Coalesced),
+            loader_errors: self.count_load(LoadEvent::Failed),
+            in_flight,
+        }
+    }
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// Statistics of one tier.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TierStats {
+    /// Lookups this tier answered.
+    pub hits: u64,
+    /// Lookups that reached this tier and found nothing usable.
+    pub misses: u64,
+    /// `hits / (hits + misses)`, 0 when there were no lookups.
+    pub hit_rate: f64,
+    pub inserts: u64,
+    /// Entries pushed out to make room.
+    pub evictions: u64,
+    /// Entries found or swept out past their TTL.
+    pub expirations: u64,
+    /// Stored bytes that did not decode (counted as misses, and removed).
+    pub decode_errors: u64,
+    /// Entries read back as a type other than the one stored (counted as misses).
+    pub type_mismatches: u64,
+    /// Writes refused because the entry could never fit.
+    pub refused: u64,
+    /// Failed operations (remote tier).
+    pub errors: u64,
+    /// Entries held, where the tier can count them (the remote tier does not).
+    pub entries: Option<u64>,
+    /// Bytes held, for byte-bounded tiers. L1 holds typed values of unknown size.
+    pub bytes: Option<u64>,
+}
+
+/// Statistics of `get_or_load`'s loaders.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LoadStats {
+    /// Loader calls made.
+    pub loader_runs: u64,
+    /// Callers served by a loader another caller was already running.
+    pub coalesced: u64,
+    /// Loader calls that returned an error (not cached).
+    pub loader_errors: u64,
+    /// Keys being loaded right now.
+    pub in_flight: u64,
+}
+
+/// A snapshot of the whole cache's statistics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CacheStats {
+    pub l1: TierStats,
+    pub l2: TierStats,
+    /// Present when a remote tier is configured.
+    pub remote: Option<TierStats>,
+    pub loads: LoadStats,
+    /// Lookups answered by any tier, over all lookups.
+    pub hit_rate: f64,
+}
+
+impl CacheStats {
+    pub(crate) fn new(
+        l1: TierStats,
+        l2: TierStats,
+        remote: Option<TierStats>,
+        loads: LoadStats,
+    ) -> Self {
+        // Every lookup starts at L1, so L1's lookups are all lookups.
+        let answered = l1.hits + l2.hits + remote.as_ref().map_or(0, |r| r.hits);
+        let hit_rate = ratio(answered, l1.hits + l1.misses);
+        Self {
+            l1,
+            l2,
+            remote,
+            loads,
+            hit_rate,
+        }
+    }
+}
+
+/// Feeds the counters into the `metrics` facade.
+///
+/// The hot path only bumps striped counters; this publishes what changed since the last call
+/// (the background sweeper calls it every sweep, and the /metrics endpoint before rendering).
+/// Publishing deltas rather than totals keeps several caches in one process additive, and
+/// resolving handles at publish time works with a recorder installed after the cache was built.
+#[derive(Default)]
+pub(crate) struct MetricsPublisher {
+    published: parking_lot::Mutex<Vec<u64>>,
+}
+
+impl MetricsPublisher {
+    pub(crate) fn publish(&self, counters: &Counters, tiers: &[Tier], l2_bytes: u64) {
+        let mut published = self.published.lock();
+        published.resize(SLOTS, 0);
+        for &tier in tiers {
+            for op in Op::ALL {
+                for (event, name) in [
+                    (Event::Hit(op), CACHE_HITS_TOTAL),
+                    (Event::Miss(op), CACHE_MISSES_TOTAL),
+                ] {
+                    let slot = event.slot(tier);
+                    let now = counters.sum_slot(slot);
+                    let delta = now.saturating_sub(published[slot]);
+                    if delta > 0 {
+                        metrics::counter!(name, labels::TIER => tier.as_str(), labels::OPERATION => op.label())
+                            .increment(delta);
+                        published[slot] = now;
+                    }
+                }
+            }
+        }
+        metrics::gauge!(CACHE_SIZE_BYTES, labels::TIER => Tier::L2.as_str()).set(l2_bytes as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_from_many_threads_add_up() {
+        let counters = Counters::new();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        counters.record(Tier::L2, Event::Hit(Op::Get));
+                    }
+                });
+            }
+        });
+        assert_eq!(counters.count(Tier::L2, Event::Hit(Op::Get)), 4000);
+        assert_eq!(counters.count(Tier::L1, Event::Hit(Op::Get)), 0);
+        assert_eq!(counters.count(Tier::L2, Event::Hit(Op::GetOrLoad)), 0);
+    }
+
+    #[test]
+    fn every_slot_is_distinct() {
+        let events = [
+            Event::Hit(Op::Get),
+            Event::Hit(Op::GetOrLoad),
+            Event::Miss(Op::Get),
+            Event::Miss(Op::GetOrLoad),
+            Event::Insert,
+            Event::Eviction,
+            Event::Expiration,
+            Event::DecodeError,
+            Event::TypeMismatch,
+            Event::Refused,
+            Event::Error,
+        ];
+        let mut slots: Vec<_> = [Tier::L1, Tier::L2, Tier::Redis]
+            .iter()
+            .flat_map(|&t| events.iter().map(move |e| e.slot(t)))
+            .collect();
+        slots.extend((0..LOAD_COUNTERS).map(|i| PER_TIER * TIERS + i));
+        let count = slots.len();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), count);
+        assert_eq!(count, SLOTS);
+    }
+}

@@ -1,0 +1,722 @@
+//! Behaviour of the cache as a whole, with a mock clock and an in-memory remote tier.
+
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use parking_lot::Mutex;
+use proptest::prelude::*;
+
+use super::*;
+
+fn config() -> PerformanceConfig {
+    PerformanceConfig {
+        cache_max_size: 1000,
+        l2_max_bytes: 1 << 20,
+        max_value_bytes: 64 * 1024,
+        max_key_bytes: 128,
+        compression_threshold_bytes: 256,
+        ..PerformanceConfig::default()
+    }
+}
+
+fn mocked(config: &PerformanceConfig) -> (MultiLevelCache, Arc<quanta::Mock>) {
+    let (clock, mock) = quanta::Clock::mock();
+    let cache = MultiLevelCache::builder(config)
+        .clock(clock)
+        .build()
+        .expect("valid config");
+    (cache, mock)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn set_then_get_in_each_tier() {
+    let (cache, _) = mocked(&config());
+    for tier in [Tier::L1, Tier::L2] {
+        let key = format!("k-{tier}");
+        cache
+            .set(&key, vec![1u8, 2, 3], tier, None)
+            .await
+            .expect("stored");
+        assert_eq!(
+            cache.get::<Vec<u8>>(&key, tier).await.expect("ok"),
+            Some(vec![1, 2, 3])
+        );
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.l1.hits, 2);
+    assert_eq!(stats.l2.entries, Some(1), "only the L2 write reached L2");
+    assert_eq!(stats.l1.entries, Some(2));
+}
+
+#[tokio::test]
+async fn l1_holds_values_without_serde() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct Model(Arc<Vec<f32>>);
+    let (cache, _) = mocked(&config());
+    cache
+        .set_l1("model", Model(Arc::new(vec![0.5; 4])), None)
+        .expect("stored");
+    assert_eq!(
+        cache.get_l1::<Model>("model").expect("ok"),
+        Some(Model(Arc::new(vec![0.5; 4])))
+    );
+    let loaded = cache
+        .get_or_load_l1("model2", None, || async {
+            Ok::<_, ()>(Model(Arc::new(vec![1.0])))
+        })
+        .await;
+    assert_eq!(loaded, Ok(Model(Arc::new(vec![1.0]))));
+    assert!(cache.get_l1::<Model>("model2").expect("ok").is_some());
+}
+
+#[tokio::test]
+async fn an_entry_is_a_miss_once_its_ttl_has_passed() {
+    let (cache, mock) = mocked(&config());
+    cache
+        .set("l1", 1u32, Tier::L1, Some(10 * SECOND))
+        .await
+        .expect("stored");
+    cache
+        .set("l2", 2u32, Tier::L2, Some(10 * SECOND))
+        .await
+        .expect("stored");
+    mock.increment(10 * SECOND - Duration::from_nanos(1));
+    assert_eq!(cache.get::<u32>("l1", Tier::L1).await.expect("ok"), Some(1));
+    assert_eq!(cache.get::<u32>("l2", Tier::L2).await.expect("ok"), Some(2));
+    mock.increment(Duration::from_nanos(1));
+    assert_eq!(cache.get::<u32>("l1", Tier::L1).await.expect("ok"), None);
+    assert_eq!(cache.get::<u32>("l2", Tier::L2).await.expect("ok"), None);
+    let stats = cache.stats();
+    assert_eq!(
+        stats.l1.expirations, 2,
+        "both L1 copies were found expired and removed"
+    );
+    assert_eq!(stats.l2.expirations, 1);
+    assert_eq!(stats.l1.entries, Some(0));
+    assert_eq!(stats.l2.entries, Some(0));
+}
+
+#[tokio::test]
+async fn promotion_keeps_the_remaining_ttl() {
+    let (cache, mock) = mocked(&config());
+    cache
+        .set("ad", "text".to_string(), Tier::L2, Some(10 * SECOND))
+        .await
+        .expect("stored");
+    cache.clear(Tier::L1).await.expect("cleared");
+    mock.increment(6 * SECOND);
+    // An L2 hit copies the value into L1 ...
+    assert_eq!(
+        cache
+            .get::<String>("ad", Tier::L2)
+            .await
+            .expect("ok")
+            .as_deref(),
+        Some("text")
+    );
+    assert_eq!(cache.stats().l2.hits, 1);
+    assert_eq!(
+        cache
+            .get::<String>("ad", Tier::L1)
+            .await
+            .expect("ok")
+            .as_deref(),
+        Some("text")
+    );
+    // ... with the 4 s it had left, not a fresh 10 s.
+    mock.increment(4 * SECOND);
+    assert_eq!(cache.get::<String>("ad", Tier::L1).await.expect("ok"), None);
+}
+
+#[tokio::test]
+async fn sweep_removes_expired_entries_from_both_tiers() {
+    let (cache, mock) = mocked(&config());
+    for i in 0..10 {
+        let ttl = if i < 6 { 5 * SECOND } else { 60 * SECOND };
+        cache
+            .set(&format!("k{i}"), i, Tier::L2, Some(ttl))
+            .await
+            .expect("stored");
+    }
+    mock.increment(5 * SECOND);
+    assert_eq!(
+        cache.sweep_expired(),
+        12,
+        "six entries in each of L1 and L2"
+    );
+    let stats = cache.stats();
+    assert_eq!((stats.l1.entries, stats.l2.entries), (Some(4), Some(4)));
+    assert_eq!(stats.l1.expirations + stats.l2.expirations, 12);
+}
+
+#[tokio::test]
+async fn bad_input_is_an_error_naming_the_limit_and_stores_nothing() {
+    let (cache, _) = mocked(&config());
+    let long_key = "k".repeat(129);
+    let err = cache
+        .set(&long_key, 1u8, Tier::L1, None)
+        .await
+        .expect_err("key too long");
+    assert!(err.to_string().contains("max_key_bytes = 128"), "{err}");
+    assert!(cache.get::<u8>(&long_key, Tier::L1).await.is_err());
+
+    let err = cache
+        .set("zero", 1u8, Tier::L1, Some(Duration::ZERO))
+        .await
+        .expect_err("zero TTL");
+    assert!(matches!(err, Error::ZeroTtl));
+
+    cache
+        .set("big", vec![0u8; 10], Tier::L2, None)
+        .await
+        .expect("stored");
+    let noise: Vec<u64> = (0..20_000u64)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .collect();
+    let err = cache
+        .set("big", noise, Tier::L2, None)
+        .await
+        .expect_err("too large");
+    assert!(err.to_string().contains("max_value_bytes = 65536"), "{err}");
+    assert_eq!(
+        cache.get::<Vec<u8>>("big", Tier::L2).await.expect("ok"),
+        Some(vec![0u8; 10]),
+        "the refused write lost nothing"
+    );
+    assert_eq!(cache.get::<u8>("zero", Tier::L1).await.expect("ok"), None);
+}
+
+#[tokio::test]
+async fn get_or_load_returns_uncacheable_values_uncached() {
+    let (cache, _) = mocked(&config());
+    let long_key = "k".repeat(200);
+    let loaded = cache
+        .get_or_load(&long_key, Tier::L2, None, || async { Ok::<_, ()>(5u8) })
+        .await;
+    assert_eq!(loaded, Ok(5));
+    assert_eq!(cache.stats().l1.refused, 1);
+    assert_eq!(cache.stats().loads.loader_runs, 1);
+}
+
+#[tokio::test]
+async fn a_value_read_as_another_type_is_a_counted_miss() {
+    let (cache, _) = mocked(&config());
+    cache.set("n", 7u32, Tier::L1, None).await.expect("stored");
+    assert_eq!(cache.get::<String>("n", Tier::L1).await.expect("ok"), None);
+    assert_eq!(cache.get_l1::<u64>("n").expect("ok"), None);
+    let stats = cache.stats();
+    assert_eq!(stats.l1.type_mismatches, 2);
+    assert_eq!(stats.l1.misses, 2);
+    assert_eq!(
+        cache.get::<u32>("n", Tier::L1).await.expect("ok"),
+        Some(7),
+        "still there"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_l2_bytes_are_a_counted_miss_and_removed() {
+    let (cache, mock) = mocked(&config());
+    let expires_at = cache.inner.clock.now() + 60 * SECOND;
+    cache
+        .inner
+        .l2
+        .insert("bad", Arc::from(&b"\x01\x00garbage"[..]), expires_at)
+        .expect("fits");
+    mock.increment(SECOND);
+    assert_eq!(
+        cache.get::<String>("bad", Tier::L2).await.expect("ok"),
+        None
+    );
+    let stats = cache.stats();
+    assert_eq!(stats.l2.decode_errors, 1);
+    assert_eq!(stats.l2.misses, 1);
+    assert_eq!(stats.l2.entries, Some(0), "the bad entry is gone");
+    // A loader then fills the key with a good value.
+    let loaded = cache
+        .get_or_load("bad", Tier::L2, None, || async {
+            Ok::<_, ()>("good".to_string())
+        })
+        .await;
+    assert_eq!(loaded.as_deref(), Ok("good"));
+}
+
+#[tokio::test]
+async fn delete_prefix_and_clear() {
+    let (cache, _) = mocked(&config());
+    for key in ["user:1", "user:2", "ad:1"] {
+        cache
+            .set(key, key.to_string(), Tier::L2, None)
+            .await
+            .expect("stored");
+    }
+    assert!(cache.delete("ad:1").await.expect("ok"));
+    assert!(!cache.delete("ad:1").await.expect("ok"));
+    assert_eq!(
+        cache.get::<String>("ad:1", Tier::L2).await.expect("ok"),
+        None
+    );
+    assert_eq!(
+        cache.invalidate_prefix("user:").await.expect("ok"),
+        4,
+        "two keys in two tiers"
+    );
+    assert_eq!(cache.stats().l2.entries, Some(0));
+
+    cache.set("a", 1u8, Tier::L2, None).await.expect("stored");
+    cache.clear(Tier::L2).await.expect("cleared");
+    assert_eq!(cache.stats().l2.entries, Some(0));
+    assert_eq!(cache.stats().l1.entries, Some(1), "clearing L2 leaves L1");
+    cache.clear_all().await.expect("cleared");
+    assert_eq!(cache.stats().l1.entries, Some(0));
+}
+
+#[test]
+fn tier_names_parse() {
+    assert_eq!("l1".parse::<Tier>().expect("ok"), Tier::L1);
+    assert_eq!("Redis".parse::<Tier>().expect("ok"), Tier::Redis);
+    let err = "disk".parse::<Tier>().expect_err("unknown");
+    assert!(err.to_string().contains("\"disk\""), "{err}");
+}
+
+// ----- coalescing -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_misses_run_the_loader_once() {
+    let (cache, _) = mocked(&config());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(1000));
+    let callers: Vec<_> = (0..1000)
+        .map(|_| {
+            let (cache, runs, barrier) = (cache.clone(), Arc::clone(&runs), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                cache
+                    .get_or_load("cold", Tier::L2, None, || async {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, String>(vec![42u64; 16])
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for caller in callers {
+        assert_eq!(caller.await.expect("no panic"), Ok(vec![42u64; 16]));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let loads = cache.stats().loads;
+    assert_eq!(loads.loader_runs, 1);
+    assert_eq!(loads.in_flight, 0);
+}
+
+#[tokio::test]
+async fn a_loader_error_is_returned_and_not_cached() {
+    let (cache, _) = mocked(&config());
+    let first = cache
+        .get_or_load("k", Tier::L2, None, || async { Err::<u8, _>("db down") })
+        .await;
+    assert_eq!(first, Err("db down"));
+    let second = cache
+        .get_or_load("k", Tier::L2, None, || async { Ok::<_, &str>(1u8) })
+        .await;
+    assert_eq!(
+        second,
+        Ok(1),
+        "the error was not cached: the second loader ran"
+    );
+    assert_eq!(cache.stats().loads.loader_errors, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_of_a_failed_loader_run_their_own() {
+    let (cache, _) = mocked(&config());
+    let leader = cache.get_or_load("k", Tier::L1, None, || async {
+        tokio::time::sleep(SECOND).await;
+        Err::<u8, _>("leader failed")
+    });
+    let waiter = async {
+        tokio::task::yield_now().await;
+        cache
+            .get_or_load("k", Tier::L1, None, || async { Ok::<_, &str>(9u8) })
+            .await
+    };
+    let (leader, waiter) = tokio::join!(leader, waiter);
+    assert_eq!(leader, Err("leader failed"));
+    assert_eq!(
+        waiter,
+        Ok(9),
+        "the waiter got its own loader's value, not the leader's error"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_leader_hands_over_to_a_waiter() {
+    let (cache, _) = mocked(&config());
+    let runs = AtomicUsize::new(0);
+    let loader = || async {
+        runs.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(SECOND).await;
+        Ok::<_, ()>(3u8)
+    };
+    let leader = cache.get_or_load("k", Tier::L1, None, loader);
+    let waiter = async {
+        tokio::task::yield_now().await;
+        cache.get_or_load("k", Tier::L1, None, loader).await
+    };
+    // The leader is dropped half-way through its loader.
+    let leader_cancelled = tokio::time::timeout(SECOND / 2, leader);
+    let (cancelled, waited) = tokio::join!(leader_cancelled, waiter);
+    assert!(cancelled.is_err(), "the leader timed out");
+    assert_eq!(waited, Ok(3));
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "the waiter took over the load"
+    );
+    assert_eq!(cache.stats().loads.in_flight, 0);
+}
+
+// ----- remote tier -----
+
+/// An in-memory stand-in for Redis.
+#[derive(Debug, Default)]
+struct MemoryRemote {
+    map: Mutex<HashMap<String, Vec<u8>>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryRemote {
+    fn check(&self) -> Result<(), RemoteError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err("connection refused".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+use crate::error::RemoteError;
+
+impl RemoteTier for MemoryRemote {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, RemoteError>> {
+        Box::pin(async move {
+            self.check()?;
+            Ok(self.map.lock().get(key).cloned())
+        })
+    }
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.map.lock().insert(key.to_owned(), value.to_vec());
+            Ok(())
+        })
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.map.lock().remove(key);
+            Ok(())
+        })
+    }
+    fn invalidate_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, RemoteError>> {
+        Box::pin(async move {
+            self.check()?;
+            let mut map = self.map.lock();
+            let before = map.len();
+            map.retain(|k, _| !k.starts_with(prefix));
+            Ok((before - map.len()) as u64)
+        })
+    }
+    fn clear(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.map.lock().clear();
+            Ok(())
+        })
+    }
+}
+
+fn with_remote() -> (MultiLevelCache, Arc<MemoryRemote>) {
+    let remote = Arc::new(MemoryRemote::default());
+    let cache = MultiLevelCache::builder(&config())
+        .remote_tier(Arc::clone(&remote) as Arc<dyn RemoteTier>)
+        .build()
+        .expect("valid");
+    (cache, remote)
+}
+
+#[tokio::test]
+async fn a_round_trip_through_three_tiers() {
+    let (cache, remote) = with_remote();
+    cache
+        .set(
+            "shared",
+            "hello".to_string(),
+            Tier::Redis,
+            Some(60 * SECOND),
+        )
+        .await
+        .expect("stored");
+    assert!(remote.map.lock().contains_key("shared"));
+    cache.clear(Tier::L1).await.expect("ok");
+    cache.clear(Tier::L2).await.expect("ok");
+    assert_eq!(
+        cache
+            .get::<String>("shared", Tier::Redis)
+            .await
+            .expect("ok")
+            .as_deref(),
+        Some("hello")
+    );
+    let stats = cache.stats();
+    let remote_stats = stats.remote.expect("remote configured");
+    assert_eq!(
+        (stats.l1.misses, stats.l2.misses, remote_stats.hits),
+        (1, 1, 1)
+    );
+    // The hit was promoted into both local tiers.
+    assert_eq!(
+        cache
+            .get::<String>("shared", Tier::L1)
+            .await
+            .expect("ok")
+            .as_deref(),
+        Some("hello")
+    );
+    assert_eq!(stats.l2.entries, Some(1));
+}
+
+#[tokio::test]
+async fn undecodable_remote_bytes_are_a_counted_miss_and_deleted() {
+    let (cache, remote) = with_remote();
+    remote
+        .map
+        .lock()
+        .insert("foreign".into(), b"written by another program".to_vec());
+    assert_eq!(
+        cache
+            .get::<String>("foreign", Tier::Redis)
+            .await
+            .expect("ok"),
+        None
+    );
+    assert_eq!(cache.stats().remote.expect("remote").decode_errors, 1);
+    assert!(!remote.map.lock().contains_key("foreign"));
+}
+
+#[tokio::test]
+async fn a_failing_remote_is_a_miss_for_readers_and_an_error_for_writers() {
+    let (cache, remote) = with_remote();
+    remote.down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        cache
+            .get::<u8>("k", Tier::Redis)
+            .await
+            .expect("a miss, not an error"),
+        None
+    );
+    let err = cache
+        .set("k", 1u8, Tier::Redis, None)
+        .await
+        .expect_err("write failed");
+    assert!(matches!(err, Error::Remote(_)));
+    assert_eq!(
+        cache.get::<u8>("k", Tier::L2).await.expect("ok"),
+        Some(1),
+        "local tiers hold it"
+    );
+    let loaded = cache
+        .get_or_load("k2", Tier::Redis, None, || async { Ok::<_, ()>(2u8) })
+        .await;
+    assert_eq!(
+        loaded,
+        Ok(2),
+        "get_or_load callers never see the remote failure"
+    );
+    // The get, the set, and get_or_load's read and write.
+    assert_eq!(cache.stats().remote.expect("remote").errors, 4);
+}
+
+#[tokio::test]
+async fn redis_tier_without_a_remote_is_stored_locally() {
+    let (cache, _) = mocked(&config());
+    cache
+        .set("k", 1u8, Tier::Redis, None)
+        .await
+        .expect("stored");
+    assert_eq!(cache.stats().l2.entries, Some(1));
+    assert_eq!(cache.stats().remote, None);
+}
+
+// ----- metrics -----
+
+#[test]
+fn hits_misses_and_size_are_published_with_their_labels() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let (cache, _) = mocked(&config());
+    block_on(async {
+        cache.set("k", 1u8, Tier::L2, None).await.expect("stored");
+        cache.get::<u8>("k", Tier::L2).await.expect("ok");
+        cache.get::<u8>("k", Tier::L2).await.expect("ok");
+        cache.get::<u8>("none", Tier::L2).await.expect("ok");
+        let _ = cache
+            .get_or_load("loaded", Tier::L1, None, || async { Ok::<_, ()>(1u8) })
+            .await;
+    });
+    metrics::with_local_recorder(&recorder, || cache.publish_metrics());
+    block_on(async { cache.get::<u8>("k", Tier::L1).await.expect("ok") });
+    metrics::with_local_recorder(&recorder, || cache.publish_metrics());
+
+    let mut seen = HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        seen.insert(
+            format!("{}{{{}}}", key.key().name(), labels.join(",")),
+            value,
+        );
+    }
+    let counter = |name: &str| match seen.get(name) {
+        Some(DebugValue::Counter(n)) => *n,
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(
+        counter("cache_hits_total{tier=l1,operation=get}"),
+        3,
+        "deltas add up across publishes"
+    );
+    assert_eq!(counter("cache_misses_total{tier=l1,operation=get}"), 1);
+    assert_eq!(counter("cache_misses_total{tier=l2,operation=get}"), 1);
+    assert_eq!(
+        counter("cache_misses_total{tier=l1,operation=get_or_load}"),
+        1
+    );
+    assert!(
+        !seen.contains_key("cache_hits_total{tier=l2,operation=get}"),
+        "no L2 hits happened"
+    );
+    match seen.get("cache_size_bytes{tier=l2}") {
+        Some(DebugValue::Gauge(bytes)) => assert!(bytes.into_inner() > 64.0),
+        other => panic!("cache_size_bytes: {other:?}"),
+    }
+}
+
+// ----- properties -----
+
+#[derive(Debug, Clone)]
+enum Step {
+    Set { key: u8, tier: Tier, ttl_ms: u64 },
+    Get { key: u8, tier: Tier },
+    Advance { ms: u64 },
+    Sweep,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let tier = prop_oneof![Just(Tier::L1), Just(Tier::L2)];
+    prop_oneof![
+        (0u8..8, tier.clone(), 1u64..2000).prop_map(|(key, tier, ttl_ms)| Step::Set {
+            key,
+            tier,
+            ttl_ms
+        }),
+        (0u8..8, tier).prop_map(|(key, tier)| Step::Get { key, tier }),
+        (0u64..1500).prop_map(|ms| Step::Advance { ms }),
+        Just(Step::Sweep),
+    ]
+}
+
+proptest! {
+    /// Against a model of what was written when: a read never returns a value past its TTL,
+    /// and what it returns is the latest write.
+    #[test]
+    fn an_entry_is_never_served_past_its_ttl(steps in proptest::collection::vec(step(), 1..80)) {
+        let (cache, mock) = mocked(&config());
+        let rt = runtime();
+        let mut now_ms = 0u64;
+        // key -> (value, expiry in ms, deepest tier)
+        let mut model: HashMap<u8, (u64, u64, Tier)> = HashMap::new();
+        for (i, step) in steps.into_iter().enumerate() {
+            match step {
+                Step::Set { key, tier, ttl_ms } => {
+                    let value = i as u64;
+                    rt.block_on(cache.set(&key.to_string(), value, tier, Some(Duration::from_millis(ttl_ms)))).expect("stored");
+                    model.insert(key, (value, now_ms + ttl_ms, tier));
+                }
+                Step::Get { key, tier } => {
+                    let got = rt.block_on(cache.get::<u64>(&key.to_string(), tier)).expect("ok");
+                    match model.get(&key) {
+                        Some(&(value, expiry, _)) if now_ms < expiry => {
+                            // Capacity is ample here, so a live entry is always found.
+                            prop_assert_eq!(got, Some(value), "live entry at {} ms", now_ms);
+                        }
+                        _ => prop_assert_eq!(got, None, "expired or never written, at {} ms", now_ms),
+                    }
+                }
+                Step::Advance { ms } => {
+                    mock.increment(Duration::from_millis(ms));
+                    now_ms += ms;
+                }
+                Step::Sweep => { cache.sweep_expired(); }
+            }
+        }
+    }
+
+    /// L2 never holds more bytes than its budget, whatever sizes arrive, including values
+    /// heavier than one shard's share (refused and counted).
+    #[test]
+    fn l2_never_exceeds_its_byte_budget(sizes in proptest::collection::vec(0usize..48_000, 1..120)) {
+        let config = PerformanceConfig {
+            l2_max_bytes: 128 * 1024,
+            max_value_bytes: 40_000,
+            ..config()
+        };
+        let (cache, _) = mocked(&config);
+        let budget = cache.l2_capacity_bytes();
+        prop_assert_eq!(budget, 128 * 1024);
+        let l2 = &cache.inner.l2;
+        let expires_at = cache.inner.clock.now() + 60 * SECOND;
+        let mut refused = 0;
+        for (i, size) in sizes.into_iter().enumerate() {
+            if l2.insert(&format!("key-{i}"), vec![7u8; size].into(), expires_at).is_err() {
+                refused += 1;
+            }
+            prop_assert!(l2.bytes() <= budget, "{} > {}", l2.bytes(), budget);
+        }
+        // And through the public API, values are encoded and weighed the same way.
+        let rt = runtime();
+        for i in 0..20u64 {
+            let noise: Vec<u64> = (0..(i * 300)).map(|j| j.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i).collect();
+            let _ = rt.block_on(cache.set(&format!("v{i}"), noise, Tier::L2, None));
+            prop_assert!(l2.bytes() <= budget);
+        }
+        prop_assert_eq!(cache.stats().l2.refused, 0, "direct inserts are not counted; none via set fit badly");
+        let _ = refused;
+    }
+}

@@ -1,0 +1,458 @@
+//! [`PerformanceConfig`]: every knob of every component, with defaults and validation.
+//!
+//! Load order is defaults, then a TOML file, then `PERF_*` environment variables, each layer
+//! overriding the one before. Durations are written either as whole seconds (`3600`) or as a
+//! human-readable string (`"1h"`, `"30m"`, `"250ms"`).
+
+use std::{fmt, path::Path, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// The configuration of a [`PerformanceOptimizer`](crate::PerformanceOptimizer).
+///
+/// | field | default | meaning |
+/// |---|---|---|
+/// | `cache_ttl` | 1h | TTL of cache entries stored without an explicit one |
+/// | `cache_max_size` | 10 000 | L1 capacity in entries |
+/// | `l2_max_bytes` | 128 MiB | L2 capacity in bytes (keys, encoded values, per-entry overhead) |
+/// | `compression_threshold_bytes` | 512 | encoded values larger than this are zstd-compressed |
+/// | `zstd_level` | 3 | zstd compression level |
+/// | `max_key_bytes` | 1024 | longer keys are refused |
+/// | `max_value_bytes` | 4 MiB | larger serialized values are refused |
+/// | `cache_sweep_interval` | 30s | how often expired entries are swept out of L1 and L2 |
+/// | `max_workers` | 10 | tasks the task manager runs at once |
+/// | `task_timeout` | 30s | default timeout of a managed task |
+/// | `memory_cleanup_threshold` | 0.8 | fraction of the memory limit at which cleanup runs |
+/// | `memory_limit_bytes` | none | memory limit; none means the cgroup limit, else physical memory |
+/// | `memory_check_interval` | 30s | how often the memory monitor samples |
+/// | `slow_query_threshold` | 1s | queries slower than this are logged as slow |
+/// | `profiling_enabled` | false | record per-operation latency statistics |
+/// | `allocation_tracking_enabled` | false | count allocations (needs `TrackingAllocator` installed) |
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerformanceConfig {
+    #[serde(with = "duration_serde")]
+    pub cache_ttl: Duration,
+    pub cache_max_size: u64,
+    pub l2_max_bytes: u64,
+    pub compression_threshold_bytes: u64,
+    pub zstd_level: i32,
+    pub max_key_bytes: u64,
+    pub max_value_bytes: u64,
+    #[serde(with = "duration_serde")]
+    pub cache_sweep_interval: Duration,
+    pub max_workers: u64,
+    #[serde(with = "duration_serde")]
+    pub task_timeout: Duration,
+    pub memory_cleanup_threshold: f64,
+    pub memory_limit_bytes: Option<u64>,
+    #[serde(with = "duration_serde")]
+    pub memory_check_interval: Duration,
+    #[serde(with = "duration_serde")]
+    pub slow_query_threshold: Duration,
+    pub profiling_enabled: bool,
+    pub allocation_tracking_enabled: bool,
+}
+
+/// The field names, which are also the `PERF_*` variable names in lower case.
+const FIELDS: &[&str] = &[
+    "cache_ttl",
+    "cache_max_size",
+    "l2_max_bytes",
+    "compression_threshold_bytes",
+    "zstd_level",
+    "max_key_bytes",
+    "max_value_bytes",
+    "cache_sweep_interval",
+    "max_workers",
+    "task_timeout",
+    "memory_cleanup_threshold",
+    "memory_limit_bytes",
+    "memory_check_interval",
+    "slow_query_threshold",
+    "profiling_enabled",
+    "allocation_tracking_enabled",
+];
+
+/// Bytes an L2 entry costs beyond its key and encoded value: the entry struct and its slot in
+/// the cache's table. Used by L2's weigher and by validation.
+pub(crate) const L2_ENTRY_OVERHEAD: u64 = 64;
+
+impl Default for PerformanceConfig {
+    fn default() -> Self {
+        Self {
+            cache_ttl: Duration::from_secs(3600),
+            cache_max_size: 10_000,
+            l2_max_bytes: 128 * 1024 * 1024,
+            compression_threshold_bytes: 512,
+            zstd_level: 3,
+            max_key_bytes: 1024,
+            max_value_bytes: 4 * 1024 * 1024,
+            cache_sweep_interval: Duration::from_secs(30),
+            max_workers: 10,
+            task_timeout: Duration::from_secs(30),
+            memory_cleanup_threshold: 0.8,
+            memory_limit_bytes: None,
+            memory_check_interval: Duration::from_secs(30),
+            slow_query_threshold: Duration::from_secs(1),
+            profiling_enabled: false,
+            allocation_tracking_enabled: false,
+        }
+    }
+}
+
+impl PerformanceConfig {
+    /// Defaults overridden by `PERF_*` environment variables (`PERF_CACHE_TTL=30m`), validated.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::load(None)
+    }
+
+    /// Defaults overridden by a TOML file, validated. Environment variables are not read.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Self::extract(Self::defaults().merge(Toml::file_exact(path.as_ref())))
+    }
+
+    /// Defaults, then the TOML file if given, then `PERF_*` environment variables; validated.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Self::defaults();
+        if let Some(path) = path {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Only our own fields: other PERF_* variables (PERF_REQUIRE_REDIS, say) are not ours.
+        let env = Env::prefixed("PERF_").only(FIELDS);
+        Self::extract(figment.merge(env))
+    }
+
+    /// Parses a TOML document over the defaults, validated.
+    pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
+        Self::extract(Self::defaults().merge(Toml::string(toml)))
+    }
+
+    fn defaults() -> Figment {
+        Figment::from(Serialized::defaults(Self::default()))
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Self = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field and reports every bad one with its reason.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut bad = Vec::new();
+        let mut check = |ok: bool, field: &'static str, reason: String| {
+            if !ok {
+                bad.push(FieldError { field, reason });
+            }
+        };
+        let positive = |d: Duration| d > Duration::ZERO;
+        check(
+            positive(self.cache_ttl),
+            "cache_ttl",
+            "must be greater than zero".into(),
+        );
+        check(
+            self.cache_max_size > 0,
+            "cache_max_size",
+            "must be at least 1".into(),
+        );
+        let levels = zstd::compression_level_range();
+        check(
+            levels.contains(&self.zstd_level),
+            "zstd_level",
+            format!("must be within {}..={}", levels.start(), levels.end()),
+        );
+        check(
+            self.max_key_bytes > 0,
+            "max_key_bytes",
+            "must be at least 1".into(),
+        );
+        check(
+            self.max_key_bytes <= u64::from(u16::MAX),
+            "max_key_bytes",
+            format!("must be at most {}", u16::MAX),
+        );
+        check(
+            self.max_value_bytes > 0,
+            "max_value_bytes",
+            "must be at least 1".into(),
+        );
+        check(
+            self.max_value_bytes <= u64::from(u32::MAX),
+            "max_value_bytes",
+            format!("must be at most {} (4 GiB)", u32::MAX),
+        );
+        let largest_entry = self.largest_l2_entry();
+        check(
+            self.l2_max_bytes >= largest_entry,
+            "l2_max_bytes",
+            format!(
+                "must hold at least one entry of max_key_bytes + max_value_bytes + overhead \
+                 = {largest_entry} bytes"
+            ),
+        );
+        check(
+            positive(self.cache_sweep_interval),
+            "cache_sweep_interval",
+            "must be greater than zero".into(),
+        );
+        check(
+            self.max_workers > 0,
+            "max_workers",
+            "must be at least 1".into(),
+        );
+        check(
+            positive(self.task_timeout),
+            "task_timeout",
+            "must be greater than zero".into(),
+        );
+        check(
+            self.memory_cleanup_threshold > 0.0 && self.memory_cleanup_threshold <= 1.0,
+            "memory_cleanup_threshold",
+            "must be a fraction in (0, 1]".into(),
+        );
+        check(
+            self.memory_limit_bytes != Some(0),
+            "memory_limit_bytes",
+            "must be greater than zero when set".into(),
+        );
+        check(
+            positive(self.memory_check_interval),
+            "memory_check_interval",
+            "must be greater than zero".into(),
+        );
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(bad))
+        }
+    }
+
+    /// The weight of the largest entry L2 must accept.
+    pub(crate) fn largest_l2_entry(&self) -> u64 {
+        self.max_key_bytes
+            .saturating_add(self.max_value_bytes)
+            .saturating_add(crate::cache::codec::HEADER_LEN as u64)
+            .saturating_add(L2_ENTRY_OVERHEAD)
+    }
+}
+
+/// One bad configuration field and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// A configuration that could not be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file or environment could not be read or parsed; the message names the field.
+    #[error("could not load configuration: {0}")]
+    Load(#[source] Box<figment::Error>),
+    /// One or more fields are out of range.
+    #[error("invalid configuration: {}", join(.0))]
+    Invalid(Vec<FieldError>),
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Durations as whole seconds or humantime strings on input, humantime strings on output.
+mod duration_serde {
+    use std::{fmt, time::Duration};
+
+    use serde::{Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_any(DurationVisitor)
+    }
+
+    struct DurationVisitor;
+
+    impl de::Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("whole seconds or a duration string such as \"30s\", \"5m\", \"1h\"")
+        }
+
+        fn visit_u64<E: de::Error>(self, secs: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(secs))
+        }
+
+        fn visit_i64<E: de::Error>(self, secs: i64) -> Result<Duration, E> {
+            u64::try_from(secs)
+                .map(Duration::from_secs)
+                .map_err(|_| E::custom("a duration cannot be negative"))
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            humantime::parse_duration(text.trim()).map_err(E::custom)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return its large error
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        PerformanceConfig::default()
+            .validate()
+            .expect("defaults validate");
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_with_its_reason() {
+        let config = PerformanceConfig {
+            cache_ttl: Duration::ZERO,
+            cache_max_size: 0,
+            zstd_level: 99,
+            max_workers: 0,
+            memory_cleanup_threshold: 1.5,
+            memory_limit_bytes: Some(0),
+            ..PerformanceConfig::default()
+        };
+        let Err(ConfigError::Invalid(errors)) = config.validate() else {
+            panic!("expected an invalid configuration");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "cache_ttl",
+                "cache_max_size",
+                "zstd_level",
+                "max_workers",
+                "memory_cleanup_threshold",
+                "memory_limit_bytes"
+            ]
+        );
+        let message = ConfigError::Invalid(errors).to_string();
+        assert!(message.contains("zstd_level: must be within"), "{message}");
+    }
+
+    #[test]
+    fn l2_must_hold_the_largest_value() {
+        let config = PerformanceConfig {
+            l2_max_bytes: 1024,
+            max_value_bytes: 4096,
+            ..PerformanceConfig::default()
+        };
+        let Err(ConfigError::Invalid(errors)) = config.validate() else {
+            panic!("expected an invalid configuration");
+        };
+        assert_eq!(errors[0].field, "l2_max_bytes");
+    }
+
+    #[test]
+    fn toml_accepts_seconds_and_duration_strings() {
+        let config = PerformanceConfig::from_toml_str(
+            "cache_ttl = 7200\ntask_timeout = \"90s\"\nmax_workers = 15\nmemory_limit_bytes = 1073741824",
+        )
+        .expect("valid TOML");
+        assert_eq!(config.cache_ttl, Duration::from_secs(7200));
+        assert_eq!(config.task_timeout, Duration::from_secs(90));
+        assert_eq!(config.max_workers, 15);
+        assert_eq!(config.memory_limit_bytes, Some(1 << 30));
+        assert_eq!(
+            config.cache_max_size, 10_000,
+            "unset fields keep their defaults"
+        );
+    }
+
+    #[test]
+    fn toml_errors_name_the_field() {
+        let err = PerformanceConfig::from_toml_str("cache_ttl = \"soon\"").expect_err("invalid");
+        assert!(err.to_string().contains("cache_ttl"), "{err}");
+        let err = PerformanceConfig::from_toml_str("cach_ttl = 5").expect_err("invalid");
+        assert!(err.to_string().contains("cach_ttl"), "{err}");
+        let err = PerformanceConfig::from_toml_str("max_workers = 0").expect_err("invalid");
+        assert!(
+            err.to_string().contains("max_workers: must be at least 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("perf.toml", "cache_ttl = \"10m\"\nmax_workers = 4")?;
+            jail.set_env("PERF_MAX_WORKERS", "8");
+            jail.set_env("PERF_PROFILING_ENABLED", "true");
+            jail.set_env("PERF_MEMORY_CLEANUP_THRESHOLD", "0.75");
+            jail.set_env("PERF_SLOW_QUERY_THRESHOLD", "250ms");
+            jail.set_env("PERF_REQUIRE_REDIS", "1");
+            let config =
+                PerformanceConfig::load(Some(Path::new("perf.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.cache_ttl, Duration::from_secs(600));
+            assert_eq!(config.max_workers, 8);
+            assert!(config.profiling_enabled);
+            assert_eq!(config.memory_cleanup_threshold, 0.75);
+            assert_eq!(config.slow_query_threshold, Duration::from_millis(250));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_environment_value_names_the_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PERF_CACHE_MAX_SIZE", "lots");
+            let err = PerformanceConfig::from_env().expect_err("not a number");
+            assert!(err.to_string().contains("CACHE_MAX_SIZE"), "{err}");
+            assert!(err.to_string().contains("PERF_"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn field_list_matches_the_struct() {
+        let config = PerformanceConfig {
+            memory_limit_bytes: Some(1),
+            ..PerformanceConfig::default()
+        };
+        let value = figment::value::Value::serialize(&config).expect("serializable");
+        let dict = value.into_dict().expect("a table");
+        let mut keys: Vec<_> = dict.keys().map(String::as_str).collect();
+        let mut fields = FIELDS.to_vec();
+        keys.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(keys, fields);
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let config = PerformanceConfig::default();
+        let text = toml::to_string(&config).expect("serializable");
+        assert_eq!(
+            PerformanceConfig::from_toml_str(&text).expect("parses"),
+            config
+        );
+    }
+}

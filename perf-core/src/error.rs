@@ -1,0 +1,66 @@
+//! The one error type of perf-core.
+
+use std::time::Duration;
+
+use crate::config::ConfigError;
+
+/// A remote tier's failure, as the tier reports it.
+pub type RemoteError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in perf-core.
+///
+/// Cache reads never fail for a cache reason (an undecodable or mistyped entry is a counted
+/// miss); what is refused here is bad input and failed writes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A cache key longer than `max_key_bytes`.
+    #[error("cache key is {len} bytes, over the limit max_key_bytes = {limit}")]
+    KeyTooLong { len: usize, limit: usize },
+    /// An encoded value larger than `max_value_bytes` (or than one L2 shard can hold).
+    #[error("cache value is {len} bytes encoded, over the limit {limit_name} = {limit}")]
+    ValueTooLarge {
+        len: usize,
+        limit: usize,
+        limit_name: &'static str,
+    },
+    /// A TTL of zero: the entry would be expired before it is stored.
+    #[error("cache TTL must be greater than zero")]
+    ZeroTtl,
+    /// A TTL too large to represent as an instant.
+    #[error("cache TTL {0:?} is too large")]
+    TtlOverflow(Duration),
+    /// A tier name other than `l1`, `l2` or `redis`.
+    #[error("unknown cache tier {0:?}: expected \"l1\", \"l2\" or \"redis\"")]
+    UnknownTier(String),
+    /// The value could not be serialized for L2 or the remote tier.
+    #[error("cache value could not be encoded")]
+    Encode(#[source] rmp_serde::encode::Error),
+    /// The value was stored locally but the remote tier refused or failed the write.
+    #[error("remote cache tier failed")]
+    Remote(#[source] RemoteError),
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `install()` was refused.
+    #[error(transparent)]
+    Install(#[from] InstallError),
+}
+
+/// Why [`PerformanceOptimizer::install`](crate::PerformanceOptimizer::install) refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstallError {
+    /// `install()` already ran in this process.
+    #[error("a PerformanceOptimizer is already installed in this process")]
+    AlreadyInstalled,
+    /// Annotated code ran before `install()`, so the default instance is already in use.
+    #[error(
+        "the default PerformanceOptimizer was already in use before install(); \
+         call install() first thing in main, before any monitored or cached code runs"
+    )]
+    DefaultInUse,
+    /// `install()` starts background loops and needs a tokio runtime.
+    #[error("install() must be called from within a tokio runtime")]
+    NoRuntime,
+}

@@ -1,0 +1,20 @@
+//! perf-core: the engine of `perf`. No HTTP, no Redis, no proc macros; those crates build on
+//! this one.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`config`] | [`PerformanceConfig`]: every knob, defaults, validation, TOML and `PERF_*` loading |
+//! | [`cache`] | [`MultiLevelCache`]: L1 typed TTL tier, L2 compressed byte tier, [`RemoteTier`] |
+//! | [`metrics`] | the metric catalogue and [`metrics::describe_all`] |
+//! | [`optimizer`] | [`PerformanceOptimizer`], [`global`], background loops |
+
+pub mod cache;
+pub mod config;
+mod error;
+pub mod metrics;
+pub mod optimizer;
+
+pub use cache::{CacheStats, MultiLevelCache, RemoteTier, Tier, TierStats};
+pub use config::{ConfigError, FieldError, PerformanceConfig};
+pub use error::{Error, InstallError, RemoteError};
+pub use optimizer::{OptimizerBuilder, PerformanceOptimizer, global};

@@ -1,0 +1,192 @@
+//! The metric catalogue: every metric perf emits, with its labels, unit and buckets.
+//!
+//! Names are those the seed system charted in Grafana, so dashboards keep working. Metrics go
+//! through the [`metrics`] facade; the application picks the exporter. Histograms list explicit
+//! buckets here so that a Prometheus exporter can be configured to emit `_bucket` series
+//! (perf-http does this with [`CATALOGUE`]).
+
+use metrics::Unit;
+
+pub const CACHE_HITS_TOTAL: &str = "cache_hits_total";
+pub const CACHE_MISSES_TOTAL: &str = "cache_misses_total";
+pub const CACHE_SIZE_BYTES: &str = "cache_size_bytes";
+pub const MEMORY_USAGE_BYTES: &str = "memory_usage_bytes";
+pub const MEMORY_CLEANUPS_TOTAL: &str = "memory_cleanups_total";
+pub const PROCESSING_TIME_SECONDS: &str = "processing_time_seconds";
+pub const ASYNC_OPERATIONS_TOTAL: &str = "async_operations_total";
+pub const DATABASE_QUERY_TIME_SECONDS: &str = "database_query_time_seconds";
+pub const RESOURCE_USAGE_PERCENT: &str = "resource_usage_percent";
+
+/// Label names.
+pub mod labels {
+    pub const TIER: &str = "tier";
+    pub const OPERATION: &str = "operation";
+    pub const STATUS: &str = "status";
+    pub const TYPE: &str = "type";
+    pub const REASON: &str = "reason";
+    pub const QUERY_TYPE: &str = "query_type";
+}
+
+/// Buckets for operation latencies, 100 us to 30 s.
+pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One entry of the catalogue.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDef {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    pub unit: Unit,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+    /// Explicit buckets, for histograms.
+    pub buckets: Option<&'static [f64]>,
+}
+
+use labels::*;
+
+/// Every metric perf emits.
+pub const CATALOGUE: &[MetricDef] = &[
+    MetricDef {
+        name: CACHE_HITS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[TIER, OPERATION],
+        help: "Cache lookups answered by a tier",
+        buckets: None,
+    },
+    MetricDef {
+        name: CACHE_MISSES_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[TIER, OPERATION],
+        help: "Cache lookups a tier could not answer",
+        buckets: None,
+    },
+    MetricDef {
+        name: CACHE_SIZE_BYTES,
+        kind: MetricKind::Gauge,
+        unit: Unit::Bytes,
+        labels: &[TIER],
+        help: "Bytes held by a byte-bounded cache tier (keys, encoded values, entry overhead)",
+        buckets: None,
+    },
+    MetricDef {
+        name: MEMORY_USAGE_BYTES,
+        kind: MetricKind::Gauge,
+        unit: Unit::Bytes,
+        labels: &[TYPE],
+        help: "Process memory by type (rss, virtual, limit, ...)",
+        buckets: None,
+    },
+    MetricDef {
+        name: MEMORY_CLEANUPS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[REASON],
+        help: "Memory cleanups run, by what triggered them",
+        buckets: None,
+    },
+    MetricDef {
+        name: PROCESSING_TIME_SECONDS,
+        kind: MetricKind::Histogram,
+        unit: Unit::Seconds,
+        labels: &[OPERATION],
+        help: "Time spent in a monitored operation",
+        buckets: Some(LATENCY_BUCKETS_SECONDS),
+    },
+    MetricDef {
+        name: ASYNC_OPERATIONS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[OPERATION, STATUS],
+        help: "Monitored operations by outcome (success, error, panic, cancelled)",
+        buckets: None,
+    },
+    MetricDef {
+        name: DATABASE_QUERY_TIME_SECONDS,
+        kind: MetricKind::Histogram,
+        unit: Unit::Seconds,
+        labels: &[QUERY_TYPE],
+        help: "Database query time by query type",
+        buckets: Some(LATENCY_BUCKETS_SECONDS),
+    },
+    MetricDef {
+        name: RESOURCE_USAGE_PERCENT,
+        kind: MetricKind::Gauge,
+        unit: Unit::Percent,
+        labels: &[TYPE],
+        help: "System resource usage (cpu, memory, disk) in percent",
+        buckets: None,
+    },
+];
+
+/// Describes every catalogue metric to the installed recorder (help text and unit).
+pub fn describe_all() {
+    for def in CATALOGUE {
+        match def.kind {
+            MetricKind::Counter => metrics::describe_counter!(def.name, def.unit, def.help),
+            MetricKind::Gauge => metrics::describe_gauge!(def.name, def.unit, def.help),
+            MetricKind::Histogram => metrics::describe_histogram!(def.name, def.unit, def.help),
+        }
+    }
+}
+
+/// The catalogue entry for a metric name.
+pub fn find(name: &str) -> Option<&'static MetricDef> {
+    CATALOGUE.iter().find(|def| def.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::DebuggingRecorder;
+
+    use super::*;
+
+    #[test]
+    fn describe_all_describes_every_metric() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            describe_all();
+            // Descriptions are attached to series, so touch one of each.
+            for def in CATALOGUE {
+                match def.kind {
+                    MetricKind::Counter => metrics::counter!(def.name).increment(1),
+                    MetricKind::Gauge => metrics::gauge!(def.name).set(1.0),
+                    MetricKind::Histogram => metrics::histogram!(def.name).record(1.0),
+                }
+            }
+        });
+        let snapshot = snapshotter.snapshot().into_vec();
+        assert_eq!(snapshot.len(), CATALOGUE.len());
+        for (key, unit, help, _) in snapshot {
+            let def = find(key.key().name()).expect("only catalogue metrics");
+            assert_eq!(unit, Some(def.unit), "{}", def.name);
+            assert_eq!(help.as_deref(), Some(def.help), "{}", def.name);
+        }
+    }
+
+    #[test]
+    fn histograms_have_sorted_buckets_and_others_none() {
+        for def in CATALOGUE {
+            match (def.kind, def.buckets) {
+                (MetricKind::Histogram, Some(buckets)) => {
+                    assert!(buckets.windows(2).all(|w| w[0] < w[1]), "{}", def.name);
+                }
+                (MetricKind::Histogram, None) => panic!("{} has no buckets", def.name),
+                (_, buckets) => assert!(buckets.is_none(), "{}", def.name),
+            }
+        }
+    }
+}

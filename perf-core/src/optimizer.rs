@@ -1,0 +1,174 @@
+//! [`PerformanceOptimizer`]: one of each component, the process-wide instance, background loops.
+
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use crate::{
+    Error, InstallError,
+    cache::{CacheBuilder, MultiLevelCache, RemoteTier, WeakCache},
+    config::PerformanceConfig,
+};
+
+/// Owns the configuration and the components. Later components join the cache here.
+#[derive(Debug)]
+pub struct PerformanceOptimizer {
+    config: PerformanceConfig,
+    cache: MultiLevelCache,
+    background_started: AtomicBool,
+}
+
+/// Builds a [`PerformanceOptimizer`].
+#[must_use]
+#[derive(Debug, Default)]
+pub struct OptimizerBuilder {
+    config: Option<PerformanceConfig>,
+    remote: Option<Arc<dyn RemoteTier>>,
+    clock: Option<quanta::Clock>,
+}
+
+impl OptimizerBuilder {
+    /// The configuration (default: [`PerformanceConfig::default`]).
+    pub fn config(mut self, config: PerformanceConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// The cache's shared tier below L2 (perf-redis's `RedisTier`).
+    pub fn remote_tier(mut self, remote: Arc<dyn RemoteTier>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// The clock deciding cache expiry; tests pass `quanta::Clock::mock()`.
+    pub fn clock(mut self, clock: quanta::Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Validates the configuration and builds every component.
+    pub fn build(self) -> Result<PerformanceOptimizer, Error> {
+        let config = self.config.unwrap_or_default();
+        let mut cache: CacheBuilder = MultiLevelCache::builder(&config);
+        if let Some(remote) = self.remote {
+            cache = cache.remote_tier(remote);
+        }
+        if let Some(clock) = self.clock {
+            cache = cache.clock(clock);
+        }
+        Ok(PerformanceOptimizer {
+            cache: cache.build()?,
+            config,
+            background_started: AtomicBool::new(false),
+        })
+    }
+}
+
+struct Global {
+    optimizer: PerformanceOptimizer,
+    installed: bool,
+}
+
+static GLOBAL: OnceLock<Global> = OnceLock::new();
+
+/// The process-wide optimizer: the installed one, or else a default one built on first use.
+///
+/// The default instance starts its background loops if it is first used inside a tokio
+/// runtime; until then, expired entries are still never served, only swept later.
+pub fn global() -> &'static PerformanceOptimizer {
+    let global = GLOBAL.get_or_init(|| {
+        let optimizer = PerformanceOptimizer::builder()
+            .build()
+            .expect("the default configuration is valid");
+        Global {
+            optimizer,
+            installed: false,
+        }
+    });
+    let optimizer = &global.optimizer;
+    if !global.installed && tokio::runtime::Handle::try_current().is_ok() {
+        // Ignored error: there is a runtime, which is all start_background checks.
+        let _ = optimizer.start_background();
+    }
+    optimizer
+}
+
+impl PerformanceOptimizer {
+    pub fn builder() -> OptimizerBuilder {
+        OptimizerBuilder::default()
+    }
+
+    pub fn config(&self) -> &PerformanceConfig {
+        &self.config
+    }
+
+    pub fn cache(&self) -> &MultiLevelCache {
+        &self.cache
+    }
+
+    /// Makes this the process-wide instance ([`global`]) and starts its background loops on
+    /// the current tokio runtime. Call it first thing in `main`.
+    ///
+    /// Errs, changing nothing, when called outside a tokio runtime, when an optimizer is
+    /// already installed, or when annotated code already put the default instance to use.
+    pub fn install(self) -> Result<&'static PerformanceOptimizer, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(InstallError::NoRuntime.into());
+        }
+        let mut fresh = false;
+        let global = GLOBAL.get_or_init(|| {
+            fresh = true;
+            Global {
+                optimizer: self,
+                installed: true,
+            }
+        });
+        if !fresh {
+            let error = if global.installed {
+                InstallError::AlreadyInstalled
+            } else {
+                InstallError::DefaultInUse
+            };
+            return Err(error.into());
+        }
+        global.optimizer.start_background()?;
+        Ok(&global.optimizer)
+    }
+
+    /// Starts the background loops (the cache sweeper) on the current tokio runtime, once.
+    /// They hold no strong reference: dropping the optimizer ends them.
+    pub fn start_background(&self) -> Result<(), Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| InstallError::NoRuntime)?;
+        if self.background_started.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        runtime.spawn(sweep_loop(
+            self.cache.downgrade(),
+            self.config.cache_sweep_interval,
+        ));
+        Ok(())
+    }
+}
+
+/// Every `every`: remove expired cache entries and publish cache metrics.
+async fn sweep_loop(cache: WeakCache, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(cache) = cache.upgrade() else { break };
+        // A sweep visits every entry: keep it off the async workers.
+        let swept = tokio::task::spawn_blocking(move || {
+            let swept = cache.sweep_expired();
+            cache.publish_metrics();
+            swept
+        })
+        .await;
+        tracing::trace!(?swept, "cache sweep");
+    }
+}

@@ -1,0 +1,48 @@
+//! perf: make a tokio back end fast and observable, with one dependency.
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | (always) | [`MultiLevelCache`] (L1 typed TTL tier, L2 zstd byte tier), [`PerformanceConfig`], the metric catalogue, [`PerformanceOptimizer`] and [`global`] |
+//! | `redis` | `perf::redis`: the Redis tier shared by every instance |
+//! | `http` | `perf::http`: the admin API and `/metrics` |
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+//! use perf::{PerformanceConfig, PerformanceOptimizer, Tier};
+//!
+//! let optimizer = PerformanceOptimizer::builder()
+//!     .config(PerformanceConfig::default())
+//!     .build()?
+//!     .install()?;
+//! optimizer.cache().set("greeting", "hello".to_string(), Tier::L2, None).await?;
+//! let hit: Option<String> = perf::global().cache().get("greeting", Tier::L2).await?;
+//! assert_eq!(hit.as_deref(), Some("hello"));
+//! # Ok::<_, perf::Error>(())
+//! # })?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub use perf_core::{
+    CacheStats, ConfigError, Error, FieldError, InstallError, MultiLevelCache, OptimizerBuilder,
+    PerformanceConfig, PerformanceOptimizer, RemoteError, RemoteTier, Tier, TierStats, cache,
+    config, global, metrics, optimizer,
+};
+
+#[cfg(feature = "http")]
+#[doc(inline)]
+pub use perf_http as http;
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use perf_redis as redis;
+
+/// Not a stable API: what the attribute macros' generated code calls.
+#[doc(hidden)]
+pub mod __private {
+    pub use perf_core;
+}
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

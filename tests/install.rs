@@ -1,0 +1,67 @@
+//! Installing the process-wide optimizer. One test: the global instance is process state.
+
+use std::time::Duration;
+
+use perf::{Error, InstallError, PerformanceConfig, PerformanceOptimizer};
+
+fn optimizer(max_workers: u64) -> PerformanceOptimizer {
+    let config = PerformanceConfig {
+        max_workers,
+        ..PerformanceConfig::default()
+    };
+    PerformanceOptimizer::builder()
+        .config(config)
+        .build()
+        .expect("valid config")
+}
+
+#[test]
+fn install_once_inside_a_runtime() {
+    // Outside a runtime: refused, and nothing is installed.
+    let err = optimizer(3).install().expect_err("no runtime");
+    assert!(
+        matches!(err, Error::Install(InstallError::NoRuntime)),
+        "{err}"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let installed = optimizer(3).install().expect("first install");
+        assert_eq!(installed.config().max_workers, 3);
+        assert!(
+            std::ptr::eq(installed, perf::global()),
+            "global() is the installed instance"
+        );
+
+        let err = optimizer(4).install().expect_err("second install");
+        assert!(
+            matches!(err, Error::Install(InstallError::AlreadyInstalled)),
+            "{err}"
+        );
+        assert_eq!(
+            perf::global().config().max_workers,
+            3,
+            "the first install stands"
+        );
+    });
+}
+
+#[test]
+fn bad_configuration_is_refused_at_build() {
+    let config = PerformanceConfig {
+        cache_ttl: Duration::ZERO,
+        ..PerformanceConfig::default()
+    };
+    let err = PerformanceOptimizer::builder()
+        .config(config)
+        .build()
+        .expect_err("invalid");
+    assert!(
+        err.to_string()
+            .contains("cache_ttl: must be greater than zero"),
+        "{err}"
+    );
+}
