@@ -1,1 +1,479 @@
-fn main() {}
+//! Cache benchmarks, each against its rival in the same run, printing the ratios at the end.
+//!
+//! - L1 hit: `get` of an `Arc`-held ~2 KiB ad record with a ~24-byte key in a warm 100k-entry
+//!   cache, against raw `quick_cache::sync::Cache::get` and `moka::sync::Cache::get`, on 1 and
+//!   on 2 threads.
+//! - L2 hit: the same record decompressed and decoded (and copied back into L1).
+//! - Equal memory: a Zipf(0.9) trace of 1M gets over 200k keys, L1 + L2 (L1 a tenth of the
+//!   budget) against L1 alone given the same byte budget; prints both hit ratios.
+//!
+//! `cargo bench --bench cache`; `PERF_BENCH_QUICK=1` shortens measurement for a smoke run.
+#![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
+
+use std::{
+    future::Future,
+    hint::black_box,
+    path::PathBuf,
+    pin::pin,
+    sync::{Arc, Barrier},
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use criterion::Criterion;
+use perf::{MultiLevelCache, PerformanceConfig, Tier};
+use rand::{Rng, SeedableRng, rngs::SmallRng, seq::SliceRandom};
+use rand_distr::{Distribution, Zipf};
+use serde::{Deserialize, Serialize};
+
+// ----- a realistic ad record -----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AdRecord {
+    id: u64,
+    campaign_id: u64,
+    advertiser_id: u64,
+    status: String,
+    title: String,
+    description: String,
+    landing_url: String,
+    image_urls: Vec<String>,
+    keywords: Vec<String>,
+    countries: Vec<String>,
+    languages: Vec<String>,
+    bid_cpm: f64,
+    daily_budget: f64,
+    ctr: f64,
+    cvr: f64,
+    quality_score: f32,
+    age_min: u8,
+    age_max: u8,
+    created_at: i64,
+    updated_at: i64,
+}
+
+const WORDS: &[&str] = &[
+    "premium",
+    "running",
+    "shoes",
+    "free",
+    "shipping",
+    "discount",
+    "summer",
+    "sale",
+    "new",
+    "collection",
+    "lightweight",
+    "comfortable",
+    "durable",
+    "official",
+    "store",
+    "limited",
+    "offer",
+    "best",
+    "price",
+    "guarantee",
+    "women",
+    "men",
+    "kids",
+    "outdoor",
+    "trail",
+    "sport",
+    "fitness",
+    "training",
+    "breathable",
+    "waterproof",
+    "jacket",
+    "backpack",
+    "travel",
+    "hotel",
+    "flight",
+    "deal",
+    "booking",
+    "cheap",
+    "luxury",
+    "resort",
+    "beach",
+    "city",
+    "weekend",
+    "insurance",
+    "quote",
+    "compare",
+    "save",
+    "today",
+    "online",
+    "course",
+    "learn",
+    "skills",
+    "certificate",
+    "career",
+    "software",
+    "cloud",
+    "platform",
+    "team",
+    "productivity",
+    "trial",
+    "days",
+    "month",
+    "plan",
+    "pro",
+    "business",
+    "secure",
+    "fast",
+    "reliable",
+    "support",
+    "24/7",
+    "organic",
+    "coffee",
+    "beans",
+    "roasted",
+    "delivery",
+    "subscription",
+    "fresh",
+    "local",
+    "the",
+    "and",
+    "for",
+    "with",
+    "your",
+    "our",
+    "from",
+    "every",
+    "more",
+    "than",
+    "only",
+    "now",
+];
+
+fn words(rng: &mut SmallRng, n: usize) -> String {
+    let mut text = String::new();
+    for i in 0..n {
+        if i > 0 {
+            text.push(' ');
+        }
+        text.push_str(WORDS[rng.random_range(0..WORDS.len())]);
+    }
+    text
+}
+
+fn ad_record(id: u64) -> AdRecord {
+    let mut rng = SmallRng::seed_from_u64(id);
+    let campaign_id = rng.random_range(1..50_000);
+    AdRecord {
+        id,
+        campaign_id,
+        advertiser_id: rng.random_range(1..5_000),
+        status: "active".into(),
+        title: words(&mut rng, 8),
+        description: words(&mut rng, 150),
+        landing_url: format!(
+            "https://shop.example.com/campaigns/{campaign_id}/landing?utm_source=ads&utm_medium=cpc&ad={id}"
+        ),
+        image_urls: (0..4)
+            .map(|i| {
+                format!("https://cdn.example.com/creatives/{campaign_id}/{id}/{i}_1200x628.jpg")
+            })
+            .collect(),
+        keywords: (0..15).map(|_| words(&mut rng, 2)).collect(),
+        countries: ["US", "DE", "FR", "GB", "ES"]
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        languages: vec!["en".into(), "de".into()],
+        bid_cpm: rng.random_range(0.5..20.0),
+        daily_budget: rng.random_range(50.0..5000.0),
+        ctr: rng.random_range(0.001..0.08),
+        cvr: rng.random_range(0.001..0.05),
+        quality_score: rng.random_range(1.0..10.0),
+        age_min: 18,
+        age_max: 65,
+        created_at: 1_700_000_000 + rng.random_range(0..10_000_000),
+        updated_at: 1_710_000_000 + rng.random_range(0..10_000_000),
+    }
+}
+
+/// Heap and inline bytes of a record, as L1 would hold it behind an `Arc`.
+fn in_memory_bytes(r: &AdRecord) -> usize {
+    let strings = |v: &Vec<String>| {
+        v.capacity() * size_of::<String>() + v.iter().map(String::capacity).sum::<usize>()
+    };
+    16 + size_of::<AdRecord>()
+        + r.status.capacity()
+        + r.title.capacity()
+        + r.description.capacity()
+        + r.landing_url.capacity()
+        + strings(&r.image_urls)
+        + strings(&r.keywords)
+        + strings(&r.countries)
+        + strings(&r.languages)
+}
+
+fn key(id: u64) -> String {
+    format!("ads:v1:record:{id:010}") // 24 bytes
+}
+
+// ----- helpers -----
+
+fn quick() -> bool {
+    std::env::var_os("PERF_BENCH_QUICK").is_some()
+}
+
+/// Polls a future that is ready at once (a cache hit that needs no remote tier).
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("a local cache read never waits"),
+    }
+}
+
+/// Time for each of `threads` threads to do `iters` lookups at once.
+fn concurrent(
+    threads: usize,
+    iters: u64,
+    keys: &[String],
+    lookup: impl Fn(&str) + Sync,
+) -> Duration {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (barrier, lookup) = (&barrier, &lookup);
+                s.spawn(move || {
+                    let offset = t * keys.len() / threads;
+                    barrier.wait();
+                    let start = Instant::now();
+                    for i in 0..iters as usize {
+                        lookup(&keys[(offset + i) % keys.len()]);
+                    }
+                    start.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap_or_default()
+    })
+}
+
+fn median_ns(group: &str, bench: &str) -> Option<f64> {
+    let dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let path = dir
+        .join("criterion")
+        .join(group)
+        .join(bench)
+        .join("new/estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+// ----- benchmarks -----
+
+const ENTRIES: u64 = 100_000;
+
+fn l1_hit(c: &mut Criterion) {
+    let config = PerformanceConfig {
+        cache_max_size: ENTRIES + ENTRIES / 10,
+        ..PerformanceConfig::default()
+    };
+    let ours = MultiLevelCache::new(&config).unwrap();
+    let raw =
+        quick_cache::sync::Cache::<String, Arc<AdRecord>>::new(config.cache_max_size as usize);
+    let moka = moka::sync::Cache::<String, Arc<AdRecord>>::new(config.cache_max_size);
+    let mut keys: Vec<String> = (0..ENTRIES).map(key).collect();
+    for (id, k) in keys.iter().enumerate() {
+        let record = Arc::new(ad_record(id as u64));
+        ours.set_l1(k, ad_record(id as u64), None).unwrap();
+        raw.insert(k.clone(), Arc::clone(&record));
+        moka.insert(k.clone(), record);
+    }
+    moka.run_pending_tasks();
+    keys.shuffle(&mut SmallRng::seed_from_u64(7));
+    assert_eq!(
+        ours.stats().l1.entries,
+        Some(ENTRIES),
+        "every record is resident"
+    );
+
+    for threads in [1, 2] {
+        let mut group = c.benchmark_group(format!("l1_hit_{threads}_thread"));
+        group.bench_function("perf_get_l1", |b| {
+            b.iter_custom(|iters| {
+                concurrent(threads, iters, &keys, |k| {
+                    black_box(ours.get_l1::<AdRecord>(k).unwrap().unwrap());
+                })
+            })
+        });
+        group.bench_function("perf_get", |b| {
+            b.iter_custom(|iters| {
+                concurrent(threads, iters, &keys, |k| {
+                    black_box(ready(ours.get::<AdRecord>(k, Tier::L1)).unwrap().unwrap());
+                })
+            })
+        });
+        group.bench_function("quick_cache", |b| {
+            b.iter_custom(|iters| {
+                concurrent(threads, iters, &keys, |k| {
+                    black_box(raw.get(k).unwrap());
+                })
+            })
+        });
+        group.bench_function("moka", |b| {
+            b.iter_custom(|iters| {
+                concurrent(threads, iters, &keys, |k| {
+                    black_box(moka.get(k).unwrap());
+                })
+            })
+        });
+        group.finish();
+    }
+}
+
+fn l2_hit(c: &mut Criterion) {
+    // A tiny L1, so that every read of a 10k-key round misses L1 and decodes from L2.
+    let config = PerformanceConfig {
+        cache_max_size: 16,
+        ..PerformanceConfig::default()
+    };
+    let cache = MultiLevelCache::new(&config).unwrap();
+    let keys: Vec<String> = (0..10_000).map(key).collect();
+    ready(async {
+        for (id, k) in keys.iter().enumerate() {
+            cache
+                .set(k, ad_record(id as u64), Tier::L2, None)
+                .await
+                .unwrap();
+        }
+    });
+    let mut group = c.benchmark_group("l2_hit");
+    let mut i = 0;
+    group.bench_function("perf_get", |b| {
+        b.iter(|| {
+            i = (i + 7919) % keys.len();
+            black_box(
+                ready(cache.get::<AdRecord>(&keys[i], Tier::L2))
+                    .unwrap()
+                    .unwrap(),
+            )
+        })
+    });
+    group.finish();
+    let stats = cache.stats();
+    assert!(
+        stats.l2.hits > 0 && stats.l2.hits >= 20 * stats.l1.hits,
+        "{stats:?}"
+    );
+}
+
+/// Sizes of one record in each form, and the compression ratio.
+fn record_sizes() -> (usize, usize, usize) {
+    let cache = MultiLevelCache::new(&PerformanceConfig::default()).unwrap();
+    let record = ad_record(1);
+    let memory = in_memory_bytes(&record);
+    let msgpack = rmp_serde::to_vec(&record).unwrap().len();
+    let stored = cache.encoded_len(&record).unwrap();
+    (memory, msgpack, stored)
+}
+
+/// Hit ratio of a Zipf(0.9) trace; a miss loads the record and stores it at `tier`.
+fn zipf_hit_ratio(cache: &MultiLevelCache, tier: Tier, gets: usize, keys: u64) -> f64 {
+    let zipf = Zipf::new(keys as f64, 0.9).unwrap();
+    let mut rng = SmallRng::seed_from_u64(42);
+    let mut hits = 0usize;
+    for _ in 0..gets {
+        let id = zipf.sample(&mut rng) as u64;
+        let k = key(id);
+        let found = ready(cache.get::<AdRecord>(&k, tier)).unwrap();
+        if found.is_some() {
+            hits += 1;
+        } else {
+            ready(cache.set(&k, ad_record(id), tier, None)).unwrap();
+        }
+    }
+    hits as f64 / gets as f64
+}
+
+fn equal_memory() -> (f64, f64, u64) {
+    let (gets, keys) = if quick() {
+        (200_000, 40_000)
+    } else {
+        (1_000_000, 200_000)
+    };
+    let (memory, _, stored) = record_sizes();
+    // Per-entry bookkeeping beside the value: the key and quick_cache's slot.
+    let l1_entry = memory + 24 + 24 + 64;
+    let budget = (keys as usize / 10 * l1_entry) as u64;
+    let l1_alone = MultiLevelCache::new(&PerformanceConfig {
+        cache_max_size: budget / l1_entry as u64,
+        ..PerformanceConfig::default()
+    })
+    .unwrap();
+    let two_tier = MultiLevelCache::new(&PerformanceConfig {
+        cache_max_size: budget / 10 / l1_entry as u64,
+        l2_max_bytes: budget - budget / 10,
+        ..PerformanceConfig::default()
+    })
+    .unwrap();
+    let alone = zipf_hit_ratio(&l1_alone, Tier::L1, gets, keys);
+    let both = zipf_hit_ratio(&two_tier, Tier::L2, gets, keys);
+    let _ = stored;
+    (alone, both, budget)
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    c = if quick() {
+        c.warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1))
+            .sample_size(20)
+    } else {
+        c.warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3))
+            .sample_size(50)
+    };
+    l1_hit(&mut c);
+    l2_hit(&mut c);
+    c.final_summary();
+
+    println!("\n== ratios (medians) ==");
+    for threads in [1, 2] {
+        let group = format!("l1_hit_{threads}_thread");
+        let m = |b: &str| median_ns(&group, b);
+        if let (Some(get_l1), Some(get), Some(raw), Some(moka)) =
+            (m("perf_get_l1"), m("perf_get"), m("quick_cache"), m("moka"))
+        {
+            println!(
+                "L1 hit, {threads} thread(s): perf get_l1 {get_l1:.1} ns, perf get {get:.1} ns, \
+                 quick_cache {raw:.1} ns, moka {moka:.1} ns | get_l1/quick_cache {:.2}x, \
+                 get/quick_cache {:.2}x, get/moka {:.2}x",
+                get_l1 / raw,
+                get / raw,
+                get / moka,
+            );
+        }
+    }
+    if let Some(l2) = median_ns("l2_hit", "perf_get") {
+        println!("L2 hit: {:.2} us (target <= 10 us)", l2 / 1000.0);
+    }
+    let (memory, msgpack, stored) = record_sizes();
+    println!(
+        "ad record: {memory} B in memory (L1), {msgpack} B MessagePack, {stored} B stored in L2 \
+         (zstd, header included): compression {:.2}x over MessagePack, {:.2}x over memory",
+        msgpack as f64 / stored as f64,
+        memory as f64 / stored as f64,
+    );
+    let (alone, both, budget) = equal_memory();
+    println!(
+        "equal memory ({:.1} MiB), Zipf(0.9): L1 alone hit ratio {:.3}, L1+L2 hit ratio {:.3} ({:+.1} points)",
+        budget as f64 / (1 << 20) as f64,
+        alone,
+        both,
+        (both - alone) * 100.0,
+    );
+}

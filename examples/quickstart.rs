@@ -1,6 +1,7 @@
 //! The smallest useful program: install the optimizer, cache through two tiers, print stats.
 //!
 //! Run with `cargo run --example quickstart`.
+#![allow(clippy::print_stdout)] // printing is what this example is for
 
 use std::time::Duration;
 
@@ -47,8 +48,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Drop L1: the next reads are served from L2's compressed copies and promoted back.
     cache.clear(Tier::L1).await?;
     for id in 1..=5 {
-        let ad: Option<Ad> = cache.get(&format!("ad:{id}"), Tier::L2).await?;
-        println!("{:?}", ad.map(|ad| ad.title));
+        let ad = cache.get::<Ad>(&format!("ad:{id}"), Tier::L2).await?;
+        println!("{:?}", ad.map(|ad| ad.title.clone()));
     }
 
     let stats = cache.stats();

@@ -16,8 +16,9 @@
 //!     .build()?
 //!     .install()?;
 //! optimizer.cache().set("greeting", "hello".to_string(), Tier::L2, None).await?;
-//! let hit: Option<String> = perf::global().cache().get("greeting", Tier::L2).await?;
-//! assert_eq!(hit.as_deref(), Some("hello"));
+//! // Reads hand out `Arc<T>`: an L1 hit copies a pointer, not the value.
+//! let hit = perf::global().cache().get::<String>("greeting", Tier::L2).await?;
+//! assert_eq!(hit.as_deref().map(String::as_str), Some("hello"));
 //! # Ok::<_, perf::Error>(())
 //! # })?;
 //! # Ok(())

@@ -6,7 +6,14 @@ use perf::{Error, InstallError, PerformanceOptimizer, Tier};
 async fn the_default_instance_serves_until_install_is_refused() {
     let cache = perf::global().cache();
     cache.set("k", 1u32, Tier::L2, None).await.expect("stored");
-    assert_eq!(cache.get::<u32>("k", Tier::L2).await.expect("ok"), Some(1));
+    assert_eq!(
+        cache
+            .get::<u32>("k", Tier::L2)
+            .await
+            .expect("ok")
+            .as_deref(),
+        Some(&1)
+    );
     assert_eq!(perf::global().config(), &perf::PerformanceConfig::default());
 
     let late = PerformanceOptimizer::builder().build().expect("valid");
@@ -21,7 +28,8 @@ async fn the_default_instance_serves_until_install_is_refused() {
             .cache()
             .get::<u32>("k", Tier::L2)
             .await
-            .expect("ok"),
-        Some(1)
+            .expect("ok")
+            .as_deref(),
+        Some(&1)
     );
 }

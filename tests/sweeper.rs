@@ -42,7 +42,11 @@ async fn the_sweeper_removes_expired_entries() {
     assert_eq!((stats.l1.entries, stats.l2.entries), (Some(1), Some(1)));
     assert_eq!(stats.l1.expirations + stats.l2.expirations, 200);
     assert_eq!(
-        cache.get::<i32>("lasting", Tier::L1).await.expect("ok"),
-        Some(1)
+        cache
+            .get::<i32>("lasting", Tier::L1)
+            .await
+            .expect("ok")
+            .as_deref(),
+        Some(&1)
     );
 }

@@ -62,12 +62,12 @@ impl L1 {
 
     /// The live value at `key`, if it has type `T`. An expired entry is removed and counted.
     #[inline]
-    pub(crate) fn get<T: Clone + 'static>(
+    pub(crate) fn get<T: Send + Sync + 'static>(
         &self,
         key: &str,
         now: quanta::Instant,
         counters: &Counters,
-    ) -> Lookup<T> {
+    ) -> Lookup<Arc<T>> {
         let Some(entry) = self.map.get(key) else {
             return Lookup::Miss;
         };
@@ -75,9 +75,10 @@ impl L1 {
             self.remove_expired(key, now, counters);
             return Lookup::Miss;
         }
-        match entry.value.downcast_ref::<T>() {
-            Some(value) => Lookup::Hit(value.clone()),
-            None => Lookup::WrongType,
+        // The entry's own reference becomes the caller's: no second reference-count update.
+        match entry.value.downcast::<T>() {
+            Ok(value) => Lookup::Hit(value),
+            Err(_) => Lookup::WrongType,
         }
     }
 

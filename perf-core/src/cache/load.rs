@@ -5,7 +5,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use super::{
     CacheValue, MultiLevelCache, SharedValue, Tier,
     coalesce::{self, FlightState, Outcome, Role},
-    l1::{AnyValue, Lookup},
+    l1::Lookup,
     stats::{Event, LoadEvent, Op},
 };
 use crate::Error;
@@ -23,7 +23,7 @@ impl MultiLevelCache {
         tier: Tier,
         ttl: Option<Duration>,
         loader: F,
-    ) -> Result<T, E>
+    ) -> Result<Arc<T>, E>
     where
         T: SharedValue,
         F: FnOnce() -> Fut,
@@ -38,12 +38,8 @@ impl MultiLevelCache {
             return Ok(value);
         }
         self.load_coalesced(key, loader, |value| async move {
-            match self.store(key, value.clone(), tier, &plan).await {
-                Ok(stored) => (value, stored),
-                Err(error) => {
-                    tracing::warn!(key, %error, "loaded value not fully cached");
-                    (value.clone(), Arc::new(value) as AnyValue)
-                }
+            if let Err(error) = self.store(key, value, tier, &plan).await {
+                tracing::warn!(key, %error, "loaded value not fully cached");
             }
         })
         .await
@@ -55,7 +51,7 @@ impl MultiLevelCache {
         key: &str,
         ttl: Option<Duration>,
         loader: F,
-    ) -> Result<T, E>
+    ) -> Result<Arc<T>, E>
     where
         T: CacheValue,
         F: FnOnce() -> Fut,
@@ -68,22 +64,26 @@ impl MultiLevelCache {
         if let Some(value) = self.l1_lookup(key, Op::GetOrLoad, self.inner.clock.now()) {
             return Ok(value);
         }
-        self.load_coalesced(key, loader, |value: T| async move {
-            let stored: AnyValue = Arc::new(value.clone());
-            self.insert_l1_only(key, Arc::clone(&stored), plan.expires_at);
-            (value, stored)
+        self.load_coalesced(key, loader, |value: Arc<T>| async move {
+            self.insert_l1_only(key, value, plan.expires_at);
         })
         .await
     }
 
-    async fn load_uncached<T, E, F, Fut>(&self, key: &str, error: Error, loader: F) -> Result<T, E>
+    async fn load_uncached<T, E, F, Fut>(
+        &self,
+        key: &str,
+        error: Error,
+        loader: F,
+    ) -> Result<Arc<T>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        tracing::warn!(key = %key.chars().take(64).collect::<String>(), %error, "value not cacheable; loading uncached");
+        let shown: String = key.chars().take(64).collect();
+        tracing::warn!(key = %shown, %error, "value not cacheable; loading uncached");
         self.inner.counters.record(Tier::L1, Event::Refused);
-        self.run_loader(loader).await
+        self.run_loader(loader).await.map(Arc::new)
     }
 
     async fn run_loader<T, E, F, Fut>(&self, loader: F) -> Result<T, E>
@@ -105,13 +105,13 @@ impl MultiLevelCache {
         key: &str,
         loader: F,
         store: S,
-    ) -> Result<T, E>
+    ) -> Result<Arc<T>, E>
     where
         T: CacheValue,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
-        S: FnOnce(T) -> SFut,
-        SFut: Future<Output = (T, AnyValue)>,
+        S: FnOnce(Arc<T>) -> SFut,
+        SFut: Future<Output = ()>,
     {
         loop {
             match self.inner.flights.join(key) {
@@ -123,11 +123,11 @@ impl MultiLevelCache {
                     {
                         return Ok(value);
                     }
-                    let value = self.run_loader(loader).await;
-                    return match value {
+                    return match self.run_loader(loader).await {
                         Ok(value) => {
-                            let (value, stored) = store(value).await;
-                            guard.finish(FlightState::Loaded(stored));
+                            let value = Arc::new(value);
+                            store(Arc::clone(&value)).await;
+                            guard.finish(FlightState::Loaded(value.clone()));
                             Ok(value)
                         }
                         Err(error) => {
@@ -137,22 +137,21 @@ impl MultiLevelCache {
                     };
                 }
                 Role::Waiter(receiver) => match coalesce::wait(receiver).await {
-                    Outcome::Loaded(shared) => {
-                        if let Some(value) = shared.downcast_ref::<T>() {
+                    Outcome::Loaded(shared) => match shared.downcast::<T>() {
+                        Ok(value) => {
                             self.inner.counters.record_load(LoadEvent::Coalesced);
-                            return Ok(value.clone());
+                            return Ok(value);
                         }
-                        break;
-                    }
+                        Err(_) => break,
+                    },
                     Outcome::Failed => break,
                     Outcome::Abandoned => continue,
                 },
             }
         }
         // The leader failed, or loaded another type under this key: load for ourselves.
-        match self.run_loader(loader).await {
-            Ok(value) => Ok(store(value).await.0),
-            Err(error) => Err(error),
-        }
+        let value = Arc::new(self.run_loader(loader).await?);
+        store(Arc::clone(&value)).await;
+        Ok(value)
     }
 }

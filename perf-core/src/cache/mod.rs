@@ -51,12 +51,13 @@ use crate::{Error, config::PerformanceConfig};
 ///
 /// let cache = MultiLevelCache::new(&PerformanceConfig::default())?;
 /// cache.set("ad:42", vec![1u32, 2, 3], Tier::L2, None).await?;
-/// assert_eq!(cache.get::<Vec<u32>>("ad:42", Tier::L2).await?, Some(vec![1, 2, 3]));
+/// let hit = cache.get::<Vec<u32>>("ad:42", Tier::L2).await?;
+/// assert_eq!(hit.as_deref(), Some(&vec![1, 2, 3]));
 ///
-/// let ad: Result<String, std::io::Error> = cache
+/// let ad: Result<std::sync::Arc<String>, std::io::Error> = cache
 ///     .get_or_load("ad:43", Tier::L2, None, || async { Ok("loaded once".to_string()) })
 ///     .await;
-/// assert_eq!(ad?, "loaded once");
+/// assert_eq!(ad?.as_str(), "loaded once");
 /// # Ok::<_, Box<dyn std::error::Error>>(())
 /// # }).unwrap();
 /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -169,13 +170,19 @@ impl MultiLevelCache {
 
     /// The value at `key`, looking from L1 down to `tier`. Expired, undecodable and mistyped
     /// entries are counted misses. Errs only on a key over `max_key_bytes`.
-    pub async fn get<T: SharedValue>(&self, key: &str, tier: Tier) -> Result<Option<T>, Error> {
+    ///
+    /// Values come back as `Arc<T>`: an L1 hit copies a pointer, never the value.
+    pub async fn get<T: SharedValue>(
+        &self,
+        key: &str,
+        tier: Tier,
+    ) -> Result<Option<Arc<T>>, Error> {
         self.check_key(key)?;
         Ok(self.lookup(key, self.effective(tier), Op::Get).await)
     }
 
     /// The L1 value at `key`, for values without serde (L1 never encodes).
-    pub fn get_l1<T: CacheValue>(&self, key: &str) -> Result<Option<T>, Error> {
+    pub fn get_l1<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>, Error> {
         self.check_key(key)?;
         Ok(self.l1_lookup(key, Op::Get, self.inner.clock.now()))
     }
@@ -199,9 +206,8 @@ impl MultiLevelCache {
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
         let plan = self.plan_write(key, ttl)?;
-        self.store(key, value, self.effective(tier), &plan)
+        self.store(key, Arc::new(value), self.effective(tier), &plan)
             .await
-            .map(drop)
     }
 
     /// Stores `value` in L1 only, for values without serde.
@@ -311,6 +317,12 @@ impl MultiLevelCache {
             .publish(&self.inner.counters, tiers, self.inner.l2.bytes());
     }
 
+    /// The bytes `value` takes in L2 and the remote tier (header and compression included),
+    /// or the error a write of it would meet. For sizing `l2_max_bytes`.
+    pub fn encoded_len<T: SharedValue>(&self, value: &T) -> Result<usize, Error> {
+        Ok(self.inner.codec.encode(value, 0)?.len())
+    }
+
     /// L2's byte budget.
     pub fn l2_capacity_bytes(&self) -> u64 {
         self.inner.l2.capacity()
@@ -361,7 +373,7 @@ impl MultiLevelCache {
         Ok(WritePlan { ttl, expires_at })
     }
 
-    async fn lookup<T: SharedValue>(&self, key: &str, tier: Tier, op: Op) -> Option<T> {
+    async fn lookup<T: SharedValue>(&self, key: &str, tier: Tier, op: Op) -> Option<Arc<T>> {
         let now = self.inner.clock.now();
         if let Some(value) = self.l1_lookup(key, op, now) {
             return Some(value);
@@ -381,7 +393,7 @@ impl MultiLevelCache {
     }
 
     #[inline]
-    fn l1_lookup<T: CacheValue>(&self, key: &str, op: Op, now: quanta::Instant) -> Option<T> {
+    fn l1_lookup<T: CacheValue>(&self, key: &str, op: Op, now: quanta::Instant) -> Option<Arc<T>> {
         let counters = &self.inner.counters;
         match self.inner.l1.get::<T>(key, now, counters) {
             Lookup::Hit(value) => {
@@ -395,14 +407,15 @@ impl MultiLevelCache {
         None
     }
 
-    fn l2_lookup<T: SharedValue>(&self, key: &str, op: Op, now: quanta::Instant) -> Option<T> {
+    fn l2_lookup<T: SharedValue>(&self, key: &str, op: Op, now: quanta::Instant) -> Option<Arc<T>> {
         let counters = &self.inner.counters;
         let Some((value, expires_at)) = self.l2_decode::<T>(key, now) else {
             counters.record(Tier::L2, Event::Miss(op));
             return None;
         };
         counters.record(Tier::L2, Event::Hit(op));
-        self.insert_l1(key, Arc::new(value.clone()), expires_at);
+        let value = Arc::new(value);
+        self.insert_l1(key, value.clone(), expires_at);
         Some(value)
     }
 
@@ -438,7 +451,7 @@ impl MultiLevelCache {
         remote: &dyn RemoteTier,
         key: &str,
         op: Op,
-    ) -> Option<T> {
+    ) -> Option<Arc<T>> {
         let counters = &self.inner.counters;
         let found = match remote.get(key).await {
             Ok(Some(bytes)) => self.remote_decode::<T>(remote, key, bytes).await,
@@ -454,9 +467,10 @@ impl MultiLevelCache {
             return None;
         };
         counters.record(Tier::Redis, Event::Hit(op));
+        let value = Arc::new(value);
         if let Some(expires_at) = self.inner.clock.now().checked_add(left) {
             self.insert_l2(key, bytes.into(), expires_at);
-            self.insert_l1(key, Arc::new(value.clone()), expires_at);
+            self.insert_l1(key, value.clone(), expires_at);
         }
         Some(value)
     }
@@ -489,19 +503,19 @@ impl MultiLevelCache {
         }
     }
 
-    /// Stores in every tier down to `tier`; returns the L1 value (shared with waiters).
+    /// Stores in every tier down to `tier`. Refusals (encoding, size) store nothing.
     async fn store<T: SharedValue>(
         &self,
         key: &str,
-        value: T,
+        value: Arc<T>,
         tier: Tier,
         plan: &WritePlan,
-    ) -> Result<AnyValue, Error> {
+    ) -> Result<(), Error> {
         let inner = &self.inner;
         let encoded = if tier >= Tier::L2 {
             let bytes: Arc<[u8]> = inner
                 .codec
-                .encode(&value, codec::unix_ms_after(plan.ttl))?
+                .encode(&*value, codec::unix_ms_after(plan.ttl))?
                 .into();
             if let Err(heavy) = inner.l2.check_fits(key, &bytes) {
                 inner.counters.record(Tier::L2, Event::Refused);
@@ -515,23 +529,20 @@ impl MultiLevelCache {
         } else {
             None
         };
-        let stored: AnyValue = Arc::new(value);
         let Some(bytes) = encoded else {
-            self.insert_l1_only(key, Arc::clone(&stored), plan.expires_at);
-            return Ok(stored);
+            self.insert_l1_only(key, value, plan.expires_at);
+            return Ok(());
         };
-        self.insert_l1(key, Arc::clone(&stored), plan.expires_at);
-        {
-            self.insert_l2(key, Arc::clone(&bytes), plan.expires_at);
-            if let (Tier::Redis, Some(remote)) = (tier, &inner.remote) {
-                remote
-                    .set(key, &bytes, plan.ttl)
-                    .await
-                    .map_err(|e| self.remote_failed(e))?;
-                inner.counters.record(Tier::Redis, Event::Insert);
-            }
+        self.insert_l1(key, value, plan.expires_at);
+        self.insert_l2(key, Arc::clone(&bytes), plan.expires_at);
+        if let (Tier::Redis, Some(remote)) = (tier, &inner.remote) {
+            remote
+                .set(key, &bytes, plan.ttl)
+                .await
+                .map_err(|e| self.remote_failed(e))?;
+            inner.counters.record(Tier::Redis, Event::Insert);
         }
-        Ok(stored)
+        Ok(())
     }
 
     fn insert_l1(&self, key: &str, value: AnyValue, expires_at: quanta::Instant) {

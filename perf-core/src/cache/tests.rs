@@ -56,7 +56,7 @@ async fn set_then_get_in_each_tier() {
             .expect("stored");
         assert_eq!(
             cache.get::<Vec<u8>>(&key, tier).await.expect("ok"),
-            Some(vec![1, 2, 3])
+            Some(Arc::new(vec![1, 2, 3]))
         );
     }
     let stats = cache.stats();
@@ -75,14 +75,14 @@ async fn l1_holds_values_without_serde() {
         .expect("stored");
     assert_eq!(
         cache.get_l1::<Model>("model").expect("ok"),
-        Some(Model(Arc::new(vec![0.5; 4])))
+        Some(Arc::new(Model(Arc::new(vec![0.5; 4]))))
     );
     let loaded = cache
         .get_or_load_l1("model2", None, || async {
             Ok::<_, ()>(Model(Arc::new(vec![1.0])))
         })
         .await;
-    assert_eq!(loaded, Ok(Model(Arc::new(vec![1.0]))));
+    assert_eq!(loaded, Ok(Arc::new(Model(Arc::new(vec![1.0])))));
     assert!(cache.get_l1::<Model>("model2").expect("ok").is_some());
 }
 
@@ -98,8 +98,14 @@ async fn an_entry_is_a_miss_once_its_ttl_has_passed() {
         .await
         .expect("stored");
     mock.increment(10 * SECOND - Duration::from_nanos(1));
-    assert_eq!(cache.get::<u32>("l1", Tier::L1).await.expect("ok"), Some(1));
-    assert_eq!(cache.get::<u32>("l2", Tier::L2).await.expect("ok"), Some(2));
+    assert_eq!(
+        cache.get::<u32>("l1", Tier::L1).await.expect("ok"),
+        Some(Arc::new(1))
+    );
+    assert_eq!(
+        cache.get::<u32>("l2", Tier::L2).await.expect("ok"),
+        Some(Arc::new(2))
+    );
     mock.increment(Duration::from_nanos(1));
     assert_eq!(cache.get::<u32>("l1", Tier::L1).await.expect("ok"), None);
     assert_eq!(cache.get::<u32>("l2", Tier::L2).await.expect("ok"), None);
@@ -124,21 +130,13 @@ async fn promotion_keeps_the_remaining_ttl() {
     mock.increment(6 * SECOND);
     // An L2 hit copies the value into L1 ...
     assert_eq!(
-        cache
-            .get::<String>("ad", Tier::L2)
-            .await
-            .expect("ok")
-            .as_deref(),
-        Some("text")
+        cache.get::<String>("ad", Tier::L2).await.expect("ok"),
+        Some(Arc::new("text".to_string()))
     );
     assert_eq!(cache.stats().l2.hits, 1);
     assert_eq!(
-        cache
-            .get::<String>("ad", Tier::L1)
-            .await
-            .expect("ok")
-            .as_deref(),
-        Some("text")
+        cache.get::<String>("ad", Tier::L1).await.expect("ok"),
+        Some(Arc::new("text".to_string()))
     );
     // ... with the 4 s it had left, not a fresh 10 s.
     mock.increment(4 * SECOND);
@@ -197,7 +195,7 @@ async fn bad_input_is_an_error_naming_the_limit_and_stores_nothing() {
     assert!(err.to_string().contains("max_value_bytes = 65536"), "{err}");
     assert_eq!(
         cache.get::<Vec<u8>>("big", Tier::L2).await.expect("ok"),
-        Some(vec![0u8; 10]),
+        Some(Arc::new(vec![0u8; 10])),
         "the refused write lost nothing"
     );
     assert_eq!(cache.get::<u8>("zero", Tier::L1).await.expect("ok"), None);
@@ -210,7 +208,7 @@ async fn get_or_load_returns_uncacheable_values_uncached() {
     let loaded = cache
         .get_or_load(&long_key, Tier::L2, None, || async { Ok::<_, ()>(5u8) })
         .await;
-    assert_eq!(loaded, Ok(5));
+    assert_eq!(loaded, Ok(Arc::new(5)));
     assert_eq!(cache.stats().l1.refused, 1);
     assert_eq!(cache.stats().loads.loader_runs, 1);
 }
@@ -226,7 +224,7 @@ async fn a_value_read_as_another_type_is_a_counted_miss() {
     assert_eq!(stats.l1.misses, 2);
     assert_eq!(
         cache.get::<u32>("n", Tier::L1).await.expect("ok"),
-        Some(7),
+        Some(Arc::new(7)),
         "still there"
     );
 }
@@ -255,7 +253,7 @@ async fn corrupt_l2_bytes_are_a_counted_miss_and_removed() {
             Ok::<_, ()>("good".to_string())
         })
         .await;
-    assert_eq!(loaded.as_deref(), Ok("good"));
+    assert_eq!(loaded, Ok(Arc::new("good".to_string())));
 }
 
 #[tokio::test]
@@ -319,7 +317,10 @@ async fn a_thousand_concurrent_misses_run_the_loader_once() {
         })
         .collect();
     for caller in callers {
-        assert_eq!(caller.await.expect("no panic"), Ok(vec![42u64; 16]));
+        assert_eq!(
+            caller.await.expect("no panic"),
+            Ok(Arc::new(vec![42u64; 16]))
+        );
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let loads = cache.stats().loads;
@@ -339,7 +340,7 @@ async fn a_loader_error_is_returned_and_not_cached() {
         .await;
     assert_eq!(
         second,
-        Ok(1),
+        Ok(Arc::new(1)),
         "the error was not cached: the second loader ran"
     );
     assert_eq!(cache.stats().loads.loader_errors, 1);
@@ -362,7 +363,7 @@ async fn waiters_of_a_failed_loader_run_their_own() {
     assert_eq!(leader, Err("leader failed"));
     assert_eq!(
         waiter,
-        Ok(9),
+        Ok(Arc::new(9)),
         "the waiter got its own loader's value, not the leader's error"
     );
 }
@@ -385,7 +386,7 @@ async fn a_cancelled_leader_hands_over_to_a_waiter() {
     let leader_cancelled = tokio::time::timeout(SECOND / 2, leader);
     let (cancelled, waited) = tokio::join!(leader_cancelled, waiter);
     assert!(cancelled.is_err(), "the leader timed out");
-    assert_eq!(waited, Ok(3));
+    assert_eq!(waited, Ok(Arc::new(3)));
     assert_eq!(
         runs.load(Ordering::SeqCst),
         2,
@@ -487,9 +488,8 @@ async fn a_round_trip_through_three_tiers() {
         cache
             .get::<String>("shared", Tier::Redis)
             .await
-            .expect("ok")
-            .as_deref(),
-        Some("hello")
+            .expect("ok"),
+        Some(Arc::new("hello".to_string()))
     );
     let stats = cache.stats();
     let remote_stats = stats.remote.expect("remote configured");
@@ -499,12 +499,8 @@ async fn a_round_trip_through_three_tiers() {
     );
     // The hit was promoted into both local tiers.
     assert_eq!(
-        cache
-            .get::<String>("shared", Tier::L1)
-            .await
-            .expect("ok")
-            .as_deref(),
-        Some("hello")
+        cache.get::<String>("shared", Tier::L1).await.expect("ok"),
+        Some(Arc::new("hello".to_string()))
     );
     assert_eq!(stats.l2.entries, Some(1));
 }
@@ -545,7 +541,7 @@ async fn a_failing_remote_is_a_miss_for_readers_and_an_error_for_writers() {
     assert!(matches!(err, Error::Remote(_)));
     assert_eq!(
         cache.get::<u8>("k", Tier::L2).await.expect("ok"),
-        Some(1),
+        Some(Arc::new(1)),
         "local tiers hold it"
     );
     let loaded = cache
@@ -553,7 +549,7 @@ async fn a_failing_remote_is_a_miss_for_readers_and_an_error_for_writers() {
         .await;
     assert_eq!(
         loaded,
-        Ok(2),
+        Ok(Arc::new(2)),
         "get_or_load callers never see the remote failure"
     );
     // The get, the set, and get_or_load's read and write.
@@ -674,7 +670,7 @@ proptest! {
                     match model.get(&key) {
                         Some(&(value, expiry, _)) if now_ms < expiry => {
                             // Capacity is ample here, so a live entry is always found.
-                            prop_assert_eq!(got, Some(value), "live entry at {} ms", now_ms);
+                            prop_assert_eq!(got, Some(Arc::new(value)), "live entry at {} ms", now_ms);
                         }
                         _ => prop_assert_eq!(got, None, "expired or never written, at {} ms", now_ms),
                     }

@@ -45,9 +45,10 @@ impl FromStr for Tier {
     }
 }
 
-/// What L1 can hold: any value that can be cloned out to several readers.
-pub trait CacheValue: Clone + Send + Sync + 'static {}
-impl<T: Clone + Send + Sync + 'static> CacheValue for T {}
+/// What L1 can hold: any value that can be shared between threads. Reads hand out `Arc<T>`,
+/// so a hit never copies the value.
+pub trait CacheValue: Send + Sync + 'static {}
+impl<T: Send + Sync + 'static> CacheValue for T {}
 
 /// What L2 and the remote tier can hold: a [`CacheValue`] that serde can encode.
 pub trait SharedValue: CacheValue + Serialize + DeserializeOwned {}
