@@ -285,8 +285,9 @@ struct L1Caches {
     keys: Vec<String>,
 }
 
-fn l1_caches() -> L1Caches {
-    let capacity = ENTRIES + ENTRIES / 10;
+fn l1_caches(entries: u64) -> L1Caches {
+    // Headroom: quick_cache splits capacity across shards, which fill unevenly.
+    let capacity = entries * 3 / 2 + 1000;
     let config = PerformanceConfig {
         cache_max_size: capacity,
         ..PerformanceConfig::default()
@@ -294,18 +295,20 @@ fn l1_caches() -> L1Caches {
     let ours = MultiLevelCache::new(&config).unwrap();
     let raw = quick_cache::sync::Cache::new(capacity as usize);
     let moka = moka::sync::Cache::new(capacity);
-    let mut keys: Vec<String> = (0..ENTRIES).map(key).collect();
+    let mut keys: Vec<String> = (0..entries).map(key).collect();
+    // Each cache holds its own copy of each record, allocated side by side, so that no cache
+    // gets a friendlier memory layout than the others.
     for (id, k) in keys.iter().enumerate() {
-        let record = Arc::new(ad_record(id as u64));
-        ours.set_l1(k, ad_record(id as u64), None).unwrap();
-        raw.insert(k.clone(), Arc::clone(&record));
-        moka.insert(k.clone(), record);
+        let id = id as u64;
+        ours.set_l1(k, ad_record(id), None).unwrap();
+        raw.insert(k.clone(), Arc::new(ad_record(id)));
+        moka.insert(k.clone(), Arc::new(ad_record(id)));
     }
     moka.run_pending_tasks();
     keys.shuffle(&mut SmallRng::seed_from_u64(7));
     assert_eq!(
         ours.stats().l1.entries,
-        Some(ENTRIES),
+        Some(entries),
         "every record is resident"
     );
     L1Caches {
@@ -316,12 +319,14 @@ fn l1_caches() -> L1Caches {
     }
 }
 
-fn l1_hit(c: &mut Criterion) {
+/// `entries` records; the main benchmark uses 100k (memory-bound: most of a hit is cache
+/// misses), a 1k variant shows the CPU cost of a hit when everything is in the CPU's caches.
+fn l1_hit(c: &mut Criterion, entries: u64, name: &str) -> Option<L1Caches> {
     // Built on first use, so that a filtered run that skips these benchmarks skips this too.
-    let caches = OnceLock::new();
-    let caches = || caches.get_or_init(l1_caches);
+    let built = OnceLock::new();
+    let caches = || built.get_or_init(|| l1_caches(entries));
     for threads in [1, 2] {
-        let mut group = c.benchmark_group(format!("l1_hit_{threads}_thread"));
+        let mut group = c.benchmark_group(format!("{name}_{threads}_thread"));
         group.bench_function("perf_get_l1", |b| {
             let L1Caches { ours, keys, .. } = caches();
             b.iter_custom(|iters| {
@@ -356,6 +361,7 @@ fn l1_hit(c: &mut Criterion) {
         });
         group.finish();
     }
+    built.into_inner()
 }
 
 /// 10k records in L2 behind a tiny L1, so that every read of a round misses L1 and decodes
@@ -396,6 +402,42 @@ fn l2_hit(c: &mut Criterion) {
             "reads came from L2: {stats:?}"
         );
     }
+}
+
+/// Medians of per-lookup times with the contenders measured in alternation, round after
+/// round, so that drift in a shared machine's speed hits them all alike. Criterion measures
+/// each contender in one stretch, which on a noisy machine can favour whichever ran in a
+/// quiet moment; this is the robust ratio.
+fn interleaved(caches: &L1Caches, threads: usize) -> [f64; 4] {
+    let L1Caches {
+        ours,
+        raw,
+        moka,
+        keys,
+    } = caches;
+    let lookups = 100_000;
+    let mut times: [Vec<f64>; 4] = Default::default();
+    for round in 0..21 {
+        let start = round * 7919;
+        let keys = &keys[start % keys.len()..];
+        let per_op = |d: Duration| d.as_nanos() as f64 / lookups as f64;
+        times[0].push(per_op(concurrent(threads, lookups, keys, |k| {
+            black_box(ours.get_l1::<AdRecord>(k).unwrap().unwrap());
+        })));
+        times[1].push(per_op(concurrent(threads, lookups, keys, |k| {
+            black_box(ready(ours.get::<AdRecord>(k, Tier::L1)).unwrap().unwrap());
+        })));
+        times[2].push(per_op(concurrent(threads, lookups, keys, |k| {
+            black_box(raw.get(k).unwrap());
+        })));
+        times[3].push(per_op(concurrent(threads, lookups, keys, |k| {
+            black_box(moka.get(k).unwrap());
+        })));
+    }
+    times.map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    })
 }
 
 /// Sizes of one record in each form, and the compression ratio.
@@ -464,21 +506,41 @@ fn main() {
             .measurement_time(Duration::from_secs(3))
             .sample_size(50)
     };
-    l1_hit(&mut c);
+    let cold = l1_hit(&mut c, ENTRIES, "l1_hit");
+    let hot = l1_hit(&mut c, 1_000, "l1_hit_hot");
     l2_hit(&mut c);
     c.final_summary();
 
     println!("\n== ratios (medians) ==");
-    for threads in [1, 2] {
-        let group = format!("l1_hit_{threads}_thread");
+    for (name, threads) in [
+        ("l1_hit", 1),
+        ("l1_hit", 2),
+        ("l1_hit_hot", 1),
+        ("l1_hit_hot", 2),
+    ] {
+        let group = format!("{name}_{threads}_thread");
         let m = |b: &str| median_ns(&group, b);
         if let (Some(get_l1), Some(get), Some(raw), Some(moka)) =
             (m("perf_get_l1"), m("perf_get"), m("quick_cache"), m("moka"))
         {
             println!(
-                "L1 hit, {threads} thread(s): perf get_l1 {get_l1:.1} ns, perf get {get:.1} ns, \
+                "{name}, {threads} thread(s): perf get_l1 {get_l1:.1} ns, perf get {get:.1} ns, \
                  quick_cache {raw:.1} ns, moka {moka:.1} ns | get_l1/quick_cache {:.2}x, \
                  get/quick_cache {:.2}x, get/moka {:.2}x",
+                get_l1 / raw,
+                get / raw,
+                get / moka,
+            );
+        }
+    }
+    for (name, caches) in [("l1_hit", &cold), ("l1_hit_hot", &hot)] {
+        let Some(caches) = caches else { continue };
+        for threads in [1, 2] {
+            let [get_l1, get, raw, moka] = interleaved(caches, threads);
+            println!(
+                "{name}, {threads} thread(s), interleaved: perf get_l1 {get_l1:.1} ns, perf get \
+                 {get:.1} ns, quick_cache {raw:.1} ns, moka {moka:.1} ns | get_l1/quick_cache \
+                 {:.2}x, get/quick_cache {:.2}x, get/moka {:.2}x",
                 get_l1 / raw,
                 get / raw,
                 get / moka,

@@ -385,8 +385,10 @@ impl MultiLevelCache {
             return Some(value);
         }
         match &self.inner.remote {
+            // Boxed: the remote path's state (decoded values, its own futures) would otherwise
+            // sit in every `get` future, and a local hit would pay to set it up.
             Some(remote) if tier == Tier::Redis => {
-                self.remote_lookup(remote.as_ref(), key, op).await
+                Box::pin(self.remote_lookup(remote.as_ref(), key, op)).await
             }
             _ => None,
         }

@@ -716,3 +716,15 @@ proptest! {
         let _ = refused;
     }
 }
+
+#[test]
+fn a_get_future_stays_small() {
+    let (cache, _) = mocked(&config());
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Big {
+        fields: [[u64; 32]; 16],
+    }
+    let future = cache.get::<Big>("k", Tier::Redis);
+    // The remote path is boxed, so the value type's size does not reach the future.
+    assert!(size_of_val(&future) < 512, "{} bytes", size_of_val(&future));
+}
