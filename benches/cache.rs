@@ -417,7 +417,7 @@ fn interleaved(caches: &L1Caches, threads: usize) -> [f64; 4] {
     } = caches;
     let lookups = 100_000;
     let mut times: [Vec<f64>; 4] = Default::default();
-    for round in 0..21 {
+    for round in 0..31 {
         let start = round * 7919;
         let keys = &keys[start % keys.len()..];
         let per_op = |d: Duration| d.as_nanos() as f64 / lookups as f64;

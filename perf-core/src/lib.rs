@@ -13,6 +13,7 @@ pub mod config;
 mod error;
 pub mod metrics;
 pub mod optimizer;
+mod striped;
 
 pub use cache::{CacheStats, MultiLevelCache, RemoteTier, Tier, TierStats};
 pub use config::{ConfigError, FieldError, PerformanceConfig};

@@ -5,6 +5,7 @@ use std::{any::Any, sync::Arc};
 use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter, sync::Cache};
 
 use super::Tier;
+use super::clock::ExpiryClock;
 use super::stats::{Counters, Event};
 
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
@@ -65,14 +66,14 @@ impl L1 {
     pub(crate) fn get<T: Send + Sync + 'static>(
         &self,
         key: &str,
-        now: quanta::Instant,
+        clock: &ExpiryClock,
         counters: &Counters,
     ) -> Lookup<Arc<T>> {
         let Some(entry) = self.map.get(key) else {
             return Lookup::Miss;
         };
-        if entry.expires_at <= now {
-            self.remove_expired(key, now, counters);
+        if !clock.is_live(entry.expires_at) {
+            self.remove_expired(key, clock, counters);
             return Lookup::Miss;
         }
         // The entry's own reference becomes the caller's: no second reference-count update.
@@ -82,9 +83,13 @@ impl L1 {
         }
     }
 
-    fn remove_expired(&self, key: &str, now: quanta::Instant, counters: &Counters) {
+    fn remove_expired(&self, key: &str, clock: &ExpiryClock, counters: &Counters) {
         // Only if still expired: another thread may have stored a fresh value meanwhile.
-        if self.map.remove_if(key, |e| e.expires_at <= now).is_some() {
+        if self
+            .map
+            .remove_if(key, |e| !clock.is_live(e.expires_at))
+            .is_some()
+        {
             counters.record(Tier::L1, Event::Expiration);
         }
     }

@@ -34,7 +34,10 @@ impl MultiLevelCache {
             Ok(plan) => plan,
             Err(error) => return self.load_uncached(key, error, loader).await,
         };
-        if let Some(value) = self.lookup(key, tier, Op::GetOrLoad).await {
+        if let Some(value) = self.l1_lookup(key, Op::GetOrLoad) {
+            return Ok(value);
+        }
+        if let Some(value) = self.lookup_below_l1(key, tier, Op::GetOrLoad).await {
             return Ok(value);
         }
         self.load_coalesced(key, loader, |value| async move {
@@ -61,7 +64,7 @@ impl MultiLevelCache {
             Ok(plan) => plan,
             Err(error) => return self.load_uncached(key, error, loader).await,
         };
-        if let Some(value) = self.l1_lookup(key, Op::GetOrLoad, self.inner.clock.now()) {
+        if let Some(value) = self.l1_lookup(key, Op::GetOrLoad) {
             return Ok(value);
         }
         self.load_coalesced(key, loader, |value: Arc<T>| async move {
@@ -117,9 +120,10 @@ impl MultiLevelCache {
             match self.inner.flights.join(key) {
                 Role::Leader(guard) => {
                     // A leader that finished between our miss and our join has stored its value.
-                    let now = self.inner.clock.now();
                     if let Lookup::Hit(value) =
-                        self.inner.l1.get::<T>(key, now, &self.inner.counters)
+                        self.inner
+                            .l1
+                            .get::<T>(key, &self.inner.clock, &self.inner.counters)
                     {
                         return Ok(value);
                     }

@@ -1,14 +1,12 @@
 //! Cache statistics: cheap striped counters on the hot path, snapshots for readers.
 
-use std::{
-    cell::Cell,
-    sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
-};
-
 use serde::Serialize;
 
 use super::Tier;
-use crate::metrics::{CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, CACHE_SIZE_BYTES, labels};
+use crate::{
+    metrics::{CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, CACHE_SIZE_BYTES, labels},
+    striped::StripedCounters,
+};
 
 /// The read operation a hit or miss is counted under (the `operation` metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,41 +74,13 @@ pub(crate) enum LoadEvent {
     Failed = 2,
 }
 
-/// Stripes, so that threads counting at once do not fight over one cache line.
-const STRIPES: usize = 8;
-
-#[repr(align(128))]
-struct Stripe([AtomicU64; SLOTS]);
-
-/// All counters of one cache, striped by thread.
+/// All counters of one cache.
+#[derive(Default)]
 pub(crate) struct Counters {
-    stripes: Box<[Stripe; STRIPES]>,
-}
-
-fn stripe_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    STRIPE.with(|s| {
-        let mut index = s.get();
-        if index == usize::MAX {
-            index = NEXT.fetch_add(1, Relaxed) % STRIPES;
-            s.set(index);
-        }
-        index
-    })
+    slots: StripedCounters<SLOTS>,
 }
 
 impl Counters {
-    pub(crate) fn new() -> Self {
-        Self {
-            stripes: Box::new(std::array::from_fn(|_| {
-                Stripe(std::array::from_fn(|_| AtomicU64::new(0)))
-            })),
-        }
-    }
-
     #[inline]
     pub(crate) fn record(&self, tier: Tier, event: Event) {
         self.add_slot(event.slot(tier), 1);
@@ -123,11 +93,11 @@ impl Counters {
 
     #[inline]
     fn add_slot(&self, slot: usize, n: u64) {
-        self.stripes[stripe_index()].0[slot].fetch_add(n, Relaxed);
+        self.slots.add(slot, n);
     }
 
     fn sum_slot(&self, slot: usize) -> u64 {
-        self.stripes.iter().map(|s| s.0[slot].load(Relaxed)).sum()
+        self.slots.sum(slot)
     }
 
     pub(crate) fn count(&self, tier: Tier, event: Event) -> u64 {
@@ -299,23 +269,6 @@ impl MetricsPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_from_many_threads_add_up() {
-        let counters = Counters::new();
-        std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| {
-                    for _ in 0..1000 {
-                        counters.record(Tier::L2, Event::Hit(Op::Get));
-                    }
-                });
-            }
-        });
-        assert_eq!(counters.count(Tier::L2, Event::Hit(Op::Get)), 4000);
-        assert_eq!(counters.count(Tier::L1, Event::Hit(Op::Get)), 0);
-        assert_eq!(counters.count(Tier::L2, Event::Hit(Op::GetOrLoad)), 0);
-    }
 
     #[test]
     fn every_slot_is_distinct() {

@@ -1,0 +1,138 @@
+//! Counters that many threads bump at once, cheaply.
+//!
+//! Each thread leases a stripe of its own for as long as it lives, so that a count is a plain
+//! load and store on a cache line no other thread writes: no contention, and no locked add. A
+//! locked add is a full memory barrier on x86; measured here, one per L1 hit cost about 100 ns
+//! on a memory-bound lookup by stopping the processor from overlapping consecutive lookups.
+//! Threads beyond the exclusive stripes share one last stripe, counted with atomic adds.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Stripes per counter set: `STRIPES - 1` exclusive ones and one shared.
+const STRIPES: usize = 64;
+const SHARED: usize = STRIPES - 1;
+
+/// Which exclusive stripes are leased to a live thread.
+static LEASED: [AtomicBool; SHARED] = [const { AtomicBool::new(false) }; SHARED];
+
+/// This thread's stripe, returned when the thread exits.
+struct Lease(usize);
+
+impl Lease {
+    fn acquire() -> Self {
+        let free = LEASED.iter().position(|taken| {
+            taken
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        });
+        Lease(free.unwrap_or(SHARED))
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(taken) = LEASED.get(self.0) {
+            // Release: the next holder sees every count this thread wrote.
+            taken.store(false, Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    static LEASE: Lease = Lease::acquire();
+}
+
+#[inline]
+fn stripe() -> usize {
+    // During thread teardown the lease may already be gone: count on the shared stripe.
+    LEASE.try_with(|lease| lease.0).unwrap_or(SHARED)
+}
+
+#[repr(align(128))]
+struct Stripe<const N: usize>([AtomicU64; N]);
+
+/// `N` counters, striped by thread.
+pub(crate) struct StripedCounters<const N: usize> {
+    stripes: Box<[Stripe<N>]>,
+}
+
+impl<const N: usize> Default for StripedCounters<N> {
+    fn default() -> Self {
+        Self {
+            stripes: (0..STRIPES)
+                .map(|_| Stripe(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        }
+    }
+}
+
+impl<const N: usize> StripedCounters<N> {
+    /// Adds `n` to counter `slot`.
+    #[inline]
+    pub(crate) fn add(&self, slot: usize, n: u64) {
+        let index = stripe();
+        let Some(counter) = self.stripes.get(index).and_then(|s| s.0.get(slot)) else {
+            return;
+        };
+        if index == SHARED {
+            counter.fetch_add(n, Ordering::Relaxed);
+        } else {
+            // Only this thread writes this stripe.
+            counter.store(
+                counter.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// The total of counter `slot` over every thread.
+    pub(crate) fn sum(&self, slot: usize) -> u64 {
+        self.stripes
+            .iter()
+            .filter_map(|s| s.0.get(slot))
+            .map(|c| c.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_from_many_threads_add_up_exactly() {
+        let counters = StripedCounters::<2>::default();
+        // More threads than exclusive stripes, so that the shared stripe is used too.
+        std::thread::scope(|s| {
+            for _ in 0..(STRIPES + 16) {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        counters.add(0, 1);
+                    }
+                    counters.add(1, 5);
+                });
+            }
+        });
+        assert_eq!(counters.sum(0), 1000 * (STRIPES as u64 + 16));
+        assert_eq!(counters.sum(1), 5 * (STRIPES as u64 + 16));
+    }
+
+    #[test]
+    fn a_stripe_is_released_when_its_thread_exits() {
+        let first = std::thread::spawn(stripe).join().expect("no panic");
+        let second = std::thread::spawn(stripe).join().expect("no panic");
+        assert!(first < SHARED && second < SHARED, "{first} {second}");
+    }
+
+    #[test]
+    fn counts_survive_the_thread_that_made_them() {
+        let counters = StripedCounters::<1>::default();
+        std::thread::scope(|s| {
+            s.spawn(|| counters.add(0, 7));
+        });
+        std::thread::scope(|s| {
+            s.spawn(|| counters.add(0, 3));
+        });
+        assert_eq!(counters.sum(0), 10);
+    }
+}
