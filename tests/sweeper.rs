@@ -6,7 +6,7 @@ use perf::{PerformanceConfig, PerformanceOptimizer, Tier};
 
 #[tokio::test(start_paused = true)]
 async fn the_sweeper_removes_expired_entries() {
-    let (clock, mock) = quanta::Clock::mock();
+    let (clock, mock) = perf::cache::Clock::mock();
     let config = PerformanceConfig {
         cache_sweep_interval: Duration::from_secs(30),
         ..PerformanceConfig::default()

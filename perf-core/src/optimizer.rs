@@ -28,7 +28,7 @@ pub struct PerformanceOptimizer {
 pub struct OptimizerBuilder {
     config: Option<PerformanceConfig>,
     remote: Option<Arc<dyn RemoteTier>>,
-    clock: Option<quanta::Clock>,
+    clock: Option<crate::cache::Clock>,
 }
 
 impl OptimizerBuilder {
@@ -44,8 +44,8 @@ impl OptimizerBuilder {
         self
     }
 
-    /// The clock deciding cache expiry; tests pass `quanta::Clock::mock()`.
-    pub fn clock(mut self, clock: quanta::Clock) -> Self {
+    /// The clock deciding cache expiry; tests pass [`Clock::mock()`](crate::cache::Clock::mock).
+    pub fn clock(mut self, clock: crate::cache::Clock) -> Self {
         self.clock = Some(clock);
         self
     }
@@ -110,8 +110,9 @@ impl PerformanceOptimizer {
         &self.cache
     }
 
-    /// Makes this the process-wide instance ([`global`]) and starts its background loops on
-    /// the current tokio runtime. Call it first thing in `main`.
+    /// Makes this the process-wide instance ([`global`]), describes every metric to the
+    /// installed `metrics` recorder, and starts the background loops on the current tokio
+    /// runtime. Call it first thing in `main`, after installing a metrics recorder.
     ///
     /// Errs, changing nothing, when called outside a tokio runtime, when an optimizer is
     /// already installed, or when annotated code already put the default instance to use.
@@ -135,12 +136,14 @@ impl PerformanceOptimizer {
             };
             return Err(error.into());
         }
+        crate::metrics::describe_all();
         global.optimizer.start_background()?;
         Ok(&global.optimizer)
     }
 
-    /// Starts the background loops (the cache sweeper) on the current tokio runtime, once.
-    /// They hold no strong reference: dropping the optimizer ends them.
+    /// Starts the background loops on the current tokio runtime, once: the cache sweeper
+    /// (every `cache_sweep_interval`) and the metrics publisher (every second). They hold no
+    /// strong reference: dropping the optimizer ends them.
     pub fn start_background(&self) -> Result<(), Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| InstallError::NoRuntime)?;
         if self.background_started.swap(true, Ordering::AcqRel) {
@@ -150,25 +153,39 @@ impl PerformanceOptimizer {
             self.cache.downgrade(),
             self.config.cache_sweep_interval,
         ));
+        runtime.spawn(publish_loop(self.cache.downgrade()));
         Ok(())
     }
 }
 
-/// Every `every`: remove expired cache entries and publish cache metrics.
-async fn sweep_loop(cache: WeakCache, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
+/// How often counters are fed to the `metrics` facade: well inside a Prometheus scrape
+/// interval, and cheap (a few dozen sums).
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
+fn ticker(every: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
+    ticker
+}
+
+/// Every `every`: remove expired cache entries.
+async fn sweep_loop(cache: WeakCache, every: Duration) {
+    let mut ticker = ticker(every);
     loop {
         ticker.tick().await;
         let Some(cache) = cache.upgrade() else { break };
         // A sweep visits every entry: keep it off the async workers.
-        let swept = tokio::task::spawn_blocking(move || {
-            let swept = cache.sweep_expired();
-            cache.publish_metrics();
-            swept
-        })
-        .await;
+        let swept = tokio::task::spawn_blocking(move || cache.sweep_expired()).await;
         tracing::trace!(?swept, "cache sweep");
+    }
+}
+
+/// Every second: publish cache metrics.
+async fn publish_loop(cache: WeakCache) {
+    let mut ticker = ticker(PUBLISH_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let Some(cache) = cache.upgrade() else { break };
+        cache.publish_metrics();
     }
 }

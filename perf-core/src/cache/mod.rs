@@ -38,6 +38,9 @@ use self::{
     l2::L2,
     stats::{Counters, Event, MetricsPublisher, Op},
 };
+/// The clock type [`CacheBuilder::clock`] takes; `Clock::mock()` moves time by hand in tests.
+pub use quanta::{Clock, Mock};
+
 pub use self::{
     remote::{BoxFuture, RemoteTier},
     stats::{CacheStats, LoadStats, TierStats},
@@ -110,8 +113,8 @@ impl CacheBuilder {
         self
     }
 
-    /// The clock that decides expiry. Tests pass `quanta::Clock::mock()` to move time by hand.
-    pub fn clock(mut self, clock: quanta::Clock) -> Self {
+    /// The clock that decides expiry. Tests pass [`Clock::mock()`] to move time by hand.
+    pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
         self
     }
