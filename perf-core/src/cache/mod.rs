@@ -136,6 +136,7 @@ impl CacheBuilder {
             codec: Codec {
                 compression_threshold: as_usize(config.compression_threshold_bytes),
                 zstd_level: config.zstd_level,
+                compress_literals: config.zstd_compress_literals,
                 max_value_bytes: as_usize(config.max_value_bytes),
             },
             default_ttl: config.cache_ttl,
