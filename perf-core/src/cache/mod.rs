@@ -293,11 +293,9 @@ impl MultiLevelCache {
         let now = self.inner.clock.now();
         let l1 = self.inner.l1.remove_where(|_, e| e.expires_at <= now);
         let l2 = self.inner.l2.remove_where(|_, e| e.expires_at <= now);
-        for (tier, n) in [(Tier::L1, l1), (Tier::L2, l2)] {
-            for _ in 0..n {
-                self.inner.counters.record(tier, Event::Expiration);
-            }
-        }
+        let counters = &self.inner.counters;
+        counters.record_n(Tier::L1, Event::Expiration, l1);
+        counters.record_n(Tier::L2, Event::Expiration, l2);
         l1 + l2
     }
 

@@ -86,6 +86,10 @@ impl Counters {
         self.add_slot(event.slot(tier), 1);
     }
 
+    pub(crate) fn record_n(&self, tier: Tier, event: Event, n: u64) {
+        self.add_slot(event.slot(tier), n);
+    }
+
     #[inline]
     pub(crate) fn record_load(&self, event: LoadEvent) {
         self.add_slot(PER_TIER * TIERS + event as usize, 1);
