@@ -91,10 +91,10 @@ impl ExpiryClock {
     /// Whether a deadline is still ahead.
     #[inline]
     pub(crate) fn is_live(&self, expires_at: Instant) -> bool {
-        if let Some(coarse) = self.coarse {
-            if expires_at > coarse.recent() + GUARD {
-                return true;
-            }
+        if let Some(coarse) = self.coarse
+            && expires_at > coarse.recent() + GUARD
+        {
+            return true;
         }
         expires_at > self.precise.now()
     }

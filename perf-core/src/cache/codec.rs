@@ -101,12 +101,12 @@ impl Codec {
             });
         }
         let mut flags = 0;
-        if payload_len > self.compression_threshold {
-            if let Some(compressed) = self.compress(&out[HEADER_LEN..]) {
-                out.truncate(HEADER_LEN);
-                out.extend_from_slice(&compressed);
-                flags |= FLAG_ZSTD;
-            }
+        if payload_len > self.compression_threshold
+            && let Some(compressed) = self.compress(&out[HEADER_LEN..])
+        {
+            out.truncate(HEADER_LEN);
+            out.extend_from_slice(&compressed);
+            flags |= FLAG_ZSTD;
         }
         out[0] = VERSION;
         out[1] = flags;

@@ -14,6 +14,8 @@ pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 pub(crate) struct L1Entry {
     pub(crate) value: AnyValue,
     pub(crate) expires_at: quanta::Instant,
+    /// A copy of a remote-tier value, dropped when remote invalidations may have been missed.
+    pub(crate) shared: bool,
 }
 
 /// Counts evictions into the cache's counters.
@@ -94,8 +96,8 @@ impl L1 {
         }
     }
 
-    pub(crate) fn insert(&self, key: &str, value: AnyValue, expires_at: quanta::Instant) {
-        self.map.insert(key.into(), L1Entry { value, expires_at });
+    pub(crate) fn insert(&self, key: &str, entry: L1Entry) {
+        self.map.insert(key.into(), entry);
     }
 
     pub(crate) fn remove(&self, key: &str) -> bool {

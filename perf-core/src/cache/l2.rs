@@ -13,6 +13,8 @@ use crate::config::L2_ENTRY_OVERHEAD;
 pub(crate) struct L2Entry {
     pub(crate) bytes: Arc<[u8]>,
     pub(crate) expires_at: quanta::Instant,
+    /// A copy of a remote-tier value.
+    pub(crate) shared: bool,
 }
 
 /// An entry weighs its key, its encoded bytes and a fixed overhead.
@@ -97,14 +99,9 @@ impl L2 {
         Ok(())
     }
 
-    pub(crate) fn insert(
-        &self,
-        key: &str,
-        bytes: Arc<[u8]>,
-        expires_at: quanta::Instant,
-    ) -> Result<(), TooHeavy> {
-        self.check_fits(key, &bytes)?;
-        self.map.insert(key.into(), L2Entry { bytes, expires_at });
+    pub(crate) fn insert(&self, key: &str, entry: L2Entry) -> Result<(), TooHeavy> {
+        self.check_fits(key, &entry.bytes)?;
+        self.map.insert(key.into(), entry);
         Ok(())
     }
 

@@ -41,8 +41,13 @@ impl MultiLevelCache {
             return Ok(value);
         }
         self.load_coalesced(key, loader, |value| async move {
-            if let Err(error) = self.store(key, value, tier, &plan).await {
-                tracing::warn!(key, %error, "loaded value not fully cached");
+            match self.store(key, value, tier, &plan).await {
+                Ok(()) => {}
+                // The remote tier reports its own outages; one line per call would flood.
+                Err(error @ Error::Remote(_)) => {
+                    tracing::debug!(key, %error, "loaded value not stored remotely");
+                }
+                Err(error) => tracing::warn!(key, %error, "loaded value not cached"),
             }
         })
         .await

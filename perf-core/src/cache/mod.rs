@@ -19,6 +19,7 @@ mod l1;
 mod l2;
 mod load;
 mod remote;
+mod shared;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -34,15 +35,15 @@ use self::{
     clock::ExpiryClock,
     coalesce::Flights,
     codec::Codec,
-    l1::{AnyValue, L1, Lookup},
-    l2::L2,
+    l1::{AnyValue, L1, L1Entry, Lookup},
+    l2::{L2, L2Entry},
     stats::{Counters, Event, MetricsPublisher, Op},
 };
 /// The clock type [`CacheBuilder::clock`] takes; `Clock::mock()` moves time by hand in tests.
 pub use quanta::{Clock, Mock};
 
 pub use self::{
-    remote::{BoxFuture, RemoteTier},
+    remote::{BoxFuture, Invalidation, InvalidationSink, RemoteTier},
     stats::{CacheStats, LoadStats, TierStats},
     tier::{CacheValue, SharedValue, Tier},
 };
@@ -148,10 +149,21 @@ impl CacheBuilder {
             flights: Flights::default(),
             publisher: MetricsPublisher::default(),
         };
-        Ok(MultiLevelCache {
+        let cache = MultiLevelCache {
             inner: Arc::new(inner),
-        })
+        };
+        if let Some(remote) = &cache.inner.remote {
+            remote.subscribe(shared::invalidation_sink(cache.downgrade()));
+        }
+        Ok(cache)
     }
+}
+
+/// When a local copy expires, and whether it copies a remote-tier value.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    expires_at: quanta::Instant,
+    shared: bool,
 }
 
 /// A validated write: the key is within its limit and the expiry is known.
@@ -425,18 +437,18 @@ impl MultiLevelCache {
 
     fn l2_lookup<T: SharedValue>(&self, key: &str, op: Op) -> Option<Arc<T>> {
         let counters = &self.inner.counters;
-        let Some((value, expires_at)) = self.l2_decode::<T>(key) else {
+        let Some((value, stamp)) = self.l2_decode::<T>(key) else {
             counters.record(Tier::L2, Event::Miss(op));
             return None;
         };
         counters.record(Tier::L2, Event::Hit(op));
         let value = Arc::new(value);
-        self.insert_l1(key, value.clone(), expires_at);
+        self.insert_l1(key, value.clone(), stamp);
         Some(value)
     }
 
-    /// The live, decodable L2 value at `key` and its expiry. Removes what is neither.
-    fn l2_decode<T: SharedValue>(&self, key: &str) -> Option<(T, quanta::Instant)> {
+    /// The live, decodable L2 value at `key` and its stamp. Removes what is neither.
+    fn l2_decode<T: SharedValue>(&self, key: &str) -> Option<(T, Stamp)> {
         let inner = &self.inner;
         let entry = inner.l2.get(key)?;
         if !inner.clock.is_live(entry.expires_at) {
@@ -449,70 +461,19 @@ impl MultiLevelCache {
             return None;
         }
         match inner.codec.decode::<T>(&entry.bytes) {
-            Ok(decoded) => Some((decoded.value, entry.expires_at)),
+            Ok(decoded) => Some((
+                decoded.value,
+                Stamp {
+                    expires_at: entry.expires_at,
+                    shared: entry.shared,
+                },
+            )),
             Err(error) => {
                 tracing::debug!(key, %error, "L2 entry does not decode; removed");
                 inner.counters.record(Tier::L2, Event::DecodeError);
                 inner
                     .l2
                     .remove_if(key, |e| Arc::ptr_eq(&e.bytes, &entry.bytes));
-                None
-            }
-        }
-    }
-
-    async fn remote_lookup<T: SharedValue>(
-        &self,
-        remote: &dyn RemoteTier,
-        key: &str,
-        op: Op,
-    ) -> Option<Arc<T>> {
-        let counters = &self.inner.counters;
-        let found = match remote.get(key).await {
-            Ok(Some(bytes)) => self.remote_decode::<T>(remote, key, bytes).await,
-            Ok(None) => None,
-            Err(error) => {
-                tracing::debug!(key, %error, "remote tier read failed; treated as a miss");
-                counters.record(Tier::Redis, Event::Error);
-                None
-            }
-        };
-        let Some((value, bytes, left)) = found else {
-            counters.record(Tier::Redis, Event::Miss(op));
-            return None;
-        };
-        counters.record(Tier::Redis, Event::Hit(op));
-        let value = Arc::new(value);
-        if let Some(expires_at) = self.inner.clock.now().checked_add(left) {
-            self.insert_l2(key, bytes.into(), expires_at);
-            self.insert_l1(key, value.clone(), expires_at);
-        }
-        Some(value)
-    }
-
-    /// The remote value, its bytes and its remaining TTL. Bytes that do not decode were not
-    /// written by us (or not for this type): they are deleted so that the next reader loads.
-    async fn remote_decode<T: SharedValue>(
-        &self,
-        remote: &dyn RemoteTier,
-        key: &str,
-        bytes: Vec<u8>,
-    ) -> Option<(T, Vec<u8>, Duration)> {
-        let counters = &self.inner.counters;
-        match self.inner.codec.decode::<T>(&bytes) {
-            Ok(decoded) => match codec::remaining_until(decoded.expires_at_unix_ms) {
-                Some(left) => Some((decoded.value, bytes, left)),
-                None => {
-                    counters.record(Tier::Redis, Event::Expiration);
-                    None
-                }
-            },
-            Err(error) => {
-                tracing::debug!(key, %error, "remote entry does not decode; deleting it");
-                counters.record(Tier::Redis, Event::DecodeError);
-                if remote.delete(key).await.is_err() {
-                    counters.record(Tier::Redis, Event::Error);
-                }
                 None
             }
         }
@@ -548,8 +509,12 @@ impl MultiLevelCache {
             self.insert_l1_only(key, value, plan.expires_at);
             return Ok(());
         };
-        self.insert_l1(key, value, plan.expires_at);
-        self.insert_l2(key, Arc::clone(&bytes), plan.expires_at);
+        let stamp = Stamp {
+            expires_at: plan.expires_at,
+            shared: tier == Tier::Redis,
+        };
+        self.insert_l1(key, value, stamp);
+        self.insert_l2(key, Arc::clone(&bytes), stamp);
         if let (Tier::Redis, Some(remote)) = (tier, &inner.remote) {
             remote
                 .set(key, &bytes, plan.ttl)
@@ -560,20 +525,34 @@ impl MultiLevelCache {
         Ok(())
     }
 
-    fn insert_l1(&self, key: &str, value: AnyValue, expires_at: quanta::Instant) {
-        self.inner.l1.insert(key, value, expires_at);
+    fn insert_l1(&self, key: &str, value: AnyValue, stamp: Stamp) {
+        let entry = L1Entry {
+            value,
+            expires_at: stamp.expires_at,
+            shared: stamp.shared,
+        };
+        self.inner.l1.insert(key, entry);
         self.inner.counters.record(Tier::L1, Event::Insert);
     }
 
     /// A write that stops at L1 drops the local L2 copy, which would otherwise resurface
     /// with an older value once the L1 copy expires or is evicted.
     fn insert_l1_only(&self, key: &str, value: AnyValue, expires_at: quanta::Instant) {
-        self.insert_l1(key, value, expires_at);
+        let stamp = Stamp {
+            expires_at,
+            shared: false,
+        };
+        self.insert_l1(key, value, stamp);
         self.inner.l2.remove(key);
     }
 
-    fn insert_l2(&self, key: &str, bytes: Arc<[u8]>, expires_at: quanta::Instant) {
-        match self.inner.l2.insert(key, bytes, expires_at) {
+    fn insert_l2(&self, key: &str, bytes: Arc<[u8]>, stamp: Stamp) {
+        let entry = L2Entry {
+            bytes,
+            expires_at: stamp.expires_at,
+            shared: stamp.shared,
+        };
+        match self.inner.l2.insert(key, entry) {
             Ok(()) => self.inner.counters.record(Tier::L2, Event::Insert),
             Err(_) => self.inner.counters.record(Tier::L2, Event::Refused),
         }

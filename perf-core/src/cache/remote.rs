@@ -1,6 +1,6 @@
 //! The contract of a shared tier below L2 (perf-redis implements it over Redis).
 
-use std::{fmt, future::Future, pin::Pin, time::Duration};
+use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use crate::error::RemoteError;
 
@@ -31,4 +31,43 @@ pub trait RemoteTier: Send + Sync + fmt::Debug + 'static {
 
     /// Removes every key of this cache (its namespace only).
     fn clear(&self) -> BoxFuture<'_, Result<(), RemoteError>>;
+
+    /// The encoded bytes at each key, in order, in one round trip where the tier can. The
+    /// default asks key by key.
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, RemoteError>> {
+        Box::pin(async move {
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                values.push(self.get(key).await?);
+            }
+            Ok(values)
+        })
+    }
+
+    /// Called once by the cache this tier serves: deliver other instances' changes to `sink`
+    /// so that the cache drops its stale local copies. Tiers without a way to hear of other
+    /// instances' writes keep the default, which ignores it.
+    fn subscribe(&self, sink: InvalidationSink) {
+        drop(sink);
+    }
 }
+
+/// What another instance changed in the shared tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// These keys were set or deleted.
+    Keys(Vec<String>),
+    /// Every key starting with this prefix was removed.
+    Prefix(String),
+    /// The shared tier was cleared.
+    All,
+    /// Changes may have been missed (the subscription dropped): every local copy of a shared
+    /// value is suspect.
+    Resync,
+}
+
+/// Where a remote tier delivers [`Invalidation`]s.
+pub type InvalidationSink = Arc<dyn Fn(Invalidation) + Send + Sync>;

@@ -13,15 +13,17 @@ use crate::{
 pub(crate) enum Op {
     Get = 0,
     GetOrLoad = 1,
+    GetMany = 2,
 }
 
 impl Op {
-    const ALL: [Op; 2] = [Op::Get, Op::GetOrLoad];
+    const ALL: [Op; 3] = [Op::Get, Op::GetOrLoad, Op::GetMany];
 
     fn label(self) -> &'static str {
         match self {
             Op::Get => "get",
             Op::GetOrLoad => "get_or_load",
+            Op::GetMany => "get_many",
         }
     }
 }
@@ -279,8 +281,10 @@ mod tests {
         let events = [
             Event::Hit(Op::Get),
             Event::Hit(Op::GetOrLoad),
+            Event::Hit(Op::GetMany),
             Event::Miss(Op::Get),
             Event::Miss(Op::GetOrLoad),
+            Event::Miss(Op::GetMany),
             Event::Insert,
             Event::Eviction,
             Event::Expiration,

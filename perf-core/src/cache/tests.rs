@@ -233,11 +233,12 @@ async fn a_value_read_as_another_type_is_a_counted_miss() {
 async fn corrupt_l2_bytes_are_a_counted_miss_and_removed() {
     let (cache, mock) = mocked(&config());
     let expires_at = cache.inner.clock.now() + 60 * SECOND;
-    cache
-        .inner
-        .l2
-        .insert("bad", Arc::from(&b"\x01\x00garbage"[..]), expires_at)
-        .expect("fits");
+    let entry = l2::L2Entry {
+        bytes: Arc::from(&b"\x01\x00garbage"[..]),
+        expires_at,
+        shared: false,
+    };
+    cache.inner.l2.insert("bad", entry).expect("fits");
     mock.increment(SECOND);
     assert_eq!(
         cache.get::<String>("bad", Tier::L2).await.expect("ok"),
@@ -398,10 +399,18 @@ async fn a_cancelled_leader_hands_over_to_a_waiter() {
 // ----- remote tier -----
 
 /// An in-memory stand-in for Redis.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct MemoryRemote {
     map: Mutex<HashMap<String, Vec<u8>>>,
     down: std::sync::atomic::AtomicBool,
+    batch_reads: AtomicUsize,
+    sink: Mutex<Option<InvalidationSink>>,
+}
+
+impl std::fmt::Debug for MemoryRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryRemote")
+    }
 }
 
 impl MemoryRemote {
@@ -457,6 +466,20 @@ impl RemoteTier for MemoryRemote {
             self.map.lock().clear();
             Ok(())
         })
+    }
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, RemoteError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.batch_reads.fetch_add(1, Ordering::SeqCst);
+            let map = self.map.lock();
+            Ok(keys.iter().map(|k| map.get(*k).cloned()).collect())
+        })
+    }
+    fn subscribe(&self, sink: InvalidationSink) {
+        *self.sink.lock() = Some(sink);
     }
 }
 
@@ -554,6 +577,91 @@ async fn a_failing_remote_is_a_miss_for_readers_and_an_error_for_writers() {
     );
     // The get, the set, and get_or_load's read and write.
     assert_eq!(cache.stats().remote.expect("remote").errors, 4);
+}
+
+#[tokio::test]
+async fn get_many_reads_every_tier_and_batches_the_remote_misses() {
+    let (cache, remote) = with_remote();
+    cache.set("a", 1u32, Tier::L1, None).await.expect("stored");
+    cache.set("b", 2u32, Tier::L2, None).await.expect("stored");
+    cache.clear(Tier::L1).await.expect("cleared");
+    cache
+        .set("c", 3u32, Tier::Redis, None)
+        .await
+        .expect("stored");
+    cache
+        .set("d", 4u32, Tier::Redis, None)
+        .await
+        .expect("stored");
+    cache.clear(Tier::L1).await.expect("cleared");
+    cache.clear(Tier::L2).await.expect("cleared");
+    // b lives in L2 only, and L2 was just cleared: write it again.
+    cache.set("b", 2u32, Tier::L2, None).await.expect("stored");
+    cache.set("a", 1u32, Tier::L1, None).await.expect("stored");
+
+    let got = cache
+        .get_many::<u32>(&["a", "b", "c", "none", "d"], Tier::Redis)
+        .await
+        .expect("ok");
+    let got: Vec<Option<u32>> = got.into_iter().map(|v| v.map(|v| *v)).collect();
+    assert_eq!(got, [Some(1), Some(2), Some(3), None, Some(4)]);
+    assert_eq!(
+        remote.batch_reads.load(Ordering::SeqCst),
+        1,
+        "one round trip for c, none, d"
+    );
+    let stats = cache.stats();
+    assert_eq!(stats.remote.expect("remote").hits, 2);
+    assert_eq!(
+        cache.get::<u32>("c", Tier::L1).await.expect("ok"),
+        Some(Arc::new(3)),
+        "remote hits are promoted"
+    );
+    let err = cache
+        .get_many::<u32>(&["ok", &"k".repeat(200)], Tier::L2)
+        .await;
+    assert!(matches!(err, Err(Error::KeyTooLong { .. })));
+}
+
+#[tokio::test]
+async fn invalidations_from_other_instances_drop_local_copies() {
+    let (cache, remote) = with_remote();
+    let sink = remote.sink.lock().clone().expect("the cache subscribed");
+    for key in ["user:1", "user:2", "ad:1"] {
+        cache
+            .set(key, 1u8, Tier::Redis, None)
+            .await
+            .expect("stored");
+    }
+    cache
+        .set("local", 1u8, Tier::L2, None)
+        .await
+        .expect("stored");
+    let local_entries = |cache: &MultiLevelCache| cache.stats().l1.entries.unwrap_or(0);
+
+    sink(Invalidation::Keys(vec!["ad:1".into()]));
+    assert_eq!(local_entries(&cache), 3);
+    assert_eq!(
+        cache.get::<u8>("ad:1", Tier::L2).await.expect("ok"),
+        None,
+        "L1 and L2 dropped it"
+    );
+
+    sink(Invalidation::Prefix("user:".into()));
+    assert_eq!(local_entries(&cache), 1);
+
+    cache
+        .set("shared", 1u8, Tier::Redis, None)
+        .await
+        .expect("stored");
+    sink(Invalidation::Resync);
+    assert_eq!(
+        cache.get::<u8>("local", Tier::L1).await.expect("ok"),
+        Some(Arc::new(1)),
+        "values that never went to the remote tier stay"
+    );
+    assert_eq!(cache.get::<u8>("shared", Tier::L2).await.expect("ok"), None);
+    assert_eq!(cache.stats().l2.entries, Some(1));
 }
 
 #[tokio::test]
@@ -700,7 +808,8 @@ proptest! {
         let expires_at = cache.inner.clock.now() + 60 * SECOND;
         let mut refused = 0;
         for (i, size) in sizes.into_iter().enumerate() {
-            if l2.insert(&format!("key-{i}"), vec![7u8; size].into(), expires_at).is_err() {
+            let entry = l2::L2Entry { bytes: vec![7u8; size].into(), expires_at, shared: false };
+            if l2.insert(&format!("key-{i}"), entry).is_err() {
                 refused += 1;
             }
             prop_assert!(l2.bytes() <= budget, "{} > {}", l2.bytes(), budget);

@@ -1,0 +1,163 @@
+//! The cache's side of the remote tier: reads that reach it, batched reads, and invalidations
+//! from other instances.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{
+    MultiLevelCache, SharedValue, Stamp, Tier, WeakCache, codec,
+    remote::{Invalidation, InvalidationSink, RemoteTier},
+    stats::{Event, Op},
+};
+use crate::Error;
+
+impl MultiLevelCache {
+    /// Values for many keys at once, looking from L1 down to `tier`, in the order asked. Keys
+    /// that miss locally go to the remote tier in one round trip (MGET for Redis).
+    pub async fn get_many<T: SharedValue>(
+        &self,
+        keys: &[&str],
+        tier: Tier,
+    ) -> Result<Vec<Option<Arc<T>>>, Error> {
+        for key in keys {
+            self.check_key(key)?;
+        }
+        let tier = self.effective(tier);
+        let mut found: Vec<Option<Arc<T>>> = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for (index, key) in keys.iter().enumerate() {
+            let local = match self.l1_lookup(key, Op::GetMany) {
+                Some(value) => Some(value),
+                None if tier >= Tier::L2 => self.l2_lookup(key, Op::GetMany),
+                None => None,
+            };
+            if local.is_none() {
+                missing.push(index);
+            }
+            found.push(local);
+        }
+        let remote = match &self.inner.remote {
+            Some(remote) if tier == Tier::Redis && !missing.is_empty() => remote,
+            _ => return Ok(found),
+        };
+        let missing_keys: Vec<&str> = missing.iter().map(|&i| keys[i]).collect();
+        let fetched = match remote.get_many(&missing_keys).await {
+            Ok(fetched) if fetched.len() == missing_keys.len() => fetched,
+            Ok(_) | Err(_) => {
+                tracing::debug!("remote tier batch read failed; treated as misses");
+                self.inner.counters.record(Tier::Redis, Event::Error);
+                vec![None; missing_keys.len()]
+            }
+        };
+        for (&index, bytes) in missing.iter().zip(fetched) {
+            found[index] = self
+                .remote_accept(remote.as_ref(), keys[index], bytes, Op::GetMany)
+                .await;
+        }
+        Ok(found)
+    }
+
+    pub(super) async fn remote_lookup<T: SharedValue>(
+        &self,
+        remote: &dyn RemoteTier,
+        key: &str,
+        op: Op,
+    ) -> Option<Arc<T>> {
+        let bytes = match remote.get(key).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::debug!(key, %error, "remote tier read failed; treated as a miss");
+                self.inner.counters.record(Tier::Redis, Event::Error);
+                None
+            }
+        };
+        self.remote_accept(remote, key, bytes, op).await
+    }
+
+    /// Counts a remote read and copies a hit into L2 and L1 with its remaining TTL.
+    async fn remote_accept<T: SharedValue>(
+        &self,
+        remote: &dyn RemoteTier,
+        key: &str,
+        bytes: Option<Vec<u8>>,
+        op: Op,
+    ) -> Option<Arc<T>> {
+        let counters = &self.inner.counters;
+        let decoded = match bytes {
+            Some(bytes) => self.remote_decode::<T>(remote, key, bytes).await,
+            None => None,
+        };
+        let Some((value, bytes, left)) = decoded else {
+            counters.record(Tier::Redis, Event::Miss(op));
+            return None;
+        };
+        counters.record(Tier::Redis, Event::Hit(op));
+        let value = Arc::new(value);
+        if let Some(expires_at) = self.inner.clock.now().checked_add(left) {
+            let stamp = Stamp {
+                expires_at,
+                shared: true,
+            };
+            self.insert_l2(key, bytes.into(), stamp);
+            self.insert_l1(key, value.clone(), stamp);
+        }
+        Some(value)
+    }
+
+    /// The remote value, its bytes and its remaining TTL. Bytes that do not decode were not
+    /// written by us (or not for this type): they are deleted so that the next reader loads.
+    async fn remote_decode<T: SharedValue>(
+        &self,
+        remote: &dyn RemoteTier,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> Option<(T, Vec<u8>, Duration)> {
+        let counters = &self.inner.counters;
+        match self.inner.codec.decode::<T>(&bytes) {
+            Ok(decoded) => match codec::remaining_until(decoded.expires_at_unix_ms) {
+                Some(left) => Some((decoded.value, bytes, left)),
+                None => {
+                    counters.record(Tier::Redis, Event::Expiration);
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::debug!(key, %error, "remote entry does not decode; deleting it");
+                counters.record(Tier::Redis, Event::DecodeError);
+                if remote.delete(key).await.is_err() {
+                    counters.record(Tier::Redis, Event::Error);
+                }
+                None
+            }
+        }
+    }
+
+    /// Drops local copies that another instance's write made stale.
+    pub(crate) fn apply_invalidation(&self, invalidation: &Invalidation) {
+        let (l1, l2) = (&self.inner.l1, &self.inner.l2);
+        match invalidation {
+            Invalidation::Keys(keys) => {
+                for key in keys {
+                    l1.remove(key);
+                    l2.remove(key);
+                }
+            }
+            Invalidation::Prefix(prefix) => {
+                l1.remove_where(|key, _| key.starts_with(prefix.as_str()));
+                l2.remove_where(|key, _| key.starts_with(prefix.as_str()));
+            }
+            Invalidation::All | Invalidation::Resync => {
+                l1.remove_where(|_, entry| entry.shared);
+                l2.remove_where(|_, entry| entry.shared);
+            }
+        }
+    }
+}
+
+/// The sink a cache gives its remote tier: invalidations reach the cache while it lives.
+pub(super) fn invalidation_sink(cache: WeakCache) -> InvalidationSink {
+    Arc::new(move |invalidation: Invalidation| {
+        if let Some(cache) = cache.upgrade() {
+            cache.apply_invalidation(&invalidation);
+        }
+    })
+}
