@@ -16,6 +16,10 @@ pub const PROCESSING_TIME_SECONDS: &str = "processing_time_seconds";
 pub const ASYNC_OPERATIONS_TOTAL: &str = "async_operations_total";
 pub const DATABASE_QUERY_TIME_SECONDS: &str = "database_query_time_seconds";
 pub const RESOURCE_USAGE_PERCENT: &str = "resource_usage_percent";
+pub const CACHE_REMOTE_ERRORS_TOTAL: &str = "cache_remote_errors_total";
+pub const CACHE_BREAKER_STATE: &str = "cache_breaker_state";
+pub const CACHE_BREAKER_OPENINGS_TOTAL: &str = "cache_breaker_openings_total";
+pub const CACHE_BACKPLANE_MESSAGES_TOTAL: &str = "cache_backplane_messages_total";
 
 /// Label names.
 pub mod labels {
@@ -25,6 +29,7 @@ pub mod labels {
     pub const TYPE: &str = "type";
     pub const REASON: &str = "reason";
     pub const QUERY_TYPE: &str = "query_type";
+    pub const DIRECTION: &str = "direction";
 }
 
 /// Buckets for operation latencies, 100 us to 30 s.
@@ -127,6 +132,38 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: Unit::Percent,
         labels: &[TYPE],
         help: "System resource usage (cpu, memory, disk) in percent",
+        buckets: None,
+    },
+    MetricDef {
+        name: CACHE_REMOTE_ERRORS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[REASON],
+        help: "Remote cache tier calls that failed: error, timeout, or unavailable (breaker open)",
+        buckets: None,
+    },
+    MetricDef {
+        name: CACHE_BREAKER_STATE,
+        kind: MetricKind::Gauge,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Remote cache tier circuit breaker: 0 closed, 1 half-open, 2 open",
+        buckets: None,
+    },
+    MetricDef {
+        name: CACHE_BREAKER_OPENINGS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Times the remote cache tier circuit breaker opened",
+        buckets: None,
+    },
+    MetricDef {
+        name: CACHE_BACKPLANE_MESSAGES_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[DIRECTION],
+        help: "Cache invalidation messages between instances, sent and received",
         buckets: None,
     },
 ];

@@ -1,6 +1,31 @@
-//! The Redis tier of perf's multi-level cache, implementing [`perf_core::RemoteTier`].
+//! The Redis tier of perf's multi-level cache: one cache shared by every instance of a
+//! service, kept coherent by an invalidation backplane, and surviving Redis failures.
 //!
-//! The tier itself arrives with the Redis work; until then this crate only names the contract
-//! it will fulfil.
+//! [`RedisTier`] implements [`perf_core::RemoteTier`] over a deadpool-redis pool:
+//!
+//! - keys live under a namespace prefix (`{namespace}:{key}`), with TTLs in milliseconds (PX);
+//! - every operation runs under a timeout and a circuit breaker, so that a dead Redis costs
+//!   nothing after the first failures: reads become misses, writes counted failures, and a
+//!   probe after a cool-down decides when it is back;
+//! - a backplane on Redis pub/sub (one channel per namespace) tells other instances which keys
+//!   changed so that they drop their L1/L2 copies; a dropped subscription resubscribes and
+//!   drops every local copy of a shared value, since changes may have been missed.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use perf_core::PerformanceOptimizer;
+//! use perf_redis::RedisTier;
+//!
+//! let redis = RedisTier::builder("redis://127.0.0.1:6379").namespace("ads").build().await?;
+//! let optimizer = PerformanceOptimizer::builder().remote_tier(redis).build()?.install()?;
+//! # Ok(()) }
+//! ```
 
-pub use perf_core::RemoteTier;
+mod backplane;
+mod breaker;
+mod error;
+mod tier;
+
+pub use breaker::BreakerState;
+pub use error::Error;
+pub use tier::{BackplaneStats, RedisStats, RedisTier, RedisTierBuilder};

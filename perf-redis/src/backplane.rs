@@ -1,0 +1,205 @@
+//! Invalidations between instances, over Redis pub/sub: one channel per namespace, key-only
+//! messages, batched, tagged with the sender so that it ignores its own.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use deadpool_redis::redis;
+use futures_util::StreamExt;
+use perf_core::cache::{Invalidation, InvalidationSink};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use perf_core::metrics::{
+    CACHE_BACKPLANE_MESSAGES_TOTAL as BACKPLANE_MESSAGES_TOTAL, labels::DIRECTION,
+};
+
+/// At most this many changes go in one message.
+const MAX_BATCH: usize = 512;
+
+/// A change this instance made to the shared tier.
+#[derive(Debug)]
+pub(crate) enum Change {
+    Key(String),
+    Prefix(String),
+    All,
+}
+
+/// One pub/sub message: everything the sender changed since its previous message.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Message {
+    sender: u64,
+    keys: Vec<String>,
+    prefixes: Vec<String>,
+    all: bool,
+}
+
+impl Message {
+    fn add(&mut self, change: Change) {
+        match change {
+            Change::Key(key) => self.keys.push(key),
+            Change::Prefix(prefix) => self.prefixes.push(prefix),
+            Change::All => self.all = true,
+        }
+    }
+
+    fn invalidations(self) -> Vec<Invalidation> {
+        if self.all {
+            return vec![Invalidation::All];
+        }
+        let mut out: Vec<_> = self
+            .prefixes
+            .into_iter()
+            .map(Invalidation::Prefix)
+            .collect();
+        if !self.keys.is_empty() {
+            out.push(Invalidation::Keys(self.keys));
+        }
+        out
+    }
+}
+
+/// Counters and state, shared by the tier and its two tasks.
+#[derive(Debug, Default)]
+pub(crate) struct BackplaneState {
+    pub(crate) subscribed: AtomicBool,
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) resubscriptions: AtomicU64,
+    pub(crate) send_errors: AtomicU64,
+}
+
+/// Sends this instance's changes in batches: whatever queued up while the previous message
+/// was being published goes out together, so that a burst costs few messages and a lone
+/// change goes out at once.
+pub(crate) async fn publish_loop(
+    mut changes: mpsc::UnboundedReceiver<Change>,
+    pool: deadpool_redis::Pool,
+    channel: String,
+    sender: u64,
+    state: Arc<BackplaneState>,
+) {
+    while let Some(first) = changes.recv().await {
+        let mut message = Message {
+            sender,
+            ..Message::default()
+        };
+        message.add(first);
+        let mut batched = 1;
+        while batched < MAX_BATCH {
+            let Ok(change) = changes.try_recv() else {
+                break;
+            };
+            message.add(change);
+            batched += 1;
+        }
+        let Ok(payload) = rmp_serde::to_vec(&message) else {
+            continue;
+        };
+        let published = match pool.get().await {
+            Ok(mut conn) => redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(payload)
+                .query_async::<i64>(&mut conn)
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        if published {
+            state.sent.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(BACKPLANE_MESSAGES_TOTAL, DIRECTION => "sent").increment(1);
+        } else {
+            // Other instances keep their copies until TTL; nothing better can be done.
+            state.send_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%channel, "backplane message not published");
+        }
+    }
+}
+
+/// Listens for other instances' changes, for as long as the tier lives. Every (re)subscribe
+/// is followed by a [`Invalidation::Resync`]: whatever was published while we were not
+/// listening is lost, so local copies of shared values are dropped.
+pub(crate) async fn subscribe_loop(
+    client: redis::Client,
+    channel: String,
+    own_id: u64,
+    sink: InvalidationSink,
+    state: Arc<BackplaneState>,
+) {
+    let mut backoff = std::time::Duration::from_millis(50);
+    let mut first = true;
+    loop {
+        let pubsub = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        let mut pubsub = match pubsub {
+            Ok(pubsub) => pubsub,
+            Err(error) => {
+                tracing::debug!(%error, "backplane subscription failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = std::time::Duration::from_millis(50);
+        state.subscribed.store(true, Ordering::Release);
+        if !first {
+            state.resubscriptions.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%channel, "backplane resubscribed; dropping local copies of shared values");
+        }
+        first = false;
+        sink(Invalidation::Resync);
+        let mut messages = pubsub.on_message();
+        while let Some(message) = messages.next().await {
+            let Ok(message) = rmp_serde::from_slice::<Message>(message.get_payload_bytes()) else {
+                tracing::debug!(%channel, "undecodable backplane message ignored");
+                continue;
+            };
+            if message.sender == own_id {
+                continue;
+            }
+            state.received.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(BACKPLANE_MESSAGES_TOTAL, DIRECTION => "received").increment(1);
+            for invalidation in message.invalidations() {
+                sink(invalidation);
+            }
+        }
+        state.subscribed.store(false, Ordering::Release);
+        tracing::warn!(%channel, "backplane subscription dropped; resubscribing");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_round_trips_and_turns_into_invalidations() {
+        let mut message = Message {
+            sender: 7,
+            ..Message::default()
+        };
+        message.add(Change::Key("a".into()));
+        message.add(Change::Prefix("user:".into()));
+        message.add(Change::Key("b\nwith newline".into()));
+        let bytes = rmp_serde::to_vec(&message).expect("encodes");
+        let back: Message = rmp_serde::from_slice(&bytes).expect("decodes");
+        assert_eq!(back, message);
+        assert_eq!(
+            back.invalidations(),
+            [
+                Invalidation::Prefix("user:".into()),
+                Invalidation::Keys(vec!["a".into(), "b\nwith newline".into()]),
+            ]
+        );
+        let mut cleared = Message::default();
+        cleared.add(Change::Key("a".into()));
+        cleared.add(Change::All);
+        assert_eq!(cleared.invalidations(), [Invalidation::All]);
+    }
+}

@@ -1,0 +1,28 @@
+//! The one error type of perf-redis.
+
+use std::time::Duration;
+
+/// What can go wrong talking to Redis.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL or pool configuration was refused.
+    #[error("invalid Redis configuration: {0}")]
+    Config(String),
+    /// The tier needs a tokio runtime for its background tasks.
+    #[error("the Redis tier must be built from within a tokio runtime")]
+    NoRuntime,
+    /// No pooled connection could be had.
+    #[error("no Redis connection available")]
+    Pool(#[source] deadpool_redis::PoolError),
+    /// Redis answered with an error, or the connection failed.
+    #[error("Redis command failed")]
+    Redis(#[source] deadpool_redis::redis::RedisError),
+    /// The operation took longer than the configured timeout.
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The circuit breaker is open: Redis failed repeatedly and is not asked until a probe
+    /// succeeds.
+    #[error("Redis is unavailable (circuit breaker open)")]
+    Unavailable,
+}

@@ -1,0 +1,495 @@
+//! [`RedisTier`]: the shared tier of the multi-level cache, over a deadpool-redis pool.
+
+use std::{
+    fmt,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use deadpool_redis::{
+    Config, Pool, PoolConfig, Runtime, Timeouts,
+    redis::{self, FromRedisValue},
+};
+use perf_core::{
+    RemoteError,
+    cache::{BoxFuture, InvalidationSink, RemoteTier},
+    metrics::{
+        CACHE_BREAKER_OPENINGS_TOTAL, CACHE_BREAKER_STATE, CACHE_REMOTE_ERRORS_TOTAL,
+        labels::REASON,
+    },
+};
+use serde::Serialize;
+use tokio::{sync::mpsc, task::AbortHandle};
+
+use crate::{
+    Error,
+    backplane::{self, BackplaneState, Change},
+    breaker::{Breaker, BreakerState, Transition},
+};
+
+/// Keys removed per UNLINK when clearing by pattern.
+const UNLINK_BATCH: usize = 500;
+
+/// Builds a [`RedisTier`].
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct RedisTierBuilder {
+    config: Config,
+    namespace: String,
+    op_timeout: Duration,
+    pool_size: usize,
+    failure_threshold: u32,
+    cool_down: Duration,
+    instance_id: Option<u64>,
+    backplane: bool,
+}
+
+impl RedisTierBuilder {
+    /// The prefix of every key this tier writes (`{namespace}:{key}`) and the name of its
+    /// invalidation channel. Default `"perf"`.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The bound on every operation, connection included. Default 250 ms.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// Pooled connections. Default 16.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// The breaker opens after `failures` consecutive failures or timeouts and probes again
+    /// after `cool_down`. Default 5 failures, 5 s.
+    pub fn circuit_breaker(mut self, failures: u32, cool_down: Duration) -> Self {
+        self.failure_threshold = failures;
+        self.cool_down = cool_down;
+        self
+    }
+
+    /// This instance's id on the backplane (default: random).
+    pub fn instance_id(mut self, id: u64) -> Self {
+        self.instance_id = Some(id);
+        self
+    }
+
+    /// Whether to tell other instances about writes and hear of theirs. Default on.
+    pub fn backplane(mut self, enabled: bool) -> Self {
+        self.backplane = enabled;
+        self
+    }
+
+    /// Builds the tier on the current tokio runtime and checks Redis once. Redis being down is
+    /// not an error: the tier starts with its breaker open and reports itself unavailable, and
+    /// the cache keeps serving from L1, L2 and loaders until a probe finds Redis back.
+    pub async fn build(self) -> Result<Arc<RedisTier>, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        if self.namespace.is_empty() || self.namespace.contains(['*', '?', '[', ']']) {
+            return Err(Error::Config(format!(
+                "namespace {:?} must be non-empty and free of glob characters",
+                self.namespace
+            )));
+        }
+        let mut config = self.config.clone();
+        config.pool = Some(PoolConfig {
+            max_size: self.pool_size.max(1),
+            timeouts: Timeouts {
+                wait: Some(self.op_timeout),
+                create: Some(self.op_timeout),
+                recycle: Some(self.op_timeout),
+            },
+            ..PoolConfig::default()
+        });
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let client = match (&config.url, &config.connection) {
+            (Some(url), _) => redis::Client::open(url.as_str()),
+            (None, Some(info)) => redis::Client::open(redis::ConnectionInfo::from(info.clone())),
+            (None, None) => redis::Client::open("redis://127.0.0.1/"),
+        }
+        .map_err(|e| Error::Config(e.to_string()))?;
+
+        let instance_id = self.instance_id.unwrap_or_else(random_id);
+        let channel = format!("{}:__invalidate", self.namespace);
+        let backplane_state = Arc::new(BackplaneState::default());
+        let (changes, queued) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        if self.backplane {
+            let publisher = backplane::publish_loop(
+                queued,
+                pool.clone(),
+                channel.clone(),
+                instance_id,
+                Arc::clone(&backplane_state),
+            );
+            tasks.push(runtime.spawn(publisher).abort_handle());
+        }
+        let tier = RedisTier {
+            pool,
+            client,
+            prefix: format!("{}:", self.namespace),
+            channel,
+            op_timeout: self.op_timeout,
+            instance_id,
+            breaker: Breaker::new(self.failure_threshold, self.cool_down),
+            changes: self.backplane.then_some(changes),
+            backplane: backplane_state,
+            counts: Counts::default(),
+            tasks: parking_lot::Mutex::new(tasks),
+        };
+        if let Err(error) = tier.command::<String>(redis::cmd("PING")).await {
+            tracing::warn!(%error, "Redis unreachable at start; serving from local tiers until it answers");
+            tier.note(tier.breaker.force_open());
+        }
+        Ok(Arc::new(tier))
+    }
+}
+
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    short_circuited: AtomicU64,
+}
+
+/// The Redis tier. Give it to the cache with
+/// `PerformanceOptimizer::builder().remote_tier(tier)`.
+pub struct RedisTier {
+    pool: Pool,
+    client: redis::Client,
+    prefix: String,
+    channel: String,
+    op_timeout: Duration,
+    instance_id: u64,
+    breaker: Breaker,
+    changes: Option<mpsc::UnboundedSender<Change>>,
+    backplane: Arc<BackplaneState>,
+    counts: Counts,
+    tasks: parking_lot::Mutex<Vec<AbortHandle>>,
+}
+
+impl fmt::Debug for RedisTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTier")
+            .field("prefix", &self.prefix)
+            .field("instance_id", &self.instance_id)
+            .field("breaker", &self.breaker.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisTier {
+    fn drop(&mut self) {
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// The tier's health and traffic.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RedisStats {
+    /// The breaker is closed: Redis is being asked.
+    pub available: bool,
+    pub breaker: BreakerState,
+    pub breaker_openings: u64,
+    /// Calls that failed (Redis errors, no connection).
+    pub errors: u64,
+    pub timeouts: u64,
+    /// Calls refused at once because the breaker was open.
+    pub short_circuited: u64,
+    pub backplane: BackplaneStats,
+}
+
+/// Invalidation traffic between instances.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackplaneStats {
+    pub subscribed: bool,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    pub send_errors: u64,
+    pub resubscriptions: u64,
+}
+
+impl RedisTier {
+    /// A builder for a tier at a `redis://` or `rediss://` URL (`redis://:password@host:port/db`).
+    pub fn builder(url: impl Into<String>) -> RedisTierBuilder {
+        Self::builder_from_config(Config::from_url(url))
+    }
+
+    /// A builder from a deadpool-redis configuration; its pool size and timeouts are replaced
+    /// by the builder's.
+    pub fn builder_from_config(config: Config) -> RedisTierBuilder {
+        RedisTierBuilder {
+            config,
+            namespace: "perf".into(),
+            op_timeout: Duration::from_millis(250),
+            pool_size: 16,
+            failure_threshold: 5,
+            cool_down: Duration::from_secs(5),
+            instance_id: None,
+            backplane: true,
+        }
+    }
+
+    pub fn instance_id(&self) -> u64 {
+        self.instance_id
+    }
+
+    pub fn stats(&self) -> RedisStats {
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let backplane = &self.backplane;
+        RedisStats {
+            available: self.breaker.state() == BreakerState::Closed,
+            breaker: self.breaker.state(),
+            breaker_openings: self.breaker.openings(),
+            errors: load(&self.counts.errors),
+            timeouts: load(&self.counts.timeouts),
+            short_circuited: load(&self.counts.short_circuited),
+            backplane: BackplaneStats {
+                subscribed: backplane.subscribed.load(Ordering::Acquire),
+                messages_sent: load(&backplane.sent),
+                messages_received: load(&backplane.received),
+                send_errors: load(&backplane.send_errors),
+                resubscriptions: load(&backplane.resubscriptions),
+            },
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Runs one Redis call under the breaker and the timeout.
+    async fn guarded<T, F>(&self, call: F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
+        if !self.breaker.allow() {
+            self.counts.short_circuited.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(CACHE_REMOTE_ERRORS_TOTAL, REASON => "unavailable").increment(1);
+            return Err(Error::Unavailable);
+        }
+        let result = match tokio::time::timeout(self.op_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(self.op_timeout)),
+        };
+        match &result {
+            Ok(_) => self.note(self.breaker.on_success()),
+            Err(error) => {
+                let (counter, reason) = match error {
+                    Error::Timeout(_) => (&self.counts.timeouts, "timeout"),
+                    _ => (&self.counts.errors, "error"),
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(CACHE_REMOTE_ERRORS_TOTAL, REASON => reason).increment(1);
+                self.note(self.breaker.on_failure());
+            }
+        }
+        result
+    }
+
+    fn note(&self, transition: Transition) {
+        let state = self.breaker.state();
+        metrics::gauge!(CACHE_BREAKER_STATE).set(f64::from(state as u8));
+        match transition {
+            Transition::Opened => {
+                metrics::counter!(CACHE_BREAKER_OPENINGS_TOTAL).increment(1);
+                tracing::warn!(prefix = %self.prefix, "Redis circuit breaker opened");
+            }
+            Transition::Closed => {
+                tracing::info!(prefix = %self.prefix, "Redis circuit breaker closed")
+            }
+            Transition::None => {}
+        }
+    }
+
+    /// One command on a pooled connection, under the breaker and the timeout.
+    async fn command<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, Error> {
+        self.guarded(async {
+            let mut conn = self.pool.get().await.map_err(Error::Pool)?;
+            cmd.query_async::<T>(&mut conn).await.map_err(Error::Redis)
+        })
+        .await
+    }
+
+    /// Removes every key matching `pattern`: SCAN, then UNLINK in batches. Never FLUSHDB.
+    async fn unlink_matching(&self, pattern: &str) -> Result<u64, Error> {
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .command(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(UNLINK_BATCH)
+                        .clone(),
+                )
+                .await?;
+            for batch in keys.chunks(UNLINK_BATCH) {
+                let unlinked: u64 = self
+                    .command(redis::cmd("UNLINK").arg(batch).clone())
+                    .await?;
+                removed += unlinked;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    fn announce(&self, change: Change) {
+        if let Some(changes) = &self.changes {
+            // The publisher lives as long as the tier; a closed channel means shutdown.
+            let _ = changes.send(change);
+        }
+    }
+}
+
+/// Escapes Redis glob characters so that a prefix matches only itself.
+fn escape_glob(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+fn remote(error: Error) -> RemoteError {
+    Box::new(error)
+}
+
+impl RemoteTier for RedisTier {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, RemoteError>> {
+        Box::pin(async move {
+            self.command(redis::cmd("GET").arg(self.key(key)).clone())
+                .await
+                .map_err(remote)
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let cmd = redis::cmd("SET")
+                .arg(self.key(key))
+                .arg(value)
+                .arg("PX")
+                .arg(millis)
+                .clone();
+            self.command::<()>(cmd).await.map_err(remote)?;
+            self.announce(Change::Key(key.to_owned()));
+            Ok(())
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            self.command::<u64>(redis::cmd("UNLINK").arg(self.key(key)).clone())
+                .await
+                .map_err(remote)?;
+            self.announce(Change::Key(key.to_owned()));
+            Ok(())
+        })
+    }
+
+    fn invalidate_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, RemoteError>> {
+        Box::pin(async move {
+            let pattern = format!("{}*", escape_glob(&self.key(prefix)));
+            let removed = self.unlink_matching(&pattern).await.map_err(remote)?;
+            self.announce(Change::Prefix(prefix.to_owned()));
+            Ok(removed)
+        })
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
+        Box::pin(async move {
+            let pattern = format!("{}*", escape_glob(&self.prefix));
+            self.unlink_matching(&pattern).await.map_err(remote)?;
+            self.announce(Change::All);
+            Ok(())
+        })
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, RemoteError>> {
+        Box::pin(async move {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut cmd = redis::cmd("MGET");
+            for key in keys {
+                cmd.arg(self.key(key));
+            }
+            self.command(cmd).await.map_err(remote)
+        })
+    }
+
+    fn subscribe(&self, sink: InvalidationSink) {
+        if self.changes.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no tokio runtime: the backplane will not hear other instances");
+            return;
+        };
+        let listener = backplane::subscribe_loop(
+            self.client.clone(),
+            self.channel.clone(),
+            self.instance_id,
+            sink,
+            Arc::clone(&self.backplane),
+        );
+        self.tasks
+            .lock()
+            .push(runtime.spawn(listener).abort_handle());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_in_prefixes_are_escaped() {
+        assert_eq!(escape_glob("ads:user[1]*?\\"), "ads:user\\[1\\]\\*\\?\\\\");
+        assert_eq!(escape_glob("plain:"), "plain:");
+    }
+}

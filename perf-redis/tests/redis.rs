@@ -1,0 +1,316 @@
+//! The Redis tier against a real Redis server.
+
+mod support;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use deadpool_redis::redis::{self, AsyncCommands};
+use perf_core::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier};
+use perf_redis::{BreakerState, RedisTier};
+use support::RedisServer;
+
+async fn tier(server: &RedisServer, namespace: &str) -> Arc<RedisTier> {
+    RedisTier::builder(server.url())
+        .namespace(namespace)
+        .circuit_breaker(3, Duration::from_millis(300))
+        .build()
+        .await
+        .expect("tier builds")
+}
+
+fn cache(tier: &Arc<RedisTier>) -> MultiLevelCache {
+    MultiLevelCache::builder(&PerformanceConfig::default())
+        .remote_tier(Arc::clone(tier) as Arc<dyn RemoteTier>)
+        .build()
+        .expect("valid config")
+}
+
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects")
+}
+
+/// Waits until `check` holds, up to `limit`; returns how long it took.
+async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_trip_through_three_tiers_with_the_ttl_in_redis() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let tier = tier(&server, "trip").await;
+    assert!(tier.stats().available);
+    let cache = cache(&tier);
+    cache
+        .set(
+            "ad:1",
+            "banner".to_string(),
+            Tier::Redis,
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .expect("stored");
+
+    let mut conn = raw(&server).await;
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg("trip:ad:1")
+        .query_async(&mut conn)
+        .await
+        .expect("pttl");
+    assert!(
+        (59_000..=60_000).contains(&ttl_ms),
+        "PX TTL in Redis: {ttl_ms} ms"
+    );
+
+    cache.clear(Tier::L1).await.expect("ok");
+    cache.clear(Tier::L2).await.expect("ok");
+    let hit = cache.get::<String>("ad:1", Tier::Redis).await.expect("ok");
+    assert_eq!(hit.as_deref().map(String::as_str), Some("banner"));
+    let stats = cache.stats();
+    assert_eq!(stats.remote.expect("remote").hits, 1);
+    assert_eq!(stats.l2.entries, Some(1), "promoted into L2");
+
+    // A short TTL expires in Redis itself.
+    cache
+        .set("short", 1u8, Tier::Redis, Some(Duration::from_millis(100)))
+        .await
+        .expect("stored");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let gone: Option<Vec<u8>> = conn.get("trip:short").await.expect("get");
+    assert_eq!(gone, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_on_one_instance_drops_the_other_instances_copy() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (tier_a, tier_b) = (tier(&server, "shared").await, tier(&server, "shared").await);
+    assert_ne!(tier_a.instance_id(), tier_b.instance_id());
+    let (a, b) = (cache(&tier_a), cache(&tier_b));
+    let subscribed = within(Duration::from_secs(5), async || {
+        tier_a.stats().backplane.subscribed && tier_b.stats().backplane.subscribed
+    })
+    .await;
+    assert!(subscribed.is_some(), "both instances subscribed");
+
+    a.set("price", 1u32, Tier::Redis, None)
+        .await
+        .expect("stored");
+    assert_eq!(
+        b.get::<u32>("price", Tier::Redis).await.expect("ok"),
+        Some(Arc::new(1))
+    );
+    assert_eq!(
+        b.get::<u32>("price", Tier::L1).await.expect("ok"),
+        Some(Arc::new(1)),
+        "B holds a copy"
+    );
+
+    a.set("price", 2u32, Tier::Redis, None)
+        .await
+        .expect("stored");
+    let dropped = within(Duration::from_millis(100), async || {
+        b.get::<u32>("price", Tier::L1)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    })
+    .await;
+    assert!(
+        dropped.is_some(),
+        "B's stale copy was dropped within 100 ms"
+    );
+    assert_eq!(
+        b.get::<u32>("price", Tier::Redis).await.expect("ok"),
+        Some(Arc::new(2))
+    );
+    assert_eq!(
+        a.get::<u32>("price", Tier::L1).await.expect("ok"),
+        Some(Arc::new(2)),
+        "A ignored its own message"
+    );
+    assert!(tier_b.stats().backplane.messages_received >= 1);
+    assert!(tier_a.stats().backplane.messages_sent >= 2);
+
+    // Deletes and prefix invalidations travel too.
+    a.set("user:1", 1u8, Tier::Redis, None)
+        .await
+        .expect("stored");
+    b.get::<u8>("user:1", Tier::Redis).await.expect("ok");
+    a.invalidate_prefix("user:").await.expect("ok");
+    let dropped = within(Duration::from_millis(100), async || {
+        b.get::<u8>("user:1", Tier::L1)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    })
+    .await;
+    assert!(dropped.is_some(), "prefix invalidation reached B");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_then_back() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let tier = tier(&server, "crash").await;
+    let cache = cache(&tier);
+    let loads = AtomicUsize::new(0);
+    for i in 0..1000u32 {
+        if i == 300 {
+            server.kill();
+        }
+        let key = format!("item:{}", i % 50);
+        // Every value is loaded fresh from the local tiers' point of view.
+        cache.clear(Tier::L1).await.expect("local clear");
+        cache.clear(Tier::L2).await.expect("local clear");
+        let value = cache
+            .get_or_load(&key, Tier::Redis, None, || async {
+                loads.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, std::convert::Infallible>(i % 50)
+            })
+            .await;
+        assert_eq!(value.map(|v| *v), Ok(i % 50), "call {i}");
+    }
+    let stats = tier.stats();
+    assert!(stats.breaker_openings >= 1, "{stats:?}");
+    assert!(
+        stats.short_circuited > 0,
+        "an open breaker answers at once: {stats:?}"
+    );
+    assert!(
+        loads.load(Ordering::Relaxed) >= 700,
+        "loaders ran while Redis was down"
+    );
+
+    server.restart();
+    let back = within(Duration::from_secs(2), async || {
+        let _ = cache.set("probe", 7u8, Tier::Redis, None).await;
+        cache.clear(Tier::L1).await.is_ok()
+            && cache.clear(Tier::L2).await.is_ok()
+            && cache
+                .get::<u8>("probe", Tier::Redis)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "hits came back within 2 s: {:?}",
+        tier.stats()
+    );
+    assert_eq!(tier.stats().breaker, BreakerState::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_at_start_is_not_an_error() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    server.kill();
+    let tier = tier(&server, "down").await;
+    assert!(
+        !tier.stats().available,
+        "the tier reports itself unavailable"
+    );
+    let cache = cache(&tier);
+    let value = cache
+        .get_or_load("k", Tier::Redis, None, || async { Ok::<_, ()>(5u8) })
+        .await;
+    assert_eq!(value, Ok(Arc::new(5)));
+    assert_eq!(
+        cache.get::<u8>("k", Tier::L2).await.expect("ok"),
+        Some(Arc::new(5))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_at_a_key_is_a_counted_miss_and_is_deleted() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let tier = tier(&server, "junk").await;
+    let cache = cache(&tier);
+    let mut conn = raw(&server).await;
+    let _: () = conn
+        .set("junk:foreign", b"not ours".as_slice())
+        .await
+        .expect("set");
+    assert_eq!(
+        cache
+            .get::<String>("foreign", Tier::Redis)
+            .await
+            .expect("ok"),
+        None
+    );
+    assert_eq!(cache.stats().remote.expect("remote").decode_errors, 1);
+    let left: Option<Vec<u8>> = conn.get("junk:foreign").await.expect("get");
+    assert_eq!(left, None, "the key was deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_clear_and_prefixes_stay_in_the_namespace() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let tier = tier(&server, "ns").await;
+    let cache = cache(&tier);
+    let mut conn = raw(&server).await;
+    let _: () = conn.set("other:keep", 1u8).await.expect("set");
+    for i in 0..1200u32 {
+        cache
+            .set(&format!("k:{i}"), i, Tier::Redis, None)
+            .await
+            .expect("stored");
+    }
+    cache
+        .set("k*[x]", 1u32, Tier::Redis, None)
+        .await
+        .expect("stored");
+    cache.clear(Tier::L1).await.expect("ok");
+    cache.clear(Tier::L2).await.expect("ok");
+    let got = cache
+        .get_many::<u32>(&["k:1", "k:none", "k:1199"], Tier::Redis)
+        .await
+        .expect("ok");
+    let got: Vec<_> = got.into_iter().map(|v| v.map(|v| *v)).collect();
+    assert_eq!(got, [Some(1), None, Some(1199)]);
+
+    // Glob characters in a prefix match only themselves.
+    assert_eq!(
+        cache.invalidate_prefix("k*").await.expect("ok"),
+        0,
+        "local tiers were empty"
+    );
+    let still: Option<Vec<u8>> = conn.get("ns:k:5").await.expect("get");
+    assert!(still.is_some(), "k* is a literal prefix, not a pattern");
+
+    cache.clear(Tier::Redis).await.expect("cleared");
+    let ours: Vec<String> = conn.keys("ns:*").await.expect("keys");
+    assert!(ours.is_empty(), "{} keys left", ours.len());
+    let theirs: Option<u8> = conn.get("other:keep").await.expect("get");
+    assert_eq!(theirs, Some(1), "other namespaces untouched: no FLUSHDB");
+}
