@@ -1,9 +1,12 @@
 //! Invalidations between instances, over Redis pub/sub: one channel per namespace, key-only
 //! messages, batched, tagged with the sender so that it ignores its own.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use deadpool_redis::redis;
@@ -79,6 +82,7 @@ pub(crate) async fn publish_loop(
     pool: deadpool_redis::Pool,
     channel: String,
     sender: u64,
+    timeout: Duration,
     state: Arc<BackplaneState>,
 ) {
     while let Some(first) = changes.recv().await {
@@ -98,15 +102,12 @@ pub(crate) async fn publish_loop(
         let Ok(payload) = rmp_serde::to_vec(&message) else {
             continue;
         };
-        let published = match pool.get().await {
-            Ok(mut conn) => redis::cmd("PUBLISH")
-                .arg(&channel)
-                .arg(payload)
-                .query_async::<i64>(&mut conn)
-                .await
-                .is_ok(),
-            Err(_) => false,
+        let publish = async {
+            let mut conn = pool.get().await.ok()?;
+            let cmd = redis::cmd("PUBLISH").arg(&channel).arg(payload).clone();
+            cmd.query_async::<i64>(&mut conn).await.ok()
         };
+        let published = matches!(tokio::time::timeout(timeout, publish).await, Ok(Some(_)));
         if published {
             state.sent.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(BACKPLANE_MESSAGES_TOTAL, DIRECTION => "sent").increment(1);
@@ -125,28 +126,34 @@ pub(crate) async fn subscribe_loop(
     client: redis::Client,
     channel: String,
     own_id: u64,
+    timeout: Duration,
     sink: InvalidationSink,
     state: Arc<BackplaneState>,
 ) {
-    let mut backoff = std::time::Duration::from_millis(50);
+    let mut backoff = Duration::from_millis(50);
     let mut first = true;
     loop {
-        let pubsub = async {
+        let subscribe = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
-        }
-        .await;
-        let mut pubsub = match pubsub {
-            Ok(pubsub) => pubsub,
-            Err(error) => {
+        };
+        let mut pubsub = match tokio::time::timeout(timeout, subscribe).await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(error)) => {
                 tracing::debug!(%error, "backplane subscription failed; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!("backplane subscription timed out; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
         };
-        backoff = std::time::Duration::from_millis(50);
+        backoff = Duration::from_millis(50);
         state.subscribed.store(true, Ordering::Release);
         if !first {
             state.resubscriptions.fetch_add(1, Ordering::Relaxed);

@@ -130,6 +130,7 @@ impl RedisTierBuilder {
                 pool.clone(),
                 channel.clone(),
                 instance_id,
+                self.op_timeout,
                 Arc::clone(&backplane_state),
             );
             tasks.push(runtime.spawn(publisher).abort_handle());
@@ -474,6 +475,8 @@ impl RemoteTier for RedisTier {
             self.client.clone(),
             self.channel.clone(),
             self.instance_id,
+            // Subscribing takes a connection and a round trip: allow it a few timeouts' worth.
+            self.op_timeout * 4,
             sink,
             Arc::clone(&self.backplane),
         );

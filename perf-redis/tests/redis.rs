@@ -319,3 +319,76 @@ async fn get_many_clear_and_prefixes_stay_in_the_namespace() {
     let theirs: Option<u8> = conn.get("other:keep").await.expect("get");
     assert_eq!(theirs, Some(1), "other namespaces untouched: no FLUSHDB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_subscription_resubscribes_and_drops_shared_copies() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let tier = tier(&server, "resub").await;
+    let cache = cache(&tier);
+    let subscribed = within(Duration::from_secs(5), async || {
+        tier.stats().backplane.subscribed
+    })
+    .await;
+    assert!(subscribed.is_some());
+    cache
+        .set("shared", 1u8, Tier::Redis, None)
+        .await
+        .expect("stored");
+    cache
+        .set("local", 2u8, Tier::L2, None)
+        .await
+        .expect("stored");
+
+    server.kill();
+    server.restart();
+    let resubscribed = within(Duration::from_secs(5), async || {
+        tier.stats().backplane.resubscriptions >= 1 && tier.stats().backplane.subscribed
+    })
+    .await;
+    assert!(resubscribed.is_some(), "{:?}", tier.stats());
+    assert_eq!(
+        cache.get::<u8>("shared", Tier::L2).await.expect("ok"),
+        None,
+        "invalidations may have been missed: the shared copy is gone"
+    );
+    assert_eq!(
+        cache.get::<u8>("local", Tier::L2).await.expect("ok"),
+        Some(Arc::new(2)),
+        "a value that never went to Redis stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_url_authenticates() {
+    let Some(server) = RedisServer::start_with(&["--requirepass", "s3cret"]) else {
+        return;
+    };
+    let with_password = format!("redis://:s3cret@127.0.0.1:{}/0", server.port());
+    let tier = RedisTier::builder(with_password)
+        .namespace("auth")
+        .build()
+        .await
+        .expect("builds");
+    assert!(tier.stats().available, "{:?}", tier.stats());
+    let cache = cache(&tier);
+    cache
+        .set("k", 1u8, Tier::Redis, None)
+        .await
+        .expect("authenticated write");
+
+    let wrong = format!("redis://:wrong@127.0.0.1:{}/0", server.port());
+    let refused = RedisTier::builder(wrong)
+        .namespace("auth")
+        .build()
+        .await
+        .expect("builds");
+    assert!(
+        !refused.stats().available,
+        "a wrong password leaves the tier unavailable"
+    );
+
+    let bad = RedisTier::builder("http://127.0.0.1/").build().await;
+    assert!(matches!(bad, Err(perf_redis::Error::Config(_))), "{bad:?}");
+}

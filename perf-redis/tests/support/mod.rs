@@ -12,6 +12,7 @@ use std::{
 
 pub(crate) struct RedisServer {
     port: u16,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -19,6 +20,11 @@ impl RedisServer {
     /// Starts a server, or returns `None` (having said why) when there is no binary and
     /// Redis is not required.
     pub(crate) fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (`["--requirepass", "secret"]`).
+    pub(crate) fn start_with(extra_args: &[&str]) -> Option<Self> {
         let available = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -37,13 +43,22 @@ impl RedisServer {
             .and_then(|listener| listener.local_addr())
             .map(|addr| addr.port())
             .expect("a free loopback port");
-        let mut server = Self { port, child: None };
+        let extra_args = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
+        let mut server = Self {
+            port,
+            extra_args,
+            child: None,
+        };
         server.restart();
         Some(server)
     }
 
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     /// Kills the server (as a crash would: no shutdown handshake).
@@ -60,6 +75,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -80,13 +96,14 @@ impl RedisServer {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
-        let mut reply = [0u8; 7];
+        // Any reply will do: a server with a password answers PING with -NOAUTH.
+        let mut reply = [0u8; 1];
         stream
             .set_read_timeout(Some(Duration::from_millis(500)))
             .is_ok()
             && stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && matches!(reply[0], b'+' | b'-')
     }
 
     /// A raw connection for checking what Redis holds, bypassing the tier.
