@@ -93,6 +93,12 @@ impl RedisTierBuilder {
     /// the cache keeps serving from L1, L2 and loaders until a probe finds Redis back.
     pub async fn build(self) -> Result<Arc<RedisTier>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        #[cfg(feature = "tls")]
+        {
+            // rustls needs a process-wide crypto provider; an application may have installed
+            // its own already, which is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         if self.namespace.is_empty() || self.namespace.contains(['*', '?', '[', ']']) {
             return Err(Error::Config(format!(
                 "namespace {:?} must be non-empty and free of glob characters",

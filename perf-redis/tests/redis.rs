@@ -392,3 +392,25 @@ async fn a_password_in_the_url_authenticates() {
     let bad = RedisTier::builder("http://127.0.0.1/").build().await;
     assert!(matches!(bad, Err(perf_redis::Error::Config(_))), "{bad:?}");
 }
+
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rediss_url_speaks_tls() {
+    let Some(server) = RedisServer::start_tls() else {
+        return;
+    };
+    assert!(server.url().starts_with("rediss://"));
+    let tier = tier(&server, "tls").await;
+    assert!(tier.stats().available, "{:?}", tier.stats());
+    let cache = cache(&tier);
+    cache
+        .set("k", 9u8, Tier::Redis, None)
+        .await
+        .expect("stored over TLS");
+    cache.clear(Tier::L1).await.expect("ok");
+    cache.clear(Tier::L2).await.expect("ok");
+    assert_eq!(
+        cache.get::<u8>("k", Tier::Redis).await.expect("ok"),
+        Some(Arc::new(9))
+    );
+}

@@ -13,6 +13,8 @@ use std::{
 pub(crate) struct RedisServer {
     port: u16,
     extra_args: Vec<String>,
+    /// For a TLS server: the directory holding its self-signed certificate.
+    tls_dir: Option<std::path::PathBuf>,
     child: Option<Child>,
 }
 
@@ -47,6 +49,7 @@ impl RedisServer {
         let mut server = Self {
             port,
             extra_args,
+            tls_dir: None,
             child: None,
         };
         server.restart();
@@ -54,7 +57,58 @@ impl RedisServer {
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        if self.tls_dir.is_some() {
+            // A self-signed certificate: skip verification (test servers only).
+            format!("rediss://127.0.0.1:{}/#insecure", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}/", self.port)
+        }
+    }
+
+    /// A server that speaks only TLS, with a fresh self-signed certificate made by the
+    /// `openssl` command.
+    #[allow(dead_code)] // only the TLS test, behind the `tls` feature, uses it
+    pub(crate) fn start_tls() -> Option<Self> {
+        let mut server = Self::start()?;
+        server.kill();
+        let dir = std::env::temp_dir().join(format!("perf-redis-tls-{}", server.port));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let made = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+            ])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(made, "openssl could not make a test certificate");
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        server.extra_args = vec![
+            "--tls-port".into(),
+            server.port.to_string(),
+            "--port".into(),
+            "0".into(),
+            "--tls-cert-file".into(),
+            path("cert.pem"),
+            "--tls-key-file".into(),
+            path("key.pem"),
+            "--tls-ca-cert-file".into(),
+            path("cert.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        server.tls_dir = Some(dir);
+        server.restart();
+        Some(server)
     }
 
     pub(crate) fn port(&self) -> u16 {
@@ -96,6 +150,9 @@ impl RedisServer {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.tls_dir.is_some() {
+            return true; // listening is enough: speaking TLS here is the client's job
+        }
         // Any reply will do: a server with a password answers PING with -NOAUTH.
         let mut reply = [0u8; 1];
         stream
@@ -115,5 +172,8 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.tls_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
