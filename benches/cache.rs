@@ -10,16 +10,18 @@
 //! `cargo bench --bench cache`; `PERF_BENCH_QUICK=1` shortens measurement for a smoke run.
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::{
     future::Future,
     hint::black_box,
-    path::PathBuf,
     pin::pin,
     sync::{Arc, Barrier, OnceLock},
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
+use common::median_ns;
 use criterion::Criterion;
 use perf::{MultiLevelCache, PerformanceConfig, Tier};
 use rand::{Rng, SeedableRng, rngs::SmallRng, seq::SliceRandom};
@@ -259,18 +261,6 @@ fn concurrent(
             .max()
             .unwrap_or_default()
     })
-}
-
-fn median_ns(group: &str, bench: &str) -> Option<f64> {
-    let dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-    let path = dir
-        .join("criterion")
-        .join(group)
-        .join(bench)
-        .join("new/estimates.json");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    json["median"]["point_estimate"].as_f64()
 }
 
 // ----- benchmarks -----

@@ -7,17 +7,19 @@
 //! `cargo bench --bench redis --features redis`; skipped, saying why, without `redis-server`.
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 #[path = "../perf-redis/tests/support/mod.rs"]
 #[allow(dead_code)] // the tests use more of the harness than the benchmark
 mod support;
 
 use std::{
     hint::black_box,
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use common::median_ns;
 use criterion::Criterion;
 use deadpool_redis::redis;
 use perf::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier, redis::RedisTier};
@@ -33,18 +35,6 @@ fn value(i: usize) -> Vec<u8> {
 /// What both arms do with the bytes: check and sum them, standing in for a decode.
 fn decode(bytes: &[u8]) -> u64 {
     bytes.iter().map(|&b| u64::from(b)).sum()
-}
-
-fn median_ns(group: &str, bench: &str) -> Option<f64> {
-    let dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-    let path = dir
-        .join("criterion")
-        .join(group)
-        .join(bench)
-        .join("new/estimates.json");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    json["median"]["point_estimate"].as_f64()
 }
 
 /// Runs `iters` reads spread over `TASKS` tasks; returns the wall time.
