@@ -27,5 +27,7 @@ mod error;
 mod tier;
 
 pub use breaker::BreakerState;
+/// The pool crate, for [`RedisTier::builder_from_config`] and the errors [`Error`] wraps.
+pub use deadpool_redis;
 pub use error::Error;
 pub use tier::{BackplaneStats, RedisStats, RedisTier, RedisTierBuilder};
