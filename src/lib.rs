@@ -25,11 +25,15 @@
 //! # }
 //! ```
 
+#[doc(inline)]
+pub use perf_core::monitor::performance_context;
 pub use perf_core::{
     CacheStats, ConfigError, Error, FieldError, InstallError, MultiLevelCache, OptimizerBuilder,
     PerformanceConfig, PerformanceOptimizer, RemoteError, RemoteTier, Tier, TierStats, cache,
-    config, global, metrics, optimizer,
+    config, global, metrics, monitor, optimizer,
 };
+#[doc(inline)]
+pub use perf_macros::performance_monitor;
 
 #[cfg(feature = "http")]
 #[doc(inline)]
@@ -42,6 +46,7 @@ pub use perf_redis as redis;
 #[doc(hidden)]
 pub mod __private {
     pub use perf_core;
+    pub use perf_core::monitor;
 }
 
 #[cfg(doctest)]

@@ -6,12 +6,14 @@
 //! | [`config`] | [`PerformanceConfig`]: every knob, defaults, validation, TOML and `PERF_*` loading |
 //! | [`cache`] | [`MultiLevelCache`]: L1 typed TTL tier, L2 compressed byte tier, [`RemoteTier`] |
 //! | [`metrics`] | the metric catalogue and [`metrics::describe_all`] |
+//! | [`monitor`] | operation timing behind `#[performance_monitor]`, [`monitor::performance_context`] |
 //! | [`optimizer`] | [`PerformanceOptimizer`], [`global`], background loops |
 
 pub mod cache;
 pub mod config;
 mod error;
 pub mod metrics;
+pub mod monitor;
 pub mod optimizer;
 mod striped;
 

@@ -12,6 +12,7 @@ use crate::{
     Error, InstallError,
     cache::{CacheBuilder, MultiLevelCache, RemoteTier, WeakCache},
     config::PerformanceConfig,
+    monitor::Monitor,
 };
 
 /// Owns the configuration and the components. Later components join the cache here.
@@ -19,6 +20,7 @@ use crate::{
 pub struct PerformanceOptimizer {
     config: PerformanceConfig,
     cache: MultiLevelCache,
+    monitor: Monitor,
     background_started: AtomicBool,
 }
 
@@ -62,6 +64,7 @@ impl OptimizerBuilder {
         }
         Ok(PerformanceOptimizer {
             cache: cache.build()?,
+            monitor: Monitor::default(),
             config,
             background_started: AtomicBool::new(false),
         })
@@ -108,6 +111,11 @@ impl PerformanceOptimizer {
 
     pub fn cache(&self) -> &MultiLevelCache {
         &self.cache
+    }
+
+    /// Statistics of monitored operations.
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
     }
 
     /// Makes this the process-wide instance ([`global`]), describes every metric to the

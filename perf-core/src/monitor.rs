@@ -1,0 +1,426 @@
+//! Operation timing: the registry behind `#[performance_monitor]` and [`performance_context`].
+//!
+//! Every monitored operation records `processing_time_seconds{operation}` and
+//! `async_operations_total{operation,status}`, and keeps in-process statistics (count, errors,
+//! mean, p50/p95/p99, max) in its optimizer's [`Monitor`]. A macro call site resolves its
+//! metric handles and statistics once, on its first call, so that later calls do no registry
+//! lookup; install the `metrics` recorder before the first monitored call.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use parking_lot::RwLock;
+use serde::Serialize;
+
+use crate::{
+    metrics::{ASYNC_OPERATIONS_TOTAL, PROCESSING_TIME_SECONDS, labels},
+    striped::StripedCounters,
+};
+
+/// How a monitored call ended (the `status` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Success = 0,
+    /// It returned an `Err`, or its context was marked failed.
+    Error = 1,
+    Panic = 2,
+    /// An async call dropped before it finished.
+    Cancelled = 3,
+}
+
+impl Status {
+    const ALL: [Status; 4] = [
+        Status::Success,
+        Status::Error,
+        Status::Panic,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Error => "error",
+            Status::Panic => "panic",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Latency buckets: four per power of two of nanoseconds, 1 ns to ~5 minutes.
+const SUB_BUCKETS: u32 = 4;
+const BUCKETS: usize = 39 * SUB_BUCKETS as usize;
+
+fn bucket_of(nanos: u64) -> usize {
+    let nanos = nanos.max(1);
+    let power = 63 - nanos.leading_zeros();
+    // The two bits below the leading one pick the sub-bucket.
+    let sub = if power >= 2 {
+        (nanos >> (power - 2)) & 3
+    } else {
+        0
+    } as u32;
+    ((power * SUB_BUCKETS + sub) as usize).min(BUCKETS - 1)
+}
+
+/// The largest value a bucket holds, in nanoseconds.
+fn bucket_ceiling(index: usize) -> u64 {
+    let power = index as u32 / SUB_BUCKETS;
+    let sub = u64::from(index as u32 % SUB_BUCKETS);
+    if power < 2 {
+        // Values below 4 ns have no sub-buckets.
+        return (1u64 << (power + 1)) - 1;
+    }
+    ((5 + sub) << (power - 2)) - 1
+}
+
+/// One operation's in-process statistics.
+pub struct OperationStats {
+    outcomes: StripedCounters<4>,
+    buckets: Box<[AtomicU64]>,
+    total_nanos: AtomicU64,
+    max_nanos: AtomicU64,
+}
+
+impl fmt::Debug for OperationStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperationStats").finish_non_exhaustive()
+    }
+}
+
+impl Default for OperationStats {
+    fn default() -> Self {
+        Self {
+            outcomes: StripedCounters::default(),
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            total_nanos: AtomicU64::new(0),
+            max_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl OperationStats {
+    fn record(&self, status: Status, nanos: u64) {
+        self.outcomes.add(status as usize, 1);
+        if let Some(bucket) = self.buckets.get(bucket_of(nanos)) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+        self.total_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.max_nanos.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self, operation: &str) -> OperationSnapshot {
+        let by_status = |status: Status| self.outcomes.sum(status as usize);
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let count: u64 = counts.iter().sum();
+        let quantile = |q: f64| {
+            let rank = (q * count as f64).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (index, n) in counts.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return bucket_ceiling(index) as f64 / 1e9;
+                }
+            }
+            0.0
+        };
+        let total = self.total_nanos.load(Ordering::Relaxed);
+        OperationSnapshot {
+            operation: operation.to_owned(),
+            count: Status::ALL.iter().map(|&s| by_status(s)).sum(),
+            errors: by_status(Status::Error),
+            panics: by_status(Status::Panic),
+            cancelled: by_status(Status::Cancelled),
+            mean_seconds: if count == 0 {
+                0.0
+            } else {
+                total as f64 / count as f64 / 1e9
+            },
+            p50_seconds: if count == 0 { 0.0 } else { quantile(0.50) },
+            p95_seconds: if count == 0 { 0.0 } else { quantile(0.95) },
+            p99_seconds: if count == 0 { 0.0 } else { quantile(0.99) },
+            max_seconds: self.max_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
+/// One operation's statistics at a moment. Percentiles are bucket upper bounds: within 25%
+/// above the true value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OperationSnapshot {
+    pub operation: String,
+    pub count: u64,
+    pub errors: u64,
+    pub panics: u64,
+    pub cancelled: u64,
+    pub mean_seconds: f64,
+    pub p50_seconds: f64,
+    pub p95_seconds: f64,
+    pub p99_seconds: f64,
+    pub max_seconds: f64,
+}
+
+/// The operations an optimizer has seen.
+#[derive(Debug, Default)]
+pub struct Monitor {
+    operations: RwLock<HashMap<Arc<str>, Arc<OperationStats>>>,
+}
+
+impl Monitor {
+    fn operation(&self, name: &str) -> Arc<OperationStats> {
+        if let Some(stats) = self.operations.read().get(name) {
+            return Arc::clone(stats);
+        }
+        let mut operations = self.operations.write();
+        Arc::clone(operations.entry(Arc::from(name)).or_default())
+    }
+
+    /// Every operation's statistics, sorted by name.
+    pub fn snapshot(&self) -> Vec<OperationSnapshot> {
+        let mut all: Vec<_> = self
+            .operations
+            .read()
+            .iter()
+            .map(|(name, stats)| stats.snapshot(name))
+            .collect();
+        all.sort_by(|a, b| a.operation.cmp(&b.operation));
+        all
+    }
+
+    /// One operation's statistics, if it has run.
+    pub fn operation_snapshot(&self, name: &str) -> Option<OperationSnapshot> {
+        self.operations
+            .read()
+            .get(name)
+            .map(|stats| stats.snapshot(name))
+    }
+
+    /// Starts timing an operation named at run time (a registry lookup per call).
+    pub fn start(&self, name: &str) -> Timing {
+        Timing::new(Arc::new(Handles::resolve(name, self)))
+    }
+}
+
+/// What recording one operation needs: its metric handles and statistics.
+#[derive(Debug)]
+pub struct Handles {
+    latency: metrics::Histogram,
+    outcomes: [metrics::Counter; 4],
+    stats: Arc<OperationStats>,
+}
+
+impl Handles {
+    fn resolve(name: &str, monitor: &Monitor) -> Self {
+        let operation = name.to_owned();
+        Self {
+            latency: metrics::histogram!(PROCESSING_TIME_SECONDS, labels::OPERATION => operation.clone()),
+            outcomes: Status::ALL.map(|status| {
+                metrics::counter!(
+                    ASYNC_OPERATIONS_TOTAL,
+                    labels::OPERATION => operation.clone(),
+                    labels::STATUS => status.as_str()
+                )
+            }),
+            stats: monitor.operation(name),
+        }
+    }
+
+    fn record(&self, status: Status, started: Instant) {
+        let elapsed = started.elapsed();
+        self.latency.record(elapsed.as_secs_f64());
+        self.outcomes[status as usize].increment(1);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.stats.record(status, nanos);
+    }
+}
+
+/// A `#[performance_monitor]` call site: handles resolved once, against the global optimizer.
+#[derive(Debug)]
+pub struct CallSite {
+    name: &'static str,
+    handles: OnceLock<Arc<Handles>>,
+}
+
+impl CallSite {
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            handles: OnceLock::new(),
+        }
+    }
+
+    /// Starts timing a call.
+    #[inline]
+    pub fn start(&'static self) -> Timing {
+        let handles = self
+            .handles
+            .get_or_init(|| Arc::new(Handles::resolve(self.name, crate::global().monitor())));
+        Timing::new(Arc::clone(handles))
+    }
+}
+
+/// A call being timed. [`finish`](Self::finish) records how it ended; dropped unfinished, it
+/// records a panic (while unwinding) or a cancellation.
+#[must_use = "a timing records when finished or dropped"]
+#[derive(Debug)]
+pub struct Timing {
+    handles: Arc<Handles>,
+    started: Instant,
+    finished: bool,
+}
+
+impl Timing {
+    fn new(handles: Arc<Handles>) -> Self {
+        Self {
+            handles,
+            started: Instant::now(),
+            finished: false,
+        }
+    }
+
+    pub fn finish(mut self, status: Status) {
+        self.finished = true;
+        self.handles.record(status, self.started);
+    }
+}
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        if !self.finished {
+            let status = if std::thread::panicking() {
+                Status::Panic
+            } else {
+                Status::Cancelled
+            };
+            self.handles.record(status, self.started);
+        }
+    }
+}
+
+/// A scope timed as an operation: records on drop, as a success unless [`fail`](Self::fail)
+/// was called or the scope is unwinding from a panic. Hold it across `.await` freely.
+///
+/// ```
+/// let scope = perf_core::monitor::performance_context("batch_processing");
+/// // ... work ...
+/// drop(scope); // or let it fall out of scope
+/// ```
+#[must_use = "the context records when dropped; bind it to a variable"]
+#[derive(Debug)]
+pub struct PerformanceContext {
+    timing: Option<Timing>,
+    failed: bool,
+}
+
+impl PerformanceContext {
+    /// Marks the scope as failed: it records status `error`.
+    pub fn fail(&mut self) {
+        self.failed = true;
+    }
+}
+
+impl Drop for PerformanceContext {
+    fn drop(&mut self) {
+        let Some(timing) = self.timing.take() else {
+            return;
+        };
+        let status = if std::thread::panicking() {
+            Status::Panic
+        } else if self.failed {
+            Status::Error
+        } else {
+            Status::Success
+        };
+        timing.finish(status);
+    }
+}
+
+/// Times the scope it is held in as operation `name`, on the global optimizer.
+pub fn performance_context(name: &str) -> PerformanceContext {
+    performance_context_on(crate::global().monitor(), name)
+}
+
+/// [`performance_context`] on a given optimizer's monitor.
+pub fn performance_context_on(monitor: &Monitor, name: &str) -> PerformanceContext {
+    PerformanceContext {
+        timing: Some(monitor.start(name)),
+        failed: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_their_values() {
+        for nanos in [1u64, 2, 3, 5, 100, 999, 1_000, 1_234_567, 10_000_000_000] {
+            let index = bucket_of(nanos);
+            assert!(bucket_ceiling(index) >= nanos, "{nanos} in {index}");
+            if index > 0 {
+                assert!(
+                    bucket_ceiling(index - 1) < nanos,
+                    "{nanos}: bucket {index} is the first to hold it"
+                );
+            }
+            assert!(
+                bucket_ceiling(index) as f64 <= nanos as f64 * 1.25 + 1.0,
+                "{nanos}: within 25%"
+            );
+        }
+    }
+
+    #[test]
+    fn percentiles_and_counts() {
+        let stats = OperationStats::default();
+        for ms in 1..=100u64 {
+            let status = if ms % 10 == 0 {
+                Status::Error
+            } else {
+                Status::Success
+            };
+            stats.record(status, ms * 1_000_000);
+        }
+        let snap = stats.snapshot("op");
+        assert_eq!((snap.count, snap.errors), (100, 10));
+        assert!(
+            (0.050..=0.0625).contains(&snap.p50_seconds),
+            "{}",
+            snap.p50_seconds
+        );
+        assert!(
+            (0.095..=0.125).contains(&snap.p95_seconds),
+            "{}",
+            snap.p95_seconds
+        );
+        assert!((snap.mean_seconds - 0.0505).abs() < 1e-9);
+        assert!((snap.max_seconds - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_context_records_success_failure_and_panic() {
+        let monitor = Monitor::default();
+        drop(performance_context_on(&monitor, "scope"));
+        let mut failed = performance_context_on(&monitor, "scope");
+        failed.fail();
+        drop(failed);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _scope = performance_context_on(&monitor, "scope");
+            panic!("boom");
+        }));
+        assert!(panicked.is_err());
+        let snap = monitor.operation_snapshot("scope").expect("recorded");
+        assert_eq!((snap.count, snap.errors, snap.panics), (3, 1, 1));
+    }
+}

@@ -1,0 +1,269 @@
+//! `#[performance_monitor]` and `performance_context`, as a user writes them: what they record.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use perf::{monitor::Status, performance_context, performance_monitor};
+
+/// One recorder for the whole test binary; tests use distinct operation names.
+fn snapshotter() -> &'static Snapshotter {
+    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder
+            .install()
+            .expect("the only recorder in this binary");
+        snapshotter
+    })
+}
+
+/// Everything recorded so far, accumulated: a snapshot drains the recorder, and tests run in
+/// parallel, so each snapshot is folded into one total. Keys: `(operation, status)`, with
+/// status `"latency"` counting recorded latencies.
+fn totals() -> &'static Mutex<HashMap<(String, String), u64>> {
+    static TOTALS: OnceLock<Mutex<HashMap<(String, String), u64>>> = OnceLock::new();
+    TOTALS.get_or_init(Mutex::default)
+}
+
+/// `async_operations_total` by status, and how many latencies were recorded, for `operation`.
+fn recorded(operation: &str) -> (HashMap<String, u64>, usize) {
+    let mut totals = totals().lock().expect("not poisoned");
+    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
+        let labels: HashMap<_, _> = key
+            .key()
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        let Some(op) = labels.get("operation").cloned() else {
+            continue;
+        };
+        match (key.key().name(), value) {
+            ("async_operations_total", DebugValue::Counter(n)) => {
+                *totals.entry((op, labels["status"].clone())).or_default() += n;
+            }
+            ("processing_time_seconds", DebugValue::Histogram(values)) => {
+                *totals.entry((op, "latency".into())).or_default() += values.len() as u64;
+            }
+            _ => {}
+        }
+    }
+    let mut statuses = HashMap::new();
+    let mut latencies = 0;
+    for ((op, status), n) in totals.iter() {
+        if op == operation {
+            if status == "latency" {
+                latencies = *n as usize;
+            } else if *n > 0 {
+                statuses.insert(status.clone(), *n);
+            }
+        }
+    }
+    (statuses, latencies)
+}
+
+fn stats(operation: &str) -> perf::monitor::OperationSnapshot {
+    perf::global()
+        .monitor()
+        .operation_snapshot(operation)
+        .expect("the operation ran")
+}
+
+#[performance_monitor("sync.parse")]
+fn parse(text: &str) -> Result<u32, std::num::ParseIntError> {
+    let value = text.parse::<u32>()?;
+    if value == 0 {
+        return Ok(1);
+    }
+    Ok(value)
+}
+
+#[performance_monitor("sync.explode")]
+fn explode(really: bool) -> u8 {
+    assert!(!really, "exploded");
+    1
+}
+
+#[test]
+fn a_sync_fn_records_success_error_and_panic() {
+    snapshotter();
+    assert_eq!(parse("7"), Ok(7));
+    assert_eq!(parse("0"), Ok(1), "an early return is still a success");
+    assert!(parse("x").is_err());
+    assert_eq!(explode(false), 1);
+    assert!(std::panic::catch_unwind(|| explode(true)).is_err());
+
+    let (statuses, latencies) = recorded("sync.parse");
+    assert_eq!(statuses.get("success"), Some(&2));
+    assert_eq!(statuses.get("error"), Some(&1));
+    assert!(latencies >= 3, "{latencies}");
+    let (statuses, _) = recorded("sync.explode");
+    assert_eq!(statuses.get("panic"), Some(&1));
+    let snap = stats("sync.parse");
+    assert_eq!((snap.count, snap.errors), (3, 1));
+}
+
+#[performance_monitor("async.fetch")]
+async fn fetch(id: u64) -> Result<String, String> {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    if id == 0 {
+        Err("no such ad".into())
+    } else {
+        Ok(format!("ad {id}"))
+    }
+}
+
+#[performance_monitor("async.slow")]
+async fn slow() -> u8 {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    1
+}
+
+#[tokio::test]
+async fn an_async_fn_records_success_error_and_cancellation() {
+    snapshotter();
+    assert_eq!(fetch(3).await.as_deref(), Ok("ad 3"));
+    assert!(fetch(0).await.is_err());
+    let cancelled = tokio::time::timeout(Duration::from_millis(5), slow()).await;
+    assert!(cancelled.is_err());
+    let (statuses, _) = recorded("async.fetch");
+    assert_eq!(
+        (statuses.get("success"), statuses.get("error")),
+        (Some(&1), Some(&1))
+    );
+    let (statuses, _) = recorded("async.slow");
+    assert_eq!(statuses.get("cancelled"), Some(&1));
+    assert_eq!(stats("async.slow").cancelled, 1);
+}
+
+struct Service {
+    calls: u32,
+}
+
+trait Lookup {
+    async fn lookup(&self, key: &str) -> Option<usize>;
+}
+
+impl Lookup for Service {
+    #[performance_monitor("method.trait_async")]
+    async fn lookup(&self, key: &str) -> Option<usize> {
+        Some(key.len() + self.calls as usize)
+    }
+}
+
+impl Service {
+    #[performance_monitor("method.ref")]
+    fn peek(&self) -> u32 {
+        self.calls
+    }
+
+    #[performance_monitor("method.mut")]
+    fn bump(&mut self) -> u32 {
+        self.calls += 1;
+        self.calls
+    }
+
+    #[performance_monitor("method.owned")]
+    fn into_calls(self) -> u32 {
+        self.calls
+    }
+
+    #[performance_monitor]
+    fn default_name(&self) {}
+}
+
+#[performance_monitor("generic.largest")]
+fn largest<T: PartialOrd + Copy>(items: &[T]) -> Option<T> {
+    items.iter().copied().fold(None, |best, item| match best {
+        Some(best) if best >= item => Some(best),
+        _ => Some(item),
+    })
+}
+
+#[performance_monitor("impl_trait.evens")]
+fn evens(limit: u32) -> impl Iterator<Item = u32> {
+    (0..limit).filter(|n| n % 2 == 0)
+}
+
+#[tokio::test]
+async fn methods_generics_and_impl_trait_are_monitored() {
+    snapshotter();
+    let mut service = Service { calls: 0 };
+    assert_eq!(service.bump(), 1);
+    assert_eq!(service.peek(), 1);
+    assert_eq!(service.lookup("abc").await, Some(4));
+    service.default_name();
+    assert_eq!(service.into_calls(), 1);
+    assert_eq!(largest(&[3, 9, 2]), Some(9));
+    assert_eq!(largest(&[1.5, 0.5]), Some(1.5));
+    assert_eq!(evens(7).collect::<Vec<_>>(), [0, 2, 4, 6]);
+    for operation in [
+        "method.mut",
+        "method.ref",
+        "method.trait_async",
+        "method.owned",
+        "impl_trait.evens",
+    ] {
+        assert_eq!(stats(operation).count, 1, "{operation}");
+    }
+    assert_eq!(
+        stats("generic.largest").count,
+        2,
+        "one call site across monomorphizations"
+    );
+    assert_eq!(
+        stats(concat!(module_path!(), "::default_name")).count,
+        1,
+        "named after its path"
+    );
+}
+
+#[tokio::test]
+async fn a_context_is_held_across_await_and_can_fail() {
+    snapshotter();
+    {
+        let _scope = performance_context("context.batch");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut scope = performance_context("context.batch");
+    scope.fail();
+    drop(scope);
+    let (statuses, latencies) = recorded("context.batch");
+    assert_eq!(
+        (statuses.get("success"), statuses.get("error")),
+        (Some(&1), Some(&1))
+    );
+    assert_eq!(latencies, 2);
+    assert!(stats("context.batch").max_seconds >= 0.002);
+}
+
+#[performance_monitor("isolated.op", optimizer = optimizer)]
+fn on_given_optimizer(optimizer: &perf::PerformanceOptimizer) -> u8 {
+    let _ = optimizer;
+    2
+}
+
+#[test]
+fn optimizer_argument_records_into_that_instance() {
+    let own = perf::PerformanceOptimizer::builder()
+        .build()
+        .expect("valid");
+    assert_eq!(on_given_optimizer(&own), 2);
+    assert_eq!(
+        own.monitor()
+            .operation_snapshot("isolated.op")
+            .map(|s| s.count),
+        Some(1)
+    );
+    assert!(
+        perf::global()
+            .monitor()
+            .operation_snapshot("isolated.op")
+            .is_none()
+    );
+    assert_eq!(Status::Cancelled.as_str(), "cancelled");
+}
