@@ -70,3 +70,16 @@ pub(crate) fn parse_crate_path(input: ParseStream<'_>) -> syn::Result<Path> {
     text.parse::<Path>()
         .map_err(|_| syn::Error::new(text.span(), "`crate` must be a path such as \"::perf\""))
 }
+
+/// The annotated item, which must be a function or method with a body.
+pub(crate) fn function(
+    macro_name: &str,
+    item: proc_macro2::TokenStream,
+) -> syn::Result<syn::ItemFn> {
+    syn::parse2::<syn::ItemFn>(item.clone()).map_err(|_| {
+        syn::Error::new_spanned(
+            item,
+            format!("#[{macro_name}] goes on a function or a method with a body"),
+        )
+    })
+}

@@ -17,7 +17,10 @@ use syn::parse_macro_input;
 #[proc_macro_attribute]
 pub fn performance_monitor(args: TokenStream, item: TokenStream) -> TokenStream {
     let args = parse_macro_input!(args as attr::MonitorArgs);
-    let function = parse_macro_input!(item as syn::ItemFn);
+    let function = match attr::function("performance_monitor", item.into()) {
+        Ok(function) => function,
+        Err(error) => return error.into_compile_error().into(),
+    };
     expand::performance_monitor(args, function)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()

@@ -1,0 +1,4 @@
+#[perf::performance_monitor("op", crate = "not a path")]
+fn f() {}
+
+fn main() {}

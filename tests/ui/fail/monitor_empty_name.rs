@@ -1,0 +1,4 @@
+#[perf::performance_monitor("")]
+fn f() {}
+
+fn main() {}

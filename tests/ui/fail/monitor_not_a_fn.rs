@@ -1,0 +1,4 @@
+#[perf::performance_monitor("op")]
+struct NotAFunction;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[perf::performance_monitor("op", timeout = 5)]
+fn f() {}
+
+fn main() {}
