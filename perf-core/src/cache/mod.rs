@@ -15,6 +15,7 @@
 mod clock;
 mod coalesce;
 pub(crate) mod codec;
+mod key;
 mod l1;
 mod l2;
 mod load;
@@ -43,6 +44,7 @@ use self::{
 pub use quanta::{Clock, Mock};
 
 pub use self::{
+    key::function_key,
     remote::{BoxFuture, Invalidation, InvalidationSink, RemoteTier},
     stats::{CacheStats, LoadStats, TierStats},
     tier::{CacheValue, SharedValue, Tier},
@@ -245,6 +247,37 @@ impl MultiLevelCache {
         let plan = self.plan_write(key, ttl)?;
         self.insert_l1_only(key, Arc::new(value), plan.expires_at);
         Ok(())
+    }
+
+    /// [`get`](Self::get) for synchronous code: reads L1, then L2 when `tier` reaches it; the
+    /// remote tier is never asked.
+    pub fn get_local<T: SharedValue>(
+        &self,
+        key: &str,
+        tier: Tier,
+    ) -> Result<Option<Arc<T>>, Error> {
+        self.check_key(key)?;
+        if let Some(value) = self.l1_lookup(key, Op::Get) {
+            return Ok(Some(value));
+        }
+        Ok(match tier {
+            Tier::L1 => None,
+            Tier::L2 | Tier::Redis => self.l2_lookup(key, Op::Get),
+        })
+    }
+
+    /// [`set`](Self::set) for synchronous code: stores in L1, and in L2 when `tier` reaches
+    /// it; the remote tier is not written.
+    pub fn set_local<T: SharedValue>(
+        &self,
+        key: &str,
+        value: T,
+        tier: Tier,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let plan = self.plan_write(key, ttl)?;
+        self.store_local(key, Arc::new(value), tier.min(Tier::L2), &plan)
+            .map(drop)
     }
 
     // ----- removal -----
@@ -488,34 +521,8 @@ impl MultiLevelCache {
         plan: &WritePlan,
     ) -> Result<(), Error> {
         let inner = &self.inner;
-        let encoded = if tier >= Tier::L2 {
-            let bytes: Arc<[u8]> = inner
-                .codec
-                .encode(&*value, codec::unix_ms_after(plan.ttl))?
-                .into();
-            if let Err(heavy) = inner.l2.check_fits(key, &bytes) {
-                inner.counters.record(Tier::L2, Event::Refused);
-                return Err(Error::ValueTooLarge {
-                    len: heavy.weight as usize,
-                    limit: heavy.shard_capacity as usize,
-                    limit_name: "L2 shard capacity",
-                });
-            }
-            Some(bytes)
-        } else {
-            None
-        };
-        let Some(bytes) = encoded else {
-            self.insert_l1_only(key, value, plan.expires_at);
-            return Ok(());
-        };
-        let stamp = Stamp {
-            expires_at: plan.expires_at,
-            shared: tier == Tier::Redis,
-        };
-        self.insert_l1(key, value, stamp);
-        self.insert_l2(key, Arc::clone(&bytes), stamp);
-        if let (Tier::Redis, Some(remote)) = (tier, &inner.remote) {
+        let encoded = self.store_local(key, value, tier, plan)?;
+        if let (Tier::Redis, Some(remote), Some(bytes)) = (tier, &inner.remote, encoded) {
             remote
                 .set(key, &bytes, plan.ttl)
                 .await
@@ -523,6 +530,41 @@ impl MultiLevelCache {
             inner.counters.record(Tier::Redis, Event::Insert);
         }
         Ok(())
+    }
+
+    /// Stores in L1, and in L2 when `tier` reaches it; returns the encoded bytes for the
+    /// remote tier. Refusals (encoding, size) store nothing.
+    fn store_local<T: SharedValue>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        tier: Tier,
+        plan: &WritePlan,
+    ) -> Result<Option<Arc<[u8]>>, Error> {
+        let inner = &self.inner;
+        if tier == Tier::L1 {
+            self.insert_l1_only(key, value, plan.expires_at);
+            return Ok(None);
+        }
+        let bytes: Arc<[u8]> = inner
+            .codec
+            .encode(&*value, codec::unix_ms_after(plan.ttl))?
+            .into();
+        if let Err(heavy) = inner.l2.check_fits(key, &bytes) {
+            inner.counters.record(Tier::L2, Event::Refused);
+            return Err(Error::ValueTooLarge {
+                len: heavy.weight as usize,
+                limit: heavy.shard_capacity as usize,
+                limit_name: "L2 shard capacity",
+            });
+        }
+        let stamp = Stamp {
+            expires_at: plan.expires_at,
+            shared: tier == Tier::Redis,
+        };
+        self.insert_l1(key, value, stamp);
+        self.insert_l2(key, Arc::clone(&bytes), stamp);
+        Ok(Some(bytes))
     }
 
     fn insert_l1(&self, key: &str, value: AnyValue, stamp: Stamp) {

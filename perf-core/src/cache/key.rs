@@ -1,0 +1,69 @@
+//! Cache keys for function results: stable across processes and builds, bounded in length,
+//! and readable by their prefix.
+
+use serde::Serialize;
+
+/// Encoded arguments up to this length appear in the key as hex; longer ones as a hash.
+const INLINE_ARGUMENTS: usize = 32;
+
+/// The key under which `#[cache_result]` stores a call: `path`, then the arguments' stable
+/// encoding (MessagePack, as hex when short, else its 128-bit xxh3 hash). Never Rust's
+/// `Hash`, which may differ between builds. Use it to reach a cached call from elsewhere,
+/// for example to delete it:
+///
+/// ```
+/// let key = perf_core::cache::function_key("ads::fetch_ad", &(42u64,));
+/// assert!(key.starts_with("ads::fetch_ad:"));
+/// assert_eq!(key, perf_core::cache::function_key("ads::fetch_ad", &(42u64,)));
+/// ```
+///
+/// Arguments whose serialization is not deterministic (a `HashMap`'s iteration order) give
+/// keys that differ between calls: skip them, or use ordered maps.
+pub fn function_key<A: Serialize + ?Sized>(path: &str, arguments: &A) -> String {
+    let Ok(encoded) = rmp_serde::to_vec(arguments) else {
+        // Serialization refused (a map with non-string keys in some formats): key by path
+        // alone would collide, so make the failure visible in the key instead.
+        return format!("{path}:unencodable");
+    };
+    let mut key = String::with_capacity(path.len() + 1 + 2 * INLINE_ARGUMENTS);
+    key.push_str(path);
+    key.push(':');
+    if encoded.len() <= INLINE_ARGUMENTS {
+        push_hex(&mut key, &encoded);
+    } else {
+        key.push('#');
+        push_hex(
+            &mut key,
+            &xxhash_rust::xxh3::xxh3_128(&encoded).to_be_bytes(),
+        );
+    }
+    key
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 15)]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable_distinct_and_bounded() {
+        let a = function_key("m::f", &(1u32, "x"));
+        assert_eq!(
+            a, "m::f:9201a178",
+            "a fixed encoding, the same in every process"
+        );
+        assert_ne!(a, function_key("m::f", &(2u32, "x")));
+        assert_ne!(a, function_key("m::g", &(1u32, "x")));
+        let long = function_key("m::f", &("y".repeat(10_000),));
+        assert!(long.starts_with("m::f:#"));
+        assert_eq!(long.len(), "m::f:#".len() + 32, "hashed: bounded");
+        assert_eq!(function_key("m::f", &()), "m::f:c0");
+    }
+}
