@@ -33,7 +33,7 @@ pub use perf_core::{
     config, global, metrics, monitor, optimizer,
 };
 #[doc(inline)]
-pub use perf_macros::performance_monitor;
+pub use perf_macros::{cache_result, performance_monitor};
 
 #[cfg(feature = "http")]
 #[doc(inline)]
@@ -44,10 +44,7 @@ pub use perf_redis as redis;
 
 /// Not a stable API: what the attribute macros' generated code calls.
 #[doc(hidden)]
-pub mod __private {
-    pub use perf_core;
-    pub use perf_core::monitor;
-}
+pub mod __private;
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

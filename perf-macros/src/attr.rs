@@ -83,3 +83,128 @@ pub(crate) fn function(
         )
     })
 }
+
+/// Which tier `cache_type` names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheType {
+    L1,
+    L2,
+    Redis,
+}
+
+/// `#[cache_result(ttl = .., cache_type = "..", key = "..", skip(..), cache_err, cache_none,
+/// optimizer = .., crate = "..")]`.
+pub(crate) struct CacheArgs {
+    /// The TTL in nanoseconds; `None` means the configuration's `cache_ttl`.
+    pub(crate) ttl_nanos: Option<u64>,
+    pub(crate) cache_type: CacheType,
+    pub(crate) cache_type_span: proc_macro2::Span,
+    pub(crate) key: Option<LitStr>,
+    pub(crate) skip: Vec<syn::Ident>,
+    pub(crate) cache_err: bool,
+    pub(crate) cache_none: bool,
+    pub(crate) optimizer: Option<Expr>,
+    pub(crate) krate: Option<Path>,
+}
+
+impl Parse for CacheArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = CacheArgs {
+            ttl_nanos: None,
+            cache_type: CacheType::L1,
+            cache_type_span: proc_macro2::Span::call_site(),
+            key: None,
+            skip: Vec::new(),
+            cache_err: false,
+            cache_none: false,
+            optimizer: None,
+            krate: None,
+        };
+        while !input.is_empty() {
+            if input.peek(Token![crate]) {
+                input.parse::<Token![crate]>()?;
+                input.parse::<Token![=]>()?;
+                args.krate = Some(parse_crate_path(input)?);
+            } else {
+                let key: syn::Ident = input.parse()?;
+                match key.to_string().as_str() {
+                    "ttl" => {
+                        input.parse::<Token![=]>()?;
+                        args.ttl_nanos = Some(parse_ttl(input)?);
+                    }
+                    "cache_type" => {
+                        input.parse::<Token![=]>()?;
+                        let value: LitStr = input.parse()?;
+                        args.cache_type_span = value.span();
+                        args.cache_type = match value.value().as_str() {
+                            "l1" => CacheType::L1,
+                            "l2" => CacheType::L2,
+                            "redis" => CacheType::Redis,
+                            other => {
+                                return Err(syn::Error::new(
+                                    value.span(),
+                                    format!(
+                                        "unknown cache_type {other:?}: expected \"l1\", \"l2\" or \"redis\""
+                                    ),
+                                ));
+                            }
+                        };
+                    }
+                    "key" => {
+                        input.parse::<Token![=]>()?;
+                        args.key = Some(input.parse()?);
+                    }
+                    "skip" => {
+                        let content;
+                        syn::parenthesized!(content in input);
+                        let names = content.parse_terminated(syn::Ident::parse, Token![,])?;
+                        args.skip.extend(names);
+                    }
+                    "cache_err" => args.cache_err = true,
+                    "cache_none" => args.cache_none = true,
+                    "optimizer" => {
+                        input.parse::<Token![=]>()?;
+                        args.optimizer = Some(input.parse()?);
+                    }
+                    _ => {
+                        return Err(syn::Error::new(
+                            key.span(),
+                            format!(
+                                "unknown argument `{key}`: expected ttl, cache_type, key, skip(..), \
+                                 cache_err, cache_none, optimizer or crate"
+                            ),
+                        ));
+                    }
+                }
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// `ttl = 3600` (seconds) or `ttl = "30m"`; zero is refused.
+fn parse_ttl(input: ParseStream<'_>) -> syn::Result<u64> {
+    let (duration, span) = if input.peek(syn::LitInt) {
+        let seconds: syn::LitInt = input.parse()?;
+        (
+            std::time::Duration::from_secs(seconds.base10_parse::<u64>()?),
+            seconds.span(),
+        )
+    } else {
+        let text: LitStr = input.parse()?;
+        let parsed = humantime::parse_duration(&text.value()).map_err(|error| {
+            syn::Error::new(
+                text.span(),
+                format!("ttl: {error} (write seconds, or \"30s\", \"5m\", \"1h\")"),
+            )
+        })?;
+        (parsed, text.span())
+    };
+    if duration.is_zero() {
+        return Err(syn::Error::new(span, "ttl must be greater than zero"));
+    }
+    u64::try_from(duration.as_nanos()).map_err(|_| syn::Error::new(span, "ttl is too large"))
+}

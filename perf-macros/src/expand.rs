@@ -96,3 +96,256 @@ pub(crate) fn performance_monitor(
     }})?;
     Ok(quote!(#function))
 }
+
+/// How the return type is cached.
+enum Returns {
+    /// Cache every value.
+    Plain,
+    /// `Result<T, E>`: cache `Ok` values only.
+    Result,
+    /// `Option<T>`: cache `Some` values only.
+    Option,
+}
+
+/// The first generic type argument of the return type's last path segment (`T` of
+/// `Result<T, E>` or `Option<T>`).
+fn inner_type(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else { return None };
+    let syn::PathArguments::AngleBracketed(args) = &path.path.segments.last()?.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|arg| match arg {
+        syn::GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    })
+}
+
+fn last_segment_is(ty: &Type, name: &str) -> bool {
+    matches!(ty, Type::Path(path) if path.path.segments.last().is_some_and(|s| s.ident == name))
+}
+
+pub(crate) fn cache_result(
+    args: crate::attr::CacheArgs,
+    mut function: ItemFn,
+) -> syn::Result<TokenStream> {
+    use crate::attr::CacheType;
+
+    let perf = krate(args.krate.as_ref());
+    let private = quote!(#perf::__private);
+    let ident = function.sig.ident.clone();
+    let is_async = function.sig.asyncness.is_some();
+
+    let ret: Type = match &function.sig.output {
+        ReturnType::Default => {
+            return Err(syn::Error::new(
+                function.sig.ident.span(),
+                "#[cache_result] needs a function that returns a value",
+            ));
+        }
+        ReturnType::Type(_, ty) if matches!(ty.as_ref(), Type::ImplTrait(_)) => {
+            return Err(syn::Error::new_spanned(
+                ty,
+                "#[cache_result] cannot cache an `impl Trait` value: name its type",
+            ));
+        }
+        ReturnType::Type(_, ty) => (**ty).clone(),
+    };
+    let (returns, cached_type) = if last_segment_is(&ret, "Result") && !args.cache_err {
+        (Returns::Result, inner_type(&ret).cloned())
+    } else if last_segment_is(&ret, "Option") && !args.cache_none {
+        (Returns::Option, inner_type(&ret).cloned())
+    } else {
+        (Returns::Plain, Some(ret.clone()))
+    };
+    let cached_type = cached_type
+        .ok_or_else(|| syn::Error::new_spanned(&ret, "cannot tell what type this returns"))?;
+    if args.cache_type == CacheType::Redis && !is_async {
+        return Err(syn::Error::new(
+            args.cache_type_span,
+            "cache_type = \"redis\" needs an async fn: Redis is reached asynchronously",
+        ));
+    }
+
+    // Arguments: names and types, the key's parts.
+    let mut arguments = Vec::new();
+    for input in &function.sig.inputs {
+        let syn::FnArg::Typed(typed) = input else {
+            continue;
+        }; // self is never part of the key
+        let syn::Pat::Ident(pat) = typed.pat.as_ref() else {
+            return Err(syn::Error::new_spanned(
+                &typed.pat,
+                "#[cache_result] needs plain argument names to build the key: bind this pattern to a name",
+            ));
+        };
+        arguments.push((pat.ident.clone(), typed.ty.as_ref().clone()));
+    }
+    for skipped in &args.skip {
+        if !arguments.iter().any(|(name, _)| name == skipped) {
+            return Err(syn::Error::new(
+                skipped.span(),
+                format!("`{skipped}` is not an argument of `{ident}`"),
+            ));
+        }
+    }
+    let key_parts: Vec<_> = arguments
+        .iter()
+        .filter(|(name, _)| !args.skip.contains(name))
+        .collect();
+
+    let key = match &args.key {
+        Some(template) => {
+            for placeholder in placeholders(&template.value()) {
+                if !arguments.iter().any(|(name, _)| *name == placeholder) {
+                    return Err(syn::Error::new(
+                        template.span(),
+                        format!("`{{{placeholder}}}` in the key is not an argument of `{ident}`"),
+                    ));
+                }
+            }
+            quote!(::std::format!(#template))
+        }
+        None => {
+            let names = key_parts.iter().map(|(name, _)| name);
+            quote! {
+                #private::perf_core::cache::function_key(
+                    ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+                    &(#(&#names,)*),
+                )
+            }
+        }
+    };
+    let key_checks = if args.key.is_none() {
+        key_parts
+            .iter()
+            .map(|(_, ty)| quote_spanned!(ty.span()=> #private::assert_key_argument::<#ty>();))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let value_check = match args.cache_type {
+        CacheType::L1 => {
+            quote_spanned!(cached_type.span()=> #private::assert_cacheable_in_l1::<#cached_type>();)
+        }
+        _ => {
+            quote_spanned!(cached_type.span()=> #private::assert_cacheable_shared::<#cached_type>();)
+        }
+    };
+    let cache = match &args.optimizer {
+        Some(optimizer) => quote_spanned!(optimizer.span()=> (#optimizer).cache()),
+        None => quote!(#perf::global().cache()),
+    };
+    let tier = match args.cache_type {
+        CacheType::L1 => quote!(#private::perf_core::Tier::L1),
+        CacheType::L2 => quote!(#private::perf_core::Tier::L2),
+        CacheType::Redis => quote!(#private::perf_core::Tier::Redis),
+    };
+    let ttl = match args.ttl_nanos {
+        Some(nanos) => {
+            quote!(::core::option::Option::Some(::core::time::Duration::from_nanos(#nanos)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let block = &function.block;
+
+    let body = if is_async {
+        let (loader_value, finish) = match returns {
+            Returns::Result => (
+                quote!(__perf_value),
+                quote!(__perf_loaded.map(#private::unshare)),
+            ),
+            Returns::Option => (
+                quote!(__perf_value.ok_or(#private::NotCached)),
+                quote!(__perf_loaded.ok().map(#private::unshare)),
+            ),
+            Returns::Plain => (
+                quote!(::core::result::Result::<_, ::core::convert::Infallible>::Ok(__perf_value)),
+                quote! {
+                    match __perf_loaded {
+                        ::core::result::Result::Ok(value) => #private::unshare(value),
+                        ::core::result::Result::Err(never) => match never {},
+                    }
+                },
+            ),
+        };
+        let call = match args.cache_type {
+            CacheType::L1 => quote!(get_or_load_l1(&__perf_key, #ttl, __perf_loader)),
+            _ => quote!(get_or_load(&__perf_key, #tier, #ttl, __perf_loader)),
+        };
+        quote! {{
+            #(#key_checks)*
+            #value_check
+            let __perf_key: ::std::string::String = #key;
+            let __perf_loader = move || async move {
+                let __perf_value: #ret = async move #block.await;
+                #loader_value
+            };
+            let __perf_loaded = #cache.#call.await;
+            #finish
+        }}
+    } else {
+        let (lookup, store) = match args.cache_type {
+            CacheType::L1 => (
+                quote!(get_l1::<#cached_type>(&__perf_key)),
+                quote!(set_l1(&__perf_key, ::core::clone::Clone::clone(__perf_fresh), #ttl)),
+            ),
+            _ => (
+                quote!(get_local::<#cached_type>(&__perf_key, #tier)),
+                quote!(set_local(&__perf_key, ::core::clone::Clone::clone(__perf_fresh), #tier, #ttl)),
+            ),
+        };
+        let (hit, fresh) = match returns {
+            Returns::Result => (
+                quote!(::core::result::Result::Ok(#private::unshare(__perf_hit))),
+                quote!(if let ::core::result::Result::Ok(__perf_fresh) = &__perf_value),
+            ),
+            Returns::Option => (
+                quote!(::core::option::Option::Some(#private::unshare(__perf_hit))),
+                quote!(if let ::core::option::Option::Some(__perf_fresh) = &__perf_value),
+            ),
+            Returns::Plain => (
+                quote!(#private::unshare(__perf_hit)),
+                quote!(if let __perf_fresh = &__perf_value),
+            ),
+        };
+        quote! {{
+            #(#key_checks)*
+            #value_check
+            let __perf_key: ::std::string::String = #key;
+            let __perf_cache = #cache;
+            if let ::core::result::Result::Ok(::core::option::Option::Some(__perf_hit)) = __perf_cache.#lookup {
+                return #hit;
+            }
+            #[allow(clippy::redundant_closure_call)]
+            let __perf_value: #ret = (move || -> #ret #block)();
+            #[allow(irrefutable_let_patterns)]
+            #fresh {
+                #private::refused(__perf_cache.#store);
+            }
+            __perf_value
+        }}
+    };
+    function.block = syn::parse2(body)?;
+    Ok(quote!(#function))
+}
+
+/// The `{name}` placeholders of a key template (`{{` and `}}` are literal braces).
+fn placeholders(template: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+            }
+            '{' => {
+                let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                // `{name:?}` and `{name:>8}` format the same argument.
+                let name = name.split(':').next().unwrap_or_default().trim().to_owned();
+                names.push(name);
+            }
+            _ => {}
+        }
+    }
+    names
+}

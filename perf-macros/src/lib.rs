@@ -25,3 +25,33 @@ pub fn performance_monitor(args: TokenStream, item: TokenStream) -> TokenStream 
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }
+
+/// Caches a function's results, keyed by its arguments, through the multi-level cache.
+///
+/// ```ignore
+/// #[cache_result(ttl = 3600, cache_type = "l2")]
+/// async fn ad(id: u64) -> Result<Ad, DbError> { .. }
+/// ```
+///
+/// - `ttl`: seconds or a duration string (`"30m"`); default the configuration's `cache_ttl`.
+/// - `cache_type`: `"l1"` (default; values need `Clone + Send + Sync + 'static`), `"l2"` or
+///   `"redis"` (values also need serde; `"redis"` only on async fns).
+/// - `key = "user:{user_id}"`: a template over argument names; default the function's path
+///   plus a stable encoding of its arguments (which then need `Serialize`). `self` is never
+///   part of the key; `skip(pool, ..)` leaves out more.
+/// - A `Result` caches only `Ok` values and an `Option` only `Some`, unless `cache_err` or
+///   `cache_none`.
+/// - `optimizer = <expr>` uses that optimizer's cache; `crate = "path"` relocates `perf`.
+///
+/// Async calls go through `get_or_load`: concurrent misses on one key run the body once.
+#[proc_macro_attribute]
+pub fn cache_result(args: TokenStream, item: TokenStream) -> TokenStream {
+    let args = parse_macro_input!(args as attr::CacheArgs);
+    let function = match attr::function("cache_result", item.into()) {
+        Ok(function) => function,
+        Err(error) => return error.into_compile_error().into(),
+    };
+    expand::cache_result(args, function)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

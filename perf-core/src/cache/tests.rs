@@ -841,12 +841,28 @@ fn a_get_future_stays_small() {
 #[test]
 fn local_reads_and_writes_for_synchronous_code() {
     let (cache, _) = with_remote();
-    cache.set_local("k", 5u32, Tier::Redis, None).expect("stored");
-    assert_eq!(cache.stats().l2.entries, Some(1), "Redis tier stops at L2 here");
+    cache
+        .set_local("k", 5u32, Tier::Redis, None)
+        .expect("stored");
+    assert_eq!(
+        cache.stats().l2.entries,
+        Some(1),
+        "Redis tier stops at L2 here"
+    );
     cache.inner.l1.clear();
-    assert_eq!(cache.get_local::<u32>("k", Tier::L2).expect("ok"), Some(Arc::new(5)));
+    assert_eq!(
+        cache.get_local::<u32>("k", Tier::L2).expect("ok"),
+        Some(Arc::new(5))
+    );
     assert_eq!(cache.stats().l2.hits, 1);
     cache.set_local("l1", 1u8, Tier::L1, None).expect("stored");
-    assert_eq!(cache.get_local::<u8>("l1", Tier::L1).expect("ok"), Some(Arc::new(1)));
-    assert!(cache.set_local("z", 1u8, Tier::L1, Some(Duration::ZERO)).is_err());
+    assert_eq!(
+        cache.get_local::<u8>("l1", Tier::L1).expect("ok"),
+        Some(Arc::new(1))
+    );
+    assert!(
+        cache
+            .set_local("z", 1u8, Tier::L1, Some(Duration::ZERO))
+            .is_err()
+    );
 }

@@ -1,0 +1,187 @@
+//! `#[cache_result]` as a user writes it: what is cached, under which key, and when.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use perf::{PerformanceOptimizer, Tier, cache_result};
+use serde::{Deserialize, Serialize};
+
+fn optimizer() -> PerformanceOptimizer {
+    PerformanceOptimizer::builder().build().expect("valid")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Ad {
+    id: u64,
+    title: String,
+}
+
+static FETCHES: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_result(ttl = 3600, cache_type = "l2", optimizer = optimizer, skip(optimizer))]
+async fn fetch_ad(optimizer: &PerformanceOptimizer, id: u64) -> Result<Ad, String> {
+    FETCHES.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    if id == 0 {
+        return Err("no such ad".into());
+    }
+    Ok(Ad {
+        id,
+        title: format!("ad {id}"),
+    })
+}
+
+#[tokio::test]
+async fn results_are_cached_per_argument_and_errors_are_not() {
+    let optimizer = optimizer();
+    let first = fetch_ad(&optimizer, 1).await;
+    assert_eq!(
+        first,
+        Ok(Ad {
+            id: 1,
+            title: "ad 1".into()
+        })
+    );
+    assert_eq!(fetch_ad(&optimizer, 1).await, first);
+    assert_eq!(
+        FETCHES.load(Ordering::SeqCst),
+        1,
+        "the second call was a hit"
+    );
+    fetch_ad(&optimizer, 2).await.expect("ok");
+    assert_eq!(
+        FETCHES.load(Ordering::SeqCst),
+        2,
+        "another argument, another entry"
+    );
+    assert!(fetch_ad(&optimizer, 0).await.is_err());
+    assert!(fetch_ad(&optimizer, 0).await.is_err());
+    assert_eq!(FETCHES.load(Ordering::SeqCst), 4, "errors are not cached");
+
+    let stats = optimizer.cache().stats();
+    assert_eq!(stats.l2.entries, Some(2), "stored down to L2");
+}
+
+static CONCURRENT: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_result(cache_type = "l1", optimizer = optimizer, skip(optimizer))]
+async fn popular(optimizer: Arc<PerformanceOptimizer>, id: u32) -> u32 {
+    CONCURRENT.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    id * 10
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_run_the_body_once() {
+    let optimizer = Arc::new(optimizer());
+    let calls: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(popular(Arc::clone(&optimizer), 7)))
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.expect("no panic"), 70);
+    }
+    assert_eq!(CONCURRENT.load(Ordering::SeqCst), 1);
+}
+
+static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_result(key = "user:{user_id}", ttl = "30m", optimizer = optimizer)]
+fn user_name(optimizer: &PerformanceOptimizer, user_id: u64, verbose: bool) -> Option<String> {
+    LOOKUPS.fetch_add(1, Ordering::SeqCst);
+    let _ = verbose;
+    (user_id != 0).then(|| format!("user {user_id}"))
+}
+
+#[test]
+fn sync_fns_with_a_key_template_and_options() {
+    let optimizer = optimizer();
+    assert_eq!(user_name(&optimizer, 5, false).as_deref(), Some("user 5"));
+    assert_eq!(
+        user_name(&optimizer, 5, true).as_deref(),
+        Some("user 5"),
+        "verbose is not in the key"
+    );
+    assert_eq!(LOOKUPS.load(Ordering::SeqCst), 1);
+    let cached: Option<Arc<String>> = optimizer.cache().get_l1("user:5").expect("ok");
+    assert_eq!(
+        cached.as_deref().map(String::as_str),
+        Some("user 5"),
+        "stored under the template key"
+    );
+    assert_eq!(user_name(&optimizer, 0, false), None);
+    assert_eq!(user_name(&optimizer, 0, false), None);
+    assert_eq!(
+        LOOKUPS.load(Ordering::SeqCst),
+        3,
+        "None is not cached by default"
+    );
+}
+
+static NONE_LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_result(cache_none, cache_type = "l2", optimizer = optimizer, skip(optimizer))]
+fn maybe(optimizer: &PerformanceOptimizer, id: u8) -> Option<u8> {
+    NONE_LOOKUPS.fetch_add(1, Ordering::SeqCst);
+    (id > 100).then_some(id)
+}
+
+static ERR_LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_result(cache_err, optimizer = optimizer, skip(optimizer))]
+async fn failing(optimizer: &PerformanceOptimizer, id: u8) -> Result<u8, String> {
+    ERR_LOOKUPS.fetch_add(1, Ordering::SeqCst);
+    Err(format!("bad {id}"))
+}
+
+#[tokio::test]
+async fn cache_none_and_cache_err_opt_in() {
+    let optimizer = optimizer();
+    assert_eq!(maybe(&optimizer, 1), None);
+    assert_eq!(maybe(&optimizer, 1), None);
+    assert_eq!(NONE_LOOKUPS.load(Ordering::SeqCst), 1, "None was cached");
+    assert!(failing(&optimizer, 1).await.is_err());
+    assert!(failing(&optimizer, 1).await.is_err());
+    assert_eq!(ERR_LOOKUPS.load(Ordering::SeqCst), 1, "the Err was cached");
+    assert_eq!(
+        optimizer.cache().stats().l2.entries,
+        Some(1),
+        "maybe went to L2, failing to L1 only"
+    );
+}
+
+struct Repository {
+    loads: AtomicUsize,
+}
+
+impl Repository {
+    #[cache_result(ttl = 60, optimizer = perf::global())]
+    async fn load(&self, name: String) -> Vec<String> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        vec![name.clone(), name]
+    }
+}
+
+#[tokio::test]
+async fn methods_are_cached_without_self_in_the_key() {
+    let repository = Repository {
+        loads: AtomicUsize::new(0),
+    };
+    assert_eq!(repository.load("a".into()).await, ["a", "a"]);
+    assert_eq!(repository.load("a".into()).await, ["a", "a"]);
+    assert_eq!(repository.loads.load(Ordering::SeqCst), 1);
+    let key = perf::cache::function_key(concat!(module_path!(), "::load"), &(&"a".to_string(),));
+    assert!(
+        perf::global()
+            .cache()
+            .get_l1::<Vec<String>>(&key)
+            .expect("ok")
+            .is_some(),
+        "{key}"
+    );
+    let _ = Tier::L1;
+}
