@@ -193,7 +193,8 @@ pub(crate) fn cache_result(
         .filter(|(name, _)| !args.skip.contains(name))
         .collect();
 
-    let key = match &args.key {
+    // Writes the key into `__perf_buf: &mut String`.
+    let write_key = match &args.key {
         Some(template) => {
             for placeholder in placeholders(&template.value()) {
                 if !arguments.iter().any(|(name, _)| *name == placeholder) {
@@ -203,18 +204,27 @@ pub(crate) fn cache_result(
                     ));
                 }
             }
-            quote!(::std::format!(#template))
+            quote! {
+                let _ = ::std::fmt::Write::write_fmt(__perf_buf, ::std::format_args!(#template));
+            }
         }
         None => {
             let names = key_parts.iter().map(|(name, _)| name);
             quote! {
-                #private::perf_core::cache::function_key(
+                #private::perf_core::cache::write_function_key(
+                    __perf_buf,
                     ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
                     &(#(&#names,)*),
-                )
+                );
             }
         }
     };
+    let key = quote! {{
+        let mut __perf_owned = ::std::string::String::new();
+        let __perf_buf = &mut __perf_owned;
+        #write_key
+        __perf_owned
+    }};
     let key_checks = if args.key.is_none() {
         key_parts
             .iter()
@@ -272,15 +282,30 @@ pub(crate) fn cache_result(
             CacheType::L1 => quote!(get_or_load_l1(&__perf_key, #ttl, __perf_loader)),
             _ => quote!(get_or_load(&__perf_key, #tier, #ttl, __perf_loader)),
         };
+        let hit = match returns {
+            Returns::Result => quote!(::core::result::Result::Ok(#private::unshare(__perf_hit))),
+            Returns::Option => quote!(::core::option::Option::Some(#private::unshare(__perf_hit))),
+            Returns::Plain => quote!(#private::unshare(__perf_hit)),
+        };
         quote! {{
             #(#key_checks)*
             #value_check
+            // A hit is served from L1 with the key built in a reused buffer: no allocation
+            // but the value's clone.
+            let __perf_cache = #cache;
+            let __perf_fast = #private::with_key(
+                |__perf_buf: &mut ::std::string::String| { #write_key },
+                |__perf_key: &str| __perf_cache.hit_l1_for_load::<#cached_type>(__perf_key),
+            );
+            if let ::core::option::Option::Some(__perf_hit) = __perf_fast {
+                return #hit;
+            }
             let __perf_key: ::std::string::String = #key;
             let __perf_loader = move || async move {
                 let __perf_value: #ret = async move #block.await;
                 #loader_value
             };
-            let __perf_loaded = #cache.#call.await;
+            let __perf_loaded = __perf_cache.#call.await;
             #finish
         }}
     } else {

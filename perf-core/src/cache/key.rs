@@ -1,6 +1,8 @@
 //! Cache keys for function results: stable across processes and builds, bounded in length,
 //! and readable by their prefix.
 
+use std::cell::RefCell;
+
 use serde::Serialize;
 
 /// Encoded arguments up to this length appear in the key as hex; longer ones as a hash.
@@ -20,24 +22,35 @@ const INLINE_ARGUMENTS: usize = 32;
 /// Arguments whose serialization is not deterministic (a `HashMap`'s iteration order) give
 /// keys that differ between calls: skip them, or use ordered maps.
 pub fn function_key<A: Serialize + ?Sized>(path: &str, arguments: &A) -> String {
-    let Ok(encoded) = rmp_serde::to_vec(arguments) else {
-        // Serialization refused (a map with non-string keys in some formats): key by path
-        // alone would collide, so make the failure visible in the key instead.
-        return format!("{path}:unencodable");
-    };
-    let mut key = String::with_capacity(path.len() + 1 + 2 * INLINE_ARGUMENTS);
-    key.push_str(path);
-    key.push(':');
-    if encoded.len() <= INLINE_ARGUMENTS {
-        push_hex(&mut key, &encoded);
-    } else {
-        key.push('#');
-        push_hex(
-            &mut key,
-            &xxhash_rust::xxh3::xxh3_128(&encoded).to_be_bytes(),
-        );
-    }
+    let mut key = String::with_capacity(path.len() + 2 + 2 * INLINE_ARGUMENTS);
+    write_function_key(&mut key, path, arguments);
     key
+}
+
+/// [`function_key`] appended to `out`, reusing this thread's encoding buffer: no allocation
+/// once `out` has room, which keeps a `#[cache_result]` hit cheap.
+pub fn write_function_key<A: Serialize + ?Sized>(out: &mut String, path: &str, arguments: &A) {
+    thread_local! {
+        static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    ENCODED.with(|cell| {
+        // A Serialize impl that itself builds a key would find the buffer taken.
+        let mut own = Vec::new();
+        let mut borrowed = cell.try_borrow_mut().ok();
+        let encoded = borrowed.as_deref_mut().unwrap_or(&mut own);
+        encoded.clear();
+        out.push_str(path);
+        out.push(':');
+        if rmp_serde::encode::write(encoded, arguments).is_err() {
+            // Keying by path alone would collide: make the failure visible in the key.
+            out.push_str("unencodable");
+        } else if encoded.len() <= INLINE_ARGUMENTS {
+            push_hex(out, encoded);
+        } else {
+            out.push('#');
+            push_hex(out, &xxhash_rust::xxh3::xxh3_128(encoded).to_be_bytes());
+        }
+    });
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {

@@ -44,7 +44,7 @@ use self::{
 pub use quanta::{Clock, Mock};
 
 pub use self::{
-    key::function_key,
+    key::{function_key, write_function_key},
     remote::{BoxFuture, Invalidation, InvalidationSink, RemoteTier},
     stats::{CacheStats, LoadStats, TierStats},
     tier::{CacheValue, SharedValue, Tier},
@@ -212,6 +212,23 @@ impl MultiLevelCache {
     pub fn get_l1<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>, Error> {
         self.check_key(key)?;
         Ok(self.l1_lookup(key, Op::Get))
+    }
+
+    /// For `#[cache_result]`'s fast path: the L1 value at `key`, counted as a `get_or_load`
+    /// hit; a miss is not counted, since the `get_or_load` that follows counts it.
+    #[doc(hidden)]
+    pub fn hit_l1_for_load<T: CacheValue>(&self, key: &str) -> Option<Arc<T>> {
+        if key.len() > self.inner.max_key_bytes {
+            return None;
+        }
+        let counters = &self.inner.counters;
+        match self.inner.l1.get::<T>(key, &self.inner.clock, counters) {
+            Lookup::Hit(value) => {
+                counters.record(Tier::L1, Event::Hit(Op::GetOrLoad));
+                Some(value)
+            }
+            Lookup::Miss | Lookup::WrongType => None,
+        }
     }
 
     // ----- writes -----
