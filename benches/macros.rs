@@ -1,1 +1,182 @@
-fn main() {}
+//! The attribute macros against their rivals, in the same run, printing the ratios.
+//!
+//! - A `#[cache_result]` hit on a one-argument async fn against the `cached` crate's
+//!   `#[cached(time = 60)]` on the same key and value types, on 1 and 2 threads.
+//! - `#[performance_monitor]` overhead over the bare fn with a Prometheus recorder installed,
+//!   against writing `histogram!(..).record(..)` and `counter!(..).increment(1)` by hand.
+//!
+//! `cargo bench --bench macros`.
+#![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::{
+    hint::black_box,
+    sync::Barrier,
+    time::{Duration, Instant},
+};
+
+use common::median_ns;
+use criterion::Criterion;
+use perf::{cache_result, performance_monitor};
+
+const KEYS: u64 = 100;
+
+fn value(id: u64) -> String {
+    format!("campaign {id:>12} creative banner-728x90")
+}
+
+#[cache_result(ttl = 60, cache_type = "l1")]
+async fn ours(id: u64) -> String {
+    value(id)
+}
+
+#[cached::proc_macro::cached(time = 60)]
+async fn theirs(id: u64) -> String {
+    value(id)
+}
+
+#[inline(never)]
+fn bare(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+#[performance_monitor("bench.monitored")]
+#[inline(never)]
+fn monitored(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+#[inline(never)]
+fn by_hand(x: u64) -> u64 {
+    let start = Instant::now();
+    let result = black_box(x).wrapping_mul(3);
+    metrics::histogram!("processing_time_seconds", "operation" => "bench.by_hand")
+        .record(start.elapsed().as_secs_f64());
+    metrics::counter!("async_operations_total", "operation" => "bench.by_hand", "status" => "success")
+        .increment(1);
+    result
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Time for each of `threads` threads to make `iters` calls of `call` at once, each thread
+/// on its own current-thread runtime.
+fn concurrent<F, Fut>(threads: usize, iters: u64, call: F) -> Duration
+where
+    F: Fn(u64) -> Fut + Sync,
+    Fut: Future<Output = String>,
+{
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (barrier, call) = (&barrier, &call);
+                s.spawn(move || {
+                    let runtime = runtime();
+                    barrier.wait();
+                    let start = Instant::now();
+                    runtime.block_on(async {
+                        for i in 0..iters {
+                            black_box(call((i + t as u64) % KEYS).await);
+                        }
+                    });
+                    start.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap_or_default()
+    })
+}
+
+fn main() {
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(
+                perf::metrics::PROCESSING_TIME_SECONDS.into(),
+            ),
+            perf::metrics::LATENCY_BUCKETS_SECONDS,
+        )
+        .unwrap()
+        .install_recorder()
+        .unwrap();
+
+    // Warm both caches with every key.
+    runtime().block_on(async {
+        for id in 0..KEYS {
+            assert_eq!(ours(id).await, theirs(id).await);
+        }
+    });
+
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    for threads in [1, 2] {
+        let mut group = c.benchmark_group(format!("cache_result_hit_{threads}_thread"));
+        group.bench_function("perf", |b| {
+            b.iter_custom(|iters| concurrent(threads, iters, ours))
+        });
+        group.bench_function("cached", |b| {
+            b.iter_custom(|iters| concurrent(threads, iters, theirs))
+        });
+        group.finish();
+    }
+    let mut group = c.benchmark_group("monitor_overhead");
+    let mut x = 0;
+    group.bench_function("bare", |b| {
+        b.iter(|| {
+            x += 1;
+            bare(x)
+        })
+    });
+    group.bench_function("performance_monitor", |b| {
+        b.iter(|| {
+            x += 1;
+            monitored(x)
+        })
+    });
+    group.bench_function("by_hand", |b| {
+        b.iter(|| {
+            x += 1;
+            by_hand(x)
+        })
+    });
+    group.finish();
+    c.final_summary();
+    // The recorder saw the monitored calls, as Prometheus would.
+    assert!(prometheus.render().contains("bench.monitored"));
+
+    println!("\n== ratios (medians) ==");
+    for threads in [1, 2] {
+        let group = format!("cache_result_hit_{threads}_thread");
+        if let (Some(ours), Some(theirs)) = (median_ns(&group, "perf"), median_ns(&group, "cached"))
+        {
+            println!(
+                "cache_result hit, {threads} thread(s): perf {ours:.1} ns, cached {theirs:.1} ns: {:.2}x faster",
+                theirs / ours
+            );
+        }
+    }
+    let m = |bench| median_ns("monitor_overhead", bench);
+    if let (Some(bare), Some(monitored), Some(by_hand)) =
+        (m("bare"), m("performance_monitor"), m("by_hand"))
+    {
+        let (ours, theirs) = (monitored - bare, by_hand - bare);
+        println!(
+            "performance_monitor overhead {ours:.1} ns (target <= 100 ns); by hand {theirs:.1} ns; \
+             ours / by hand {:.2} (target <= 0.5)",
+            ours / theirs
+        );
+    }
+}

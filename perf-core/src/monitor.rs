@@ -13,7 +13,7 @@ use std::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::Instant,
+    time::Duration,
 };
 
 use parking_lot::RwLock;
@@ -81,11 +81,14 @@ fn bucket_ceiling(index: usize) -> u64 {
     ((5 + sub) << (power - 2)) - 1
 }
 
+/// Slot of the striped counters holding the total latency in nanoseconds; slots 0..4 count
+/// outcomes by status.
+const TOTAL_NANOS: usize = 4;
+
 /// One operation's in-process statistics.
 pub struct OperationStats {
-    outcomes: StripedCounters<4>,
+    counters: StripedCounters<5>,
     buckets: Box<[AtomicU64]>,
-    total_nanos: AtomicU64,
     max_nanos: AtomicU64,
 }
 
@@ -98,9 +101,8 @@ impl fmt::Debug for OperationStats {
 impl Default for OperationStats {
     fn default() -> Self {
         Self {
-            outcomes: StripedCounters::default(),
+            counters: StripedCounters::default(),
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            total_nanos: AtomicU64::new(0),
             max_nanos: AtomicU64::new(0),
         }
     }
@@ -108,16 +110,19 @@ impl Default for OperationStats {
 
 impl OperationStats {
     fn record(&self, status: Status, nanos: u64) {
-        self.outcomes.add(status as usize, 1);
+        self.counters.add(status as usize, 1);
+        self.counters.add(TOTAL_NANOS, nanos);
         if let Some(bucket) = self.buckets.get(bucket_of(nanos)) {
             bucket.fetch_add(1, Ordering::Relaxed);
         }
-        self.total_nanos.fetch_add(nanos, Ordering::Relaxed);
-        self.max_nanos.fetch_max(nanos, Ordering::Relaxed);
+        // A new maximum is rare once warm: read before paying for an atomic update.
+        if nanos > self.max_nanos.load(Ordering::Relaxed) {
+            self.max_nanos.fetch_max(nanos, Ordering::Relaxed);
+        }
     }
 
     fn snapshot(&self, operation: &str) -> OperationSnapshot {
-        let by_status = |status: Status| self.outcomes.sum(status as usize);
+        let by_status = |status: Status| self.counters.sum(status as usize);
         let counts: Vec<u64> = self
             .buckets
             .iter()
@@ -135,7 +140,7 @@ impl OperationStats {
             }
             0.0
         };
-        let total = self.total_nanos.load(Ordering::Relaxed);
+        let total = self.counters.sum(TOTAL_NANOS);
         OperationSnapshot {
             operation: operation.to_owned(),
             count: Status::ALL.iter().map(|&s| by_status(s)).sum(),
@@ -208,7 +213,7 @@ impl Monitor {
 
     /// Starts timing an operation named at run time (a registry lookup per call).
     pub fn start(&self, name: &str) -> Timing {
-        Timing::new(Arc::new(Handles::resolve(name, self)))
+        Timing::new(HandlesRef::Owned(Arc::new(Handles::resolve(name, self))))
     }
 }
 
@@ -236,8 +241,8 @@ impl Handles {
         }
     }
 
-    fn record(&self, status: Status, started: Instant) {
-        let elapsed = started.elapsed();
+    fn record(&self, status: Status, started: quanta::Instant) {
+        let elapsed: Duration = clock().now().saturating_duration_since(started);
         self.latency.record(elapsed.as_secs_f64());
         self.outcomes[status as usize].increment(1);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
@@ -245,11 +250,36 @@ impl Handles {
     }
 }
 
+/// The clock monitored calls are timed with: the TSC where it is reliable, which reads in a
+/// few nanoseconds where the OS clock takes tens.
+fn clock() -> &'static quanta::Clock {
+    static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new)
+}
+
+/// A call site's handles live as long as the program; a run-time name's are shared.
+#[derive(Debug)]
+enum HandlesRef {
+    Static(&'static Handles),
+    Owned(Arc<Handles>),
+}
+
+impl std::ops::Deref for HandlesRef {
+    type Target = Handles;
+
+    fn deref(&self) -> &Handles {
+        match self {
+            HandlesRef::Static(handles) => handles,
+            HandlesRef::Owned(handles) => handles,
+        }
+    }
+}
+
 /// A `#[performance_monitor]` call site: handles resolved once, against the global optimizer.
 #[derive(Debug)]
 pub struct CallSite {
     name: &'static str,
-    handles: OnceLock<Arc<Handles>>,
+    handles: OnceLock<Handles>,
 }
 
 impl CallSite {
@@ -265,8 +295,8 @@ impl CallSite {
     pub fn start(&'static self) -> Timing {
         let handles = self
             .handles
-            .get_or_init(|| Arc::new(Handles::resolve(self.name, crate::global().monitor())));
-        Timing::new(Arc::clone(handles))
+            .get_or_init(|| Handles::resolve(self.name, crate::global().monitor()));
+        Timing::new(HandlesRef::Static(handles))
     }
 }
 
@@ -275,16 +305,16 @@ impl CallSite {
 #[must_use = "a timing records when finished or dropped"]
 #[derive(Debug)]
 pub struct Timing {
-    handles: Arc<Handles>,
-    started: Instant,
+    handles: HandlesRef,
+    started: quanta::Instant,
     finished: bool,
 }
 
 impl Timing {
-    fn new(handles: Arc<Handles>) -> Self {
+    fn new(handles: HandlesRef) -> Self {
         Self {
             handles,
-            started: Instant::now(),
+            started: clock().now(),
             finished: false,
         }
     }

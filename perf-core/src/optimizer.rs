@@ -93,7 +93,10 @@ pub fn global() -> &'static PerformanceOptimizer {
         }
     });
     let optimizer = &global.optimizer;
-    if !global.installed && tokio::runtime::Handle::try_current().is_ok() {
+    // Checked on every call (macros call this): one relaxed load once the loops run.
+    if !optimizer.background_started.load(Ordering::Relaxed)
+        && tokio::runtime::Handle::try_current().is_ok()
+    {
         // Ignored error: there is a runtime, which is all start_background checks.
         let _ = optimizer.start_background();
     }
