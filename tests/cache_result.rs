@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use perf::{PerformanceOptimizer, Tier, cache_result};
+use perf::{PerformanceOptimizer, cache_result};
 use serde::{Deserialize, Serialize};
 
 fn optimizer() -> PerformanceOptimizer {
@@ -183,5 +183,4 @@ async fn methods_are_cached_without_self_in_the_key() {
             .is_some(),
         "{key}"
     );
-    let _ = Tier::L1;
 }
