@@ -33,39 +33,53 @@ impl Parse for MonitorArgs {
                 input.parse::<Token![,]>()?;
             }
         }
-        while !input.is_empty() {
-            if input.peek(Token![crate]) {
-                input.parse::<Token![crate]>()?;
-                input.parse::<Token![=]>()?;
-                args.krate = Some(parse_crate_path(input)?);
-            } else {
-                let key: syn::Ident = input.parse()?;
-                match key.to_string().as_str() {
-                    "optimizer" => {
-                        input.parse::<Token![=]>()?;
-                        args.optimizer = Some(input.parse()?);
-                    }
-                    _ => {
-                        return Err(syn::Error::new(
-                            key.span(),
-                            format!(
-                                "unknown argument `{key}`: expected an operation name (\"op\"), \
-                                 `optimizer = <expr>` or `crate = \"path\"`"
-                            ),
-                        ));
-                    }
+        args.krate = parse_arguments(
+            input,
+            "an operation name (\"op\"), `optimizer = <expr>` or `crate = \"path\"`",
+            |key, input| {
+                if key != "optimizer" {
+                    return Ok(false);
                 }
-            }
-            if !input.is_empty() {
-                input.parse::<Token![,]>()?;
-            }
-        }
+                input.parse::<Token![=]>()?;
+                args.optimizer = Some(input.parse()?);
+                Ok(true)
+            },
+        )?;
         Ok(args)
     }
 }
 
+/// Parses comma-separated arguments, handing each name to `accept` (which reports whether it
+/// knows it); `crate = "path"` is handled here for every macro. Returns the `crate` path.
+fn parse_arguments(
+    input: ParseStream<'_>,
+    expected: &str,
+    mut accept: impl FnMut(&syn::Ident, ParseStream<'_>) -> syn::Result<bool>,
+) -> syn::Result<Option<Path>> {
+    let mut krate = None;
+    while !input.is_empty() {
+        if input.peek(Token![crate]) {
+            input.parse::<Token![crate]>()?;
+            input.parse::<Token![=]>()?;
+            krate = Some(parse_crate_path(input)?);
+        } else {
+            let key: syn::Ident = input.parse()?;
+            if !accept(&key, input)? {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("unknown argument `{key}`: expected {expected}"),
+                ));
+            }
+        }
+        if !input.is_empty() {
+            input.parse::<Token![,]>()?;
+        }
+    }
+    Ok(krate)
+}
+
 /// `crate = "::my::perf"`: where the generated code finds perf.
-pub(crate) fn parse_crate_path(input: ParseStream<'_>) -> syn::Result<Path> {
+fn parse_crate_path(input: ParseStream<'_>) -> syn::Result<Path> {
     let text: LitStr = input.parse()?;
     text.parse::<Path>()
         .map_err(|_| syn::Error::new(text.span(), "`crate` must be a path such as \"::perf\""))
@@ -120,13 +134,10 @@ impl Parse for CacheArgs {
             optimizer: None,
             krate: None,
         };
-        while !input.is_empty() {
-            if input.peek(Token![crate]) {
-                input.parse::<Token![crate]>()?;
-                input.parse::<Token![=]>()?;
-                args.krate = Some(parse_crate_path(input)?);
-            } else {
-                let key: syn::Ident = input.parse()?;
+        args.krate = parse_arguments(
+            input,
+            "ttl, cache_type, key, skip(..), cache_err, cache_none, optimizer or crate",
+            |key, input| {
                 match key.to_string().as_str() {
                     "ttl" => {
                         input.parse::<Token![=]>()?;
@@ -166,21 +177,11 @@ impl Parse for CacheArgs {
                         input.parse::<Token![=]>()?;
                         args.optimizer = Some(input.parse()?);
                     }
-                    _ => {
-                        return Err(syn::Error::new(
-                            key.span(),
-                            format!(
-                                "unknown argument `{key}`: expected ttl, cache_type, key, skip(..), \
-                                 cache_err, cache_none, optimizer or crate"
-                            ),
-                        ));
-                    }
+                    _ => return Ok(false),
                 }
-            }
-            if !input.is_empty() {
-                input.parse::<Token![,]>()?;
-            }
-        }
+                Ok(true)
+            },
+        )?;
         Ok(args)
     }
 }
