@@ -16,12 +16,12 @@ use std::{
     future::Future,
     hint::black_box,
     pin::pin,
-    sync::{Arc, Barrier, OnceLock},
+    sync::{Arc, OnceLock},
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
-use common::median_ns;
+use common::{median_ns, slowest_thread};
 use criterion::Criterion;
 use perf::{MultiLevelCache, PerformanceConfig, Tier};
 use rand::{Rng, SeedableRng, rngs::SmallRng, seq::SliceRandom};
@@ -239,27 +239,14 @@ fn concurrent(
     keys: &[String],
     lookup: impl Fn(&str) + Sync,
 ) -> Duration {
-    let barrier = Barrier::new(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (barrier, lookup) = (&barrier, &lookup);
-                s.spawn(move || {
-                    let offset = t * keys.len() / threads;
-                    barrier.wait();
-                    let start = Instant::now();
-                    for i in 0..iters as usize {
-                        lookup(&keys[(offset + i) % keys.len()]);
-                    }
-                    start.elapsed()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap_or_default()
+    slowest_thread(threads, |thread, barrier| {
+        let offset = thread * keys.len() / threads;
+        barrier.wait();
+        let start = Instant::now();
+        for i in 0..iters as usize {
+            lookup(&keys[(offset + i) % keys.len()]);
+        }
+        start.elapsed()
     })
 }
 

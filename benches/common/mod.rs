@@ -1,6 +1,30 @@
-//! What every benchmark shares: reading criterion's results back to print ratios.
+//! What the benchmarks share: timing threads that start together, and reading criterion's
+//! results back to print ratios. Each benchmark uses only some of it.
+#![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Barrier, time::Duration};
+
+/// Runs `work(thread, barrier)` on `threads` threads; each sets up, waits on the barrier, then
+/// times its own work. Returns the slowest thread's time.
+pub(crate) fn slowest_thread(
+    threads: usize,
+    work: impl Fn(usize, &Barrier) -> Duration + Sync,
+) -> Duration {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (barrier, work) = (&barrier, &work);
+                s.spawn(move || work(thread, barrier))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap_or_default())
+            .max()
+            .unwrap_or_default()
+    })
+}
 
 /// The median, in nanoseconds, that criterion recorded for `group/bench` in this run.
 pub(crate) fn median_ns(group: &str, bench: &str) -> Option<f64> {
