@@ -89,7 +89,7 @@ impl L2 {
     /// Whether an entry of this key and value could be held at all.
     pub(crate) fn check_fits(&self, key: &str, bytes: &[u8]) -> Result<(), TooHeavy> {
         let weight = entry_weight(key.len(), bytes.len());
-        let shard_capacity = self.map.shard_capacity();
+        let shard_capacity = self.shard_capacity();
         if weight > shard_capacity {
             return Err(TooHeavy {
                 weight,
@@ -134,6 +134,11 @@ impl L2 {
 
     pub(crate) fn bytes(&self) -> u64 {
         self.map.weight()
+    }
+
+    /// The heaviest entry one shard, and so L2, can hold.
+    pub(crate) fn shard_capacity(&self) -> u64 {
+        self.map.shard_capacity()
     }
 
     pub(crate) fn capacity(&self) -> u64 {
