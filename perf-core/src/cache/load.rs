@@ -34,10 +34,10 @@ impl MultiLevelCache {
             Ok(plan) => plan,
             Err(error) => return self.load_uncached(key, error, loader).await,
         };
-        if let Some(value) = self.l1_lookup(key, Op::GetOrLoad) {
+        if let Some(value) = self.local_lookup(key, tier, Op::GetOrLoad) {
             return Ok(value);
         }
-        if let Some(value) = self.lookup_below_l1(key, tier, Op::GetOrLoad).await {
+        if let Some(value) = self.remote_lookup_at(key, tier, Op::GetOrLoad).await {
             return Ok(value);
         }
         self.load_coalesced(key, loader, |value| async move {

@@ -200,12 +200,11 @@ impl MultiLevelCache {
         tier: Tier,
     ) -> Result<Option<Arc<T>>, Error> {
         self.check_key(key)?;
-        if let Some(value) = self.l1_lookup(key, Op::Get) {
+        let tier = self.effective(tier);
+        if let Some(value) = self.local_lookup(key, tier, Op::Get) {
             return Ok(Some(value));
         }
-        Ok(self
-            .lookup_below_l1(key, self.effective(tier), Op::Get)
-            .await)
+        Ok(self.remote_lookup_at(key, tier, Op::Get).await)
     }
 
     /// The L1 value at `key`, for values without serde (L1 never encodes).
@@ -274,13 +273,7 @@ impl MultiLevelCache {
         tier: Tier,
     ) -> Result<Option<Arc<T>>, Error> {
         self.check_key(key)?;
-        if let Some(value) = self.l1_lookup(key, Op::Get) {
-            return Ok(Some(value));
-        }
-        Ok(match tier {
-            Tier::L1 => None,
-            Tier::L2 | Tier::Redis => self.l2_lookup(key, Op::Get),
-        })
+        Ok(self.local_lookup(key, tier, Op::Get))
     }
 
     /// [`set`](Self::set) for synchronous code: stores in L1, and in L2 when `tier` reaches
@@ -446,20 +439,27 @@ impl MultiLevelCache {
         Ok(WritePlan { ttl, expires_at })
     }
 
-    /// The rest of a read after an L1 miss. Callers look in L1 first, outside any future, so
-    /// that an L1 hit runs as few instructions as a synchronous lookup.
-    async fn lookup_below_l1<T: SharedValue>(
+    /// A read of the local tiers: L1, then L2 when `tier` reaches it. Synchronous, so that
+    /// callers do it before building any future and an L1 hit costs no more than a
+    /// synchronous lookup.
+    #[inline]
+    fn local_lookup<T: SharedValue>(&self, key: &str, tier: Tier, op: Op) -> Option<Arc<T>> {
+        if let Some(value) = self.l1_lookup(key, op) {
+            return Some(value);
+        }
+        match tier {
+            Tier::L1 => None,
+            Tier::L2 | Tier::Redis => self.l2_lookup(key, op),
+        }
+    }
+
+    /// The rest of a read after the local tiers missed: the remote tier, when `tier` is it.
+    async fn remote_lookup_at<T: SharedValue>(
         &self,
         key: &str,
         tier: Tier,
         op: Op,
     ) -> Option<Arc<T>> {
-        if tier == Tier::L1 {
-            return None;
-        }
-        if let Some(value) = self.l2_lookup(key, op) {
-            return Some(value);
-        }
         match &self.inner.remote {
             // Boxed: the remote path's state (decoded values, its own futures) would otherwise
             // sit in every `get` future.

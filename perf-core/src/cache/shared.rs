@@ -25,11 +25,7 @@ impl MultiLevelCache {
         let mut found: Vec<Option<Arc<T>>> = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
         for (index, key) in keys.iter().enumerate() {
-            let local = match self.l1_lookup(key, Op::GetMany) {
-                Some(value) => Some(value),
-                None if tier >= Tier::L2 => self.l2_lookup(key, Op::GetMany),
-                None => None,
-            };
+            let local = self.local_lookup(key, tier, Op::GetMany);
             if local.is_none() {
                 missing.push(index);
             }
