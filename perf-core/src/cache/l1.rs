@@ -106,13 +106,7 @@ impl L1 {
 
     /// Removes entries for which `keep` is false; returns how many.
     pub(crate) fn remove_where(&self, remove: impl Fn(&str, &L1Entry) -> bool) -> u64 {
-        let removed = std::cell::Cell::new(0);
-        self.map.retain(|key, entry| {
-            let gone = remove(key, entry);
-            removed.set(removed.get() + u64::from(gone));
-            !gone
-        });
-        removed.get()
+        remove_counting(&self.map, remove)
     }
 
     pub(crate) fn clear(&self) {
@@ -122,4 +116,23 @@ impl L1 {
     pub(crate) fn len(&self) -> u64 {
         self.map.len() as u64
     }
+}
+
+/// Removes the entries of `map` for which `remove` holds; returns how many.
+pub(crate) fn remove_counting<V, We, L>(
+    map: &Cache<Box<str>, V, We, DefaultHashBuilder, L>,
+    remove: impl Fn(&str, &V) -> bool,
+) -> u64
+where
+    V: Clone,
+    We: quick_cache::Weighter<Box<str>, V> + Clone,
+    L: Lifecycle<Box<str>, V> + Clone,
+{
+    let removed = std::cell::Cell::new(0);
+    map.retain(|key, entry| {
+        let gone = remove(key, entry);
+        removed.set(removed.get() + u64::from(gone));
+        !gone
+    });
+    removed.get()
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter, sync::Cache};
 
 use super::Tier;
-use super::l1::CountEvictions;
+use super::l1::{CountEvictions, remove_counting};
 use super::stats::Counters;
 use crate::config::L2_ENTRY_OVERHEAD;
 
@@ -115,13 +115,7 @@ impl L2 {
     }
 
     pub(crate) fn remove_where(&self, remove: impl Fn(&str, &L2Entry) -> bool) -> u64 {
-        let removed = std::cell::Cell::new(0);
-        self.map.retain(|key, entry| {
-            let gone = remove(key, entry);
-            removed.set(removed.get() + u64::from(gone));
-            !gone
-        });
-        removed.get()
+        remove_counting(&self.map, remove)
     }
 
     pub(crate) fn clear(&self) {
