@@ -4,7 +4,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use super::{
     CacheValue, MultiLevelCache, SharedValue, Tier,
-    coalesce::{self, FlightState, Outcome, Role},
+    coalesce::{self, Caller, FlightState, Outcome, Role},
     l1::Lookup,
     stats::{Event, LoadEvent, Op},
 };
@@ -78,6 +78,59 @@ impl MultiLevelCache {
         .await
     }
 
+    /// [`get_or_load`](Self::get_or_load) for synchronous code: L1, then L2 when `tier`
+    /// reaches it; the remote tier is not used. Concurrent misses on one key run one loader,
+    /// the other callers blocking until it finishes; a caller that finds an async
+    /// `get_or_load` loading the key runs its own loader rather than block that one's runtime.
+    pub fn get_or_load_local<T, E, F>(
+        &self,
+        key: &str,
+        tier: Tier,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<Arc<T>, E>
+    where
+        T: SharedValue,
+        F: FnOnce() -> Result<T, E>,
+    {
+        let tier = tier.min(Tier::L2);
+        let plan = match self.plan_write(key, ttl) {
+            Ok(plan) => plan,
+            Err(error) => return self.load_uncached_local(key, &error, loader),
+        };
+        if let Some(value) = self.local_lookup(key, tier, Op::GetOrLoad) {
+            return Ok(value);
+        }
+        self.load_coalesced_blocking(key, loader, |value| {
+            if let Err(error) = self.store_local(key, value, tier, &plan) {
+                tracing::warn!(key, %error, "loaded value not cached");
+            }
+        })
+    }
+
+    /// [`get_or_load_local`](Self::get_or_load_local) in L1 only, for values without serde.
+    pub fn get_or_load_l1_local<T, E, F>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<Arc<T>, E>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Result<T, E>,
+    {
+        let plan = match self.plan_write(key, ttl) {
+            Ok(plan) => plan,
+            Err(error) => return self.load_uncached_local(key, &error, loader),
+        };
+        if let Some(value) = self.l1_lookup(key, Op::GetOrLoad) {
+            return Ok(value);
+        }
+        self.load_coalesced_blocking(key, loader, |value| {
+            self.insert_l1_only(key, value, plan.expires_at);
+        })
+    }
+
     async fn load_uncached<T, E, F, Fut>(
         &self,
         key: &str,
@@ -88,10 +141,24 @@ impl MultiLevelCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.refused_for_load(key, &error);
+        self.run_loader(loader).await.map(Arc::new)
+    }
+
+    fn load_uncached_local<T, E>(
+        &self,
+        key: &str,
+        error: &Error,
+        loader: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
+        self.refused_for_load(key, error);
+        self.run_loader_local(loader).map(Arc::new)
+    }
+
+    fn refused_for_load(&self, key: &str, error: &Error) {
         let shown: String = key.chars().take(64).collect();
         tracing::warn!(key = %shown, %error, "value not cacheable; loading uncached");
         self.inner.counters.record(Tier::L1, Event::Refused);
-        self.run_loader(loader).await.map(Arc::new)
     }
 
     async fn run_loader<T, E, F, Fut>(&self, loader: F) -> Result<T, E>
@@ -100,7 +167,15 @@ impl MultiLevelCache {
         Fut: Future<Output = Result<T, E>>,
     {
         self.inner.counters.record_load(LoadEvent::Run);
-        let result = loader().await;
+        self.finished_loader(loader().await)
+    }
+
+    fn run_loader_local<T, E>(&self, loader: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        self.inner.counters.record_load(LoadEvent::Run);
+        self.finished_loader(loader())
+    }
+
+    fn finished_loader<T, E>(&self, result: Result<T, E>) -> Result<T, E> {
         if result.is_err() {
             self.inner.counters.record_load(LoadEvent::Failed);
         }
@@ -122,45 +197,114 @@ impl MultiLevelCache {
         SFut: Future<Output = ()>,
     {
         loop {
-            match self.inner.flights.join(key) {
+            let next = match self.inner.flights.join(key, Caller::Async) {
                 Role::Leader(guard) => {
-                    // A leader that finished between our miss and our join has stored its value.
-                    if let Lookup::Hit(value) =
-                        self.inner
-                            .l1
-                            .get::<T>(key, &self.inner.clock, &self.inner.counters)
-                    {
+                    if let Some(value) = self.stored_meanwhile(key) {
                         return Ok(value);
                     }
-                    return match self.run_loader(loader).await {
-                        Ok(value) => {
-                            let value = Arc::new(value);
-                            store(Arc::clone(&value)).await;
-                            guard.finish(FlightState::Loaded(value.clone()));
-                            Ok(value)
-                        }
-                        Err(error) => {
-                            guard.finish(FlightState::Failed);
-                            Err(error)
-                        }
-                    };
+                    let loaded = self.run_loader(loader).await.map(Arc::new);
+                    if let Ok(value) = &loaded {
+                        store(Arc::clone(value)).await;
+                    }
+                    return lead(guard, loaded);
                 }
-                Role::Waiter(receiver) => match coalesce::wait(receiver).await {
-                    Outcome::Loaded(shared) => match shared.downcast::<T>() {
-                        Ok(value) => {
-                            self.inner.counters.record_load(LoadEvent::Coalesced);
-                            return Ok(value);
-                        }
-                        Err(_) => break,
-                    },
-                    Outcome::Failed => break,
-                    Outcome::Abandoned => continue,
-                },
+                Role::Waiter(receiver) => self.after_wait(coalesce::wait(receiver).await),
+                Role::Alone => Next::LoadOwn,
+            };
+            match next {
+                Next::Done(value) => return Ok(value),
+                Next::LoadOwn => break,
+                Next::Retry => {}
             }
         }
-        // The leader failed, or loaded another type under this key: load for ourselves.
         let value = Arc::new(self.run_loader(loader).await?);
         store(Arc::clone(&value)).await;
         Ok(value)
     }
+
+    /// [`load_coalesced`](Self::load_coalesced) for synchronous loaders: waiters block.
+    fn load_coalesced_blocking<T, E, F, S>(
+        &self,
+        key: &str,
+        loader: F,
+        store: S,
+    ) -> Result<Arc<T>, E>
+    where
+        T: CacheValue,
+        F: FnOnce() -> Result<T, E>,
+        S: FnOnce(Arc<T>),
+    {
+        let flights = &self.inner.flights;
+        loop {
+            let next = match flights.join(key, Caller::Blocking) {
+                Role::Leader(guard) => {
+                    if let Some(value) = self.stored_meanwhile(key) {
+                        return Ok(value);
+                    }
+                    let loaded = self.run_loader_local(loader).map(Arc::new);
+                    if let Ok(value) = &loaded {
+                        store(Arc::clone(value));
+                    }
+                    return lead(guard, loaded);
+                }
+                Role::Waiter(receiver) => self.after_wait(flights.wait_blocking(receiver)),
+                Role::Alone => Next::LoadOwn,
+            };
+            match next {
+                Next::Done(value) => return Ok(value),
+                Next::LoadOwn => break,
+                Next::Retry => {}
+            }
+        }
+        let value = Arc::new(self.run_loader_local(loader)?);
+        store(Arc::clone(&value));
+        Ok(value)
+    }
+
+    /// A leader that finished between our miss and our join has stored its value.
+    fn stored_meanwhile<T: CacheValue>(&self, key: &str) -> Option<Arc<T>> {
+        match self
+            .inner
+            .l1
+            .get::<T>(key, &self.inner.clock, &self.inner.counters)
+        {
+            Lookup::Hit(value) => Some(value),
+            Lookup::Miss | Lookup::WrongType => None,
+        }
+    }
+
+    fn after_wait<T: CacheValue>(&self, outcome: Outcome) -> Next<T> {
+        match outcome {
+            Outcome::Loaded(shared) => match shared.downcast::<T>() {
+                Ok(value) => {
+                    self.inner.counters.record_load(LoadEvent::Coalesced);
+                    Next::Done(value)
+                }
+                // The leader loaded another type under this key.
+                Err(_) => Next::LoadOwn,
+            },
+            // The leader's error is its own.
+            Outcome::Failed => Next::LoadOwn,
+            Outcome::Abandoned => Next::Retry,
+        }
+    }
+}
+
+/// What a caller does after its flight's leader finished.
+enum Next<T> {
+    Done(Arc<T>),
+    LoadOwn,
+    Retry,
+}
+
+/// The leader's end: waiters receive its value, or learn that it failed.
+fn lead<T: CacheValue, E>(
+    guard: coalesce::LeaderGuard<'_>,
+    loaded: Result<Arc<T>, E>,
+) -> Result<Arc<T>, E> {
+    match &loaded {
+        Ok(value) => guard.finish(FlightState::Loaded(Arc::clone(value) as _)),
+        Err(_) => guard.finish(FlightState::Failed),
+    }
+    loaded
 }

@@ -396,6 +396,74 @@ async fn a_cancelled_leader_hands_over_to_a_waiter() {
     assert_eq!(cache.stats().loads.in_flight, 0);
 }
 
+#[test]
+fn concurrent_synchronous_misses_run_the_loader_once() {
+    let (cache, _) = mocked(&config());
+    let runs = AtomicUsize::new(0);
+    let barrier = std::sync::Barrier::new(8);
+    std::thread::scope(|scope| {
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    cache.get_or_load_local("cold", Tier::L2, None, || {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(100));
+                        Ok::<_, String>(42u64)
+                    })
+                })
+            })
+            .collect();
+        for caller in callers {
+            assert_eq!(caller.join().expect("no panic"), Ok(Arc::new(42)));
+        }
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let loads = cache.stats().loads;
+    assert_eq!((loads.loader_runs, loads.coalesced), (1, 7));
+    assert_eq!(loads.in_flight, 0);
+}
+
+#[test]
+fn a_panicking_synchronous_leader_hands_over_to_a_waiter() {
+    let (cache, _) = mocked(&config());
+    let leading = std::sync::Barrier::new(2);
+    std::thread::scope(|scope| {
+        let leader = scope.spawn(|| {
+            cache.get_or_load_l1_local("k", None, || -> Result<u8, ()> {
+                leading.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("loader failed")
+            })
+        });
+        leading.wait();
+        let waited = cache.get_or_load_l1_local("k", None, || Ok::<_, ()>(5u8));
+        assert_eq!(waited, Ok(Arc::new(5)), "waited, then loaded for itself");
+        assert!(leader.join().is_err(), "the leader panicked");
+    });
+    assert_eq!(cache.stats().loads.in_flight, 0);
+}
+
+/// On a current-thread runtime, blocking on an async leader would stop the leader itself.
+#[tokio::test]
+async fn a_synchronous_caller_does_not_wait_for_an_async_leader() {
+    let (cache, _) = mocked(&config());
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let leader = cache.get_or_load("k", Tier::L1, None, || async {
+        let _ = released.await;
+        Ok::<_, ()>(1u8)
+    });
+    let blocking_caller = async {
+        tokio::task::yield_now().await;
+        let own = cache.get_or_load_local("k", Tier::L1, None, || Ok::<_, ()>(2u8));
+        let _ = release.send(());
+        own
+    };
+    let (led, own) = tokio::join!(leader, blocking_caller);
+    assert_eq!(own, Ok(Arc::new(2)), "ran its own loader at once");
+    assert_eq!(led, Ok(Arc::new(1)));
+}
+
 // ----- remote tier -----
 
 /// An in-memory stand-in for Redis.
