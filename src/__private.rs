@@ -1,30 +1,9 @@
 //! Not a stable API: what the attribute macros' generated code calls.
 
-use std::{cell::RefCell, sync::Arc};
+use std::sync::Arc;
 
 pub use perf_core;
-pub use perf_core::monitor;
-
-/// Builds a key in this thread's reused buffer and reads with it.
-#[inline]
-pub fn with_key<R>(write: impl FnOnce(&mut String), read: impl FnOnce(&str) -> R) -> R {
-    thread_local! {
-        static KEY: RefCell<String> = RefCell::new(String::with_capacity(128));
-    }
-    KEY.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut key) => {
-            key.clear();
-            write(&mut key);
-            read(&key)
-        }
-        // Re-entered (a key argument's Serialize calling a cached function): a fresh buffer.
-        Err(_) => {
-            let mut key = String::new();
-            write(&mut key);
-            read(&key)
-        }
-    })
-}
+pub use perf_core::{cache::with_key, monitor};
 
 /// A cached value handed back by value.
 #[inline]

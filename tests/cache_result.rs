@@ -88,6 +88,35 @@ async fn concurrent_calls_run_the_body_once() {
     assert_eq!(CONCURRENT.load(Ordering::SeqCst), 1);
 }
 
+static BLOCKING: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_result(cache_type = "l2", optimizer = optimizer, skip(optimizer))]
+fn slow_square(optimizer: &PerformanceOptimizer, n: u64) -> u64 {
+    BLOCKING.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(50));
+    n * n
+}
+
+#[test]
+fn concurrent_calls_of_a_sync_fn_run_the_body_once() {
+    let optimizer = optimizer();
+    let start = std::sync::Barrier::new(8);
+    std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    start.wait();
+                    slow_square(&optimizer, 12)
+                })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.join().expect("no panic"), 144);
+        }
+    });
+    assert_eq!(BLOCKING.load(Ordering::SeqCst), 1);
+}
+
 static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
 
 #[cache_result(key = "user:{user_id}", ttl = "30m", optimizer = optimizer)]

@@ -256,100 +256,97 @@ pub(crate) fn cache_result(
         }
         None => quote!(::core::option::Option::None),
     };
+    // A hit: a copy of the L1 value, from this thread's near cache when current.
+    let fast_hit = match &args.key {
+        Some(_) => quote! {
+            #private::with_key(
+                |__perf_buf: &mut ::std::string::String| { #write_key },
+                |__perf_key: &str| __perf_cache.hit_for_key::<#cached_type>(__perf_key),
+            )
+        },
+        None => {
+            let names = key_parts.iter().map(|(name, _)| name);
+            quote! {
+                __perf_cache.hit_for_call::<#cached_type, _>(
+                    ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+                    &(#(&#names,)*),
+                )
+            }
+        }
+    };
+    let hit = match returns {
+        Returns::Result => quote!(::core::result::Result::Ok(__perf_hit)),
+        Returns::Option => quote!(::core::option::Option::Some(__perf_hit)),
+        Returns::Plain => quote!(__perf_hit),
+    };
+    // The loader's result as get_or_load wants it, and get_or_load's as the function returns it.
+    let (loader_value, finish) = match returns {
+        Returns::Result => (
+            quote!(__perf_value),
+            quote!(__perf_loaded.map(#private::unshare)),
+        ),
+        Returns::Option => (
+            quote!(__perf_value.ok_or(#private::NotCached)),
+            quote!(__perf_loaded.ok().map(#private::unshare)),
+        ),
+        Returns::Plain => (
+            quote!(::core::result::Result::<_, ::core::convert::Infallible>::Ok(__perf_value)),
+            quote! {
+                match __perf_loaded {
+                    ::core::result::Result::Ok(value) => #private::unshare(value),
+                    ::core::result::Result::Err(never) => match never {},
+                }
+            },
+        ),
+    };
     let block = &function.block;
-
-    let body = if is_async {
-        let (loader_value, finish) = match returns {
-            Returns::Result => (
-                quote!(__perf_value),
-                quote!(__perf_loaded.map(#private::unshare)),
-            ),
-            Returns::Option => (
-                quote!(__perf_value.ok_or(#private::NotCached)),
-                quote!(__perf_loaded.ok().map(#private::unshare)),
-            ),
-            Returns::Plain => (
-                quote!(::core::result::Result::<_, ::core::convert::Infallible>::Ok(__perf_value)),
-                quote! {
-                    match __perf_loaded {
-                        ::core::result::Result::Ok(value) => #private::unshare(value),
-                        ::core::result::Result::Err(never) => match never {},
-                    }
-                },
-            ),
-        };
+    let load = if is_async {
         let call = match args.cache_type {
             CacheType::L1 => quote!(get_or_load_l1(&__perf_key, #ttl, __perf_loader)),
             _ => quote!(get_or_load(&__perf_key, #tier, #ttl, __perf_loader)),
         };
-        let hit = match returns {
-            Returns::Result => quote!(::core::result::Result::Ok(#private::unshare(__perf_hit))),
-            Returns::Option => quote!(::core::option::Option::Some(#private::unshare(__perf_hit))),
-            Returns::Plain => quote!(#private::unshare(__perf_hit)),
-        };
-        quote! {{
-            #(#key_checks)*
-            #value_check
-            // A hit is served from L1 with the key built in a reused buffer: no allocation
-            // but the value's clone.
-            let __perf_cache = #cache;
-            let __perf_fast = #private::with_key(
-                |__perf_buf: &mut ::std::string::String| { #write_key },
-                |__perf_key: &str| __perf_cache.hit_l1_for_load::<#cached_type>(__perf_key),
-            );
-            if let ::core::option::Option::Some(__perf_hit) = __perf_fast {
-                return #hit;
-            }
-            let __perf_key: ::std::string::String = #key;
+        quote! {
             let __perf_loader = move || async move {
                 let __perf_value: #ret = async move #block.await;
                 #loader_value
             };
             let __perf_loaded = __perf_cache.#call.await;
-            #finish
-        }}
+        }
     } else {
-        let (lookup, store) = match args.cache_type {
-            CacheType::L1 => (
-                quote!(get_l1::<#cached_type>(&__perf_key)),
-                quote!(set_l1(&__perf_key, ::core::clone::Clone::clone(__perf_fresh), #ttl)),
-            ),
-            _ => (
-                quote!(get_local::<#cached_type>(&__perf_key, #tier)),
-                quote!(set_local(&__perf_key, ::core::clone::Clone::clone(__perf_fresh), #tier, #ttl)),
-            ),
+        let call = match args.cache_type {
+            CacheType::L1 => quote!(get_or_load_l1_local(&__perf_key, #ttl, __perf_loader)),
+            _ => quote!(get_or_load_local(&__perf_key, #tier, #ttl, __perf_loader)),
         };
-        let (hit, fresh) = match returns {
-            Returns::Result => (
-                quote!(::core::result::Result::Ok(#private::unshare(__perf_hit))),
-                quote!(if let ::core::result::Result::Ok(__perf_fresh) = &__perf_value),
-            ),
-            Returns::Option => (
-                quote!(::core::option::Option::Some(#private::unshare(__perf_hit))),
-                quote!(if let ::core::option::Option::Some(__perf_fresh) = &__perf_value),
-            ),
-            Returns::Plain => (
-                quote!(#private::unshare(__perf_hit)),
-                quote!(if let __perf_fresh = &__perf_value),
-            ),
-        };
-        quote! {{
-            #(#key_checks)*
-            #value_check
-            let __perf_key: ::std::string::String = #key;
-            let __perf_cache = #cache;
-            if let ::core::result::Result::Ok(::core::option::Option::Some(__perf_hit)) = __perf_cache.#lookup {
-                return #hit;
-            }
-            #[allow(clippy::redundant_closure_call)]
-            let __perf_value: #ret = (move || -> #ret #block)();
-            #[allow(irrefutable_let_patterns)]
-            #fresh {
-                #private::refused(__perf_cache.#store);
-            }
-            __perf_value
-        }}
+        quote! {
+            let __perf_loader = move || {
+                #[allow(clippy::redundant_closure_call)]
+                let __perf_value: #ret = (move || -> #ret #block)();
+                #loader_value
+            };
+            let __perf_loaded = __perf_cache.#call;
+        }
     };
+    let miss = quote! {
+        let __perf_key: ::std::string::String = #key;
+        #load
+        #finish
+    };
+    // An async miss is boxed: in place, its state would make every call's future, hits
+    // included, several times larger.
+    let miss = if is_async {
+        quote!(::std::boxed::Box::pin(async move { #miss }).await)
+    } else {
+        quote!(#miss)
+    };
+    let body = quote! {{
+        #(#key_checks)*
+        #value_check
+        let __perf_cache = #cache;
+        if let ::core::option::Option::Some(__perf_hit) = #fast_hit {
+            return #hit;
+        }
+        #miss
+    }};
     function.block = syn::parse2(body)?;
     Ok(quote!(#function))
 }

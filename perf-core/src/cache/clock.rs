@@ -88,6 +88,25 @@ impl ExpiryClock {
         self.precise.now()
     }
 
+    /// `expires_at` as a deadline that [`before_coarse_deadline`](Self::before_coarse_deadline)
+    /// checks with one load; 0 (never before it) when there is no coarse clock.
+    pub(crate) fn coarse_deadline(&self, expires_at: Instant) -> u64 {
+        let Some(coarse) = self.coarse else { return 0 };
+        let Some(guarded) = expires_at.checked_sub(GUARD) else {
+            return 0;
+        };
+        let since_base = guarded.saturating_duration_since(coarse.base);
+        u64::try_from(since_base.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a deadline from [`coarse_deadline`](Self::coarse_deadline) is certainly still
+    /// ahead; when false, [`is_live`](Self::is_live) decides.
+    #[inline]
+    pub(crate) fn before_coarse_deadline(&self, deadline: u64) -> bool {
+        self.coarse
+            .is_some_and(|coarse| coarse.nanos_since_base.load(Ordering::Acquire) < deadline)
+    }
+
     /// Whether a deadline is still ahead.
     #[inline]
     pub(crate) fn is_live(&self, expires_at: Instant) -> bool {
@@ -126,6 +145,23 @@ mod tests {
         );
         assert!(!clock.is_live(now));
         assert!(!clock.is_live(clock.now()));
+    }
+
+    #[test]
+    fn coarse_deadlines_agree_with_exact_checks() {
+        let clock = ExpiryClock::real();
+        let now = clock.now();
+        let far = now + Duration::from_secs(3600);
+        assert!(clock.before_coarse_deadline(clock.coarse_deadline(far)));
+        for near in [now, now + GUARD / 2, now - Duration::from_secs(5)] {
+            assert!(
+                !clock.before_coarse_deadline(clock.coarse_deadline(near)),
+                "within the guard or past: left to the exact check"
+            );
+        }
+        let (mock, _) = Clock::mock();
+        let exact = ExpiryClock::exact(mock);
+        assert!(!exact.before_coarse_deadline(exact.coarse_deadline(far)));
     }
 
     #[test]

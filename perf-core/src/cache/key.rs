@@ -28,7 +28,7 @@ pub fn function_key<A: Serialize + ?Sized>(path: &str, arguments: &A) -> String 
 }
 
 /// [`function_key`] appended to `out`, reusing this thread's encoding buffer: no allocation
-/// once `out` has room, which keeps a `#[cache_result]` hit cheap.
+/// once `out` has room.
 pub fn write_function_key<A: Serialize + ?Sized>(out: &mut String, path: &str, arguments: &A) {
     thread_local! {
         static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -51,6 +51,28 @@ pub fn write_function_key<A: Serialize + ?Sized>(out: &mut String, path: &str, a
             push_hex(out, &xxhash_rust::xxh3::xxh3_128(encoded).to_be_bytes());
         }
     });
+}
+
+/// Builds a key in this thread's reused buffer and reads with it.
+#[doc(hidden)]
+#[inline]
+pub fn with_key<R>(write: impl FnOnce(&mut String), read: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static KEY: RefCell<String> = RefCell::new(String::with_capacity(128));
+    }
+    KEY.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut key) => {
+            key.clear();
+            write(&mut key);
+            read(&key)
+        }
+        // Re-entered (a key argument's Serialize calling a cached function): a fresh buffer.
+        Err(_) => {
+            let mut key = String::new();
+            write(&mut key);
+            read(&key)
+        }
+    })
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {

@@ -6,6 +6,7 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter, sync::Cache};
 
 use super::Tier;
 use super::clock::ExpiryClock;
+use super::near::{self, Epochs, NearKey};
 use super::stats::{Counters, Event};
 
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
@@ -33,8 +34,27 @@ impl<K, V> Lifecycle<K, V> for CountEvictions {
     }
 }
 
+/// Counts L1's evictions and tells the near caches of them.
+#[derive(Clone)]
+pub(crate) struct L1Lifecycle {
+    evictions: CountEvictions,
+    epochs: Arc<Epochs>,
+}
+
+impl Lifecycle<Box<str>, L1Entry> for L1Lifecycle {
+    type RequestState = ();
+
+    fn on_evict(&self, state: &mut (), key: Box<str>, entry: L1Entry) {
+        self.epochs.changed(&key);
+        self.evictions.on_evict(state, key, entry);
+    }
+}
+
+/// Every change to the map is followed by an [`Epochs`] bump for the keys it touched, which
+/// is what keeps the per-thread near caches ([`near`]) coherent.
 pub(crate) struct L1 {
-    map: Cache<Box<str>, L1Entry, UnitWeighter, DefaultHashBuilder, CountEvictions>,
+    map: Cache<Box<str>, L1Entry, UnitWeighter, DefaultHashBuilder, L1Lifecycle>,
+    epochs: Arc<Epochs>,
 }
 
 /// What an L1 lookup found.
@@ -47,9 +67,13 @@ pub(crate) enum Lookup<T> {
 
 impl L1 {
     pub(crate) fn new(max_entries: u64, counters: Arc<Counters>) -> Self {
-        let lifecycle = CountEvictions {
-            counters,
-            tier: Tier::L1,
+        let epochs = Arc::new(Epochs::new());
+        let lifecycle = L1Lifecycle {
+            evictions: CountEvictions {
+                counters,
+                tier: Tier::L1,
+            },
+            epochs: Arc::clone(&epochs),
         };
         let capacity = usize::try_from(max_entries).unwrap_or(usize::MAX);
         Self {
@@ -60,6 +84,7 @@ impl L1 {
                 DefaultHashBuilder::default(),
                 lifecycle,
             ),
+            epochs,
         }
     }
 
@@ -71,18 +96,57 @@ impl L1 {
         clock: &ExpiryClock,
         counters: &Counters,
     ) -> Lookup<Arc<T>> {
-        let Some(entry) = self.map.get(key) else {
+        let Some(entry) = self.live_entry(key, clock, counters) else {
             return Lookup::Miss;
         };
-        if !clock.is_live(entry.expires_at) {
-            self.remove_expired(key, clock, counters);
-            return Lookup::Miss;
-        }
         // The entry's own reference becomes the caller's: no second reference-count update.
         match entry.value.downcast::<T>() {
             Ok(value) => Lookup::Hit(value),
             Err(_) => Lookup::WrongType,
         }
+    }
+
+    /// A copy of this thread's near copy of a value of type `T`, if it is current (see
+    /// [`near`]); `None` sends the caller to [`get_cloned_remembered`](Self::get_cloned_remembered).
+    #[inline(always)]
+    pub(crate) fn get_cloned_near<T: Clone + Send + Sync + 'static>(
+        &self,
+        key: NearKey<'_>,
+        clock: &ExpiryClock,
+    ) -> Option<T> {
+        let touch = |l1_key: &str| drop(self.map.get(l1_key));
+        near::lookup(&self.epochs, key, clock, touch)
+    }
+
+    /// A copy of the live value at `l1_key`, if it has type `T`, kept in this thread's near
+    /// cache under `near_key`.
+    pub(crate) fn get_cloned_remembered<T: Clone + Send + Sync + 'static>(
+        &self,
+        near_key: NearKey<'_>,
+        l1_key: &str,
+        clock: &ExpiryClock,
+        counters: &Counters,
+    ) -> Lookup<T> {
+        let read = near::fill(&self.epochs, near_key, l1_key, clock, || {
+            self.live_entry(l1_key, clock, counters)
+        });
+        match read {
+            None => Lookup::Miss,
+            Some(entry) => entry
+                .value
+                .downcast_ref::<T>()
+                .map_or(Lookup::WrongType, |value| Lookup::Hit(value.clone())),
+        }
+    }
+
+    #[inline]
+    fn live_entry(&self, key: &str, clock: &ExpiryClock, counters: &Counters) -> Option<L1Entry> {
+        let entry = self.map.get(key)?;
+        if !clock.is_live(entry.expires_at) {
+            self.remove_expired(key, clock, counters);
+            return None;
+        }
+        Some(entry)
     }
 
     fn remove_expired(&self, key: &str, clock: &ExpiryClock, counters: &Counters) {
@@ -92,25 +156,44 @@ impl L1 {
             .remove_if(key, |e| !clock.is_live(e.expires_at))
             .is_some()
         {
+            self.epochs.changed(key);
             counters.record(Tier::L1, Event::Expiration);
         }
     }
 
     pub(crate) fn insert(&self, key: &str, entry: L1Entry) {
         self.map.insert(key.into(), entry);
+        self.epochs.changed(key);
     }
 
     pub(crate) fn remove(&self, key: &str) -> bool {
-        self.map.remove(key).is_some()
+        let removed = self.map.remove(key).is_some();
+        self.epochs.changed(key);
+        removed
     }
 
-    /// Removes entries for which `keep` is false; returns how many.
+    /// Removes entries for which `remove` holds; returns how many.
     pub(crate) fn remove_where(&self, remove: impl Fn(&str, &L1Entry) -> bool) -> u64 {
-        remove_counting(&self.map, remove)
+        // The bump comes before quick_cache drops the entry, but under the shard's write lock:
+        // a reader that sees it then waits for that lock, and finds the entry gone.
+        remove_counting(&self.map, |key, entry| {
+            let gone = remove(key, entry);
+            if gone {
+                self.epochs.changed(key);
+            }
+            gone
+        })
     }
 
     pub(crate) fn clear(&self) {
         self.map.clear();
+        self.epochs.all_changed();
+    }
+
+    /// Whether `key` is held, without making it look used.
+    #[cfg(test)]
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.map.contains_key(key)
     }
 
     pub(crate) fn len(&self) -> u64 {

@@ -11,14 +11,21 @@
 //! it with its remaining TTL. quick_cache has no TTL, so every entry carries its expiry
 //! instant: an expired entry is a miss, and a background sweep removes expired entries so that
 //! they stop holding capacity.
+//!
+//! In front of L1, each thread keeps its recent `#[cache_result]` hits (`near`), keyed by the
+//! call site and a fingerprint of the arguments, and serves repeats without building the key
+//! or touching L1's locks. Every L1 insert, removal and eviction bumps a change counter that
+//! those copies are checked against, so a near copy is never older than L1.
 
 mod clock;
 mod coalesce;
 pub(crate) mod codec;
+mod fingerprint;
 mod key;
 mod l1;
 mod l2;
 mod load;
+mod near;
 mod remote;
 mod shared;
 mod stats;
@@ -36,15 +43,17 @@ use self::{
     clock::ExpiryClock,
     coalesce::Flights,
     codec::Codec,
+    fingerprint::Fingerprint,
     l1::{AnyValue, L1, L1Entry, Lookup},
     l2::{L2, L2Entry},
+    near::NearKey,
     stats::{Counters, Event, MetricsPublisher, Op},
 };
 /// The clock type [`CacheBuilder::clock`] takes; `Clock::mock()` moves time by hand in tests.
 pub use quanta::{Clock, Mock};
 
 pub use self::{
-    key::{function_key, write_function_key},
+    key::{function_key, with_key, write_function_key},
     remote::{BoxFuture, Invalidation, InvalidationSink, RemoteTier},
     stats::{CacheStats, LoadStats, TierStats},
     tier::{CacheValue, SharedValue, Tier},
@@ -213,17 +222,95 @@ impl MultiLevelCache {
         Ok(self.l1_lookup(key, Op::Get))
     }
 
-    /// For `#[cache_result]`'s fast path: the L1 value at `key`, counted as a `get_or_load`
-    /// hit; a miss is not counted, since the `get_or_load` that follows counts it.
+    /// For `#[cache_result]`'s fast path: a copy of the L1 value of the call of `path` with
+    /// `arguments` (the key [`function_key`] gives), counted as a `get_or_load` hit. A miss is
+    /// not counted, since the `get_or_load` that follows counts it. Repeats are served from
+    /// this thread's near cache, which every L1 change keeps coherent.
     #[doc(hidden)]
-    pub fn hit_l1_for_load<T: CacheValue>(&self, key: &str) -> Option<Arc<T>> {
+    #[inline(always)]
+    pub fn hit_for_call<T: CacheValue + Clone, A: serde::Serialize + ?Sized>(
+        &self,
+        path: &'static str,
+        arguments: &A,
+    ) -> Option<T> {
+        let write_l1_key = |out: &mut String| write_function_key(out, path, arguments);
+        Fingerprint::with(arguments, |print| match print {
+            Some(print) => self.hit_near(NearKey { site: path, print }, write_l1_key),
+            None => with_key(write_l1_key, |l1_key| self.hit_l1_for_load(l1_key)),
+        })
+    }
+
+    /// [`hit_for_call`](Self::hit_for_call) for a key given whole (a key template's).
+    #[doc(hidden)]
+    #[inline]
+    pub fn hit_for_key<T: CacheValue + Clone>(&self, key: &str) -> Option<T> {
+        Fingerprint::with_bytes(key.as_bytes(), |print| match print {
+            Some(print) => self.hit_near(
+                NearKey {
+                    site: near::WHOLE_KEY,
+                    print,
+                },
+                |out| out.push_str(key),
+            ),
+            None => self.hit_l1_for_load(key),
+        })
+    }
+
+    #[inline(always)]
+    fn hit_near<T: CacheValue + Clone>(
+        &self,
+        near_key: NearKey<'_>,
+        write_l1_key: impl FnOnce(&mut String),
+    ) -> Option<T> {
+        let inner = &self.inner;
+        let lookup = match inner.l1.get_cloned_near::<T>(near_key, &inner.clock) {
+            Some(value) => Lookup::Hit(value),
+            None => self.near_miss(near_key, write_l1_key),
+        };
+        self.counted_fast_hit(lookup)
+    }
+
+    /// Out of line, so that the near hit around it stays small enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn near_miss<T: CacheValue + Clone>(
+        &self,
+        near_key: NearKey<'_>,
+        write_l1_key: impl FnOnce(&mut String),
+    ) -> Lookup<T> {
+        let inner = &self.inner;
+        with_key(write_l1_key, |l1_key| {
+            if l1_key.len() > inner.max_key_bytes {
+                return Lookup::Miss;
+            }
+            inner
+                .l1
+                .get_cloned_remembered(near_key, l1_key, &inner.clock, &inner.counters)
+        })
+    }
+
+    /// A fast-path read that bypasses the near cache (keys without a fingerprint).
+    fn hit_l1_for_load<T: CacheValue + Clone>(&self, key: &str) -> Option<T> {
         if key.len() > self.inner.max_key_bytes {
             return None;
         }
-        let counters = &self.inner.counters;
-        match self.inner.l1.get::<T>(key, &self.inner.clock, counters) {
+        let lookup = match self
+            .inner
+            .l1
+            .get::<T>(key, &self.inner.clock, &self.inner.counters)
+        {
+            Lookup::Hit(value) => Lookup::Hit(T::clone(&value)),
+            Lookup::Miss => Lookup::Miss,
+            Lookup::WrongType => Lookup::WrongType,
+        };
+        self.counted_fast_hit(lookup)
+    }
+
+    fn counted_fast_hit<T>(&self, lookup: Lookup<T>) -> Option<T> {
+        let inner = &self.inner;
+        match lookup {
             Lookup::Hit(value) => {
-                counters.record(Tier::L1, Event::Hit(Op::GetOrLoad));
+                inner.counters.record(Tier::L1, Event::Hit(Op::GetOrLoad));
                 Some(value)
             }
             Lookup::Miss | Lookup::WrongType => None,

@@ -1,0 +1,503 @@
+//! A per-thread near cache in front of L1, for `#[cache_result]` hits.
+//!
+//! A read of the shared L1 builds the string key, hashes it, takes a shard's lock and bumps
+//! the value's reference count; on two threads reading the same keys those cache lines move
+//! between cores on every call. Each thread keeps its recent L1 hits here under a cheaper key
+//! (the call site and the encoded arguments, before they are made into a string), and serves
+//! a repeat without writing shared memory.
+//!
+//! Coherence comes from [`Epochs`]: counters over buckets of L1 keys that every L1 insert,
+//! removal and eviction of a key bumps after the change. A slot remembers its bucket's count
+//! read *before* the value was read from L1, and serves only while the count is unchanged, so
+//! a write, `delete`, `invalidate_prefix`, `clear` or remote invalidation that has returned is
+//! never answered from here with the value it replaced. Expiry is checked as in L1.
+//!
+//! quick_cache learns which entries are hot from its own reads, so every [`RECHECK_EVERY`]th
+//! near hit of a slot reads L1 again; a key is not evicted for being served from here. A slot
+//! holds a reference to its value until the slot is reused or found stale: at most [`SLOTS`]
+//! values a thread outlive their removal from L1.
+
+use std::{
+    any::{Any, TypeId},
+    cell::RefCell,
+    hash::BuildHasher,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use super::{
+    clock::ExpiryClock,
+    fingerprint::Fingerprint,
+    l1::{AnyValue, L1Entry},
+};
+
+/// Sets of slots per thread, allocated on a thread's first near read.
+const SETS: usize = 128;
+/// Slots per set: a key may sit in any slot of the set its hash picks.
+const WAYS: usize = 4;
+/// One near hit of a slot in this many also reads L1, keeping the entry hot there.
+const TOUCH_EVERY: u16 = 16;
+/// Buckets of [`Epochs`]: enough that unrelated writes rarely share one, few enough that
+/// the counters stay in the processor's cache.
+const BUCKETS: usize = 2048;
+
+/// The site of keys given whole, not as a function path and arguments.
+pub(crate) const WHOLE_KEY: &str = "";
+
+/// What a near slot is keyed by: a call site and its arguments' fingerprint.
+#[derive(Clone, Copy)]
+pub(crate) struct NearKey<'a> {
+    /// The call site's function path, or [`WHOLE_KEY`] when `print` is of the whole L1 key.
+    pub(crate) site: &'static str,
+    pub(crate) print: &'a Fingerprint,
+}
+
+impl NearKey<'_> {
+    /// The key's set, and its tag within the set (never 0, which marks a free slot).
+    #[inline]
+    fn place(&self) -> (usize, u16) {
+        let hasher = foldhash::fast::FixedState::with_seed(self.site.as_ptr() as u64);
+        let hash = hasher.hash_one(self.print);
+        ((hash as usize) % SETS, (hash >> 48) as u16 | 1)
+    }
+
+    #[inline]
+    fn matches(&self, slot: &Slot) -> bool {
+        // Function paths are literals: equal addresses and lengths mean equal paths, and equal
+        // paths with equal arguments give equal keys.
+        *self.print == slot.print && std::ptr::eq(self.site, slot.site)
+    }
+}
+
+/// Change counters over buckets of L1 keys. See the module documentation.
+pub(crate) struct Epochs {
+    /// Tells caches apart in the per-thread slots (never reused, unlike an address).
+    cache_id: u64,
+    buckets: Box<[AtomicU64]>,
+}
+
+impl Epochs {
+    pub(crate) fn new() -> Self {
+        static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(0);
+        Self {
+            cache_id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn bucket_of(key: &str) -> u16 {
+        // BUCKETS <= 65536.
+        (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % BUCKETS as u64) as u16
+    }
+
+    /// Called after L1's entry at `key` changed.
+    pub(crate) fn changed(&self, key: &str) {
+        self.buckets[usize::from(Self::bucket_of(key))].fetch_add(1, Ordering::Release);
+    }
+
+    /// Called after L1 changed wholesale (a clear).
+    pub(crate) fn all_changed(&self) {
+        for bucket in &*self.buckets {
+            bucket.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// One remembered value, its most used fields first: a near hit reads the first two of its
+/// cache lines.
+#[repr(C, align(64))]
+struct Slot {
+    print: Fingerprint,
+    site: &'static str,
+    cache_id: u64,
+    epoch: u64,
+    /// The entry's expiry as the coarse clock checks it in one load.
+    coarse_deadline: u64,
+    /// The type of the value behind `value`: checked without a virtual call, which on the hit
+    /// path costs more than the rest of the check.
+    type_id: TypeId,
+    value: AnyValue,
+    bucket: u16,
+    near_hits: u16,
+    expires_at: quanta::Instant,
+    /// The entry's key in L1, for the reads that keep it hot there.
+    l1_key: String,
+}
+
+impl Slot {
+    /// The slot's value, if it is a `T`.
+    #[inline(always)]
+    fn value<T: 'static>(&self) -> Option<&T> {
+        if self.type_id != TypeId::of::<T>() {
+            return None;
+        }
+        let value: *const (dyn Any + Send + Sync) = Arc::as_ptr(&self.value);
+        // SAFETY: `type_id` was read from this very value when the slot was filled, and
+        // equals `T`'s: the value is a `T`, borrowed for as long as the slot is.
+        Some(unsafe { &*value.cast::<T>() })
+    }
+}
+
+#[derive(Default)]
+struct Set {
+    /// Each slot's tag ([`NearKey::place`]), 0 when free: a lookup compares these first.
+    tags: [u16; WAYS],
+    /// The slot the next fill replaces, round robin.
+    next_victim: usize,
+    slots: [Option<Slot>; WAYS],
+}
+
+thread_local! {
+    static NEAR: RefCell<Vec<Set>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A copy of this thread's copy of the value at `key`, if it has one that is a live `T`
+/// unchanged in L1. Every [`TOUCH_EVERY`]th near hit of a slot also `touch`es L1 at the
+/// entry's key.
+#[inline(always)]
+pub(crate) fn lookup<T: Clone + 'static>(
+    epochs: &Epochs,
+    key: NearKey<'_>,
+    clock: &ExpiryClock,
+    touch: impl FnOnce(&str),
+) -> Option<T> {
+    NEAR.with(|near| {
+        // Re-entered (a value's Clone or Drop calling a cached function): not from here.
+        let mut sets = near.try_borrow_mut().ok()?;
+        let (set, tag) = key.place();
+        let set = sets.get_mut(set)?;
+        let Set { tags, slots, .. } = set;
+        let held = tags
+            .iter()
+            .zip(slots.iter_mut())
+            .filter(|(t, _)| **t == tag)
+            .find_map(|(_, slot)| slot.as_mut().filter(|slot| key.matches(slot)))?;
+        if held.cache_id != epochs.cache_id
+            || epochs.buckets[usize::from(held.bucket)].load(Ordering::Acquire) != held.epoch
+            || !(clock.before_coarse_deadline(held.coarse_deadline)
+                || clock.is_live(held.expires_at))
+        {
+            return None;
+        }
+        let copy = held.value::<T>()?.clone();
+        held.near_hits = held.near_hits.wrapping_add(1);
+        if held.near_hits % TOUCH_EVERY == 0 {
+            touch(&held.l1_key);
+        }
+        Some(copy)
+    })
+}
+
+/// Reads L1's entry at `l1_key` through `read_l1` and keeps it in this thread's slot for
+/// `key`.
+#[inline(never)]
+pub(crate) fn fill(
+    epochs: &Epochs,
+    key: NearKey<'_>,
+    l1_key: &str,
+    clock: &ExpiryClock,
+    read_l1: impl FnOnce() -> Option<L1Entry>,
+) -> Option<L1Entry> {
+    let bucket = Epochs::bucket_of(l1_key);
+    // Read before L1 is: a change after this read makes the slot stale.
+    let epoch = epochs.buckets[usize::from(bucket)].load(Ordering::Acquire);
+    let entry = read_l1()?;
+    let fresh = Slot {
+        print: *key.print,
+        site: key.site,
+        cache_id: epochs.cache_id,
+        epoch,
+        coarse_deadline: clock.coarse_deadline(entry.expires_at),
+        // The value's own type, not the `Arc`'s.
+        type_id: (*entry.value).type_id(),
+        value: Arc::clone(&entry.value),
+        bucket,
+        near_hits: 0,
+        expires_at: entry.expires_at,
+        l1_key: l1_key.to_owned(),
+    };
+    let replaced = NEAR.with(|near| {
+        let mut sets = near.try_borrow_mut().ok()?;
+        if sets.is_empty() {
+            sets.resize_with(SETS, Set::default);
+        }
+        let (set, tag) = key.place();
+        let set = sets.get_mut(set)?;
+        // The key's own (stale) slot, else a free one, else the next victim.
+        let own = set
+            .slots
+            .iter()
+            .position(|slot| slot.as_ref().is_some_and(|slot| key.matches(slot)));
+        let free = || {
+            set.slots.iter().position(|slot| {
+                slot.as_ref()
+                    .is_none_or(|slot| slot.cache_id != epochs.cache_id)
+            })
+        };
+        let way = own.or_else(free).unwrap_or(set.next_victim);
+        set.next_victim = (way + 1) % WAYS;
+        *set.tags.get_mut(way)? = tag;
+        set.slots.get_mut(way)?.replace(fresh)
+    });
+    // Dropped outside the borrow: the last reference to a value runs its Drop here.
+    drop(replaced);
+    Some(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, sync::mpsc, time::Duration};
+
+    use proptest::prelude::*;
+
+    use crate::{
+        PerformanceConfig, Tier,
+        cache::{MultiLevelCache, function_key},
+    };
+
+    const SITE: &str = "near::tests::f";
+
+    fn cache(max_entries: u64) -> (MultiLevelCache, std::sync::Arc<quanta::Mock>) {
+        let config = PerformanceConfig {
+            cache_max_size: max_entries,
+            ..PerformanceConfig::default()
+        };
+        let (clock, mock) = quanta::Clock::mock();
+        let cache = MultiLevelCache::builder(&config)
+            .clock(clock)
+            .build()
+            .expect("valid config");
+        (cache, mock)
+    }
+
+    fn key(id: u8) -> String {
+        function_key(SITE, &(&id,))
+    }
+
+    fn read(cache: &MultiLevelCache, id: u8) -> Option<u64> {
+        cache.hit_for_call::<u64, _>(SITE, &(&id,))
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(future)
+    }
+
+    #[test]
+    fn repeated_reads_are_served_and_counted_as_hits() {
+        let (cache, _) = cache(100);
+        assert_eq!(read(&cache, 1), None, "nothing stored yet");
+        cache.set_l1(&key(1), 7u64, None).expect("stored");
+        for _ in 0..40 {
+            assert_eq!(read(&cache, 1), Some(7));
+        }
+        let l1 = cache.stats().l1;
+        assert_eq!(l1.hits, 40);
+        assert_eq!(
+            l1.misses, 0,
+            "a fast-path miss is left for get_or_load to count"
+        );
+    }
+
+    #[test]
+    fn every_change_in_l1_is_seen_by_the_next_read() {
+        let (cache, mock) = cache(100);
+        let store = |id: u8, value: u64| cache.set_l1(&key(id), value, None).expect("stored");
+        store(1, 1);
+        store(2, 2);
+        assert_eq!((read(&cache, 1), read(&cache, 2)), (Some(1), Some(2)));
+
+        store(1, 10);
+        assert_eq!(read(&cache, 1), Some(10), "overwritten");
+        assert!(block_on(cache.delete(&key(1))).expect("deleted"));
+        assert_eq!(read(&cache, 1), None, "deleted");
+        assert_eq!(read(&cache, 2), Some(2));
+
+        block_on(cache.invalidate_prefix(SITE)).expect("invalidated");
+        assert_eq!(read(&cache, 2), None, "invalidated by prefix");
+
+        store(3, 3);
+        assert_eq!(read(&cache, 3), Some(3));
+        block_on(cache.clear(Tier::L1)).expect("cleared");
+        assert_eq!(read(&cache, 3), None, "cleared");
+
+        store(4, 4);
+        assert_eq!(read(&cache, 4), Some(4));
+        mock.increment(PerformanceConfig::default().cache_ttl);
+        assert_eq!(read(&cache, 4), None, "expired");
+    }
+
+    #[test]
+    fn an_evicted_entry_is_not_served() {
+        let (cache, _) = cache(4);
+        for id in 0..20 {
+            cache.set_l1(&key(id), u64::from(id), None).expect("stored");
+            assert_eq!(
+                read(&cache, id),
+                Some(u64::from(id)),
+                "near copy of {id} taken"
+            );
+        }
+        let held: Vec<u8> = (0..20)
+            .filter(|&id| cache.inner.l1.contains(&key(id)))
+            .collect();
+        assert!(held.len() < 20, "capacity 4: most were evicted");
+        for id in 0..20 {
+            let expected = held.contains(&id).then_some(u64::from(id));
+            assert_eq!(read(&cache, id), expected, "key {id}");
+        }
+    }
+
+    #[test]
+    fn a_value_of_another_type_is_not_served() {
+        let (cache, _) = cache(100);
+        cache.set_l1(&key(1), 5u32, None).expect("stored");
+        assert_eq!(read(&cache, 1), None, "stored as u32, read as u64");
+        assert_eq!(cache.hit_for_call::<u32, _>(SITE, &(&1u8,)), Some(5));
+        assert_eq!(read(&cache, 1), None, "and not after a u32 read either");
+    }
+
+    #[test]
+    fn caches_do_not_share_near_copies() {
+        let (first, _) = cache(100);
+        let (second, _) = cache(100);
+        first.set_l1(&key(1), 1u64, None).expect("stored");
+        second.set_l1(&key(1), 2u64, None).expect("stored");
+        for _ in 0..3 {
+            assert_eq!((read(&first, 1), read(&second, 1)), (Some(1), Some(2)));
+        }
+        drop(first);
+        let (third, _) = cache(100);
+        assert_eq!(read(&third, 1), None, "a new cache starts empty");
+    }
+
+    #[test]
+    fn a_write_on_another_thread_is_seen() {
+        let (cache, _) = cache(100);
+        cache.set_l1(&key(1), 1u64, None).expect("stored");
+        let (ask, asked) = mpsc::channel::<()>();
+        let (answer, answers) = mpsc::channel();
+        std::thread::scope(|scope| {
+            let cache = &cache;
+            scope.spawn(move || {
+                while asked.recv().is_ok() {
+                    answer.send(read(cache, 1)).expect("main thread listens");
+                }
+            });
+            let ask_reader = || {
+                ask.send(()).expect("reader listens");
+                answers.recv().expect("reader answers")
+            };
+            assert_eq!(ask_reader(), Some(1));
+            assert_eq!(ask_reader(), Some(1), "now from the reader's near copy");
+            cache.set_l1(&key(1), 2u64, None).expect("stored");
+            assert_eq!(ask_reader(), Some(2));
+            drop(ask);
+        });
+    }
+
+    /// A value whose `Clone` reads a cached function: the near cache is in use, so the inner
+    /// read goes to L1, and both get their value.
+    #[derive(Debug, PartialEq)]
+    struct Nested(u64);
+
+    thread_local! {
+        static NESTED_CACHE: std::cell::RefCell<Option<MultiLevelCache>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    impl Clone for Nested {
+        fn clone(&self) -> Self {
+            let inner =
+                NESTED_CACHE.with_borrow(|cache| cache.as_ref().and_then(|cache| read(cache, 2)));
+            Nested(self.0 + inner.unwrap_or(1000))
+        }
+    }
+
+    #[test]
+    fn a_clone_that_reads_a_cached_function_is_served() {
+        let (cache, _) = cache(100);
+        cache.set_l1(&key(1), Nested(1), None).expect("stored");
+        cache.set_l1(&key(2), 10u64, None).expect("stored");
+        NESTED_CACHE.set(Some(cache.clone()));
+        for _ in 0..3 {
+            assert_eq!(
+                cache.hit_for_call::<Nested, _>(SITE, &(&1u8,)),
+                Some(Nested(11))
+            );
+        }
+        NESTED_CACHE.set(None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Set { id: u8, value: u64 },
+        Read { id: u8 },
+        Delete { id: u8 },
+        InvalidateAll,
+        Clear,
+        Advance { secs: u64 },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0u8..6, any::<u64>()).prop_map(|(id, value)| Step::Set { id, value }),
+            4 => (0u8..6).prop_map(|id| Step::Read { id }),
+            1 => (0u8..6).prop_map(|id| Step::Delete { id }),
+            1 => Just(Step::InvalidateAll),
+            1 => Just(Step::Clear),
+            1 => (0u64..40).prop_map(|secs| Step::Advance { secs }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the order of writes, removals, clears, expiry and evictions (capacity 4 for
+        /// 6 keys), a read returns the latest value written, or nothing: never an older one.
+        #[test]
+        fn a_read_never_returns_a_replaced_or_removed_value(
+            steps in proptest::collection::vec(step(), 1..120)
+        ) {
+            let (cache, mock) = cache(4);
+            let ttl = Duration::from_secs(60);
+            let mut now = 0;
+            // id -> (value, expiry in seconds)
+            let mut model: HashMap<u8, (u64, u64)> = HashMap::new();
+            for step in steps {
+                match step {
+                    Step::Set { id, value } => {
+                        cache.set_l1(&key(id), value, Some(ttl)).expect("stored");
+                        model.insert(id, (value, now + ttl.as_secs()));
+                    }
+                    Step::Read { id } => {
+                        let current = model.get(&id).filter(|(_, expiry)| now < *expiry);
+                        match (read(&cache, id), current) {
+                            (None, _) => {}
+                            (Some(got), Some(&(value, _))) => prop_assert_eq!(got, value),
+                            (Some(got), None) => prop_assert!(false, "served {} for a removed key", got),
+                        }
+                    }
+                    Step::Delete { id } => {
+                        block_on(cache.delete(&key(id))).expect("deleted");
+                        model.remove(&id);
+                    }
+                    Step::InvalidateAll => {
+                        block_on(cache.invalidate_prefix(SITE)).expect("invalidated");
+                        model.clear();
+                    }
+                    Step::Clear => {
+                        block_on(cache.clear(Tier::L1)).expect("cleared");
+                        model.clear();
+                    }
+                    Step::Advance { secs } => {
+                        mock.increment(Duration::from_secs(secs));
+                        now += secs;
+                    }
+                }
+            }
+        }
+    }
+}
