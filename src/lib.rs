@@ -2,9 +2,10 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | (always) | [`MultiLevelCache`] (L1 typed TTL tier, L2 zstd byte tier), [`PerformanceConfig`], the metric catalogue, [`PerformanceOptimizer`] and [`global`] |
+//! | (always) | [`MultiLevelCache`] (L1 typed TTL tier, L2 zstd byte tier), [`memory`] (usage, limit, cleanup, allocation tracking), [`PerformanceConfig`], the metric catalogue, [`PerformanceOptimizer`] and [`global`] |
 //! | `redis` | `perf::redis`: the Redis tier shared by every instance |
 //! | `http` | `perf::http`: the admin API and `/metrics` |
+//! | `jemalloc` | memory cleanup also purges jemalloc's arenas; usage reports jemalloc's figures |
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,11 +27,13 @@
 //! ```
 
 #[doc(inline)]
+pub use perf_core::memory::memory_context;
+#[doc(inline)]
 pub use perf_core::monitor::performance_context;
 pub use perf_core::{
     CacheStats, ConfigError, Error, FieldError, InstallError, MultiLevelCache, OptimizerBuilder,
     PerformanceConfig, PerformanceOptimizer, RemoteError, RemoteTier, Tier, TierStats, cache,
-    config, global, metrics, monitor, optimizer,
+    config, global, memory, metrics, monitor, optimizer,
 };
 #[doc(inline)]
 pub use perf_macros::{cache_result, performance_monitor};

@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 /// | `memory_cleanup_threshold` | 0.8 | fraction of the memory limit at which cleanup runs |
 /// | `memory_limit_bytes` | none | memory limit; none means the cgroup limit, else physical memory |
 /// | `memory_check_interval` | 30s | how often the memory monitor samples |
+/// | `memory_cleanup_min_interval` | 60s | cleanups not forced run at most this often |
+/// | `memory_pressure_shrink_fraction` | 0.25 | share of L1 and L2 entries a cleanup under pressure drops |
 /// | `slow_query_threshold` | 1s | queries slower than this are logged as slow |
 /// | `profiling_enabled` | false | record per-operation latency statistics |
 /// | `allocation_tracking_enabled` | false | count allocations (needs `TrackingAllocator` installed) |
@@ -55,6 +57,9 @@ pub struct PerformanceConfig {
     #[serde(with = "duration_serde")]
     pub memory_check_interval: Duration,
     #[serde(with = "duration_serde")]
+    pub memory_cleanup_min_interval: Duration,
+    pub memory_pressure_shrink_fraction: f64,
+    #[serde(with = "duration_serde")]
     pub slow_query_threshold: Duration,
     pub profiling_enabled: bool,
     pub allocation_tracking_enabled: bool,
@@ -76,6 +81,8 @@ const FIELDS: &[&str] = &[
     "memory_cleanup_threshold",
     "memory_limit_bytes",
     "memory_check_interval",
+    "memory_cleanup_min_interval",
+    "memory_pressure_shrink_fraction",
     "slow_query_threshold",
     "profiling_enabled",
     "allocation_tracking_enabled",
@@ -102,6 +109,8 @@ impl Default for PerformanceConfig {
             memory_cleanup_threshold: 0.8,
             memory_limit_bytes: None,
             memory_check_interval: Duration::from_secs(30),
+            memory_cleanup_min_interval: Duration::from_secs(60),
+            memory_pressure_shrink_fraction: 0.25,
             slow_query_threshold: Duration::from_secs(1),
             profiling_enabled: false,
             allocation_tracking_enabled: false,
@@ -232,6 +241,12 @@ impl PerformanceConfig {
             "memory_check_interval",
             "must be greater than zero".into(),
         );
+        check(
+            self.memory_pressure_shrink_fraction >= 0.0
+                && self.memory_pressure_shrink_fraction < 1.0,
+            "memory_pressure_shrink_fraction",
+            "must be a fraction in [0, 1)".into(),
+        );
         if bad.is_empty() {
             Ok(())
         } else {
@@ -282,16 +297,16 @@ fn join(errors: &[FieldError]) -> String {
 }
 
 /// Durations as whole seconds or humantime strings on input, humantime strings on output.
-mod duration_serde {
+pub(crate) mod duration_serde {
     use std::{fmt, time::Duration};
 
     use serde::{Deserializer, Serializer, de};
 
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*d))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         d.deserialize_any(DurationVisitor)
     }
 
@@ -341,6 +356,7 @@ mod tests {
             max_workers: 0,
             memory_cleanup_threshold: 1.5,
             memory_limit_bytes: Some(0),
+            memory_pressure_shrink_fraction: 1.0,
             ..PerformanceConfig::default()
         };
         let Err(ConfigError::Invalid(errors)) = config.validate() else {
@@ -355,7 +371,8 @@ mod tests {
                 "zstd_level",
                 "max_workers",
                 "memory_cleanup_threshold",
-                "memory_limit_bytes"
+                "memory_limit_bytes",
+                "memory_pressure_shrink_fraction"
             ]
         );
         let message = ConfigError::Invalid(errors).to_string();

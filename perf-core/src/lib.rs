@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod config;
 mod error;
+pub mod memory;
 pub mod metrics;
 pub mod monitor;
 pub mod optimizer;

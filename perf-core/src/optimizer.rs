@@ -12,6 +12,7 @@ use crate::{
     Error, InstallError,
     cache::{CacheBuilder, MultiLevelCache, RemoteTier, WeakCache},
     config::PerformanceConfig,
+    memory::{CleanupRequest, MemoryManager, UsageSource},
     monitor::Monitor,
 };
 
@@ -20,17 +21,28 @@ use crate::{
 pub struct PerformanceOptimizer {
     config: PerformanceConfig,
     cache: MultiLevelCache,
+    memory: MemoryManager,
     monitor: Monitor,
     background_started: AtomicBool,
 }
 
 /// Builds a [`PerformanceOptimizer`].
 #[must_use]
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct OptimizerBuilder {
     config: Option<PerformanceConfig>,
     remote: Option<Arc<dyn RemoteTier>>,
     clock: Option<crate::cache::Clock>,
+    memory_source: Option<Box<dyn UsageSource>>,
+}
+
+impl std::fmt::Debug for OptimizerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OptimizerBuilder")
+            .field("config", &self.config)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OptimizerBuilder {
@@ -52,6 +64,13 @@ impl OptimizerBuilder {
         self
     }
 
+    /// Where the memory manager gets its samples (default: this process, from the operating
+    /// system). Tests pass their own figures.
+    pub fn memory_source(mut self, source: impl UsageSource) -> Self {
+        self.memory_source = Some(Box::new(source));
+        self
+    }
+
     /// Validates the configuration and builds every component.
     pub fn build(self) -> Result<PerformanceOptimizer, Error> {
         let config = self.config.unwrap_or_default();
@@ -62,8 +81,15 @@ impl OptimizerBuilder {
         if let Some(clock) = self.clock {
             cache = cache.clock(clock);
         }
+        let cache = cache.build()?;
+        let memory = match self.memory_source {
+            Some(source) => MemoryManager::with_source(&config, source),
+            None => MemoryManager::new(&config),
+        };
+        memory.register_cleanup_hook("cache", cache_cleanup_hook(cache.downgrade()));
         Ok(PerformanceOptimizer {
-            cache: cache.build()?,
+            cache,
+            memory,
             monitor: Monitor::default(),
             config,
             background_started: AtomicBool::new(false),
@@ -116,6 +142,11 @@ impl PerformanceOptimizer {
         &self.cache
     }
 
+    /// Memory: usage, limit, cleanup.
+    pub fn memory(&self) -> &MemoryManager {
+        &self.memory
+    }
+
     /// Statistics of monitored operations.
     pub fn monitor(&self) -> &Monitor {
         &self.monitor
@@ -153,8 +184,9 @@ impl PerformanceOptimizer {
     }
 
     /// Starts the background loops on the current tokio runtime, once: the cache sweeper
-    /// (every `cache_sweep_interval`) and the metrics publisher (every second). They hold no
-    /// strong reference: dropping the optimizer ends them.
+    /// (every `cache_sweep_interval`), the metrics publisher (every second) and the memory
+    /// monitor (every `memory_check_interval`). They hold no strong reference: dropping the
+    /// optimizer ends them.
     pub fn start_background(&self) -> Result<(), Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| InstallError::NoRuntime)?;
         if self.background_started.swap(true, Ordering::AcqRel) {
@@ -165,7 +197,30 @@ impl PerformanceOptimizer {
             self.config.cache_sweep_interval,
         ));
         runtime.spawn(publish_loop(self.cache.downgrade()));
+        runtime.spawn(MemoryManager::run_monitor(
+            self.memory.downgrade(),
+            self.config.memory_check_interval,
+        ));
         Ok(())
+    }
+}
+
+/// The cache's part in a memory cleanup: sweep what expired and, under pressure, drop a share
+/// of L1 and L2.
+fn cache_cleanup_hook(cache: WeakCache) -> impl Fn(&CleanupRequest) -> String + Send + Sync {
+    move |request| {
+        let Some(cache) = cache.upgrade() else {
+            return "cache gone".into();
+        };
+        let swept = cache.sweep_expired();
+        if !request.under_pressure {
+            return format!("swept {swept} expired entries");
+        }
+        let (l1, l2) = cache.shrink(request.shrink_fraction);
+        format!(
+            "swept {swept} expired entries; dropped {l1} L1 and {l2} L2 entries ({:.0}%)",
+            request.shrink_fraction * 100.0
+        )
     }
 }
 

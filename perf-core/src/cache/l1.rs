@@ -199,6 +199,34 @@ impl L1 {
     pub(crate) fn len(&self) -> u64 {
         self.map.len() as u64
     }
+
+    /// Evicts about `fraction` of the entries (by the eviction policy); returns how many went.
+    pub(crate) fn shrink(&self, fraction: f64) -> u64 {
+        shrink_counting(&self.map, fraction)
+    }
+}
+
+/// Evicts entries of `map` until its weight is `1 - fraction` of what it was, then restores
+/// its capacity; returns how many entries went. Evictions are the usual ones: counted, and
+/// told to the lifecycle.
+pub(crate) fn shrink_counting<V, We, L>(
+    map: &Cache<Box<str>, V, We, DefaultHashBuilder, L>,
+    fraction: f64,
+) -> u64
+where
+    V: Clone,
+    We: quick_cache::Weighter<Box<str>, V> + Clone,
+    L: Lifecycle<Box<str>, V> + Clone,
+{
+    let (entries, weight, capacity) = (map.len(), map.weight(), map.capacity());
+    let target = (weight as f64 * (1.0 - fraction.clamp(0.0, 1.0))) as u64;
+    if target >= weight {
+        return 0;
+    }
+    // Inserts meanwhile see the lower capacity for as long as the eviction takes.
+    map.set_capacity(target.max(1));
+    map.set_capacity(capacity);
+    entries.saturating_sub(map.len()) as u64
 }
 
 /// Removes the entries of `map` for which `remove` holds; returns how many.

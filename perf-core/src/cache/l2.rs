@@ -5,7 +5,7 @@ use std::sync::Arc;
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter, sync::Cache};
 
 use super::Tier;
-use super::l1::{CountEvictions, remove_counting};
+use super::l1::{CountEvictions, remove_counting, shrink_counting};
 use super::stats::Counters;
 use crate::config::L2_ENTRY_OVERHEAD;
 
@@ -124,6 +124,11 @@ impl L2 {
 
     pub(crate) fn len(&self) -> u64 {
         self.map.len() as u64
+    }
+
+    /// Evicts about `fraction` of the bytes held; returns how many entries went.
+    pub(crate) fn shrink(&self, fraction: f64) -> u64 {
+        shrink_counting(&self.map, fraction)
     }
 
     pub(crate) fn bytes(&self) -> u64 {

@@ -441,6 +441,16 @@ impl MultiLevelCache {
         l1 + l2
     }
 
+    /// Drops about `fraction` of L1's entries and of L2's bytes, least valuable first (the
+    /// eviction policy decides), to give memory back under pressure. Returns how many L1 and
+    /// L2 entries went. The remote tier is untouched.
+    pub fn shrink(&self, fraction: f64) -> (u64, u64) {
+        (
+            self.inner.l1.shrink(fraction),
+            self.inner.l2.shrink(fraction),
+        )
+    }
+
     // ----- observation -----
 
     pub fn stats(&self) -> CacheStats {

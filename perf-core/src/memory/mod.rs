@@ -1,0 +1,398 @@
+//! The memory manager: see memory, hold a limit, give memory back.
+//!
+//! Rust has no garbage collector to run; memory comes back when what holds it is dropped and
+//! the allocator returns the freed pages to the system. A cleanup does both: it runs the
+//! registered hooks (the cache's sweeps expired entries and, under pressure, drops a share of
+//! L1 and L2; programs add their own), then asks the allocator to give free pages back.
+//!
+//! The background monitor ([`MemoryManager::run_monitor`], started by `install()`) samples
+//! every `memory_check_interval`, publishes `memory_usage_bytes{type}`, and cleans up while
+//! usage is at or over `memory_cleanup_threshold` of the limit, at most once every
+//! `memory_cleanup_min_interval`. Pressure, once entered, holds until usage falls
+//! [`HYSTERESIS`] below the threshold, so that usage hovering at the threshold does not flap.
+
+mod allocator;
+mod context;
+mod tracking;
+mod usage;
+
+use std::{
+    fmt,
+    sync::{Arc, Weak},
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+pub use self::{
+    allocator::{AllocatorStats, ReleaseAction},
+    context::{MemoryContext, MemoryReport, TrackMemory, memory_context, track_memory},
+    tracking::{TrackedStats, TrackingAllocator, tracked_stats, tracking_is_active},
+    usage::{LimitSource, MemoryUsage, SystemUsage, UsageSource},
+};
+use crate::{config::PerformanceConfig, metrics};
+
+/// How far below the threshold usage must fall to leave pressure.
+pub const HYSTERESIS: f64 = 0.05;
+
+/// Watches the process's memory and gives memory back. Cloning is cheap and shares it.
+#[derive(Clone)]
+pub struct MemoryManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: Box<dyn UsageSource>,
+    threshold: f64,
+    min_interval: Duration,
+    shrink_fraction: f64,
+    hooks: Mutex<Vec<Hook>>,
+    state: Mutex<State>,
+    /// Held for the whole of a cleanup: one at a time.
+    cleaning: Mutex<()>,
+}
+
+struct Hook {
+    name: String,
+    run: Box<dyn Fn(&CleanupRequest) -> String + Send + Sync>,
+}
+
+#[derive(Default)]
+struct State {
+    last_sample: Option<MemoryUsage>,
+    under_pressure: bool,
+    last_cleanup_at: Option<Instant>,
+    last_cleanup: Option<CleanupReport>,
+    cleanups: u64,
+}
+
+/// What a cleanup hook is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CleanupRequest {
+    /// Usage is at or over the threshold: release what can be rebuilt, not only what is stale.
+    pub under_pressure: bool,
+    /// Under pressure, the share of its entries a cache should drop
+    /// (`memory_pressure_shrink_fraction`).
+    pub shrink_fraction: f64,
+}
+
+/// Why a cleanup ran; the `reason` label of `memory_cleanups_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CleanupReason {
+    /// Usage reached the threshold.
+    Threshold,
+    /// Asked for with `force` (the admin API, a user).
+    Forced,
+}
+
+impl CleanupReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CleanupReason::Threshold => "threshold",
+            CleanupReason::Forced => "forced",
+        }
+    }
+}
+
+/// What a cleanup did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CleanupReport {
+    pub reason: CleanupReason,
+    pub rss_before_bytes: u64,
+    pub rss_after_bytes: u64,
+    /// `rss_before_bytes - rss_after_bytes`, or 0 if RSS grew meanwhile.
+    pub freed_bytes: u64,
+    /// Each hook's and the allocator's step, in order, with what it reported.
+    pub actions: Vec<CleanupAction>,
+    #[serde(serialize_with = "crate::config::duration_serde::serialize")]
+    pub duration: Duration,
+}
+
+/// One step of a cleanup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CleanupAction {
+    pub name: String,
+    pub detail: String,
+}
+
+/// Why a cleanup did not run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CleanupSkipped {
+    #[error("memory usage {usage:.3} is below the cleanup threshold {threshold:.3}")]
+    BelowThreshold { usage: f64, threshold: f64 },
+    #[error("the last cleanup was {since:?} ago; cleanups not forced are {min_interval:?} apart")]
+    TooSoon {
+        since: Duration,
+        min_interval: Duration,
+    },
+    #[error("memory could not be sampled: {0}")]
+    NoSample(String),
+}
+
+/// The state the monitor keeps, for the admin API and alerts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemoryState {
+    pub last_sample: Option<MemoryUsage>,
+    pub under_pressure: bool,
+    pub threshold: f64,
+    pub last_cleanup: Option<CleanupReport>,
+    pub cleanups: u64,
+}
+
+impl fmt::Debug for MemoryManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hooks: Vec<String> = self
+            .inner
+            .hooks
+            .lock()
+            .iter()
+            .map(|h| h.name.clone())
+            .collect();
+        f.debug_struct("MemoryManager")
+            .field("threshold", &self.inner.threshold)
+            .field("hooks", &hooks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryManager {
+    /// A manager sampling this process, with the configuration's limit and thresholds.
+    pub fn new(config: &PerformanceConfig) -> Self {
+        Self::with_source(config, SystemUsage::new(config.memory_limit_bytes))
+    }
+
+    /// A manager sampling `source` (tests inject their own figures).
+    pub fn with_source(config: &PerformanceConfig, source: impl UsageSource) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                source: Box::new(source),
+                threshold: config.memory_cleanup_threshold,
+                min_interval: config.memory_cleanup_min_interval,
+                shrink_fraction: config.memory_pressure_shrink_fraction,
+                hooks: Mutex::new(Vec::new()),
+                state: Mutex::new(State::default()),
+                cleaning: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// A fresh sample (tens of microseconds: a couple of small `/proc` reads). Also updates
+    /// the pressure state.
+    pub fn usage(&self) -> std::io::Result<MemoryUsage> {
+        let usage = self.inner.source.sample()?;
+        let mut state = self.inner.state.lock();
+        state.under_pressure = if state.under_pressure {
+            usage.usage_fraction >= self.inner.threshold - HYSTERESIS
+        } else {
+            usage.usage_fraction >= self.inner.threshold
+        };
+        state.last_sample = Some(usage.clone());
+        Ok(usage)
+    }
+
+    /// Whether usage is at or over the threshold (or, having been, has not yet fallen
+    /// [`HYSTERESIS`] below it). Samples.
+    pub fn should_cleanup_memory(&self) -> bool {
+        self.usage().is_ok() && self.inner.state.lock().under_pressure
+    }
+
+    /// Adds a step to every cleanup, run in registration order before the allocator is asked
+    /// to return memory. The hook returns a line saying what it released.
+    pub fn register_cleanup_hook(
+        &self,
+        name: impl Into<String>,
+        hook: impl Fn(&CleanupRequest) -> String + Send + Sync + 'static,
+    ) {
+        self.inner.hooks.lock().push(Hook {
+            name: name.into(),
+            run: Box::new(hook),
+        });
+    }
+
+    /// Runs the hooks, then returns free memory to the system. Without `force`, does nothing
+    /// below the threshold, nor within `memory_cleanup_min_interval` of the last cleanup.
+    ///
+    /// Blocking (hooks walk caches, the allocator walks its arenas): from async code, call it
+    /// through `spawn_blocking`, or use [`cleanup_memory_async`](Self::cleanup_memory_async).
+    pub fn cleanup_memory(&self, force: bool) -> Result<CleanupReport, CleanupSkipped> {
+        let before = self
+            .usage()
+            .map_err(|error| CleanupSkipped::NoSample(error.to_string()))?;
+        self.cleanup_after(&before, force)
+    }
+
+    /// [`cleanup_memory`](Self::cleanup_memory) given the sample just taken.
+    fn cleanup_after(
+        &self,
+        before: &MemoryUsage,
+        force: bool,
+    ) -> Result<CleanupReport, CleanupSkipped> {
+        let _one_at_a_time = self.inner.cleaning.lock();
+        let under_pressure = self.inner.state.lock().under_pressure;
+        if !force {
+            if !under_pressure {
+                return Err(CleanupSkipped::BelowThreshold {
+                    usage: before.usage_fraction,
+                    threshold: self.inner.threshold,
+                });
+            }
+            if let Some(at) = self.inner.state.lock().last_cleanup_at {
+                let since = at.elapsed();
+                if since < self.inner.min_interval {
+                    return Err(CleanupSkipped::TooSoon {
+                        since,
+                        min_interval: self.inner.min_interval,
+                    });
+                }
+            }
+        }
+        let reason = if force {
+            CleanupReason::Forced
+        } else {
+            CleanupReason::Threshold
+        };
+        let report = self.clean(reason, before, under_pressure);
+        ::metrics::counter!(metrics::MEMORY_CLEANUPS_TOTAL, "reason" => reason.as_str())
+            .increment(1);
+        tracing::info!(
+            reason = reason.as_str(),
+            freed_bytes = report.freed_bytes,
+            duration_ms = report.duration.as_secs_f64() * 1e3,
+            "memory cleanup"
+        );
+        let mut state = self.inner.state.lock();
+        state.last_cleanup_at = Some(Instant::now());
+        state.last_cleanup = Some(report.clone());
+        state.cleanups += 1;
+        Ok(report)
+    }
+
+    /// [`cleanup_memory`](Self::cleanup_memory) on tokio's blocking threads.
+    pub async fn cleanup_memory_async(&self, force: bool) -> Result<CleanupReport, CleanupSkipped> {
+        let manager = self.clone();
+        tokio::task::spawn_blocking(move || manager.cleanup_memory(force))
+            .await
+            .unwrap_or_else(|error| Err(CleanupSkipped::NoSample(error.to_string())))
+    }
+
+    /// What the monitor last saw and did.
+    pub fn state(&self) -> MemoryState {
+        let state = self.inner.state.lock();
+        MemoryState {
+            last_sample: state.last_sample.clone(),
+            under_pressure: state.under_pressure,
+            threshold: self.inner.threshold,
+            last_cleanup: state.last_cleanup.clone(),
+            cleanups: state.cleanups,
+        }
+    }
+
+    /// Sets `memory_usage_bytes{type}` from a sample.
+    pub fn publish_metrics(usage: &MemoryUsage) {
+        let gauge = |kind: &'static str, bytes: u64| {
+            ::metrics::gauge!(metrics::MEMORY_USAGE_BYTES, "type" => kind).set(bytes as f64);
+        };
+        gauge("rss", usage.rss_bytes);
+        gauge("virtual", usage.virtual_bytes);
+        gauge("limit", usage.limit_bytes);
+        gauge("system_total", usage.system_total_bytes);
+        gauge("system_available", usage.system_available_bytes);
+        if let Some(allocator) = &usage.allocator {
+            gauge("allocator_allocated", allocator.allocated_bytes);
+            gauge("allocator_held_free", allocator.held_free_bytes);
+        }
+        if let Some(tracked) = &usage.tracked {
+            gauge("tracked_live", tracked.live_bytes);
+            gauge("tracked_peak", tracked.peak_live_bytes);
+        }
+    }
+
+    /// Every `every`: sample, publish, and clean up over the threshold. Sampling and cleanup
+    /// run on tokio's blocking threads. Ends when the manager is dropped.
+    pub async fn run_monitor(manager: WeakMemoryManager, every: Duration) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(manager) = manager.upgrade() else {
+                break;
+            };
+            let checked = tokio::task::spawn_blocking(move || manager.check()).await;
+            if let Err(error) = checked {
+                tracing::warn!(%error, "memory check failed");
+            }
+        }
+    }
+
+    /// One monitor step.
+    fn check(&self) {
+        let usage = match self.usage() {
+            Ok(usage) => usage,
+            Err(error) => {
+                tracing::warn!(%error, "memory not sampled");
+                return;
+            }
+        };
+        Self::publish_metrics(&usage);
+        match self.cleanup_after(&usage, false) {
+            Ok(_) | Err(CleanupSkipped::BelowThreshold { .. }) => {}
+            Err(skipped) => tracing::debug!(%skipped, "memory cleanup skipped"),
+        }
+    }
+
+    pub fn downgrade(&self) -> WeakMemoryManager {
+        WeakMemoryManager(Arc::downgrade(&self.inner))
+    }
+
+    fn clean(&self, reason: CleanupReason, before: &MemoryUsage, pressure: bool) -> CleanupReport {
+        let started = Instant::now();
+        let request = CleanupRequest {
+            under_pressure: pressure,
+            shrink_fraction: self.inner.shrink_fraction,
+        };
+        let mut actions = Vec::new();
+        for hook in self.inner.hooks.lock().iter() {
+            let detail = (hook.run)(&request);
+            actions.push(CleanupAction {
+                name: hook.name.clone(),
+                detail,
+            });
+        }
+        actions.extend(
+            allocator::release()
+                .into_iter()
+                .map(|action| CleanupAction {
+                    name: action.name.into(),
+                    detail: action.detail,
+                }),
+        );
+        let rss_after_bytes = self
+            .inner
+            .source
+            .sample()
+            .map_or(before.rss_bytes, |after| after.rss_bytes);
+        CleanupReport {
+            reason,
+            rss_before_bytes: before.rss_bytes,
+            rss_after_bytes,
+            freed_bytes: before.rss_bytes.saturating_sub(rss_after_bytes),
+            actions,
+            duration: started.elapsed(),
+        }
+    }
+}
+
+/// A [`MemoryManager`] handle that does not keep it alive (for the monitor).
+#[derive(Debug, Clone)]
+pub struct WeakMemoryManager(Weak<Inner>);
+
+impl WeakMemoryManager {
+    pub fn upgrade(&self) -> Option<MemoryManager> {
+        self.0.upgrade().map(|inner| MemoryManager { inner })
+    }
+}
+
+#[cfg(test)]
+mod tests;
