@@ -53,6 +53,10 @@ fn cleanup_returns_freed_memory_to_the_system() {
         report.rss_after_bytes,
         report.freed_bytes,
     );
+    eprintln!(
+        "freed {freed} bytes; RSS {} -> {} ({} back)",
+        report.rss_before_bytes, report.rss_after_bytes, report.freed_bytes
+    );
     let live: usize = kept.iter().flatten().map(|block| block.len()).sum();
     assert_eq!(
         live,

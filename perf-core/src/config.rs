@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 /// | `memory_pressure_shrink_fraction` | 0.25 | share of L1 and L2 entries a cleanup under pressure drops |
 /// | `slow_query_threshold` | 1s | queries slower than this are logged as slow |
 /// | `profiling_enabled` | false | record per-operation latency statistics |
-/// | `allocation_tracking_enabled` | false | count allocations (needs `TrackingAllocator` installed) |
+/// | `allocation_tracking_enabled` | true | with `TrackingAllocator` as the global allocator, count allocations; false at `install()` stops counting for good |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PerformanceConfig {
@@ -113,7 +113,7 @@ impl Default for PerformanceConfig {
             memory_pressure_shrink_fraction: 0.25,
             slow_query_threshold: Duration::from_secs(1),
             profiling_enabled: false,
-            allocation_tracking_enabled: false,
+            allocation_tracking_enabled: true,
         }
     }
 }

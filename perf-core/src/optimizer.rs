@@ -179,6 +179,9 @@ impl PerformanceOptimizer {
             return Err(error.into());
         }
         crate::metrics::describe_all();
+        if !global.optimizer.config.allocation_tracking_enabled {
+            crate::memory::disable_tracking();
+        }
         global.optimizer.start_background()?;
         Ok(&global.optimizer)
     }

@@ -28,7 +28,9 @@ use serde::Serialize;
 pub use self::{
     allocator::{AllocatorStats, ReleaseAction},
     context::{MemoryContext, MemoryReport, TrackMemory, memory_context, track_memory},
-    tracking::{TrackedStats, TrackingAllocator, tracked_stats, tracking_is_active},
+    tracking::{
+        TrackedStats, TrackingAllocator, disable_tracking, tracked_stats, tracking_is_active,
+    },
     usage::{LimitSource, MemoryUsage, SystemUsage, UsageSource},
 };
 use crate::{config::PerformanceConfig, metrics};

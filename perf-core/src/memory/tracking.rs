@@ -106,9 +106,9 @@ pub struct TrackedStats {
     pub peak_live_bytes: u64,
 }
 
-/// The counts, if [`TrackingAllocator`] is the global allocator.
+/// The counts, if [`TrackingAllocator`] is the global allocator and counting.
 pub fn tracked_stats() -> Option<TrackedStats> {
-    if !ACTIVE.load(Ordering::Relaxed) {
+    if !tracking_is_active() {
         return None;
     }
     let (allocated_bytes, freed_bytes) = totals();
@@ -124,9 +124,17 @@ pub fn tracked_stats() -> Option<TrackedStats> {
     })
 }
 
-/// Whether [`TrackingAllocator`] is the global allocator (it has counted an allocation).
+/// Whether [`TrackingAllocator`] is the global allocator (it has counted an allocation) and
+/// counting has not been turned off.
 pub fn tracking_is_active() -> bool {
-    ACTIVE.load(Ordering::Relaxed)
+    ACTIVE.load(Ordering::Relaxed) && !DISABLED.load(Ordering::Relaxed)
+}
+
+/// Stops counting for the rest of the process (`allocation_tracking_enabled = false` at
+/// `install()`): allocations cost what the inner allocator's do, and no counts are reported.
+/// One way, since frees of memory counted before would leave the counts wrong.
+pub fn disable_tracking() {
+    DISABLED.store(true, Ordering::Relaxed);
 }
 
 /// This thread's running totals of bytes allocated and freed.
@@ -150,6 +158,7 @@ static STRIPE_COUNTERS: [Stripe; STRIPES] = [const {
 }; STRIPES];
 static NEXT_STRIPE: AtomicU32 = AtomicU32::new(0);
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+static DISABLED: AtomicBool = AtomicBool::new(false);
 static PEAK: AtomicU64 = AtomicU64::new(0);
 
 /// Per-thread state. Constant-initialized and without a destructor, so reading it never
@@ -184,6 +193,9 @@ fn stripe_of(thread: &ThreadCounts) -> &'static Stripe {
 
 #[inline]
 fn counted_alloc(size: usize) {
+    if DISABLED.load(Ordering::Relaxed) {
+        return;
+    }
     let size = size as u64;
     let stripe = THREAD.try_with(|thread| {
         thread.allocated.set(thread.allocated.get() + size);
@@ -199,6 +211,9 @@ fn counted_alloc(size: usize) {
 
 #[inline]
 fn counted_free(size: usize) {
+    if DISABLED.load(Ordering::Relaxed) {
+        return;
+    }
     let size = size as u64;
     let stripe = THREAD.try_with(|thread| {
         thread.freed.set(thread.freed.get() + size);
