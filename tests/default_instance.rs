@@ -14,7 +14,7 @@ async fn the_default_instance_serves_until_install_is_refused() {
             .as_deref(),
         Some(&1)
     );
-    assert_eq!(perf::global().config(), &perf::PerformanceConfig::default());
+    assert_eq!(*perf::global().config(), perf::PerformanceConfig::default());
 
     let late = PerformanceOptimizer::builder().build().expect("valid");
     let err = late.install().expect_err("default already in use");

@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 /// | `max_key_bytes` | 1024 | longer keys are refused |
 /// | `max_value_bytes` | 4 MiB | larger serialized values are refused |
 /// | `cache_sweep_interval` | 30s | how often expired entries are swept out of L1 and L2 |
-/// | `max_workers` | 10 | tasks the task manager runs at once |
+/// | `max_workers` | 10 | async tasks the task manager runs at once (changeable at run time) |
+/// | `max_queued` | 10 000 | tasks waiting for a worker before `submit` waits and `try_submit` fails |
+/// | `max_blocking_workers` | 4 | blocking (CPU-bound) tasks the task manager runs at once |
 /// | `task_timeout` | 30s | default timeout of a managed task |
 /// | `memory_cleanup_threshold` | 0.8 | fraction of the memory limit at which cleanup runs |
 /// | `memory_limit_bytes` | none | memory limit; none means the cgroup limit, else physical memory |
@@ -50,6 +52,8 @@ pub struct PerformanceConfig {
     #[serde(with = "duration_serde")]
     pub cache_sweep_interval: Duration,
     pub max_workers: u64,
+    pub max_queued: u64,
+    pub max_blocking_workers: u64,
     #[serde(with = "duration_serde")]
     pub task_timeout: Duration,
     pub memory_cleanup_threshold: f64,
@@ -65,6 +69,9 @@ pub struct PerformanceConfig {
     pub allocation_tracking_enabled: bool,
 }
 
+/// The fields a running optimizer can change ([`PerformanceOptimizer::update_config`](crate::PerformanceOptimizer::update_config)).
+pub const HOT_FIELDS: &[&str] = &["max_workers", "task_timeout"];
+
 /// The field names, which are also the `PERF_*` variable names in lower case.
 const FIELDS: &[&str] = &[
     "cache_ttl",
@@ -77,6 +84,8 @@ const FIELDS: &[&str] = &[
     "max_value_bytes",
     "cache_sweep_interval",
     "max_workers",
+    "max_queued",
+    "max_blocking_workers",
     "task_timeout",
     "memory_cleanup_threshold",
     "memory_limit_bytes",
@@ -105,6 +114,8 @@ impl Default for PerformanceConfig {
             max_value_bytes: 4 * 1024 * 1024,
             cache_sweep_interval: Duration::from_secs(30),
             max_workers: 10,
+            max_queued: 10_000,
+            max_blocking_workers: 4,
             task_timeout: Duration::from_secs(30),
             memory_cleanup_threshold: 0.8,
             memory_limit_bytes: None,
@@ -221,6 +232,24 @@ impl PerformanceConfig {
             "max_workers",
             "must be at least 1".into(),
         );
+        check(self.max_queued > 0, "max_queued", "must be at least 1".into());
+        check(
+            self.max_blocking_workers > 0,
+            "max_blocking_workers",
+            "must be at least 1".into(),
+        );
+        // tokio's semaphores hold at most usize::MAX >> 3 permits.
+        for (field, value) in [
+            ("max_workers", self.max_workers),
+            ("max_queued", self.max_queued),
+            ("max_blocking_workers", self.max_blocking_workers),
+        ] {
+            check(
+                value <= 1 << 32,
+                field,
+                "must be at most 4294967296".into(),
+            );
+        }
         check(
             positive(self.task_timeout),
             "task_timeout",
@@ -252,6 +281,24 @@ impl PerformanceConfig {
         } else {
             Err(ConfigError::Invalid(bad))
         }
+    }
+
+    /// The fields in which `other` differs from this configuration.
+    pub fn changed_fields(&self, other: &PerformanceConfig) -> Vec<&'static str> {
+        let (Ok(ours), Ok(theirs)) = (
+            figment::value::Value::serialize(self),
+            figment::value::Value::serialize(other),
+        ) else {
+            return FIELDS.to_vec();
+        };
+        let (Some(ours), Some(theirs)) = (ours.into_dict(), theirs.into_dict()) else {
+            return FIELDS.to_vec();
+        };
+        FIELDS
+            .iter()
+            .copied()
+            .filter(|field| ours.get(*field) != theirs.get(*field))
+            .collect()
     }
 
     /// The weight of the largest entry L2 must accept.

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod optimizer;
 mod striped;
+pub mod tasks;
 
 pub use cache::{CacheStats, MultiLevelCache, RemoteTier, Tier, TierStats};
 pub use config::{ConfigError, FieldError, PerformanceConfig};

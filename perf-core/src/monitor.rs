@@ -34,14 +34,17 @@ pub enum Status {
     Panic = 2,
     /// An async call dropped before it finished.
     Cancelled = 3,
+    /// It ran out of time (managed tasks).
+    Timeout = 4,
 }
 
 impl Status {
-    const ALL: [Status; 4] = [
+    const ALL: [Status; 5] = [
         Status::Success,
         Status::Error,
         Status::Panic,
         Status::Cancelled,
+        Status::Timeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +53,7 @@ impl Status {
             Status::Error => "error",
             Status::Panic => "panic",
             Status::Cancelled => "cancelled",
+            Status::Timeout => "timeout",
         }
     }
 }
@@ -82,12 +86,12 @@ fn bucket_ceiling(index: usize) -> u64 {
 }
 
 /// Slot of the striped counters holding the total latency in nanoseconds; slots 0..4 count
-/// outcomes by status.
-const TOTAL_NANOS: usize = 4;
+/// The counter after the one per status: total nanoseconds.
+const TOTAL_NANOS: usize = Status::ALL.len();
 
 /// One operation's in-process statistics.
 pub struct OperationStats {
-    counters: StripedCounters<5>,
+    counters: StripedCounters<{ TOTAL_NANOS + 1 }>,
     buckets: Box<[AtomicU64]>,
     max_nanos: AtomicU64,
 }
@@ -109,7 +113,7 @@ impl Default for OperationStats {
 }
 
 impl OperationStats {
-    fn record(&self, status: Status, nanos: u64) {
+    pub(crate) fn record(&self, status: Status, nanos: u64) {
         self.counters.add(status as usize, 1);
         self.counters.add(TOTAL_NANOS, nanos);
         if let Some(bucket) = self.buckets.get(bucket_of(nanos)) {
@@ -121,7 +125,7 @@ impl OperationStats {
         }
     }
 
-    fn snapshot(&self, operation: &str) -> OperationSnapshot {
+    pub(crate) fn snapshot(&self, operation: &str) -> OperationSnapshot {
         let by_status = |status: Status| self.counters.sum(status as usize);
         let counts: Vec<u64> = self
             .buckets
@@ -147,6 +151,7 @@ impl OperationStats {
             errors: by_status(Status::Error),
             panics: by_status(Status::Panic),
             cancelled: by_status(Status::Cancelled),
+            timeouts: by_status(Status::Timeout),
             mean_seconds: if count == 0 {
                 0.0
             } else {
@@ -169,6 +174,7 @@ pub struct OperationSnapshot {
     pub errors: u64,
     pub panics: u64,
     pub cancelled: u64,
+    pub timeouts: u64,
     pub mean_seconds: f64,
     pub p50_seconds: f64,
     pub p95_seconds: f64,
@@ -215,17 +221,26 @@ impl Monitor {
     pub fn start(&self, name: &str) -> Timing {
         Timing::new(HandlesRef::Owned(Arc::new(Handles::resolve(name, self))))
     }
+
+    /// An operation's handles, for a component that times many calls of it.
+    pub(crate) fn handles(&self, name: &str) -> Arc<Handles> {
+        Arc::new(Handles::resolve(name, self))
+    }
 }
 
 /// What recording one operation needs: its metric handles and statistics.
 #[derive(Debug)]
 pub struct Handles {
     latency: metrics::Histogram,
-    outcomes: [metrics::Counter; 4],
+    outcomes: [metrics::Counter; Status::ALL.len()],
     stats: Arc<OperationStats>,
 }
 
 impl Handles {
+    pub(crate) fn stats(&self) -> &OperationStats {
+        &self.stats
+    }
+
     fn resolve(name: &str, monitor: &Monitor) -> Self {
         let operation = name.to_owned();
         Self {
@@ -311,6 +326,11 @@ pub struct Timing {
 }
 
 impl Timing {
+    /// Starts timing a call with handles resolved beforehand.
+    pub(crate) fn with(handles: &Arc<Handles>) -> Self {
+        Self::new(HandlesRef::Owned(Arc::clone(handles)))
+    }
+
     fn new(handles: HandlesRef) -> Self {
         Self {
             handles,

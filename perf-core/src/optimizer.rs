@@ -8,20 +8,24 @@ use std::{
     time::Duration,
 };
 
+use parking_lot::RwLock;
+
 use crate::{
     Error, InstallError,
     cache::{CacheBuilder, MultiLevelCache, RemoteTier, WeakCache},
-    config::PerformanceConfig,
+    config::{ConfigError, FieldError, HOT_FIELDS, PerformanceConfig},
     memory::{CleanupRequest, MemoryManager, UsageSource},
     monitor::Monitor,
+    tasks::TaskManager,
 };
 
 /// Owns the configuration and the components. Later components join the cache here.
 #[derive(Debug)]
 pub struct PerformanceOptimizer {
-    config: PerformanceConfig,
+    config: RwLock<Arc<PerformanceConfig>>,
     cache: MultiLevelCache,
     memory: MemoryManager,
+    tasks: TaskManager,
     monitor: Monitor,
     background_started: AtomicBool,
 }
@@ -87,11 +91,14 @@ impl OptimizerBuilder {
             None => MemoryManager::new(&config),
         };
         memory.register_cleanup_hook("cache", cache_cleanup_hook(cache.downgrade()));
+        let monitor = Monitor::default();
+        let tasks = TaskManager::new(&config, &monitor);
         Ok(PerformanceOptimizer {
             cache,
             memory,
-            monitor: Monitor::default(),
-            config,
+            tasks,
+            monitor,
+            config: RwLock::new(Arc::new(config)),
             background_started: AtomicBool::new(false),
         })
     }
@@ -134,12 +141,47 @@ impl PerformanceOptimizer {
         OptimizerBuilder::default()
     }
 
-    pub fn config(&self) -> &PerformanceConfig {
-        &self.config
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<PerformanceConfig> {
+        Arc::clone(&self.config.read())
+    }
+
+    /// Applies a new configuration to the running components. Only [`HOT_FIELDS`] can change
+    /// at run time; a configuration that is invalid, or that changes any other field, is
+    /// refused with every offending field named, and nothing changes.
+    pub fn update_config(&self, config: PerformanceConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let mut current = self.config.write();
+        let cold: Vec<FieldError> = current
+            .changed_fields(&config)
+            .into_iter()
+            .filter(|field| !HOT_FIELDS.contains(field))
+            .map(|field| FieldError {
+                field,
+                reason: "cannot change while running; restart with it".into(),
+            })
+            .collect();
+        if !cold.is_empty() {
+            return Err(ConfigError::Invalid(cold));
+        }
+        if let Err(error) = self.tasks.set_max_workers(config.max_workers) {
+            return Err(ConfigError::Invalid(vec![FieldError {
+                field: "max_workers",
+                reason: error.to_string(),
+            }]));
+        }
+        self.tasks.set_default_timeout(config.task_timeout);
+        *current = Arc::new(config);
+        Ok(())
     }
 
     pub fn cache(&self) -> &MultiLevelCache {
         &self.cache
+    }
+
+    /// The bounded task pool.
+    pub fn tasks(&self) -> &TaskManager {
+        &self.tasks
     }
 
     /// Memory: usage, limit, cleanup.
@@ -179,7 +221,7 @@ impl PerformanceOptimizer {
             return Err(error.into());
         }
         crate::metrics::describe_all();
-        if !global.optimizer.config.allocation_tracking_enabled {
+        if !global.optimizer.config().allocation_tracking_enabled {
             crate::memory::disable_tracking();
         }
         global.optimizer.start_background()?;
@@ -195,14 +237,15 @@ impl PerformanceOptimizer {
         if self.background_started.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        let config = self.config();
         runtime.spawn(sweep_loop(
             self.cache.downgrade(),
-            self.config.cache_sweep_interval,
+            config.cache_sweep_interval,
         ));
         runtime.spawn(publish_loop(self.cache.downgrade()));
         runtime.spawn(MemoryManager::run_monitor(
             self.memory.downgrade(),
-            self.config.memory_check_interval,
+            config.memory_check_interval,
         ));
         Ok(())
     }

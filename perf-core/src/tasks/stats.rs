@@ -1,0 +1,85 @@
+//! The task manager's statistics.
+
+use serde::Serialize;
+
+use crate::monitor::OperationSnapshot;
+
+/// Counts since the manager was made, and what is queued and running now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskStats {
+    pub submitted: u64,
+    /// Waiting for a worker now.
+    pub queued: u64,
+    /// Async tasks running now.
+    pub running: u64,
+    /// Blocking tasks running now.
+    pub running_blocking: u64,
+    pub max_workers: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub panicked: u64,
+    pub timed_out: u64,
+    pub cancelled: u64,
+    /// `(failed + panicked + timed_out) / finished`, 0 before any task finished.
+    pub failure_rate: f64,
+    /// From submission to a worker.
+    pub queue_wait: LatencyStats,
+    /// From start to end, by every outcome.
+    pub run_time: LatencyStats,
+}
+
+/// A latency distribution, in seconds (percentiles within 25% above the true value).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LatencyStats {
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl LatencyStats {
+    fn of(snapshot: &OperationSnapshot) -> Self {
+        Self {
+            mean: snapshot.mean_seconds,
+            p50: snapshot.p50_seconds,
+            p95: snapshot.p95_seconds,
+            p99: snapshot.p99_seconds,
+            max: snapshot.max_seconds,
+        }
+    }
+}
+
+impl TaskStats {
+    pub(super) fn new(
+        submitted: u64,
+        queued: u64,
+        running: u64,
+        running_blocking: u64,
+        max_workers: u64,
+        run: OperationSnapshot,
+        queue_wait: OperationSnapshot,
+    ) -> Self {
+        let failed = run.errors;
+        let bad = failed + run.panics + run.timeouts;
+        Self {
+            submitted,
+            queued,
+            running,
+            running_blocking,
+            max_workers,
+            completed: run.count - bad - run.cancelled,
+            failed,
+            panicked: run.panics,
+            timed_out: run.timeouts,
+            cancelled: run.cancelled,
+            failure_rate: if run.count == 0 {
+                0.0
+            } else {
+                bad as f64 / run.count as f64
+            },
+            queue_wait: LatencyStats::of(&queue_wait),
+            run_time: LatencyStats::of(&run),
+        }
+    }
+}
