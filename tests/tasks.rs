@@ -25,15 +25,17 @@ fn task_outcomes_are_recorded_as_metrics_and_operation_stats() {
     runtime.block_on(async {
         let tasks = optimizer.tasks();
         let handles = tasks
-            .batch_submit((0..3).map(|i| async move {
-                if i == 2 { Err("failed") } else { Ok(i) }
-            }))
+            .batch_submit((0..3).map(|i| async move { if i == 2 { Err("failed") } else { Ok(i) } }))
             .await
             .expect("accepted");
         let outcomes = TaskManager::wait_for_tasks(handles, None).await;
         assert_eq!(
             outcomes,
-            [TaskOutcome::Completed(0), TaskOutcome::Completed(1), TaskOutcome::Failed("failed")]
+            [
+                TaskOutcome::Completed(0),
+                TaskOutcome::Completed(1),
+                TaskOutcome::Failed("failed")
+            ]
         );
     });
     let counts: Vec<(String, u64)> = snapshotter
@@ -42,17 +44,29 @@ fn task_outcomes_are_recorded_as_metrics_and_operation_stats() {
         .into_iter()
         .filter(|(key, ..)| key.key().name() == perf::metrics::ASYNC_OPERATIONS_TOTAL)
         .filter_map(|(key, _, _, value)| {
-            let labels: Vec<_> = key.key().labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
-            let DebugValue::Counter(n) = value else { return None };
+            let labels: Vec<_> = key
+                .key()
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            let DebugValue::Counter(n) = value else {
+                return None;
+            };
             (labels.contains(&("operation".into(), "task".into())) && n > 0).then(|| {
-                let status = labels.iter().find(|(k, _)| k == "status").map(|(_, v)| v.clone());
+                let status = labels
+                    .iter()
+                    .find(|(k, _)| k == "status")
+                    .map(|(_, v)| v.clone());
                 (status.unwrap_or_default(), n)
             })
         })
         .collect();
     assert!(counts.contains(&("success".into(), 2)), "{counts:?}");
     assert!(counts.contains(&("error".into(), 1)), "{counts:?}");
-    let task = optimizer.monitor().operation_snapshot("task").expect("tasks are an operation");
+    let task = optimizer
+        .monitor()
+        .operation_snapshot("task")
+        .expect("tasks are an operation");
     assert_eq!((task.count, task.errors), (3, 1));
     assert_eq!(optimizer.tasks().stats().failure_rate, 1.0 / 3.0);
 }
@@ -73,10 +87,16 @@ async fn max_workers_follows_the_configuration_and_other_fields_are_refused() {
     let Err(ConfigError::Invalid(errors)) = optimizer.update_config(cold) else {
         panic!("cache_max_size cannot change at run time");
     };
-    assert_eq!(errors.iter().map(|e| e.field).collect::<Vec<_>>(), ["cache_max_size"]);
+    assert_eq!(
+        errors.iter().map(|e| e.field).collect::<Vec<_>>(),
+        ["cache_max_size"]
+    );
     assert_eq!(optimizer.tasks().stats().max_workers, 25, "nothing changed");
 
-    let zero = PerformanceConfig { max_workers: 0, ..config };
+    let zero = PerformanceConfig {
+        max_workers: 0,
+        ..config
+    };
     let Err(ConfigError::Invalid(errors)) = optimizer.update_config(zero) else {
         panic!("max_workers = 0 is invalid");
     };

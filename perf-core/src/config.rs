@@ -232,7 +232,11 @@ impl PerformanceConfig {
             "max_workers",
             "must be at least 1".into(),
         );
-        check(self.max_queued > 0, "max_queued", "must be at least 1".into());
+        check(
+            self.max_queued > 0,
+            "max_queued",
+            "must be at least 1".into(),
+        );
         check(
             self.max_blocking_workers > 0,
             "max_blocking_workers",
@@ -244,11 +248,7 @@ impl PerformanceConfig {
             ("max_queued", self.max_queued),
             ("max_blocking_workers", self.max_blocking_workers),
         ] {
-            check(
-                value <= 1 << 32,
-                field,
-                "must be at most 4294967296".into(),
-            );
+            check(value <= 1 << 32, field, "must be at most 4294967296".into());
         }
         check(
             positive(self.task_timeout),

@@ -331,6 +331,11 @@ impl Timing {
         Self::new(HandlesRef::Owned(Arc::clone(handles)))
     }
 
+    /// Times from now on (the call waited before it started).
+    pub(crate) fn restart(&mut self) {
+        self.started = clock().now();
+    }
+
     fn new(handles: HandlesRef) -> Self {
         Self {
             handles,

@@ -9,7 +9,6 @@ use std::{
 };
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::monitor::Status;
 
@@ -68,7 +67,6 @@ impl<T, E> TaskOutcome<T, E> {
 pub struct TaskHandle<T, E> {
     id: TaskId,
     join: JoinHandle<TaskOutcome<T, E>>,
-    cancel: CancellationToken,
 }
 
 impl<T, E> fmt::Debug for TaskHandle<T, E> {
@@ -81,18 +79,19 @@ impl<T, E> fmt::Debug for TaskHandle<T, E> {
 }
 
 impl<T, E> TaskHandle<T, E> {
-    pub(super) fn new(id: TaskId, join: JoinHandle<TaskOutcome<T, E>>, cancel: CancellationToken) -> Self {
-        Self { id, join, cancel }
+    pub(super) fn new(id: TaskId, join: JoinHandle<TaskOutcome<T, E>>) -> Self {
+        Self { id, join }
     }
 
     pub fn id(&self) -> TaskId {
         self.id
     }
 
-    /// Cancels the task, queued or running; its outcome becomes [`TaskOutcome::Cancelled`]
-    /// unless it already finished.
+    /// Cancels the task, queued or running (at its next `.await`); its outcome becomes
+    /// [`TaskOutcome::Cancelled`] unless it already finished. Blocking work cannot be
+    /// interrupted: its thread runs on, and its handle resolves at once.
     pub fn cancel(&self) {
-        self.cancel.cancel();
+        self.join.abort();
     }
 
     pub fn is_finished(&self) -> bool {
@@ -104,14 +103,17 @@ impl<T, E> Future for TaskHandle<T, E> {
     type Output = TaskOutcome<T, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.join).poll(cx).map(|joined| match joined {
-            Ok(outcome) => outcome,
-            // Panics are caught inside the task; this is the runtime shutting down.
-            Err(error) if error.is_panic() => {
-                TaskOutcome::Panicked(panic_message(error.into_panic().as_ref()))
-            }
-            Err(_) => TaskOutcome::Cancelled,
-        })
+        Pin::new(&mut self.join)
+            .poll(cx)
+            .map(|joined| match joined {
+                Ok(outcome) => outcome,
+                // Panics are caught inside the task: this one is the pool's own.
+                Err(error) if error.is_panic() => {
+                    TaskOutcome::Panicked(panic_message(error.into_panic().as_ref()))
+                }
+                // Aborted by `cancel`, or the runtime shut down.
+                Err(_) => TaskOutcome::Cancelled,
+            })
     }
 }
 

@@ -21,17 +21,19 @@ mod tests;
 use std::{
     future::Future,
     panic::AssertUnwindSafe,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    task::Poll,
+    time::Duration,
 };
 
 use futures_util::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio_util::task::TaskTracker;
 
 pub use self::{
     handle::{TaskHandle, TaskId, TaskOutcome},
@@ -44,6 +46,9 @@ use crate::{
 
 /// The `operation` label of tasks' metrics.
 pub const TASK_OPERATION: &str = "task";
+
+/// One task in this many has its queue wait timed.
+const QUEUE_WAIT_SAMPLE: u64 = 8;
 
 /// Why a task was not accepted, or a setting not changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,17 +76,18 @@ struct Inner {
     workers: Arc<Semaphore>,
     max_workers: Mutex<u64>,
     blocking: Arc<Semaphore>,
-    default_timeout: Mutex<Duration>,
-    /// Cancelling it cancels every task submitted since it was made ([`TaskManager::cancel_all`]).
-    generation: Mutex<CancellationToken>,
+    default_timeout_nanos: AtomicU64,
+    /// Bumped by [`TaskManager::cancel_all`]: a task of an older generation is cancelled.
+    /// A number, not a token per task: tasks that finish at once never touch anything shared
+    /// for it. A task's own cancellation aborts its tokio task instead.
+    generation: AtomicU64,
+    /// Wakes running tasks when the generation changes.
+    generation_changed: Notify,
     tracker: TaskTracker,
     accepting: AtomicBool,
     next_id: AtomicU64,
+    max_blocking: u64,
     submitted: AtomicU64,
-    queued: AtomicU64,
-    running: AtomicU64,
-    /// Shared with the blocking threads, which hold their count until their work returns.
-    running_blocking: Arc<AtomicU64>,
     /// Run time by outcome, and the task metrics.
     run: Arc<Handles>,
     queue_wait: OperationStats,
@@ -97,7 +103,11 @@ pub struct ShutdownReport {
 impl TaskManager {
     /// A pool sized by the configuration, recording into `monitor` as operation `task`.
     pub fn new(config: &PerformanceConfig, monitor: &Monitor) -> Self {
-        let permits = |n: u64| usize::try_from(n).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+        let permits = |n: u64| {
+            usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(Semaphore::MAX_PERMITS)
+        };
         Self {
             inner: Arc::new(Inner {
                 queue: Arc::new(Semaphore::new(permits(config.max_queued))),
@@ -105,15 +115,14 @@ impl TaskManager {
                 workers: Arc::new(Semaphore::new(permits(config.max_workers))),
                 max_workers: Mutex::new(config.max_workers),
                 blocking: Arc::new(Semaphore::new(permits(config.max_blocking_workers))),
-                default_timeout: Mutex::new(config.task_timeout),
-                generation: Mutex::new(CancellationToken::new()),
+                default_timeout_nanos: AtomicU64::new(nanos(config.task_timeout)),
+                generation: AtomicU64::new(0),
+                generation_changed: Notify::new(),
                 tracker: TaskTracker::new(),
                 accepting: AtomicBool::new(true),
                 next_id: AtomicU64::new(1),
+                max_blocking: config.max_blocking_workers,
                 submitted: AtomicU64::new(0),
-                queued: AtomicU64::new(0),
-                running: AtomicU64::new(0),
-                running_blocking: Arc::new(AtomicU64::new(0)),
                 run: monitor.handles(TASK_OPERATION),
                 queue_wait: OperationStats::default(),
             }),
@@ -166,22 +175,26 @@ impl TaskManager {
         E: Send + 'static,
     {
         let slot = self.queue_slot().await?;
-        let timeout = *self.inner.default_timeout.lock();
-        let (id, cancel) = self.register();
+        let timeout = self.inner.default_timeout();
+        let (id, generation) = self.register();
         let inner = Arc::clone(&self.inner);
-        let token = cancel.clone();
+        // Made before the task is: a task aborted before it first ran records its cancellation.
+        let timing = Timing::with(&self.inner.run);
         let join = self.inner.tracker.spawn(async move {
             inner
-                .run_blocking(slot, work, timeout, token, Instant::now())
+                .run_blocking(slot, work, timeout, (id, generation), timing)
                 .await
         });
-        Ok(TaskHandle::new(id, join, cancel))
+        Ok(TaskHandle::new(id, join))
     }
 
     /// Submits every task of `tasks` in order (waiting for queue room as needed) and returns
     /// their handles in the same order. After a shutdown, the tasks already submitted are
     /// cancelled and the error returned.
-    pub async fn batch_submit<I, F, T, E>(&self, tasks: I) -> Result<Vec<TaskHandle<T, E>>, TaskError>
+    pub async fn batch_submit<I, F, T, E>(
+        &self,
+        tasks: I,
+    ) -> Result<Vec<TaskHandle<T, E>>, TaskError>
     where
         I: IntoIterator<Item = F>,
         F: Future<Output = Result<T, E>> + Send + 'static,
@@ -229,8 +242,7 @@ impl TaskManager {
 
     /// Cancels every task queued or running now. Tasks submitted later are unaffected.
     pub fn cancel_all(&self) {
-        let previous = std::mem::replace(&mut *self.inner.generation.lock(), CancellationToken::new());
-        previous.cancel();
+        self.inner.new_generation();
     }
 
     /// Stops accepting tasks, lets those queued and running finish within `grace`, then
@@ -245,7 +257,7 @@ impl TaskManager {
             .await
             .is_ok();
         if !drained {
-            inner.generation.lock().cancel();
+            inner.new_generation();
             inner.tracker.wait().await;
         }
         ShutdownReport { drained }
@@ -260,9 +272,12 @@ impl TaskManager {
         let mut current = self.inner.max_workers.lock();
         if max_workers > *current {
             let more = usize::try_from(max_workers - *current).unwrap_or(usize::MAX);
-            self.inner.workers.add_permits(more.min(Semaphore::MAX_PERMITS));
+            self.inner
+                .workers
+                .add_permits(more.min(Semaphore::MAX_PERMITS));
         } else if max_workers < *current {
-            let runtime = tokio::runtime::Handle::try_current().map_err(|_| TaskError::NoRuntime)?;
+            let runtime =
+                tokio::runtime::Handle::try_current().map_err(|_| TaskError::NoRuntime)?;
             let fewer = u32::try_from(*current - max_workers).unwrap_or(u32::MAX);
             let forgotten = self.inner.workers.forget_permits(fewer as usize) as u32;
             if forgotten < fewer {
@@ -281,17 +296,25 @@ impl TaskManager {
 
     /// Changes the timeout of tasks submitted from now on without one of their own.
     pub fn set_default_timeout(&self, timeout: Duration) {
-        *self.inner.default_timeout.lock() = timeout;
+        self.inner
+            .default_timeout_nanos
+            .store(nanos(timeout), Ordering::Relaxed);
     }
 
+    /// Counts, and what is queued and running now (read off the pools' free permits, so
+    /// that tasks count nothing shared on their way; while a shrink of `max_workers` waits for
+    /// tasks to finish, `running` includes the permits it has retired).
     pub fn stats(&self) -> TaskStats {
         let inner = &self.inner;
+        let in_use =
+            |pool: &Semaphore, size: u64| size.saturating_sub(pool.available_permits() as u64);
+        let max_workers = *inner.max_workers.lock();
         TaskStats::new(
             inner.submitted.load(Ordering::Relaxed),
-            inner.queued.load(Ordering::Relaxed),
-            inner.running.load(Ordering::Relaxed),
-            inner.running_blocking.load(Ordering::Relaxed),
-            *inner.max_workers.lock(),
+            in_use(&inner.queue, inner.max_queued),
+            in_use(&inner.workers, max_workers),
+            in_use(&inner.blocking, inner.max_blocking),
+            max_workers,
             inner.run.stats().snapshot(TASK_OPERATION),
             inner.queue_wait.snapshot("task_queue_wait"),
         )
@@ -325,12 +348,12 @@ impl TaskManager {
         }
     }
 
-    /// A new task's id and cancellation token (a child of the current generation's).
-    fn register(&self) -> (TaskId, CancellationToken) {
+    /// A new task's id, and the generation it belongs to.
+    fn register(&self) -> (TaskId, u64) {
         let inner = &self.inner;
         inner.submitted.fetch_add(1, Ordering::Relaxed);
         let id = TaskId(inner.next_id.fetch_add(1, Ordering::Relaxed));
-        (id, inner.generation.lock().child_token())
+        (id, inner.generation.load(Ordering::Acquire))
     }
 
     fn spawn_async<F, T, E>(
@@ -344,48 +367,70 @@ impl TaskManager {
         T: Send + 'static,
         E: Send + 'static,
     {
-        let timeout = timeout.unwrap_or_else(|| *self.inner.default_timeout.lock());
-        let (id, cancel) = self.register();
+        let timeout = timeout.unwrap_or_else(|| self.inner.default_timeout());
+        let (id, generation) = self.register();
         let inner = Arc::clone(&self.inner);
-        let token = cancel.clone();
-        let queued_at = Instant::now();
+        // Made before the task is: a task aborted before it first ran records its cancellation.
+        let timing = Timing::with(&self.inner.run);
         let join = self.inner.tracker.spawn(async move {
-            inner.run_async(slot, task, timeout, token, queued_at).await
+            inner
+                .run_async(slot, task, timeout, (id, generation), timing)
+                .await
         });
-        TaskHandle::new(id, join, cancel)
+        TaskHandle::new(id, join)
     }
 }
 
 impl Inner {
+    fn default_timeout(&self) -> Duration {
+        Duration::from_nanos(self.default_timeout_nanos.load(Ordering::Relaxed))
+    }
+
     async fn run_async<F, T, E>(
         &self,
         slot: OwnedSemaphorePermit,
         task: F,
         timeout: Duration,
-        cancel: CancellationToken,
-        queued_at: Instant,
+        (id, generation): (TaskId, u64),
+        mut timing: Timing,
     ) -> TaskOutcome<T, E>
     where
         F: Future<Output = Result<T, E>>,
     {
-        let Some(worker) = self.take_worker(&self.workers, slot, &cancel, queued_at).await else {
-            return self.finished(TaskOutcome::Cancelled, None);
+        // `timing`, dropped unfinished (the handle aborted the task), records a cancellation.
+        let Some(worker) = self.take_worker(&self.workers, slot, id, generation).await else {
+            return finished(TaskOutcome::Cancelled, timing);
         };
-        let _running = Gauge::up(&self.running);
-        let timing = Timing::with(&self.run);
-        let run = AssertUnwindSafe(task).catch_unwind();
-        let outcome = tokio::select! {
-            biased;
-            () = cancel.cancelled() => TaskOutcome::Cancelled,
-            ran = tokio::time::timeout(timeout, run) => match ran {
-                Err(_) => TaskOutcome::TimedOut,
-                Ok(Err(panic)) => TaskOutcome::Panicked(handle::panic_message(panic.as_ref())),
-                Ok(Ok(Ok(value))) => TaskOutcome::Completed(value),
-                Ok(Ok(Err(error))) => TaskOutcome::Failed(error),
-            },
+        timing.restart();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut run = std::pin::pin!(AssertUnwindSafe(task).catch_unwind());
+        // A first poll in place: a task that finishes in it needs no timer and no cancellation
+        // listener, whose state, kept in every task, would double a small task's size.
+        let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
+        let outcome = match first {
+            Poll::Ready(ran) => outcome_of(ran),
+            Poll::Pending => Box::pin(self.finish_pending(run, deadline, generation)).await,
         };
         drop(worker);
-        self.finished(outcome, Some(timing))
+        finished(outcome, timing)
+    }
+
+    /// The rest of a task that did not finish in its first poll: until it ends, times out, or
+    /// its generation is cancelled.
+    async fn finish_pending<T, E>(
+        &self,
+        run: Pin<&mut impl Future<Output = std::thread::Result<Result<T, E>>>>,
+        deadline: tokio::time::Instant,
+        generation: u64,
+    ) -> TaskOutcome<T, E> {
+        tokio::select! {
+            biased;
+            ran = tokio::time::timeout_at(deadline, run) => match ran {
+                Ok(ran) => outcome_of(ran),
+                Err(_) => TaskOutcome::TimedOut,
+            },
+            () = self.cancelled(generation) => TaskOutcome::Cancelled,
+        }
     }
 
     async fn run_blocking<F, T, E>(
@@ -393,28 +438,25 @@ impl Inner {
         slot: OwnedSemaphorePermit,
         work: F,
         timeout: Duration,
-        cancel: CancellationToken,
-        queued_at: Instant,
+        (id, generation): (TaskId, u64),
+        mut timing: Timing,
     ) -> TaskOutcome<T, E>
     where
         F: FnOnce() -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
     {
-        let Some(worker) = self.take_worker(&self.blocking, slot, &cancel, queued_at).await else {
-            return self.finished(TaskOutcome::Cancelled, None);
+        let Some(worker) = self.take_worker(&self.blocking, slot, id, generation).await else {
+            return finished(TaskOutcome::Cancelled, timing);
         };
-        let timing = Timing::with(&self.run);
-        let running = OwnedGauge::up(&self.running_blocking);
+        timing.restart();
         // The worker slot goes with the thread: it is free only when the work returns.
         let thread = tokio::task::spawn_blocking(move || {
             let _worker = worker;
-            let _running = running;
             work()
         });
         let outcome = tokio::select! {
             biased;
-            () = cancel.cancelled() => TaskOutcome::Cancelled,
             ran = tokio::time::timeout(timeout, thread) => match ran {
                 Err(_) => TaskOutcome::TimedOut,
                 Ok(Err(join)) if join.is_panic() => {
@@ -424,70 +466,75 @@ impl Inner {
                 Ok(Ok(Ok(value))) => TaskOutcome::Completed(value),
                 Ok(Ok(Err(error))) => TaskOutcome::Failed(error),
             },
+            () = self.cancelled(generation) => TaskOutcome::Cancelled,
         };
-        self.finished(outcome, Some(timing))
+        finished(outcome, timing)
     }
 
     /// Waits for a worker permit from `pool`, giving the queue slot back once it has one;
-    /// `None` if cancelled first or the pool closed.
+    /// `None` if the pool closed or the task's generation was cancelled meanwhile. A queued
+    /// task does not listen for cancellation (that would cost every queued task a registration
+    /// with one shared waiter list); `cancel_all` frees the workers, and the queue then
+    /// empties at once.
+    ///
+    /// The wait is timed on one task in [`QUEUE_WAIT_SAMPLE`]: recording every one updates a
+    /// histogram that all workers share, measured here at a sixth of a small task's cost.
     async fn take_worker(
         &self,
         pool: &Arc<Semaphore>,
         slot: OwnedSemaphorePermit,
-        cancel: &CancellationToken,
-        queued_at: Instant,
+        id: TaskId,
+        generation: u64,
     ) -> Option<OwnedSemaphorePermit> {
-        let waiting = Gauge::up(&self.queued);
-        let worker = tokio::select! {
-            biased;
-            () = cancel.cancelled() => None,
-            permit = Arc::clone(pool).acquire_owned() => permit.ok(),
-        };
-        drop((waiting, slot));
-        let waited = u64::try_from(queued_at.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.queue_wait.record(Status::Success, waited);
-        worker
-    }
-
-    /// Records how a task ended (a task cancelled in the queue has no run time to record).
-    fn finished<T, E>(&self, outcome: TaskOutcome<T, E>, timing: Option<Timing>) -> TaskOutcome<T, E> {
-        let status = outcome.status();
-        match timing {
-            Some(timing) => timing.finish(status),
-            None => Timing::with(&self.run).finish(status),
+        let queued_at = id.0.is_multiple_of(QUEUE_WAIT_SAMPLE).then(quanta::Instant::now);
+        let worker = Arc::clone(pool).acquire_owned().await.ok();
+        drop(slot);
+        if let Some(queued_at) = queued_at {
+            self.queue_wait
+                .record(Status::Success, nanos(queued_at.elapsed()));
         }
-        outcome
+        worker.filter(|_| !self.is_cancelled(generation))
+    }
+
+    fn is_cancelled(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::Acquire) != generation
+    }
+
+    /// Completes once `generation` is cancelled.
+    async fn cancelled(&self, generation: u64) {
+        loop {
+            let changed = self.generation_changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check: a change after it wakes this waiter.
+            changed.as_mut().enable();
+            if self.is_cancelled(generation) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn new_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation_changed.notify_waiters();
     }
 }
 
-/// Counts one in a gauge for as long as it lives.
-struct Gauge<'a>(&'a AtomicU64);
-
-impl<'a> Gauge<'a> {
-    fn up(gauge: &'a AtomicU64) -> Self {
-        gauge.fetch_add(1, Ordering::Relaxed);
-        Self(gauge)
+/// A run's outcome: its value, its error, or its panic.
+fn outcome_of<T, E>(ran: std::thread::Result<Result<T, E>>) -> TaskOutcome<T, E> {
+    match ran {
+        Ok(Ok(value)) => TaskOutcome::Completed(value),
+        Ok(Err(error)) => TaskOutcome::Failed(error),
+        Err(panic) => TaskOutcome::Panicked(handle::panic_message(panic.as_ref())),
     }
 }
 
-impl Drop for Gauge<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+/// Records how a task ended.
+fn finished<T, E>(outcome: TaskOutcome<T, E>, timing: Timing) -> TaskOutcome<T, E> {
+    timing.finish(outcome.status());
+    outcome
 }
 
-/// [`Gauge`] for counts that outlive the borrow: a blocking thread's.
-struct OwnedGauge(Arc<AtomicU64>);
-
-impl OwnedGauge {
-    fn up(gauge: &Arc<AtomicU64>) -> Self {
-        gauge.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(gauge))
-    }
-}
-
-impl Drop for OwnedGauge {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -22,7 +22,7 @@ pub struct TaskStats {
     pub cancelled: u64,
     /// `(failed + panicked + timed_out) / finished`, 0 before any task finished.
     pub failure_rate: f64,
-    /// From submission to a worker.
+    /// From submission to a worker (timed on one task in eight).
     pub queue_wait: LatencyStats,
     /// From start to end, by every outcome.
     pub run_time: LatencyStats,

@@ -52,18 +52,38 @@ async fn never_more_than_max_workers_run_at_once() {
     });
     let handles = manager.batch_submit(tasks).await.expect("accepted");
     let outcomes = TaskManager::wait_for_tasks(handles, None).await;
-    let values: Vec<_> = outcomes.into_iter().filter_map(TaskOutcome::completed).collect();
-    assert_eq!(values, (0..40).collect::<Vec<_>>(), "outcomes in input order");
+    let values: Vec<_> = outcomes
+        .into_iter()
+        .filter_map(TaskOutcome::completed)
+        .collect();
+    assert_eq!(
+        values,
+        (0..40).collect::<Vec<_>>(),
+        "outcomes in input order"
+    );
     assert_eq!(water.most.load(Ordering::SeqCst), 3);
     let stats = manager.stats();
-    assert_eq!((stats.submitted, stats.completed, stats.queued, stats.running), (40, 40, 0, 0));
-    assert!(stats.queue_wait.max > 0.0 && stats.run_time.p50 > 0.0, "{stats:?}");
+    assert_eq!(
+        (
+            stats.submitted,
+            stats.completed,
+            stats.queued,
+            stats.running
+        ),
+        (40, 40, 0, 0)
+    );
+    assert!(
+        stats.queue_wait.max > 0.0 && stats.run_time.p50 > 0.0,
+        "{stats:?}"
+    );
 }
+
+type BoxedTask = std::pin::Pin<Box<dyn Future<Output = Result<u32, String>> + Send>>;
 
 #[tokio::test(start_paused = true)]
 async fn every_kind_of_outcome_comes_back_in_input_order() {
     let manager = manager(4, 100);
-    let tasks: Vec<std::pin::Pin<Box<dyn Future<Output = Result<u32, String>> + Send>>> = vec![
+    let tasks: Vec<BoxedTask> = vec![
         Box::pin(async { Ok(1) }),
         Box::pin(async { Err("no ad".to_string()) }),
         Box::pin(async { panic!("bad data") }),
@@ -85,12 +105,20 @@ async fn every_kind_of_outcome_comes_back_in_input_order() {
     );
     let stats = manager.stats();
     assert_eq!(
-        (stats.completed, stats.failed, stats.panicked, stats.timed_out),
+        (
+            stats.completed,
+            stats.failed,
+            stats.panicked,
+            stats.timed_out
+        ),
         (1, 1, 1, 1)
     );
     assert_eq!(stats.failure_rate, 0.75);
     // The pool survived the panic.
-    let handle = manager.submit(async { Ok::<_, ()>(5) }).await.expect("accepted");
+    let handle = manager
+        .submit(async { Ok::<_, ()>(5) })
+        .await
+        .expect("accepted");
     assert_eq!(handle.await, TaskOutcome::Completed(5));
 }
 
@@ -121,13 +149,20 @@ async fn a_timeout_fires_on_time() {
         .await
         .expect("accepted");
     assert_eq!(slow.await, TaskOutcome::TimedOut);
-    assert_eq!(started.elapsed(), Duration::from_secs(2), "the default timeout");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(2),
+        "the default timeout"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_wait_with_a_deadline_times_out_the_stragglers() {
     let manager = manager(4, 10);
-    let quick = manager.submit(async { Ok::<_, ()>(1) }).await.expect("accepted");
+    let quick = manager
+        .submit(async { Ok::<_, ()>(1) })
+        .await
+        .expect("accepted");
     let slow = manager
         .submit(async {
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -135,7 +170,8 @@ async fn a_wait_with_a_deadline_times_out_the_stragglers() {
         })
         .await
         .expect("accepted");
-    let outcomes = TaskManager::wait_for_tasks(vec![quick, slow], Some(Duration::from_secs(1))).await;
+    let outcomes =
+        TaskManager::wait_for_tasks(vec![quick, slow], Some(Duration::from_secs(1))).await;
     assert_eq!(outcomes, [TaskOutcome::Completed(1), TaskOutcome::TimedOut]);
 }
 
@@ -153,17 +189,35 @@ async fn queued_and_running_tasks_can_be_cancelled() {
             .await
             .expect("accepted")
     };
-    let queued = manager.submit(async { Ok::<_, ()>("queued") }).await.expect("accepted");
+    let queued = manager
+        .submit(async { Ok::<_, ()>("queued") })
+        .await
+        .expect("accepted");
     while manager.stats().queued == 0 {
         tokio::task::yield_now().await;
     }
     queued.cancel();
-    assert_eq!(queued.await, TaskOutcome::Cancelled, "cancelled while waiting for a worker");
+    assert_eq!(
+        queued.await,
+        TaskOutcome::Cancelled,
+        "cancelled while waiting for a worker"
+    );
     blocker.cancel();
-    assert_eq!(blocker.await, TaskOutcome::Cancelled, "cancelled while running");
+    assert_eq!(
+        blocker.await,
+        TaskOutcome::Cancelled,
+        "cancelled while running"
+    );
 
-    let after = manager.submit(async { Ok::<_, ()>("after") }).await.expect("accepted");
-    assert_eq!(after.await, TaskOutcome::Completed("after"), "the worker was given back");
+    let after = manager
+        .submit(async { Ok::<_, ()>("after") })
+        .await
+        .expect("accepted");
+    assert_eq!(
+        after.await,
+        TaskOutcome::Completed("after"),
+        "the worker was given back"
+    );
     assert_eq!(manager.stats().cancelled, 2);
 }
 
@@ -174,11 +228,20 @@ async fn cancel_all_cancels_what_is_there_and_not_what_comes_later() {
         std::future::pending::<()>().await;
         Ok::<_, ()>(())
     };
-    let handles = manager.batch_submit((0..4).map(|_| forever())).await.expect("accepted");
+    let handles = manager
+        .batch_submit((0..4).map(|_| forever()))
+        .await
+        .expect("accepted");
     manager.cancel_all();
     let outcomes = TaskManager::wait_for_tasks(handles, None).await;
-    assert!(outcomes.iter().all(|o| *o == TaskOutcome::Cancelled), "{outcomes:?}");
-    let later = manager.submit(async { Ok::<_, ()>(7) }).await.expect("accepted");
+    assert!(
+        outcomes.iter().all(|o| *o == TaskOutcome::Cancelled),
+        "{outcomes:?}"
+    );
+    let later = manager
+        .submit(async { Ok::<_, ()>(7) })
+        .await
+        .expect("accepted");
     assert_eq!(later.await, TaskOutcome::Completed(7));
 }
 
@@ -190,12 +253,18 @@ async fn a_full_queue_refuses_try_submit_and_makes_submit_wait() {
         release.notified().await;
         Ok::<_, ()>(())
     };
-    let running = manager.try_submit(wait(Arc::clone(&release))).expect("room");
+    let running = manager
+        .try_submit(wait(Arc::clone(&release)))
+        .expect("room");
     while manager.stats().running == 0 {
         tokio::task::yield_now().await;
     }
     let queued: Vec<_> = (0..2)
-        .map(|_| manager.try_submit(wait(Arc::clone(&release))).expect("room"))
+        .map(|_| {
+            manager
+                .try_submit(wait(Arc::clone(&release)))
+                .expect("room")
+        })
         .collect();
     assert_eq!(
         manager.try_submit(wait(Arc::clone(&release))).map(|_| ()),
@@ -204,7 +273,9 @@ async fn a_full_queue_refuses_try_submit_and_makes_submit_wait() {
     let waiting_submit = manager.submit(async { Ok::<_, ()>(()) });
     tokio::pin!(waiting_submit);
     assert!(
-        tokio::time::timeout(Duration::from_millis(50), &mut waiting_submit).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(50), &mut waiting_submit)
+            .await
+            .is_err(),
         "submit waits while the queue is full"
     );
     release.notify_waiters();
@@ -234,12 +305,18 @@ async fn shutdown_drains_then_refuses() {
     let report = manager.shutdown(Duration::from_secs(5)).await;
     assert!(report.drained);
     let outcomes = TaskManager::wait_for_tasks(handles, None).await;
-    assert!(outcomes.iter().all(TaskOutcome::is_completed), "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(TaskOutcome::is_completed),
+        "{outcomes:?}"
+    );
     assert_eq!(
         manager.submit(async { Ok::<_, ()>(0) }).await.map(|_| ()),
         Err(TaskError::ShutDown)
     );
-    assert_eq!(manager.try_submit(async { Ok::<_, ()>(0) }).map(|_| ()), Err(TaskError::ShutDown));
+    assert_eq!(
+        manager.try_submit(async { Ok::<_, ()>(0) }).map(|_| ()),
+        Err(TaskError::ShutDown)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -284,10 +361,20 @@ async fn blocking_work_runs_on_its_own_bounded_pool() {
         .await
         .expect("accepted");
     let outcomes = TaskManager::wait_for_tasks(handles, None).await;
-    let squares: Vec<u64> = outcomes.into_iter().filter_map(TaskOutcome::completed).collect();
+    let squares: Vec<u64> = outcomes
+        .into_iter()
+        .filter_map(TaskOutcome::completed)
+        .collect();
     assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49]);
-    assert_eq!(water.lock().expect("unpoisoned").1, 2, "max_blocking_workers = 2");
-    assert_eq!(panicking.await, TaskOutcome::Panicked("blocking panic".into()));
+    assert_eq!(
+        water.lock().expect("unpoisoned").1,
+        2,
+        "max_blocking_workers = 2"
+    );
+    assert_eq!(
+        panicking.await,
+        TaskOutcome::Panicked("blocking panic".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,7 +410,10 @@ async fn max_workers_can_grow_and_shrink_while_tasks_run() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     manager.set_max_workers(2).expect("valid");
     let outcomes = busy.await.expect("no panic");
-    assert!(outcomes.iter().all(TaskOutcome::is_completed), "no task lost");
+    assert!(
+        outcomes.iter().all(TaskOutcome::is_completed),
+        "no task lost"
+    );
     water.most.store(0, Ordering::SeqCst);
     let outcomes = run(&manager, 12).await;
     assert!(outcomes.iter().all(TaskOutcome::is_completed));
