@@ -32,7 +32,8 @@ async fn perf_pool(manager: &TaskManager) -> Vec<u64> {
         .batch_submit((0..TASKS).map(|i| async move { Ok::<_, Infallible>(black_box(i)) }))
         .await
         .unwrap();
-    TaskManager::wait_for_tasks(handles, None)
+    manager
+        .wait_for_tasks(handles, None)
         .await
         .into_iter()
         .map(|outcome| match outcome {

@@ -4,10 +4,7 @@
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use perf::{
-    ConfigError, PerformanceConfig, PerformanceOptimizer,
-    tasks::{TaskManager, TaskOutcome},
-};
+use perf::{ConfigError, PerformanceConfig, PerformanceOptimizer, tasks::TaskOutcome};
 
 fn optimizer() -> PerformanceOptimizer {
     PerformanceOptimizer::builder().build().expect("valid")
@@ -28,7 +25,7 @@ fn task_outcomes_are_recorded_as_metrics_and_operation_stats() {
             .batch_submit((0..3).map(|i| async move { if i == 2 { Err("failed") } else { Ok(i) } }))
             .await
             .expect("accepted");
-        let outcomes = TaskManager::wait_for_tasks(handles, None).await;
+        let outcomes = tasks.wait_for_tasks(handles, None).await;
         assert_eq!(
             outcomes,
             [

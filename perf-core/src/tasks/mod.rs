@@ -219,6 +219,7 @@ impl TaskManager {
     /// `timeout`, tasks unfinished at its end are cancelled and reported
     /// [`TaskOutcome::TimedOut`].
     pub async fn wait_for_tasks<T, E>(
+        &self,
         handles: Vec<TaskHandle<T, E>>,
         timeout: Option<Duration>,
     ) -> Vec<TaskOutcome<T, E>> {
@@ -486,7 +487,9 @@ impl Inner {
         id: TaskId,
         generation: u64,
     ) -> Option<OwnedSemaphorePermit> {
-        let queued_at = id.0.is_multiple_of(QUEUE_WAIT_SAMPLE).then(quanta::Instant::now);
+        let queued_at =
+            id.0.is_multiple_of(QUEUE_WAIT_SAMPLE)
+                .then(quanta::Instant::now);
         let worker = Arc::clone(pool).acquire_owned().await.ok();
         drop(slot);
         if let Some(queued_at) = queued_at {

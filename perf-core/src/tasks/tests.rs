@@ -51,7 +51,7 @@ async fn never_more_than_max_workers_run_at_once() {
         }
     });
     let handles = manager.batch_submit(tasks).await.expect("accepted");
-    let outcomes = TaskManager::wait_for_tasks(handles, None).await;
+    let outcomes = manager.wait_for_tasks(handles, None).await;
     let values: Vec<_> = outcomes
         .into_iter()
         .filter_map(TaskOutcome::completed)
@@ -93,7 +93,7 @@ async fn every_kind_of_outcome_comes_back_in_input_order() {
         }),
     ];
     let handles = manager.batch_submit(tasks).await.expect("accepted");
-    let outcomes = TaskManager::wait_for_tasks(handles, None).await;
+    let outcomes = manager.wait_for_tasks(handles, None).await;
     assert_eq!(
         outcomes,
         [
@@ -170,8 +170,9 @@ async fn a_wait_with_a_deadline_times_out_the_stragglers() {
         })
         .await
         .expect("accepted");
-    let outcomes =
-        TaskManager::wait_for_tasks(vec![quick, slow], Some(Duration::from_secs(1))).await;
+    let outcomes = manager
+        .wait_for_tasks(vec![quick, slow], Some(Duration::from_secs(1)))
+        .await;
     assert_eq!(outcomes, [TaskOutcome::Completed(1), TaskOutcome::TimedOut]);
 }
 
@@ -233,7 +234,7 @@ async fn cancel_all_cancels_what_is_there_and_not_what_comes_later() {
         .await
         .expect("accepted");
     manager.cancel_all();
-    let outcomes = TaskManager::wait_for_tasks(handles, None).await;
+    let outcomes = manager.wait_for_tasks(handles, None).await;
     assert!(
         outcomes.iter().all(|o| *o == TaskOutcome::Cancelled),
         "{outcomes:?}"
@@ -304,7 +305,7 @@ async fn shutdown_drains_then_refuses() {
         .expect("accepted");
     let report = manager.shutdown(Duration::from_secs(5)).await;
     assert!(report.drained);
-    let outcomes = TaskManager::wait_for_tasks(handles, None).await;
+    let outcomes = manager.wait_for_tasks(handles, None).await;
     assert!(
         outcomes.iter().all(TaskOutcome::is_completed),
         "{outcomes:?}"
@@ -360,7 +361,7 @@ async fn blocking_work_runs_on_its_own_bounded_pool() {
         .submit_blocking(|| -> Result<(), ()> { panic!("blocking panic") })
         .await
         .expect("accepted");
-    let outcomes = TaskManager::wait_for_tasks(handles, None).await;
+    let outcomes = manager.wait_for_tasks(handles, None).await;
     let squares: Vec<u64> = outcomes
         .into_iter()
         .filter_map(TaskOutcome::completed)
@@ -394,7 +395,7 @@ async fn max_workers_can_grow_and_shrink_while_tasks_run() {
         let manager = manager.clone();
         async move {
             let handles = manager.batch_submit(tasks).await.expect("accepted");
-            TaskManager::wait_for_tasks(handles, None).await
+            manager.wait_for_tasks(handles, None).await
         }
     };
     run(&manager, 6).await;
