@@ -2,7 +2,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | (always) | [`MultiLevelCache`] (L1 typed TTL tier, L2 zstd byte tier), [`memory`] (usage, limit, cleanup, allocation tracking), [`tasks`] (bounded task pool), [`PerformanceConfig`], the metric catalogue, [`PerformanceOptimizer`] and [`global`] |
+//! | (always) | [`MultiLevelCache`] (L1 typed TTL tier, L2 zstd byte tier), [`memory`] (usage, limit, cleanup, allocation tracking), [`tasks`] (bounded task pool), [`query`] (query statistics, slow log, result cache), [`PerformanceConfig`], the metric catalogue, [`PerformanceOptimizer`] and [`global`] |
 //! | `redis` | `perf::redis`: the Redis tier shared by every instance |
 //! | `http` | `perf::http`: the admin API and `/metrics` |
 //! | `jemalloc` | memory cleanup also purges jemalloc's arenas; usage reports jemalloc's figures |
@@ -33,7 +33,7 @@ pub use perf_core::monitor::performance_context;
 pub use perf_core::{
     CacheStats, ConfigError, Error, FieldError, InstallError, MultiLevelCache, OptimizerBuilder,
     PerformanceConfig, PerformanceOptimizer, RemoteError, RemoteTier, Tier, TierStats, cache,
-    config, global, memory, metrics, monitor, optimizer, tasks,
+    config, global, memory, metrics, monitor, optimizer, query, tasks,
 };
 #[doc(inline)]
 pub use perf_macros::{cache_result, performance_monitor};

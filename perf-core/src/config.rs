@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 /// | `memory_cleanup_min_interval` | 60s | cleanups not forced run at most this often |
 /// | `memory_pressure_shrink_fraction` | 0.25 | share of L1 and L2 entries a cleanup under pressure drops |
 /// | `slow_query_threshold` | 1s | queries slower than this are logged as slow |
+/// | `query_stats_max` | 5000 | query shapes with statistics; the least called are evicted beyond |
 /// | `profiling_enabled` | false | record per-operation latency statistics |
 /// | `allocation_tracking_enabled` | true | with `TrackingAllocator` as the global allocator, count allocations; false at `install()` stops counting for good |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +66,7 @@ pub struct PerformanceConfig {
     pub memory_pressure_shrink_fraction: f64,
     #[serde(with = "duration_serde")]
     pub slow_query_threshold: Duration,
+    pub query_stats_max: u64,
     pub profiling_enabled: bool,
     pub allocation_tracking_enabled: bool,
 }
@@ -93,6 +95,7 @@ const FIELDS: &[&str] = &[
     "memory_cleanup_min_interval",
     "memory_pressure_shrink_fraction",
     "slow_query_threshold",
+    "query_stats_max",
     "profiling_enabled",
     "allocation_tracking_enabled",
 ];
@@ -123,6 +126,7 @@ impl Default for PerformanceConfig {
             memory_cleanup_min_interval: Duration::from_secs(60),
             memory_pressure_shrink_fraction: 0.25,
             slow_query_threshold: Duration::from_secs(1),
+            query_stats_max: 5000,
             profiling_enabled: false,
             allocation_tracking_enabled: true,
         }
@@ -269,6 +273,11 @@ impl PerformanceConfig {
             positive(self.memory_check_interval),
             "memory_check_interval",
             "must be greater than zero".into(),
+        );
+        check(
+            self.query_stats_max > 0,
+            "query_stats_max",
+            "must be at least 1".into(),
         );
         check(
             self.memory_pressure_shrink_fraction >= 0.0

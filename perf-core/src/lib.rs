@@ -16,6 +16,7 @@ pub mod memory;
 pub mod metrics;
 pub mod monitor;
 pub mod optimizer;
+pub mod query;
 mod striped;
 pub mod tasks;
 

@@ -60,9 +60,9 @@ impl Status {
 
 /// Latency buckets: four per power of two of nanoseconds, 1 ns to ~5 minutes.
 const SUB_BUCKETS: u32 = 4;
-const BUCKETS: usize = 39 * SUB_BUCKETS as usize;
+pub(crate) const BUCKETS: usize = 39 * SUB_BUCKETS as usize;
 
-fn bucket_of(nanos: u64) -> usize {
+pub(crate) fn bucket_of(nanos: u64) -> usize {
     let nanos = nanos.max(1);
     let power = 63 - nanos.leading_zeros();
     // The two bits below the leading one pick the sub-bucket.
@@ -85,7 +85,24 @@ fn bucket_ceiling(index: usize) -> u64 {
     ((5 + sub) << (power - 2)) - 1
 }
 
-/// Slot of the striped counters holding the total latency in nanoseconds; slots 0..4 count
+/// The `q` quantile, in seconds, of the latencies counted per bucket in `counts` (the bucket's
+/// upper bound: within 25% above the true value); 0 when nothing was counted.
+pub(crate) fn quantile_seconds(counts: &[u64], q: f64) -> f64 {
+    let count: u64 = counts.iter().sum();
+    if count == 0 {
+        return 0.0;
+    }
+    let rank = (q * count as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (index, n) in counts.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return bucket_ceiling(index) as f64 / 1e9;
+        }
+    }
+    0.0
+}
+
 /// The counter after the one per status: total nanoseconds.
 const TOTAL_NANOS: usize = Status::ALL.len();
 
@@ -133,17 +150,6 @@ impl OperationStats {
             .map(|b| b.load(Ordering::Relaxed))
             .collect();
         let count: u64 = counts.iter().sum();
-        let quantile = |q: f64| {
-            let rank = (q * count as f64).ceil().max(1.0) as u64;
-            let mut seen = 0;
-            for (index, n) in counts.iter().enumerate() {
-                seen += n;
-                if seen >= rank {
-                    return bucket_ceiling(index) as f64 / 1e9;
-                }
-            }
-            0.0
-        };
         let total = self.counters.sum(TOTAL_NANOS);
         OperationSnapshot {
             operation: operation.to_owned(),
@@ -157,9 +163,9 @@ impl OperationStats {
             } else {
                 total as f64 / count as f64 / 1e9
             },
-            p50_seconds: if count == 0 { 0.0 } else { quantile(0.50) },
-            p95_seconds: if count == 0 { 0.0 } else { quantile(0.95) },
-            p99_seconds: if count == 0 { 0.0 } else { quantile(0.99) },
+            p50_seconds: quantile_seconds(&counts, 0.50),
+            p95_seconds: quantile_seconds(&counts, 0.95),
+            p99_seconds: quantile_seconds(&counts, 0.99),
             max_seconds: self.max_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         }
     }

@@ -16,6 +16,7 @@ use crate::{
     config::{ConfigError, FieldError, HOT_FIELDS, PerformanceConfig},
     memory::{CleanupRequest, MemoryManager, UsageSource},
     monitor::Monitor,
+    query::QueryOptimizer,
     tasks::TaskManager,
 };
 
@@ -26,6 +27,7 @@ pub struct PerformanceOptimizer {
     cache: MultiLevelCache,
     memory: MemoryManager,
     tasks: TaskManager,
+    query: QueryOptimizer,
     monitor: Monitor,
     background_started: AtomicBool,
 }
@@ -93,10 +95,12 @@ impl OptimizerBuilder {
         memory.register_cleanup_hook("cache", cache_cleanup_hook(cache.downgrade()));
         let monitor = Monitor::default();
         let tasks = TaskManager::new(&config, &monitor);
+        let query = QueryOptimizer::new(&config, cache.clone());
         Ok(PerformanceOptimizer {
             cache,
             memory,
             tasks,
+            query,
             monitor,
             config: RwLock::new(Arc::new(config)),
             background_started: AtomicBool::new(false),
@@ -177,6 +181,11 @@ impl PerformanceOptimizer {
 
     pub fn cache(&self) -> &MultiLevelCache {
         &self.cache
+    }
+
+    /// Query timing, per-shape statistics, the slow-query log and the query result cache.
+    pub fn query(&self) -> &QueryOptimizer {
+        &self.query
     }
 
     /// The bounded task pool.

@@ -1,0 +1,390 @@
+//! The query optimizer: times every query, groups queries by shape as pg_stat_statements
+//! does, logs the slow ones, and caches query results in the multi-level cache.
+//!
+//! A query's shape ([`Shape`]) is its SQL with literals as placeholders, lexed by sqlparser's
+//! tokenizer; it is computed once per distinct SQL text and then looked up, so a repeated
+//! query costs one hash lookup before its statistics are updated.
+
+mod shape;
+mod stats;
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use parking_lot::{Mutex, RwLock};
+use quick_cache::sync::Cache;
+use serde::{Serialize, Serializer};
+
+use self::stats::{ShapeStats, SlowLog};
+pub use self::{
+    shape::Shape,
+    stats::{QueryStats, SlowQuery},
+};
+use crate::{
+    cache::{MultiLevelCache, SharedValue, Tier, function_key},
+    config::PerformanceConfig,
+    metrics::{DATABASE_QUERY_TIME_SECONDS, labels},
+};
+
+/// Distinct SQL texts whose shapes are remembered.
+const MEMOIZED_TEXTS: usize = 10_000;
+/// Slow queries kept in the log.
+const SLOW_LOG_CAPACITY: usize = 100;
+/// Entries in each list of [`QueryReport`].
+const REPORT_TOP: usize = 10;
+
+/// Times queries and keeps their statistics. Cloning is cheap and shares it.
+#[derive(Clone)]
+pub struct QueryOptimizer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    slow_threshold: Duration,
+    shapes: Cache<Box<str>, Arc<Shape>>,
+    stats: Mutex<ShapeStats>,
+    slow: Mutex<SlowLog>,
+    histograms: RwLock<HashMap<Box<str>, metrics::Histogram>>,
+    cache: MultiLevelCache,
+    /// For each table, the shapes whose results were cached.
+    cached_by_table: Mutex<HashMap<String, HashSet<u64>>>,
+}
+
+impl std::fmt::Debug for QueryOptimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryOptimizer")
+            .field("slow_threshold", &self.inner.slow_threshold)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`QueryOptimizer::analyze`] finds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryReport {
+    pub shapes: usize,
+    pub evictions: u64,
+    pub by_total_time: Vec<QueryStats>,
+    /// By mean time.
+    pub slowest: Vec<QueryStats>,
+    pub most_errors: Vec<QueryStats>,
+    /// Newest first.
+    pub slow_queries: Vec<SlowQuery>,
+}
+
+impl QueryOptimizer {
+    /// Statistics per shape for at most `query_stats_max` shapes; queries over
+    /// `slow_query_threshold` logged; results cached in `cache`.
+    pub fn new(config: &PerformanceConfig, cache: MultiLevelCache) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                slow_threshold: config.slow_query_threshold,
+                shapes: Cache::new(MEMOIZED_TEXTS),
+                stats: Mutex::new(ShapeStats::new(
+                    usize::try_from(config.query_stats_max).unwrap_or(usize::MAX),
+                )),
+                slow: Mutex::new(SlowLog::new(SLOW_LOG_CAPACITY)),
+                histograms: RwLock::new(HashMap::new()),
+                cache,
+                cached_by_table: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The shape of `sql`, computed once per distinct text.
+    pub fn shape(&self, sql: &str) -> Arc<Shape> {
+        if let Some(shape) = self.inner.shapes.get(sql) {
+            return shape;
+        }
+        let shape = Arc::new(shape::shape_of(sql));
+        self.inner.shapes.insert(sql.into(), Arc::clone(&shape));
+        shape
+    }
+
+    /// Starts timing a query; the guard records `database_query_time_seconds{query_type}` when
+    /// dropped, and per-shape statistics when given the SQL.
+    pub fn query_timer(&self, query_type: &str) -> QueryTimer<'_> {
+        QueryTimer {
+            optimizer: self,
+            query_type: query_type.to_owned(),
+            shape: None,
+            rows: None,
+            failed: false,
+            started: Instant::now(),
+        }
+    }
+
+    /// Runs `query`, recording its time under `query_type` and its statistics under the shape
+    /// of `sql`; an `Err` counts as an error.
+    pub async fn timed<T, E, Fut>(&self, query_type: &str, sql: &str, query: Fut) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut timer = self.query_timer(query_type).sql(sql);
+        let result = query.await;
+        if result.is_err() {
+            timer.fail();
+        }
+        result
+    }
+
+    /// Records one query that took `elapsed`.
+    pub fn record(
+        &self,
+        query_type: &str,
+        sql: Option<&str>,
+        elapsed: Duration,
+        failed: bool,
+        rows: Option<u64>,
+    ) {
+        let shape = sql.map(|sql| self.shape(sql));
+        self.record_shape(query_type, shape.as_deref(), elapsed, failed, rows);
+    }
+
+    fn record_shape(
+        &self,
+        query_type: &str,
+        shape: Option<&Shape>,
+        elapsed: Duration,
+        failed: bool,
+        rows: Option<u64>,
+    ) {
+        self.histogram(query_type).record(elapsed.as_secs_f64());
+        let Some(shape) = shape else { return };
+        self.inner
+            .stats
+            .lock()
+            .record(shape, query_type, elapsed, failed, rows);
+        if elapsed >= self.inner.slow_threshold {
+            tracing::warn!(
+                fingerprint = shape.fingerprint,
+                query = &*shape.normalized,
+                seconds = elapsed.as_secs_f64(),
+                "slow query"
+            );
+            self.inner.slow.lock().push(SlowQuery {
+                fingerprint: shape.fingerprint,
+                normalized: Arc::clone(&shape.normalized),
+                query_type: query_type.to_owned(),
+                seconds: elapsed.as_secs_f64(),
+                at: SystemTime::now(),
+            });
+        }
+    }
+
+    fn histogram(&self, query_type: &str) -> metrics::Histogram {
+        if let Some(histogram) = self.inner.histograms.read().get(query_type) {
+            return histogram.clone();
+        }
+        let histogram = metrics::histogram!(
+            DATABASE_QUERY_TIME_SECONDS,
+            labels::QUERY_TYPE => query_type.to_owned()
+        );
+        self.inner
+            .histograms
+            .write()
+            .insert(query_type.into(), histogram.clone());
+        histogram
+    }
+
+    /// One shape's statistics.
+    pub fn stats_for(&self, sql: &str) -> Option<QueryStats> {
+        let fingerprint = self.shape(sql).fingerprint;
+        self.inner.stats.lock().get(fingerprint)
+    }
+
+    /// Every shape's statistics, most total time first.
+    pub fn stats(&self) -> Vec<QueryStats> {
+        let mut all = self.inner.stats.lock().all();
+        all.sort_by(|a, b| b.total_seconds.total_cmp(&a.total_seconds));
+        all
+    }
+
+    /// The recent slow queries, newest first.
+    pub fn slow_queries(&self) -> Vec<SlowQuery> {
+        self.inner.slow.lock().recent()
+    }
+
+    /// The shapes taking the most time in all, the slowest on average, the most failing, and
+    /// the recent slow queries.
+    pub fn analyze(&self) -> QueryReport {
+        let (all, evictions) = {
+            let stats = self.inner.stats.lock();
+            (stats.all(), stats.evictions)
+        };
+        let top = |mut list: Vec<QueryStats>, key: fn(&QueryStats) -> f64| {
+            list.sort_by(|a, b| key(b).total_cmp(&key(a)));
+            list.truncate(REPORT_TOP);
+            list
+        };
+        let failing: Vec<QueryStats> = all.iter().filter(|s| s.errors > 0).cloned().collect();
+        QueryReport {
+            shapes: all.len(),
+            evictions,
+            by_total_time: top(all.clone(), |s| s.total_seconds),
+            slowest: top(all, |s| s.mean_seconds),
+            most_errors: top(failing, |s| s.errors as f64),
+            slow_queries: self.slow_queries(),
+        }
+    }
+
+    /// Forgets every statistic and slow query.
+    pub fn clear(&self) {
+        self.inner.stats.lock().clear();
+        self.inner.slow.lock().clear();
+    }
+
+    // ----- the query result cache -----
+
+    /// The rows of `sql` with `params`, from the cache (every tier, Redis included when
+    /// there is one), else from `loader`, then cached for `ttl` (default `cache_ttl`).
+    /// Concurrent misses run the loader once.
+    pub async fn cached_query<T, P, E, F, Fut>(
+        &self,
+        sql: &str,
+        params: &P,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<Arc<T>, E>
+    where
+        T: SharedValue,
+        P: Serialize + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let (key, shape) = self.result_key(sql, params);
+        self.remember_tables(&shape);
+        self.inner
+            .cache
+            .get_or_load(&key, Tier::Redis, ttl, loader)
+            .await
+    }
+
+    /// The cached rows of `sql` with `params`, if any (the seed's `get_cached_query`).
+    pub async fn get_cached_query<T: SharedValue, P: Serialize + ?Sized>(
+        &self,
+        sql: &str,
+        params: &P,
+    ) -> Result<Option<Arc<T>>, crate::Error> {
+        let (key, _) = self.result_key(sql, params);
+        self.inner.cache.get(&key, Tier::Redis).await
+    }
+
+    /// Caches `rows` as the result of `sql` with `params` (the seed's `cache_query_result`).
+    pub async fn cache_query_result<T: SharedValue, P: Serialize + ?Sized>(
+        &self,
+        sql: &str,
+        params: &P,
+        rows: T,
+        ttl: Option<Duration>,
+    ) -> Result<(), crate::Error> {
+        let (key, shape) = self.result_key(sql, params);
+        self.remember_tables(&shape);
+        self.inner.cache.set(&key, rows, Tier::Redis, ttl).await
+    }
+
+    /// Drops every cached result of a query that reads or writes `table`; returns how many
+    /// shapes' results were dropped.
+    pub async fn invalidate_table(&self, table: &str) -> Result<usize, crate::Error> {
+        let shapes = self
+            .inner
+            .cached_by_table
+            .lock()
+            .remove(&table.to_lowercase())
+            .unwrap_or_default();
+        for fingerprint in &shapes {
+            self.inner
+                .cache
+                .invalidate_prefix(&format!("{}:", result_prefix(*fingerprint)))
+                .await?;
+        }
+        Ok(shapes.len())
+    }
+
+    fn result_key<P: Serialize + ?Sized>(&self, sql: &str, params: &P) -> (String, Arc<Shape>) {
+        let shape = self.shape(sql);
+        (
+            function_key(&result_prefix(shape.fingerprint), params),
+            shape,
+        )
+    }
+
+    fn remember_tables(&self, shape: &Shape) {
+        let mut by_table = self.inner.cached_by_table.lock();
+        for table in shape.tables.iter() {
+            by_table
+                .entry(table.clone())
+                .or_default()
+                .insert(shape.fingerprint);
+        }
+    }
+}
+
+/// Cached results of one shape share this key prefix.
+fn result_prefix(fingerprint: u64) -> String {
+    format!("query:{fingerprint:016x}")
+}
+
+/// Times one query; records when dropped. See [`QueryOptimizer::query_timer`].
+#[must_use = "the query is timed until the guard drops"]
+pub struct QueryTimer<'a> {
+    optimizer: &'a QueryOptimizer,
+    query_type: String,
+    shape: Option<Arc<Shape>>,
+    rows: Option<u64>,
+    failed: bool,
+    started: Instant,
+}
+
+impl std::fmt::Debug for QueryTimer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryTimer")
+            .field("query_type", &self.query_type)
+            .field("shape", &self.shape.as_ref().map(|s| &s.normalized))
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryTimer<'_> {
+    /// The SQL being timed, for per-shape statistics.
+    pub fn sql(mut self, sql: &str) -> Self {
+        self.shape = Some(self.optimizer.shape(sql));
+        self
+    }
+
+    /// Rows the query returned or affected.
+    pub fn rows(&mut self, rows: u64) {
+        self.rows = Some(rows);
+    }
+
+    /// Counts the query as an error.
+    pub fn fail(&mut self) {
+        self.failed = true;
+    }
+}
+
+impl Drop for QueryTimer<'_> {
+    fn drop(&mut self) {
+        self.optimizer.record_shape(
+            &self.query_type,
+            self.shape.as_deref(),
+            self.started.elapsed(),
+            self.failed || std::thread::panicking(),
+            self.rows,
+        );
+    }
+}
+
+/// System times as seconds since the Unix epoch, in reports.
+pub(crate) fn serialize_system_time<S: Serializer>(
+    at: &SystemTime,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let seconds = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64());
+    serializer.serialize_f64(seconds)
+}

@@ -1,0 +1,298 @@
+//! A query's shape: its SQL with literals replaced by placeholders, as pg_stat_statements
+//! normalizes it, the fingerprint of that text, and the tables it reads or writes.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use sqlparser::{
+    dialect::GenericDialect,
+    keywords::Keyword,
+    tokenizer::{Token, Tokenizer},
+};
+
+/// What all queries of one shape share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shape {
+    /// xxh3 of `normalized`: the same in every process and build.
+    pub fingerprint: u64,
+    /// Lower-case keywords and names, literals as `?`, `IN` lists as `in (?)`, single spaces.
+    pub normalized: Arc<str>,
+    /// Tables after FROM, JOIN, INTO, UPDATE and TABLE, lower case, without schema.
+    pub tables: Arc<[String]>,
+}
+
+/// The shape of `sql`. SQL the tokenizer rejects (an unterminated string, say) is shaped
+/// from its text with whitespace collapsed, so that it still has stable statistics.
+pub(crate) fn shape_of(sql: &str) -> Shape {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize();
+    let (words, tables) = match tokens {
+        Ok(tokens) => (normalize(&tokens), tables_of(&tokens)),
+        Err(_) => (
+            sql.split_whitespace().map(str::to_lowercase).collect(),
+            Vec::new(),
+        ),
+    };
+    let normalized = words.join(" ");
+    Shape {
+        fingerprint: xxhash_rust::xxh3::xxh3_64(normalized.as_bytes()),
+        normalized: normalized.into(),
+        tables: tables.into(),
+    }
+}
+
+const PLACEHOLDER: &str = "?";
+
+fn is_literal(token: &Token) -> bool {
+    match token {
+        Token::Number(..)
+        | Token::Placeholder(_)
+        | Token::SingleQuotedString(_)
+        | Token::DoubleQuotedString(_)
+        | Token::TripleSingleQuotedString(_)
+        | Token::TripleDoubleQuotedString(_)
+        | Token::DollarQuotedString(_)
+        | Token::SingleQuotedByteStringLiteral(_)
+        | Token::DoubleQuotedByteStringLiteral(_)
+        | Token::TripleSingleQuotedByteStringLiteral(_)
+        | Token::TripleDoubleQuotedByteStringLiteral(_)
+        | Token::SingleQuotedRawStringLiteral(_)
+        | Token::DoubleQuotedRawStringLiteral(_)
+        | Token::TripleSingleQuotedRawStringLiteral(_)
+        | Token::TripleDoubleQuotedRawStringLiteral(_)
+        | Token::NationalStringLiteral(_)
+        | Token::EscapedStringLiteral(_)
+        | Token::UnicodeStringLiteral(_)
+        | Token::HexStringLiteral(_) => true,
+        Token::Word(word) => matches!(word.keyword, Keyword::TRUE | Keyword::FALSE),
+        _ => false,
+    }
+}
+
+/// The normalized words of a tokenized query.
+fn normalize(tokens: &[Token]) -> Vec<String> {
+    let mut words: Vec<String> = Vec::with_capacity(tokens.len());
+    let significant: Vec<&Token> = tokens
+        .iter()
+        .filter(|token| !matches!(token, Token::Whitespace(_) | Token::EOF))
+        .collect();
+    for (i, token) in significant.iter().enumerate() {
+        // A sign before a number is part of the literal: `id = -1` is `id = ?`.
+        if matches!(token, Token::Minus | Token::Plus)
+            && significant
+                .get(i + 1)
+                .is_some_and(|next| matches!(next, Token::Number(..)))
+            && words.last().is_none_or(|last| starts_operand(last))
+        {
+            continue;
+        }
+        let word = match token {
+            token if is_literal(token) => PLACEHOLDER.to_owned(),
+            Token::Word(word) if word.quote_style.is_none() => word.value.to_lowercase(),
+            other => other.to_string(),
+        };
+        words.push(word);
+        collapse_in_list(&mut words);
+    }
+    words
+}
+
+/// Whether an operand can follow `word` (so that a sign after it belongs to a number).
+fn starts_operand(word: &str) -> bool {
+    !(word == PLACEHOLDER || word == ")" || word.chars().next().is_some_and(char::is_alphanumeric))
+        || matches!(
+            word,
+            "select"
+                | "where"
+                | "and"
+                | "or"
+                | "not"
+                | "in"
+                | "values"
+                | "set"
+                | "when"
+                | "then"
+                | "else"
+                | "between"
+                | "like"
+                | "is"
+                | "by"
+                | "limit"
+                | "offset"
+                | "return"
+                | "on"
+        )
+}
+
+/// `in ( ? , ? , ? )` just completed at the end of `words` becomes `in ( ? )`.
+fn collapse_in_list(words: &mut Vec<String>) {
+    if words.last().map(String::as_str) != Some(")") {
+        return;
+    }
+    let Some(open) = words.iter().rposition(|word| word == "(") else {
+        return;
+    };
+    if open == 0 || words[open - 1] != "in" {
+        return;
+    }
+    let inside = &words[open + 1..words.len() - 1];
+    let only_placeholders = !inside.is_empty()
+        && inside.iter().enumerate().all(|(i, word)| {
+            if i % 2 == 0 {
+                word == PLACEHOLDER
+            } else {
+                word == ","
+            }
+        });
+    if only_placeholders && inside.len() > 1 {
+        words.truncate(open + 1);
+        words.push(PLACEHOLDER.to_owned());
+        words.push(")".to_owned());
+    }
+}
+
+/// The tables a query names after FROM, JOIN, INTO, UPDATE or TABLE (and after commas in a
+/// FROM list).
+fn tables_of(tokens: &[Token]) -> Vec<String> {
+    let words: Vec<&Token> = tokens
+        .iter()
+        .filter(|token| !matches!(token, Token::Whitespace(_)))
+        .collect();
+    let mut tables = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let introduces = matches!(words[i], Token::Word(word) if matches!(
+            word.keyword,
+            Keyword::FROM | Keyword::JOIN | Keyword::INTO | Keyword::UPDATE | Keyword::TABLE
+        ));
+        i += 1;
+        if !introduces {
+            continue;
+        }
+        // `name`, `schema.name`, then more after commas. Names may be keywords (`public`,
+        // `user`); a subquery or LATERAL names no table.
+        while let Some(Token::Word(name)) = words.get(i) {
+            if matches!(name.keyword, Keyword::SELECT | Keyword::LATERAL)
+                && name.quote_style.is_none()
+            {
+                break;
+            }
+            let mut table = &name.value;
+            i += 1;
+            while let (Some(Token::Period), Some(Token::Word(part))) =
+                (words.get(i), words.get(i + 1))
+            {
+                table = &part.value;
+                i += 2;
+            }
+            let table = table.to_lowercase();
+            if !tables.contains(&table) {
+                tables.push(table);
+            }
+            // An alias, then a comma for another table.
+            if let Some(Token::Word(alias)) = words.get(i)
+                && alias.keyword == Keyword::NoKeyword
+            {
+                i += 1;
+            }
+            if matches!(words.get(i), Some(Token::Word(w)) if w.keyword == Keyword::AS) {
+                i += 2;
+            }
+            if matches!(words.get(i), Some(Token::Comma)) {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+    tables
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn normalized(sql: &str) -> String {
+        shape_of(sql).normalized.to_string()
+    }
+
+    #[test]
+    fn literals_case_whitespace_and_comments_do_not_change_the_shape() {
+        let a = shape_of("SELECT * FROM ads WHERE id = 1 AND title = 'x'");
+        let b =
+            shape_of("select *\n  from ADS -- the ads\n where id=42 and title = 'other' /* c */");
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_eq!(
+            &*a.normalized,
+            "select * from ads where id = ? and title = ?"
+        );
+        assert_eq!(
+            normalized("SELECT a FROM t WHERE x = -5"),
+            "select a from t where x = ?"
+        );
+        assert_eq!(normalized("SELECT a - 5 FROM t"), "select a - ? from t");
+        assert_eq!(
+            normalized("SELECT a FROM t WHERE b = $1 AND c = ?"),
+            "select a from t where b = ? and c = ?"
+        );
+        assert_eq!(
+            normalized("UPDATE t SET on_sale = TRUE"),
+            "update t set on_sale = ?"
+        );
+    }
+
+    #[test]
+    fn in_lists_of_any_length_are_one_shape() {
+        let one = shape_of("SELECT * FROM ads WHERE id IN (1)");
+        let many = shape_of("SELECT * FROM ads WHERE id IN (1, 2, 3, 4)");
+        assert_eq!(one.fingerprint, many.fingerprint);
+        assert_eq!(&*many.normalized, "select * from ads where id in ( ? )");
+        let subquery = shape_of("SELECT * FROM ads WHERE id IN (SELECT ad FROM clicks)");
+        assert_ne!(subquery.fingerprint, one.fingerprint);
+    }
+
+    #[test]
+    fn different_shapes_differ() {
+        let shapes = [
+            "SELECT * FROM ads WHERE id = 1",
+            "SELECT * FROM ads WHERE campaign = 1",
+            "SELECT id FROM ads WHERE id = 1",
+            "DELETE FROM ads WHERE id = 1",
+            "SELECT * FROM ads WHERE id = 1 LIMIT 5",
+        ];
+        for (i, a) in shapes.iter().enumerate() {
+            for b in &shapes[i + 1..] {
+                assert_ne!(
+                    shape_of(a).fingerprint,
+                    shape_of(b).fingerprint,
+                    "{a} / {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tables_are_found_after_from_join_into_and_update() {
+        let tables = |sql: &str| shape_of(sql).tables.to_vec();
+        assert_eq!(
+            tables("SELECT * FROM ads a JOIN public.campaigns c ON a.c = c.id"),
+            ["ads", "campaigns"]
+        );
+        assert_eq!(
+            tables("select * from ads, clicks as k where 1 = 1"),
+            ["ads", "clicks"]
+        );
+        assert_eq!(tables("INSERT INTO Ads (id) VALUES (1)"), ["ads"]);
+        assert_eq!(tables("UPDATE ads SET x = 1"), ["ads"]);
+        assert_eq!(
+            tables("SELECT * FROM (SELECT 1) AS sub"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn sql_the_tokenizer_rejects_still_has_a_stable_shape() {
+        let a = shape_of("SELECT 'unterminated");
+        assert_eq!(a, shape_of("select   'unterminated"));
+        assert!(a.tables.is_empty());
+    }
+}
