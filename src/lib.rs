@@ -32,8 +32,8 @@ pub use perf_core::memory::memory_context;
 pub use perf_core::monitor::performance_context;
 pub use perf_core::{
     CacheStats, ConfigError, Error, FieldError, InstallError, MultiLevelCache, OptimizerBuilder,
-    PerformanceConfig, PerformanceOptimizer, RemoteError, RemoteTier, Tier, TierStats, cache,
-    config, global, memory, metrics, monitor, optimizer, query, tasks,
+    PerformanceConfig, PerformanceOptimizer, RemoteError, RemoteTier, Tier, TierStats, alerts,
+    cache, config, global, memory, metrics, monitor, optimizer, query, system, tasks,
 };
 #[doc(inline)]
 pub use perf_macros::{cache_result, performance_monitor};

@@ -36,6 +36,13 @@ use serde::{Deserialize, Serialize};
 /// | `memory_pressure_shrink_fraction` | 0.25 | share of L1 and L2 entries a cleanup under pressure drops |
 /// | `slow_query_threshold` | 1s | queries slower than this are logged as slow |
 /// | `query_stats_max` | 5000 | query shapes with statistics; the least called are evicted beyond |
+/// | `alert_memory_usage` | 0.8 | memory alert: usage as a fraction of the limit |
+/// | `alert_cache_hit_rate` | 0.7 | cache alert: hit rate below this... |
+/// | `alert_cache_min_lookups` | 1000 | ...once the cache has seen this many lookups |
+/// | `alert_slow_queries` | 10 | slow-query alert: more than this many within `alert_window` |
+/// | `alert_window` | 5m | the window of the slow-query alert |
+/// | `alert_task_failure_rate` | 0.1 | task alert: failed, panicked and timed-out share of finished tasks |
+/// | `alert_resource_usage` | 0.9 | CPU, system memory and disk alerts: use as a fraction |
 /// | `profiling_enabled` | false | record per-operation latency statistics |
 /// | `allocation_tracking_enabled` | true | with `TrackingAllocator` as the global allocator, count allocations; false at `install()` stops counting for good |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +74,14 @@ pub struct PerformanceConfig {
     #[serde(with = "duration_serde")]
     pub slow_query_threshold: Duration,
     pub query_stats_max: u64,
+    pub alert_memory_usage: f64,
+    pub alert_cache_hit_rate: f64,
+    pub alert_cache_min_lookups: u64,
+    pub alert_slow_queries: u64,
+    #[serde(with = "duration_serde")]
+    pub alert_window: Duration,
+    pub alert_task_failure_rate: f64,
+    pub alert_resource_usage: f64,
     pub profiling_enabled: bool,
     pub allocation_tracking_enabled: bool,
 }
@@ -96,6 +111,13 @@ const FIELDS: &[&str] = &[
     "memory_pressure_shrink_fraction",
     "slow_query_threshold",
     "query_stats_max",
+    "alert_memory_usage",
+    "alert_cache_hit_rate",
+    "alert_cache_min_lookups",
+    "alert_slow_queries",
+    "alert_window",
+    "alert_task_failure_rate",
+    "alert_resource_usage",
     "profiling_enabled",
     "allocation_tracking_enabled",
 ];
@@ -127,6 +149,13 @@ impl Default for PerformanceConfig {
             memory_pressure_shrink_fraction: 0.25,
             slow_query_threshold: Duration::from_secs(1),
             query_stats_max: 5000,
+            alert_memory_usage: 0.8,
+            alert_cache_hit_rate: 0.7,
+            alert_cache_min_lookups: 1000,
+            alert_slow_queries: 10,
+            alert_window: Duration::from_secs(300),
+            alert_task_failure_rate: 0.1,
+            alert_resource_usage: 0.9,
             profiling_enabled: false,
             allocation_tracking_enabled: true,
         }
@@ -272,6 +301,23 @@ impl PerformanceConfig {
         check(
             positive(self.memory_check_interval),
             "memory_check_interval",
+            "must be greater than zero".into(),
+        );
+        for (field, value) in [
+            ("alert_memory_usage", self.alert_memory_usage),
+            ("alert_cache_hit_rate", self.alert_cache_hit_rate),
+            ("alert_task_failure_rate", self.alert_task_failure_rate),
+            ("alert_resource_usage", self.alert_resource_usage),
+        ] {
+            check(
+                value > 0.0 && value <= 1.0,
+                field,
+                "must be a fraction in (0, 1]".into(),
+            );
+        }
+        check(
+            positive(self.alert_window),
+            "alert_window",
             "must be greater than zero".into(),
         );
         check(

@@ -9,6 +9,7 @@
 //! | [`monitor`] | operation timing behind `#[performance_monitor]`, [`monitor::performance_context`] |
 //! | [`optimizer`] | [`PerformanceOptimizer`], [`global`], background loops |
 
+pub mod alerts;
 pub mod cache;
 pub mod config;
 mod error;
@@ -18,6 +19,7 @@ pub mod monitor;
 pub mod optimizer;
 pub mod query;
 mod striped;
+pub mod system;
 pub mod tasks;
 
 pub use cache::{CacheStats, MultiLevelCache, RemoteTier, Tier, TierStats};

@@ -12,11 +12,13 @@ use parking_lot::RwLock;
 
 use crate::{
     Error, InstallError,
+    alerts::{self, Alert, Recommendation, Snapshot},
     cache::{CacheBuilder, MultiLevelCache, RemoteTier, WeakCache},
     config::{ConfigError, FieldError, HOT_FIELDS, PerformanceConfig},
     memory::{CleanupRequest, MemoryManager, UsageSource},
     monitor::Monitor,
     query::QueryOptimizer,
+    system::SystemMonitor,
     tasks::TaskManager,
 };
 
@@ -29,6 +31,7 @@ pub struct PerformanceOptimizer {
     tasks: TaskManager,
     query: QueryOptimizer,
     monitor: Monitor,
+    system: SystemMonitor,
     background_started: AtomicBool,
 }
 
@@ -102,6 +105,7 @@ impl OptimizerBuilder {
             tasks,
             query,
             monitor,
+            system: SystemMonitor::default(),
             config: RwLock::new(Arc::new(config)),
             background_started: AtomicBool::new(false),
         })
@@ -186,6 +190,43 @@ impl PerformanceOptimizer {
     /// Query timing, per-shape statistics, the slow-query log and the query result cache.
     pub fn query(&self) -> &QueryOptimizer {
         &self.query
+    }
+
+    /// The machine's CPU, memory, disks and network.
+    pub fn system(&self) -> &SystemMonitor {
+        &self.system
+    }
+
+    /// Every component's statistics now, for alerts and the admin API. Samples memory and the
+    /// machine: blocking, about a millisecond.
+    pub fn snapshot(&self) -> Snapshot {
+        let window = self.config().alert_window;
+        let since = std::time::SystemTime::now()
+            .checked_sub(window)
+            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+        let recent_slow_queries = self
+            .query
+            .slow_queries()
+            .iter()
+            .filter(|query| query.at >= since)
+            .count() as u64;
+        Snapshot {
+            cache: self.cache.stats(),
+            memory: self.memory.usage().ok(),
+            tasks: self.tasks.stats(),
+            recent_slow_queries,
+            system: Some(self.system.sample()),
+        }
+    }
+
+    /// The alerts the current [`snapshot`](Self::snapshot) raises, most severe first.
+    pub fn alerts(&self) -> Vec<Alert> {
+        alerts::alerts(&self.snapshot(), &self.config())
+    }
+
+    /// What to change, from the current [`snapshot`](Self::snapshot).
+    pub fn recommendations(&self) -> Vec<Recommendation> {
+        alerts::recommendations(&self.snapshot(), &self.config())
     }
 
     /// The bounded task pool.

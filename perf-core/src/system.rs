@@ -1,0 +1,145 @@
+//! The machine's resources (CPU, memory, disks, network), through sysinfo, for the admin
+//! API's `/system/resources` and the resource alerts.
+
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, Networks, System};
+
+/// The machine at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SystemResources {
+    /// Over all cores, since the previous sample (0 on the first).
+    pub cpu_percent: f64,
+    pub cpu_cores: usize,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub memory_percent: f64,
+    pub disks: Vec<DiskUsage>,
+    /// The fullest disk's use.
+    pub disk_percent: f64,
+    /// Since boot, over every interface.
+    pub network_received_bytes: u64,
+    pub network_transmitted_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiskUsage {
+    pub mount_point: String,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    pub used_percent: f64,
+}
+
+/// Samples the machine; keeps sysinfo's state between samples, which CPU usage needs.
+pub struct SystemMonitor {
+    state: Mutex<State>,
+}
+
+struct State {
+    system: System,
+    disks: Disks,
+    networks: Networks,
+    last_cpu_refresh: Option<Instant>,
+}
+
+impl std::fmt::Debug for SystemMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemMonitor").finish_non_exhaustive()
+    }
+}
+
+impl Default for SystemMonitor {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                system: System::new(),
+                disks: Disks::new_with_refreshed_list(),
+                networks: Networks::new_with_refreshed_list(),
+                last_cpu_refresh: None,
+            }),
+        }
+    }
+}
+
+impl SystemMonitor {
+    /// A fresh sample (a few /proc reads; blocking, but short).
+    pub fn sample(&self) -> SystemResources {
+        let mut state = self.state.lock();
+        let State {
+            system,
+            disks,
+            networks,
+            last_cpu_refresh,
+        } = &mut *state;
+        // CPU usage is the change since the previous refresh, which must be long enough ago.
+        if last_cpu_refresh.is_none_or(|at| at.elapsed() >= sysinfo::MINIMUM_CPU_UPDATE_INTERVAL) {
+            system.refresh_cpu_specifics(CpuRefreshKind::nothing().with_cpu_usage());
+            *last_cpu_refresh = Some(Instant::now());
+        }
+        system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
+        disks.refresh(true);
+        networks.refresh(true);
+
+        let disks: Vec<DiskUsage> = disks
+            .iter()
+            .filter(|disk| disk.total_space() > 0)
+            .map(|disk| DiskUsage {
+                mount_point: disk.mount_point().display().to_string(),
+                total_bytes: disk.total_space(),
+                available_bytes: disk.available_space(),
+                used_percent: percent(
+                    disk.total_space().saturating_sub(disk.available_space()),
+                    disk.total_space(),
+                ),
+            })
+            .collect();
+        let (received, transmitted) = networks.values().fold((0, 0), |(rx, tx), data| {
+            (rx + data.total_received(), tx + data.total_transmitted())
+        });
+        let total = system.total_memory();
+        let available = system.available_memory();
+        SystemResources {
+            cpu_percent: f64::from(system.global_cpu_usage()),
+            cpu_cores: system.cpus().len(),
+            memory_total_bytes: total,
+            memory_available_bytes: available,
+            memory_percent: percent(total.saturating_sub(available), total),
+            disk_percent: disks.iter().map(|d| d.used_percent).fold(0.0, f64::max),
+            disks,
+            network_received_bytes: received,
+            network_transmitted_bytes: transmitted,
+        }
+    }
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_describes_this_machine() {
+        let monitor = SystemMonitor::default();
+        let first = monitor.sample();
+        assert!(first.memory_total_bytes > 0);
+        assert!(first.memory_percent > 0.0 && first.memory_percent <= 100.0);
+        assert!(first.disk_percent >= 0.0 && first.disk_percent <= 100.0);
+        std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+        let second = monitor.sample();
+        assert!(second.cpu_cores > 0);
+        assert!(
+            (0.0..=100.0).contains(&second.cpu_percent),
+            "{}",
+            second.cpu_percent
+        );
+    }
+}
