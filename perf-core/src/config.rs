@@ -43,6 +43,10 @@ use serde::{Deserialize, Serialize};
 /// | `alert_window` | 5m | the window of the slow-query alert |
 /// | `alert_task_failure_rate` | 0.1 | task alert: failed, panicked and timed-out share of finished tasks |
 /// | `alert_resource_usage` | 0.9 | CPU, system memory and disk alerts: use as a fraction |
+/// | `admin_tokens` | none | admin API bearer tokens by name (`{ ops = "..." }`); mutations need one |
+/// | `admin_require_token_for_reads` | false | the admin API's read routes need a token too |
+/// | `admin_body_limit_bytes` | 65536 | largest admin API request body |
+/// | `admin_rate_limit_per_minute` | 600 | admin API requests a client may make a minute (burst included) |
 /// | `profiling_enabled` | false | record per-operation latency statistics |
 /// | `allocation_tracking_enabled` | true | with `TrackingAllocator` as the global allocator, count allocations; false at `install()` stops counting for good |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +86,10 @@ pub struct PerformanceConfig {
     pub alert_window: Duration,
     pub alert_task_failure_rate: f64,
     pub alert_resource_usage: f64,
+    pub admin_tokens: std::collections::BTreeMap<String, Secret>,
+    pub admin_require_token_for_reads: bool,
+    pub admin_body_limit_bytes: u64,
+    pub admin_rate_limit_per_minute: u64,
     pub profiling_enabled: bool,
     pub allocation_tracking_enabled: bool,
 }
@@ -118,9 +126,35 @@ const FIELDS: &[&str] = &[
     "alert_window",
     "alert_task_failure_rate",
     "alert_resource_usage",
+    "admin_tokens",
+    "admin_require_token_for_reads",
+    "admin_body_limit_bytes",
+    "admin_rate_limit_per_minute",
     "profiling_enabled",
     "allocation_tracking_enabled",
 ];
+
+/// A secret (an admin token): written out where the configuration is stored, never in logs
+/// or `Debug` output.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
 
 /// Bytes an L2 entry costs beyond its key and encoded value: the entry struct and its slot in
 /// the cache's table. Used by L2's weigher and by validation.
@@ -156,6 +190,10 @@ impl Default for PerformanceConfig {
             alert_window: Duration::from_secs(300),
             alert_task_failure_rate: 0.1,
             alert_resource_usage: 0.9,
+            admin_tokens: std::collections::BTreeMap::new(),
+            admin_require_token_for_reads: false,
+            admin_body_limit_bytes: 64 * 1024,
+            admin_rate_limit_per_minute: 600,
             profiling_enabled: false,
             allocation_tracking_enabled: true,
         }
@@ -315,6 +353,24 @@ impl PerformanceConfig {
                 "must be a fraction in (0, 1]".into(),
             );
         }
+        check(
+            self.admin_rate_limit_per_minute > 0
+                && self.admin_rate_limit_per_minute <= u64::from(u32::MAX),
+            "admin_rate_limit_per_minute",
+            "must be between 1 and 4294967295".into(),
+        );
+        check(
+            self.admin_body_limit_bytes >= 1024,
+            "admin_body_limit_bytes",
+            "must be at least 1024".into(),
+        );
+        check(
+            self.admin_tokens
+                .values()
+                .all(|token| token.expose().len() >= 16),
+            "admin_tokens",
+            "every token must be at least 16 characters".into(),
+        );
         check(
             positive(self.alert_window),
             "alert_window",

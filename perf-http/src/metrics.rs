@@ -1,0 +1,52 @@
+//! `/metrics`: Prometheus text through metrics-exporter-prometheus, with the catalogue's
+//! explicit histogram buckets.
+
+use std::time::Duration;
+
+use axum::{Router, http::header, response::IntoResponse, routing::get};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use perf_core::metrics::{CATALOGUE, MetricKind};
+
+/// How often the exporter's histograms are compacted.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Installs the Prometheus recorder as the `metrics` recorder, with every catalogue histogram
+/// given its buckets (so that Prometheus receives `_bucket` series), and starts its upkeep on
+/// the current tokio runtime. Call it first thing in `main`, before `install()`.
+pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
+    let mut builder = PrometheusBuilder::new();
+    for metric in CATALOGUE {
+        if let (MetricKind::Histogram, Some(buckets)) = (metric.kind, metric.buckets) {
+            builder = builder.set_buckets_for_metric(Matcher::Full(metric.name.into()), buckets)?;
+        }
+    }
+    let handle = builder.install_recorder()?;
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let upkeep = handle.clone();
+        runtime.spawn(async move {
+            let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
+            loop {
+                ticker.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+    }
+    Ok(handle)
+}
+
+/// `GET /metrics`: the Prometheus text of `handle`.
+pub fn metrics_router(handle: PrometheusHandle) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    handle.render(),
+                )
+                    .into_response()
+            }
+        }),
+    )
+}

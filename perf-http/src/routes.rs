@@ -1,0 +1,362 @@
+//! The handlers. Work that blocks (sampling memory and the machine, cleanup) runs on tokio's
+//! blocking threads.
+
+use std::time::{Duration, SystemTime};
+
+use axum::{
+    Extension, Json,
+    extract::{State, rejection::JsonRejection},
+    http::StatusCode,
+};
+use perf_core::{Tier, config::PerformanceConfig};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{AppState, auth::Caller, error::ApiError};
+
+type Answer = Result<Json<Value>, ApiError>;
+
+fn to_json(value: impl serde::Serialize) -> Answer {
+    serde_json::to_value(value)
+        .map(Json)
+        .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))
+}
+
+/// Runs blocking work off the async workers.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&perf_core::PerformanceOptimizer) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let optimizer = state.optimizer.clone();
+    tokio::task::spawn_blocking(move || work(&optimizer))
+        .await
+        .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))
+}
+
+/// Logs a mutation: route, outcome, and the token's name.
+fn audit(route: &str, caller: &Option<Extension<Caller>>, outcome: &Result<Json<Value>, ApiError>) {
+    let token = caller
+        .as_ref()
+        .map_or("none", |Extension(Caller(name))| name.as_str());
+    match outcome {
+        Ok(_) => tracing::info!(route, token, outcome = "ok", "admin mutation"),
+        Err(error) => tracing::warn!(
+            route,
+            token,
+            outcome = "refused",
+            status = error.status.as_u16(),
+            error = %error.message,
+            "admin mutation"
+        ),
+    }
+}
+
+pub(crate) async fn health(State(state): State<AppState>) -> Answer {
+    let alerts = blocking(&state, |optimizer| optimizer.alerts()).await?;
+    let critical = alerts
+        .iter()
+        .filter(|alert| alert.severity == perf_core::alerts::Severity::Critical)
+        .count();
+    to_json(json!({
+        "status": if critical == 0 { "ok" } else { "degraded" },
+        "critical_alerts": critical,
+        "alerts": alerts.len(),
+    }))
+}
+
+pub(crate) async fn stats(State(state): State<AppState>) -> Answer {
+    let snapshot = blocking(&state, |optimizer| optimizer.snapshot()).await?;
+    let optimizer = &state.optimizer;
+    to_json(json!({
+        "cache": snapshot.cache,
+        "memory": snapshot.memory,
+        "tasks": snapshot.tasks,
+        "operations": optimizer.monitor().snapshot(),
+        "database": optimizer.query().analyze(),
+        "system": snapshot.system,
+    }))
+}
+
+pub(crate) async fn memory_usage(State(state): State<AppState>) -> Answer {
+    let usage = blocking(&state, |optimizer| optimizer.memory().usage()).await?;
+    let usage =
+        usage.map_err(|error| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()))?;
+    to_json(json!({ "usage": usage, "state": state.optimizer.memory().state() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Cleanup {
+    #[serde(default)]
+    force: bool,
+}
+
+pub(crate) async fn memory_cleanup(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    body: Result<Json<Cleanup>, JsonRejection>,
+) -> Answer {
+    let outcome = async {
+        let Json(Cleanup { force }) = body?;
+        let report = blocking(&state, move |optimizer| {
+            optimizer.memory().cleanup_memory(force)
+        })
+        .await?;
+        match report {
+            Ok(report) => to_json(report),
+            Err(skipped) => Err(ApiError::new(StatusCode::CONFLICT, skipped.to_string())),
+        }
+    }
+    .await;
+    audit("/memory/cleanup", &caller, &outcome);
+    outcome
+}
+
+pub(crate) async fn cache_stats(State(state): State<AppState>) -> Answer {
+    to_json(state.optimizer.cache().stats())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum CacheAction {
+    Clear,
+    Invalidate,
+    InvalidatePrefix,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum CacheType {
+    L1,
+    L2,
+    Redis,
+    All,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CacheManage {
+    action: CacheAction,
+    #[serde(default = "all_tiers")]
+    cache_type: CacheType,
+    key: Option<String>,
+    prefix: Option<String>,
+}
+
+fn all_tiers() -> CacheType {
+    CacheType::All
+}
+
+pub(crate) async fn cache_manage(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    body: Result<Json<CacheManage>, JsonRejection>,
+) -> Answer {
+    let outcome = async {
+        let Json(request) = body?;
+        let cache = state.optimizer.cache();
+        let failed =
+            |error: perf_core::Error| ApiError::new(StatusCode::BAD_GATEWAY, error.to_string());
+        match request.action {
+            CacheAction::Clear => {
+                match request.cache_type {
+                    CacheType::L1 => cache.clear(Tier::L1).await,
+                    CacheType::L2 => cache.clear(Tier::L2).await,
+                    CacheType::Redis => cache.clear(Tier::Redis).await,
+                    CacheType::All => cache.clear_all().await,
+                }
+                .map_err(failed)?;
+                to_json(json!({ "cleared": true }))
+            }
+            CacheAction::Invalidate => {
+                let key = request
+                    .key
+                    .filter(|key| !key.is_empty())
+                    .ok_or_else(|| ApiError::invalid("key", "invalidate needs a non-empty key"))?;
+                let removed = cache.delete(&key).await.map_err(|error| match error {
+                    perf_core::Error::KeyTooLong { .. } => {
+                        ApiError::invalid("key", error.to_string())
+                    }
+                    other => failed(other),
+                })?;
+                to_json(json!({ "removed": removed }))
+            }
+            CacheAction::InvalidatePrefix => {
+                let prefix = request
+                    .prefix
+                    .filter(|prefix| !prefix.is_empty())
+                    .ok_or_else(|| {
+                        ApiError::invalid("prefix", "invalidate_prefix needs a non-empty prefix")
+                    })?;
+                let removed = cache.invalidate_prefix(&prefix).await.map_err(failed)?;
+                to_json(json!({ "removed": removed }))
+            }
+        }
+    }
+    .await;
+    audit("/cache/manage", &caller, &outcome);
+    outcome
+}
+
+pub(crate) async fn task_stats(State(state): State<AppState>) -> Answer {
+    to_json(state.optimizer.tasks().stats())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum TaskAction {
+    Cancel,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TaskManage {
+    action: TaskAction,
+}
+
+pub(crate) async fn task_manage(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    body: Result<Json<TaskManage>, JsonRejection>,
+) -> Answer {
+    let outcome = async {
+        let Json(TaskManage { action }) = body?;
+        match action {
+            TaskAction::Cancel => {
+                let tasks = state.optimizer.tasks();
+                let stats = tasks.stats();
+                tasks.cancel_all();
+                to_json(json!({ "cancelled": stats.queued + stats.running }))
+            }
+        }
+    }
+    .await;
+    audit("/tasks/manage", &caller, &outcome);
+    outcome
+}
+
+pub(crate) async fn database_stats(State(state): State<AppState>) -> Answer {
+    to_json(state.optimizer.query().analyze())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum DatabaseAction {
+    Analyze,
+    ClearCache,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DatabaseOptimize {
+    action: DatabaseAction,
+}
+
+pub(crate) async fn database_optimize(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    body: Result<Json<DatabaseOptimize>, JsonRejection>,
+) -> Answer {
+    let outcome = async {
+        let Json(DatabaseOptimize { action }) = body?;
+        let query = state.optimizer.query();
+        match action {
+            DatabaseAction::Analyze => to_json(query.analyze()),
+            DatabaseAction::ClearCache => {
+                let removed = state
+                    .optimizer
+                    .cache()
+                    .invalidate_prefix("query:")
+                    .await
+                    .map_err(|error| ApiError::new(StatusCode::BAD_GATEWAY, error.to_string()))?;
+                to_json(json!({ "removed": removed }))
+            }
+        }
+    }
+    .await;
+    audit("/database/optimize", &caller, &outcome);
+    outcome
+}
+
+pub(crate) async fn system_resources(State(state): State<AppState>) -> Answer {
+    to_json(blocking(&state, |optimizer| optimizer.system().sample()).await?)
+}
+
+/// The configuration, admin tokens shown by name only.
+pub(crate) async fn get_config(State(state): State<AppState>) -> Answer {
+    let config = state.optimizer.config();
+    let mut value = serde_json::to_value(&*config)
+        .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+    if let Some(tokens) = value.get_mut("admin_tokens").and_then(Value::as_object_mut) {
+        for token in tokens.values_mut() {
+            *token = Value::String("***".into());
+        }
+    }
+    Ok(Json(value))
+}
+
+/// A partial update: the fields given replace the current ones; only hot-updatable fields
+/// may change.
+pub(crate) async fn put_config(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    body: Result<Json<serde_json::Map<String, Value>>, JsonRejection>,
+) -> Answer {
+    let outcome = async {
+        let Json(changes) = body?;
+        let current = state.optimizer.config();
+        let mut merged = serde_json::to_value(&*current)
+            .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+        let Some(fields) = merged.as_object_mut() else {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "config is not an object",
+            ));
+        };
+        for (field, value) in changes {
+            if !fields.contains_key(&field) {
+                return Err(ApiError::invalid(
+                    field.clone(),
+                    format!("unknown field `{field}`"),
+                ));
+            }
+            fields.insert(field, value);
+        }
+        let updated: PerformanceConfig = serde_json::from_value(merged)
+            .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
+        state
+            .optimizer
+            .update_config(updated)
+            .map_err(|error| match error {
+                perf_core::ConfigError::Invalid(fields) => {
+                    let field = fields.first().map(|f| f.field.to_owned());
+                    ApiError {
+                        status: StatusCode::UNPROCESSABLE_ENTITY,
+                        message: perf_core::ConfigError::Invalid(fields).to_string(),
+                        field,
+                    }
+                }
+                other => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, other.to_string()),
+            })?;
+        get_config(State(state.clone())).await
+    }
+    .await;
+    audit("/config", &caller, &outcome);
+    outcome
+}
+
+pub(crate) async fn alerts(State(state): State<AppState>) -> Answer {
+    let alerts = blocking(&state, |optimizer| optimizer.alerts()).await?;
+    to_json(json!({ "alerts": alerts, "at": unix_seconds(SystemTime::now()) }))
+}
+
+pub(crate) async fn recommendations(State(state): State<AppState>) -> Answer {
+    let recommendations = blocking(&state, |optimizer| optimizer.recommendations()).await?;
+    to_json(json!({ "recommendations": recommendations }))
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}

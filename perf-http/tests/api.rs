@@ -1,0 +1,327 @@
+//! Every route through the router, over real components.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use http_body_util::BodyExt;
+use perf_core::{PerformanceConfig, PerformanceOptimizer, Tier, config::Secret};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const TOKEN: &str = "ops-token-0123456789";
+
+fn optimizer() -> Arc<PerformanceOptimizer> {
+    let config = PerformanceConfig {
+        admin_tokens: BTreeMap::from([("ops".to_string(), Secret::new(TOKEN))]),
+        admin_body_limit_bytes: 4096,
+        ..PerformanceConfig::default()
+    };
+    Arc::new(
+        PerformanceOptimizer::builder()
+            .config(config)
+            .build()
+            .expect("valid"),
+    )
+}
+
+async fn call(
+    app: &Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value, Option<String>) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(body) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = app
+        .clone()
+        .oneshot(request.body(body).expect("request"))
+        .await
+        .expect("answered");
+    let status = response.status();
+    let authenticate = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, json, authenticate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_route_answers_json() {
+    let optimizer = optimizer();
+    let app = perf_http::router_for(Arc::clone(&optimizer));
+    optimizer
+        .cache()
+        .set("ad:1", 1u8, Tier::L2, None)
+        .await
+        .expect("stored");
+    for path in [
+        "/health",
+        "/stats",
+        "/memory/usage",
+        "/cache/stats",
+        "/tasks/stats",
+        "/database/stats",
+        "/system/resources",
+        "/config",
+        "/alerts",
+        "/recommendations",
+    ] {
+        let (status, body, _) = call(&app, Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert!(body.is_object(), "{path}: {body}");
+    }
+    let (_, health, _) = call(&app, Method::GET, "/health", None, None).await;
+    assert!(health["status"] == "ok" || health["status"] == "degraded");
+    let (_, stats, _) = call(&app, Method::GET, "/cache/stats", None, None).await;
+    assert_eq!(stats["l2"]["entries"], 1);
+    let (_, config, _) = call(&app, Method::GET, "/config", None, None).await;
+    assert_eq!(
+        config["admin_tokens"]["ops"], "***",
+        "tokens are never shown"
+    );
+    assert_eq!(config["max_workers"], 10);
+}
+
+#[tokio::test]
+async fn mutations_need_a_valid_token() {
+    let app = perf_http::router_for(optimizer());
+    let body = json!({ "action": "cancel" });
+    let (status, error, authenticate) = call(
+        &app,
+        Method::POST,
+        "/tasks/manage",
+        None,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(authenticate.as_deref(), Some("Bearer"));
+    assert!(error["error"].as_str().is_some_and(|e| e.contains("token")));
+    let (status, ..) = call(
+        &app,
+        Method::POST,
+        "/tasks/manage",
+        Some("wrong-token-0123456"),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, answer, _) =
+        call(&app, Method::POST, "/tasks/manage", Some(TOKEN), Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+#[tokio::test]
+async fn reads_need_a_token_when_configured() {
+    let config = PerformanceConfig {
+        admin_tokens: BTreeMap::from([("ops".to_string(), Secret::new(TOKEN))]),
+        admin_require_token_for_reads: true,
+        ..PerformanceConfig::default()
+    };
+    let optimizer = Arc::new(
+        PerformanceOptimizer::builder()
+            .config(config)
+            .build()
+            .expect("valid"),
+    );
+    let app = perf_http::router_for(optimizer);
+    assert_eq!(
+        call(&app, Method::GET, "/cache/stats", None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&app, Method::GET, "/cache/stats", Some(TOKEN), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_memory_tasks_and_database_are_managed() {
+    let optimizer = optimizer();
+    let app = perf_http::router_for(Arc::clone(&optimizer));
+    let cache = optimizer.cache();
+    for key in ["ad:1", "ad:2", "user:1"] {
+        cache.set(key, 1u8, Tier::L2, None).await.expect("stored");
+    }
+    let manage = |body: Value| call(&app, Method::POST, "/cache/manage", Some(TOKEN), Some(body));
+    let (status, answer, _) = manage(json!({ "action": "invalidate", "key": "ad:1" })).await;
+    assert_eq!(
+        (status, answer["removed"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    let (status, answer, _) =
+        manage(json!({ "action": "invalidate_prefix", "prefix": "ad:" })).await;
+    // ad:2, in L1 and in L2.
+    assert_eq!(
+        (status, answer["removed"].clone()),
+        (StatusCode::OK, json!(2))
+    );
+    let (status, ..) = manage(json!({ "action": "clear", "cache_type": "l1" })).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cache.stats().l1.entries, Some(0));
+    assert_eq!(cache.stats().l2.entries, Some(1), "only L1 was cleared");
+
+    let (status, error, _) = manage(json!({ "action": "invalidate" })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error["field"], "key");
+    let (status, error, _) = manage(json!({ "action": "nuke" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["field"], "action", "{error}");
+    let (status, error, _) = manage(json!({ "action": "clear", "cache_type": "l9" })).await;
+    assert_eq!(
+        (status, error["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("cache_type"))
+    );
+    assert_eq!(
+        cache.stats().l2.entries,
+        Some(1),
+        "refused requests changed nothing"
+    );
+
+    let (status, report, _) = call(
+        &app,
+        Method::POST,
+        "/memory/cleanup",
+        Some(TOKEN),
+        Some(json!({ "force": true })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["reason"], "forced");
+    let (status, error, _) = call(
+        &app,
+        Method::POST,
+        "/memory/cleanup",
+        Some(TOKEN),
+        Some(json!({ "force": "yes" })),
+    )
+    .await;
+    assert_eq!(
+        (status, error["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("force"))
+    );
+
+    optimizer.query().record(
+        "select",
+        Some("SELECT * FROM ads WHERE id = 1"),
+        std::time::Duration::from_millis(3),
+        false,
+        None,
+    );
+    let (status, report, _) = call(
+        &app,
+        Method::POST,
+        "/database/optimize",
+        Some(TOKEN),
+        Some(json!({ "action": "analyze" })),
+    )
+    .await;
+    assert_eq!(
+        (status, report["shapes"].clone()),
+        (StatusCode::OK, json!(1))
+    );
+}
+
+#[tokio::test]
+async fn a_config_update_applies_hot_fields_and_refuses_the_rest() {
+    let optimizer = optimizer();
+    let app = perf_http::router_for(Arc::clone(&optimizer));
+    let put = |body: Value| call(&app, Method::PUT, "/config", Some(TOKEN), Some(body));
+
+    let (status, config, _) = put(json!({ "max_workers": 7, "task_timeout": "45s" })).await;
+    assert_eq!(status, StatusCode::OK, "{config}");
+    assert_eq!(config["max_workers"], 7);
+    assert_eq!(optimizer.tasks().stats().max_workers, 7, "in force");
+
+    for (body, field) in [
+        (json!({ "cache_max_size": 5 }), "cache_max_size"),
+        (json!({ "max_workers": 0 }), "max_workers"),
+        (json!({ "bogus": 1 }), "bogus"),
+    ] {
+        let (status, error, _) = put(body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
+        assert_eq!(error["field"], field, "{body}: {error}");
+    }
+    let (status, ..) = put(json!({ "max_workers": "many" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        optimizer.config().max_workers,
+        7,
+        "refused updates changed nothing"
+    );
+    assert_eq!(
+        optimizer.config().cache_max_size,
+        PerformanceConfig::default().cache_max_size
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused() {
+    let app = perf_http::router_for(optimizer());
+    let huge = json!({ "action": "invalidate", "key": "k".repeat(10_000) });
+    let (status, ..) = call(&app, Method::POST, "/cache/manage", Some(TOKEN), Some(huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn a_client_past_its_rate_gets_429_with_retry_after() {
+    let config = PerformanceConfig {
+        admin_rate_limit_per_minute: 5,
+        ..PerformanceConfig::default()
+    };
+    let optimizer = Arc::new(
+        PerformanceOptimizer::builder()
+            .config(config)
+            .build()
+            .expect("valid"),
+    );
+    let app = perf_http::router_for(optimizer);
+    for _ in 0..5 {
+        assert_eq!(
+            call(&app, Method::GET, "/cache/stats", None, None).await.0,
+            StatusCode::OK
+        );
+    }
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/cache/stats")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()[header::RETRY_AFTER]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!(
+        (1..=12).contains(&retry_after),
+        "one request back every 12 s: {retry_after}"
+    );
+}

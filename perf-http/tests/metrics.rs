@@ -1,0 +1,80 @@
+//! `/metrics` after some activity: the catalogue's names, histograms as `_bucket` series.
+//! Its own test binary: it installs the process's metrics recorder.
+
+use std::time::Duration;
+
+use axum::{body::Body, http::Request};
+use http_body_util::BodyExt;
+use perf_core::{PerformanceOptimizer, Tier, memory::MemoryManager};
+use tower::ServiceExt;
+
+#[tokio::test]
+async fn the_catalogue_is_exported_with_histogram_buckets() {
+    let handle = perf_http::install_prometheus().expect("recorder installed");
+    let optimizer = PerformanceOptimizer::builder()
+        .build()
+        .expect("valid")
+        .install()
+        .expect("installed");
+
+    let cache = optimizer.cache();
+    for _ in 0..2 {
+        cache
+            .get_or_load("ad:1", Tier::L2, None, || async { Ok::<_, ()>(1u8) })
+            .await
+            .expect("loaded");
+    }
+    cache.publish_metrics();
+    drop(perf_core::monitor::performance_context("export.check"));
+    let tasks = optimizer.tasks();
+    let handle_task = tasks
+        .submit(async { Ok::<_, ()>(()) })
+        .await
+        .expect("accepted");
+    assert!(handle_task.await.is_completed());
+    optimizer.query().record(
+        "select",
+        Some("SELECT 1"),
+        Duration::from_millis(2),
+        false,
+        None,
+    );
+    MemoryManager::publish_metrics(&optimizer.memory().usage().expect("sampled"));
+
+    let app = perf_http::metrics_router(handle);
+    let response = app
+        .oneshot(
+            Request::get("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answered");
+    assert!(response.status().is_success());
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec(),
+    )
+    .expect("utf-8");
+    for series in [
+        "cache_hits_total{",
+        "cache_misses_total{",
+        "processing_time_seconds_bucket{",
+        "async_operations_total{",
+        "database_query_time_seconds_bucket{",
+        "memory_usage_bytes{",
+        "cache_size_bytes{",
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+    assert!(text.contains(r#"operation="task""#));
+    assert!(
+        text.contains(r#"le="0.0025""#),
+        "the catalogue's buckets, not summaries"
+    );
+}
