@@ -31,7 +31,7 @@ pub struct PerformanceOptimizer {
     tasks: TaskManager,
     query: QueryOptimizer,
     monitor: Monitor,
-    system: SystemMonitor,
+    system: Arc<SystemMonitor>,
     background_started: AtomicBool,
 }
 
@@ -105,7 +105,7 @@ impl OptimizerBuilder {
             tasks,
             query,
             monitor,
-            system: SystemMonitor::default(),
+            system: Arc::new(SystemMonitor::default()),
             config: RwLock::new(Arc::new(config)),
             background_started: AtomicBool::new(false),
         })
@@ -297,6 +297,7 @@ impl PerformanceOptimizer {
             self.memory.downgrade(),
             config.memory_check_interval,
         ));
+        runtime.spawn(system_loop(Arc::downgrade(&self.system)));
         Ok(())
     }
 }
@@ -339,6 +340,23 @@ async fn sweep_loop(cache: WeakCache, every: Duration) {
         // A sweep visits every entry: keep it off the async workers.
         let swept = tokio::task::spawn_blocking(move || cache.sweep_expired()).await;
         tracing::trace!(?swept, "cache sweep");
+    }
+}
+
+/// How often `resource_usage_percent` is sampled.
+const SYSTEM_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Every [`SYSTEM_INTERVAL`]: publish the machine's CPU, memory and disk use.
+async fn system_loop(system: std::sync::Weak<SystemMonitor>) {
+    let mut ticker = ticker(SYSTEM_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let Some(system) = system.upgrade() else {
+            break;
+        };
+        if let Ok(resources) = tokio::task::spawn_blocking(move || system.sample()).await {
+            resources.publish_metrics();
+        }
     }
 }
 

@@ -114,6 +114,20 @@ impl SystemMonitor {
     }
 }
 
+impl SystemResources {
+    /// Sets `resource_usage_percent{type}` (`cpu`, `memory`, `disk`).
+    pub fn publish_metrics(&self) {
+        for (kind, percent) in [
+            ("cpu", self.cpu_percent),
+            ("memory", self.memory_percent),
+            ("disk", self.disk_percent),
+        ] {
+            ::metrics::gauge!(crate::metrics::RESOURCE_USAGE_PERCENT, crate::metrics::labels::TYPE => kind)
+                .set(percent);
+        }
+    }
+}
+
 fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0

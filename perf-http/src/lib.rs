@@ -23,6 +23,7 @@ mod auth;
 mod error;
 mod limit;
 mod metrics;
+mod openapi;
 mod routes;
 
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use axum::{
     Router,
     extract::DefaultBodyLimit,
     middleware,
-    routing::{get, post},
+    routing::{MethodRouter, get, post},
 };
 use perf_core::PerformanceOptimizer;
 pub use perf_core::metrics::CATALOGUE;
@@ -69,9 +70,38 @@ pub fn router(optimizer: &'static PerformanceOptimizer) -> Router {
     build(OptimizerRef::Static(optimizer))
 }
 
+/// The OpenAPI 3 document of [`router`]'s routes, as JSON.
+pub fn openapi_json() -> String {
+    use utoipa::OpenApi;
+    openapi::ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+}
+
 /// The admin API over an optimizer that is not installed (tests, several instances).
 pub fn router_for(optimizer: Arc<PerformanceOptimizer>) -> Router {
     build(OptimizerRef::Shared(optimizer))
+}
+
+/// Every route, by path. The OpenAPI document must describe each (a test checks).
+fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/health", get(routes::health)),
+        ("/stats", get(routes::stats)),
+        ("/memory/usage", get(routes::memory_usage)),
+        ("/memory/cleanup", post(routes::memory_cleanup)),
+        ("/cache/stats", get(routes::cache_stats)),
+        ("/cache/manage", post(routes::cache_manage)),
+        ("/tasks/stats", get(routes::task_stats)),
+        ("/tasks/manage", post(routes::task_manage)),
+        ("/database/stats", get(routes::database_stats)),
+        ("/database/optimize", post(routes::database_optimize)),
+        ("/system/resources", get(routes::system_resources)),
+        ("/config", get(routes::get_config).put(routes::put_config)),
+        ("/alerts", get(routes::alerts)),
+        ("/recommendations", get(routes::recommendations)),
+        ("/openapi.json", get(openapi::document)),
+    ]
 }
 
 fn build(optimizer: OptimizerRef) -> Router {
@@ -81,21 +111,11 @@ fn build(optimizer: OptimizerRef) -> Router {
     let state = AppState {
         optimizer: Arc::new(optimizer),
     };
-    Router::new()
-        .route("/health", get(routes::health))
-        .route("/stats", get(routes::stats))
-        .route("/memory/usage", get(routes::memory_usage))
-        .route("/memory/cleanup", post(routes::memory_cleanup))
-        .route("/cache/stats", get(routes::cache_stats))
-        .route("/cache/manage", post(routes::cache_manage))
-        .route("/tasks/stats", get(routes::task_stats))
-        .route("/tasks/manage", post(routes::task_manage))
-        .route("/database/stats", get(routes::database_stats))
-        .route("/database/optimize", post(routes::database_optimize))
-        .route("/system/resources", get(routes::system_resources))
-        .route("/config", get(routes::get_config).put(routes::put_config))
-        .route("/alerts", get(routes::alerts))
-        .route("/recommendations", get(routes::recommendations))
+    let mut router = Router::new();
+    for (path, route) in routes() {
+        router = router.route(path, route);
+    }
+    router
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -104,4 +124,27 @@ fn build(optimizer: OptimizerRef) -> Router {
         .route_layer(middleware::from_fn_with_state(limiter, limit::limit))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_route_is_in_the_openapi_document() {
+        let document: serde_json::Value =
+            serde_json::from_str(&super::openapi_json()).expect("JSON");
+        let documented = document["paths"].as_object().expect("paths");
+        for (path, _) in super::routes() {
+            if path != "/openapi.json" {
+                assert!(documented.contains_key(path), "{path} is not documented");
+            }
+        }
+        assert_eq!(
+            documented.len(),
+            super::routes().len() - 1,
+            "nothing documented that is not served"
+        );
+        assert!(documented["/config"].get("put").is_some());
+        assert!(documented["/config"].get("get").is_some());
+        assert!(documented["/cache/manage"]["post"]["requestBody"].is_object());
+    }
 }

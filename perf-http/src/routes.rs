@@ -51,6 +51,7 @@ fn audit(route: &str, caller: &Option<Extension<Caller>>, outcome: &Result<Json<
     }
 }
 
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "ok, or degraded when a critical alert is raised")))]
 pub(crate) async fn health(State(state): State<AppState>) -> Answer {
     let alerts = blocking(&state, |optimizer| optimizer.alerts()).await?;
     let critical = alerts
@@ -64,6 +65,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Answer {
     }))
 }
 
+#[utoipa::path(get, path = "/stats", tag = "stats", responses((status = 200, description = "cache, memory, tasks, operations, database and system statistics")))]
 pub(crate) async fn stats(State(state): State<AppState>) -> Answer {
     let snapshot = blocking(&state, |optimizer| optimizer.snapshot()).await?;
     let optimizer = &state.optimizer;
@@ -77,6 +79,7 @@ pub(crate) async fn stats(State(state): State<AppState>) -> Answer {
     }))
 }
 
+#[utoipa::path(get, path = "/memory/usage", tag = "memory", responses((status = 200, description = "a fresh memory sample and the monitor's state"), (status = 503, description = "memory could not be sampled")))]
 pub(crate) async fn memory_usage(State(state): State<AppState>) -> Answer {
     let usage = blocking(&state, |optimizer| optimizer.memory().usage()).await?;
     let usage =
@@ -84,13 +87,14 @@ pub(crate) async fn memory_usage(State(state): State<AppState>) -> Answer {
     to_json(json!({ "usage": usage, "state": state.optimizer.memory().state() }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Cleanup {
     #[serde(default)]
     force: bool,
 }
 
+#[utoipa::path(post, path = "/memory/cleanup", tag = "memory", request_body = Cleanup, security(("bearer" = [])), responses((status = 200, description = "the cleanup report"), (status = 409, description = "skipped: below the threshold or too soon"), (status = 400, description = "bad body"), (status = 401, description = "no token"), (status = 403, description = "wrong token")))]
 pub(crate) async fn memory_cleanup(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -112,11 +116,12 @@ pub(crate) async fn memory_cleanup(
     outcome
 }
 
+#[utoipa::path(get, path = "/cache/stats", tag = "cache", responses((status = 200, description = "every tier's statistics")))]
 pub(crate) async fn cache_stats(State(state): State<AppState>) -> Answer {
     to_json(state.optimizer.cache().stats())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 enum CacheAction {
     Clear,
@@ -124,7 +129,7 @@ enum CacheAction {
     InvalidatePrefix,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 enum CacheType {
     L1,
@@ -133,7 +138,7 @@ enum CacheType {
     All,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CacheManage {
     action: CacheAction,
@@ -147,6 +152,7 @@ fn all_tiers() -> CacheType {
     CacheType::All
 }
 
+#[utoipa::path(post, path = "/cache/manage", tag = "cache", request_body = CacheManage, security(("bearer" = [])), responses((status = 200, description = "what was removed"), (status = 400, description = "bad body"), (status = 422, description = "a field out of range"), (status = 401, description = "no token"), (status = 403, description = "wrong token")))]
 pub(crate) async fn cache_manage(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -198,22 +204,24 @@ pub(crate) async fn cache_manage(
     outcome
 }
 
+#[utoipa::path(get, path = "/tasks/stats", tag = "tasks", responses((status = 200, description = "the task manager's statistics")))]
 pub(crate) async fn task_stats(State(state): State<AppState>) -> Answer {
     to_json(state.optimizer.tasks().stats())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 enum TaskAction {
     Cancel,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TaskManage {
     action: TaskAction,
 }
 
+#[utoipa::path(post, path = "/tasks/manage", tag = "tasks", request_body = TaskManage, security(("bearer" = [])), responses((status = 200, description = "how many tasks were cancelled"), (status = 400, description = "bad body"), (status = 401, description = "no token"), (status = 403, description = "wrong token")))]
 pub(crate) async fn task_manage(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -235,23 +243,25 @@ pub(crate) async fn task_manage(
     outcome
 }
 
+#[utoipa::path(get, path = "/database/stats", tag = "database", responses((status = 200, description = "query shapes by total time, slowest and most failing, and recent slow queries")))]
 pub(crate) async fn database_stats(State(state): State<AppState>) -> Answer {
     to_json(state.optimizer.query().analyze())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 enum DatabaseAction {
     Analyze,
     ClearCache,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DatabaseOptimize {
     action: DatabaseAction,
 }
 
+#[utoipa::path(post, path = "/database/optimize", tag = "database", request_body = DatabaseOptimize, security(("bearer" = [])), responses((status = 200, description = "the analysis, or how many cached results were dropped"), (status = 400, description = "bad body"), (status = 401, description = "no token"), (status = 403, description = "wrong token")))]
 pub(crate) async fn database_optimize(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -278,11 +288,13 @@ pub(crate) async fn database_optimize(
     outcome
 }
 
+#[utoipa::path(get, path = "/system/resources", tag = "system", responses((status = 200, description = "CPU, memory, disks and network")))]
 pub(crate) async fn system_resources(State(state): State<AppState>) -> Answer {
     to_json(blocking(&state, |optimizer| optimizer.system().sample()).await?)
 }
 
 /// The configuration, admin tokens shown by name only.
+#[utoipa::path(get, path = "/config", tag = "config", responses((status = 200, description = "the configuration in force, tokens hidden")))]
 pub(crate) async fn get_config(State(state): State<AppState>) -> Answer {
     let config = state.optimizer.config();
     let mut value = serde_json::to_value(&*config)
@@ -297,6 +309,7 @@ pub(crate) async fn get_config(State(state): State<AppState>) -> Answer {
 
 /// A partial update: the fields given replace the current ones; only hot-updatable fields
 /// may change.
+#[utoipa::path(put, path = "/config", tag = "config", request_body(content = serde_json::Value, description = "the fields to change; only hot-updatable fields may change"), security(("bearer" = [])), responses((status = 200, description = "the configuration now in force"), (status = 400, description = "bad body"), (status = 422, description = "an invalid or cold field, named"), (status = 401, description = "no token"), (status = 403, description = "wrong token")))]
 pub(crate) async fn put_config(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -345,11 +358,13 @@ pub(crate) async fn put_config(
     outcome
 }
 
+#[utoipa::path(get, path = "/alerts", tag = "alerts", responses((status = 200, description = "alerts, most severe first")))]
 pub(crate) async fn alerts(State(state): State<AppState>) -> Answer {
     let alerts = blocking(&state, |optimizer| optimizer.alerts()).await?;
     to_json(json!({ "alerts": alerts, "at": unix_seconds(SystemTime::now()) }))
 }
 
+#[utoipa::path(get, path = "/recommendations", tag = "alerts", responses((status = 200, description = "recommended changes with their figures")))]
 pub(crate) async fn recommendations(State(state): State<AppState>) -> Answer {
     let recommendations = blocking(&state, |optimizer| optimizer.recommendations()).await?;
     to_json(json!({ "recommendations": recommendations }))

@@ -86,6 +86,7 @@ async fn every_read_route_answers_json() {
         "/config",
         "/alerts",
         "/recommendations",
+        "/openapi.json",
     ] {
         let (status, body, _) = call(&app, Method::GET, path, None, None).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
@@ -101,6 +102,13 @@ async fn every_read_route_answers_json() {
         "tokens are never shown"
     );
     assert_eq!(config["max_workers"], 10);
+    let (_, document, _) = call(&app, Method::GET, "/openapi.json", None, None).await;
+    assert!(
+        document["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('3'))
+    );
+    assert!(document["paths"]["/cache/manage"]["post"].is_object());
 }
 
 #[tokio::test]
