@@ -213,3 +213,43 @@ async fn methods_are_cached_without_self_in_the_key() {
         "{key}"
     );
 }
+
+static SWITCHED: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_result(cache_type = "l1", optimizer = optimizer, skip(optimizer))]
+async fn switched(optimizer: &PerformanceOptimizer, id: u8) -> u8 {
+    SWITCHED.fetch_add(1, Ordering::SeqCst);
+    id
+}
+
+#[tokio::test]
+async fn with_caching_off_every_call_runs_the_body() {
+    let config = perf::PerformanceConfig {
+        cache_enabled: false,
+        ..perf::PerformanceConfig::default()
+    };
+    let optimizer = PerformanceOptimizer::builder()
+        .config(config.clone())
+        .build()
+        .expect("valid");
+    for _ in 0..3 {
+        assert_eq!(switched(&optimizer, 4).await, 4);
+    }
+    assert_eq!(SWITCHED.load(Ordering::SeqCst), 3, "no call was cached");
+    assert_eq!(optimizer.cache().stats().l1.entries, Some(0));
+
+    optimizer
+        .update_config(perf::PerformanceConfig {
+            cache_enabled: true,
+            ..config
+        })
+        .expect("a hot field");
+    for _ in 0..3 {
+        assert_eq!(switched(&optimizer, 4).await, 4);
+    }
+    assert_eq!(
+        SWITCHED.load(Ordering::SeqCst),
+        4,
+        "cached again once switched on"
+    );
+}

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// | field | default | meaning |
 /// |---|---|---|
+/// | `cache_enabled` | true | false: `get_or_load` and `#[cache_result]` call straight through (changeable at run time) |
 /// | `cache_ttl` | 1h | TTL of cache entries stored without an explicit one |
 /// | `cache_max_size` | 10 000 | L1 capacity in entries |
 /// | `l2_max_bytes` | 128 MiB | L2 capacity in bytes (keys, encoded values, per-entry overhead) |
@@ -52,6 +53,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PerformanceConfig {
+    pub cache_enabled: bool,
     #[serde(with = "duration_serde")]
     pub cache_ttl: Duration,
     pub cache_max_size: u64,
@@ -95,10 +97,11 @@ pub struct PerformanceConfig {
 }
 
 /// The fields a running optimizer can change ([`PerformanceOptimizer::update_config`](crate::PerformanceOptimizer::update_config)).
-pub const HOT_FIELDS: &[&str] = &["max_workers", "task_timeout"];
+pub const HOT_FIELDS: &[&str] = &["cache_enabled", "max_workers", "task_timeout"];
 
 /// The field names, which are also the `PERF_*` variable names in lower case.
 const FIELDS: &[&str] = &[
+    "cache_enabled",
     "cache_ttl",
     "cache_max_size",
     "l2_max_bytes",
@@ -163,6 +166,7 @@ pub(crate) const L2_ENTRY_OVERHEAD: u64 = 64;
 impl Default for PerformanceConfig {
     fn default() -> Self {
         Self {
+            cache_enabled: true,
             cache_ttl: Duration::from_secs(3600),
             cache_max_size: 10_000,
             l2_max_bytes: 128 * 1024 * 1024,

@@ -179,6 +179,7 @@ impl PerformanceOptimizer {
             }]));
         }
         self.tasks.set_default_timeout(config.task_timeout);
+        self.cache.set_enabled(config.cache_enabled);
         *current = Arc::new(config);
         Ok(())
     }

@@ -29,6 +29,9 @@ impl MultiLevelCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        if !self.is_enabled() {
+            return self.run_loader(loader).await.map(Arc::new);
+        }
         let tier = self.effective(tier);
         let plan = match self.plan_write(key, ttl) {
             Ok(plan) => plan,
@@ -65,6 +68,9 @@ impl MultiLevelCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        if !self.is_enabled() {
+            return self.run_loader(loader).await.map(Arc::new);
+        }
         let plan = match self.plan_write(key, ttl) {
             Ok(plan) => plan,
             Err(error) => return self.load_uncached(key, error, loader).await,
@@ -93,6 +99,9 @@ impl MultiLevelCache {
         T: SharedValue,
         F: FnOnce() -> Result<T, E>,
     {
+        if !self.is_enabled() {
+            return self.run_loader_local(loader).map(Arc::new);
+        }
         let tier = tier.min(Tier::L2);
         let plan = match self.plan_write(key, ttl) {
             Ok(plan) => plan,
@@ -119,6 +128,9 @@ impl MultiLevelCache {
         T: CacheValue,
         F: FnOnce() -> Result<T, E>,
     {
+        if !self.is_enabled() {
+            return self.run_loader_local(loader).map(Arc::new);
+        }
         let plan = match self.plan_write(key, ttl) {
             Ok(plan) => plan,
             Err(error) => return self.load_uncached_local(key, &error, loader),

@@ -97,6 +97,9 @@ struct Inner {
     counters: Arc<Counters>,
     flights: Flights,
     publisher: MetricsPublisher,
+    /// `cache_enabled`: when off, the get_or_load family and `#[cache_result]` call straight
+    /// through to their loaders.
+    enabled: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for MultiLevelCache {
@@ -159,6 +162,7 @@ impl CacheBuilder {
             counters,
             flights: Flights::default(),
             publisher: MetricsPublisher::default(),
+            enabled: std::sync::atomic::AtomicBool::new(config.cache_enabled),
         };
         let cache = MultiLevelCache {
             inner: Arc::new(inner),
@@ -262,6 +266,9 @@ impl MultiLevelCache {
         near_key: NearKey<'_>,
         write_l1_key: impl FnOnce(&mut String),
     ) -> Option<T> {
+        if !self.is_enabled() {
+            return None;
+        }
         let inner = &self.inner;
         let lookup = match inner.l1.get_cloned_near::<T>(near_key, &inner.clock) {
             Some(value) => Lookup::Hit(value),
@@ -291,7 +298,7 @@ impl MultiLevelCache {
 
     /// A fast-path read that bypasses the near cache (keys without a fingerprint).
     fn hit_l1_for_load<T: CacheValue + Clone>(&self, key: &str) -> Option<T> {
-        if key.len() > self.inner.max_key_bytes {
+        if key.len() > self.inner.max_key_bytes || !self.is_enabled() {
             return None;
         }
         let lookup = match self
@@ -449,6 +456,22 @@ impl MultiLevelCache {
             self.inner.l1.shrink(fraction),
             self.inner.l2.shrink(fraction),
         )
+    }
+
+    /// Whether the get_or_load family and `#[cache_result]` use the cache (`cache_enabled`).
+    #[inline]
+    pub fn is_enabled(&self) -> bool {
+        self.inner
+            .enabled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Turns caching through the get_or_load family and `#[cache_result]` on or off (a
+    /// benchmark's baseline, or an incident); what is cached stays, and `get`/`set` still work.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.inner
+            .enabled
+            .store(enabled, std::sync::atomic::Ordering::Relaxed);
     }
 
     // ----- observation -----
