@@ -1,0 +1,443 @@
+//! The ads back end: data, cached reads, handlers and the router. `main.rs` runs it; the
+//! integration test starts it in-process.
+
+use std::{net::SocketAddr, sync::OnceLock, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use perf::{PerformanceConfig, PerformanceOptimizer, cache_result, performance_monitor};
+use serde::{Deserialize, Serialize};
+use sqlx::{Row, SqlitePool, sqlite::SqlitePoolOptions};
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) addr: SocketAddr,
+    /// With a Redis URL, the Redis tier and its invalidation backplane are on.
+    pub(crate) redis_url: Option<String>,
+    /// `false`: every `#[cache_result]` calls straight through (the load test's baseline).
+    pub(crate) cache_enabled: bool,
+    pub(crate) ads: i64,
+    pub(crate) users: i64,
+}
+
+impl Options {
+    /// From the environment: `ADS_ADDR` (default 127.0.0.1:8000), `REDIS_URL`,
+    /// `ADS_CACHE_ENABLED` (default true).
+    pub(crate) fn from_env() -> Result<Self, String> {
+        let addr = std::env::var("ADS_ADDR").unwrap_or_else(|_| "127.0.0.1:8000".into());
+        Ok(Self {
+            addr: addr.parse().map_err(|e| format!("ADS_ADDR={addr}: {e}"))?,
+            redis_url: std::env::var("REDIS_URL")
+                .ok()
+                .filter(|url| !url.is_empty()),
+            cache_enabled: std::env::var("ADS_CACHE_ENABLED").map_or(true, |v| v != "false"),
+            ads: 5_000,
+            users: 1_000,
+        })
+    }
+}
+
+static DB: OnceLock<SqlitePool> = OnceLock::new();
+
+fn db() -> &'static SqlitePool {
+    DB.get()
+        .expect("the database is opened before the router serves")
+}
+
+#[derive(Clone)]
+struct AppState {
+    optimizer: &'static PerformanceOptimizer,
+}
+
+/// Opens and seeds the database, installs the optimizer (with Redis when configured) and
+/// builds the router with the admin API at `/performance` and Prometheus at `/metrics`.
+pub(crate) async fn build(
+    options: &Options,
+) -> Result<(Router, &'static PerformanceOptimizer), Box<dyn std::error::Error + Send + Sync>> {
+    let prometheus = perf_http::install_prometheus()?;
+    let config = PerformanceConfig {
+        cache_enabled: options.cache_enabled,
+        slow_query_threshold: Duration::from_millis(50),
+        ..PerformanceConfig::from_env()?
+    };
+    let mut builder = PerformanceOptimizer::builder().config(config);
+    if let Some(url) = &options.redis_url {
+        let redis = perf_redis::RedisTier::builder(url)
+            .namespace("ads")
+            .build()
+            .await?;
+        builder = builder.remote_tier(redis);
+    }
+    let optimizer = builder.build()?.install()?;
+
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await?;
+    seed(&pool, options.ads, options.users).await?;
+    let _ = DB.set(pool);
+
+    let router = Router::new()
+        .route("/ads/{id}", get(get_ad))
+        .route("/users/{id}/preferences", get(get_preferences))
+        .route("/ad-templates", get(get_templates))
+        .route("/config/global", get(get_global_config))
+        .route("/analytics/{user_id}/{date}", get(get_analytics))
+        .route("/ads/{id}/impressions", post(post_impression))
+        .route("/batch/process", post(post_batch))
+        .with_state(AppState { optimizer })
+        .nest("/performance", perf_http::router(optimizer))
+        .merge(perf_http::metrics_router(prometheus));
+    Ok((router, optimizer))
+}
+
+async fn seed(pool: &SqlitePool, ads: i64, users: i64) -> Result<(), sqlx::Error> {
+    for statement in [
+        "CREATE TABLE ads (id INTEGER PRIMARY KEY, campaign INTEGER, category TEXT, title TEXT, bid REAL)",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)",
+        "CREATE TABLE preferences (user_id INTEGER, category TEXT, weight REAL)",
+        "CREATE TABLE impressions (id INTEGER PRIMARY KEY AUTOINCREMENT, ad_id INTEGER, user_id INTEGER, day TEXT)",
+        "CREATE INDEX impressions_user_day ON impressions (user_id, day)",
+        "CREATE TABLE templates (id INTEGER PRIMARY KEY, name TEXT, width INTEGER, height INTEGER)",
+    ] {
+        sqlx::query(statement).execute(pool).await?;
+    }
+    const CATEGORIES: [&str; 5] = ["sports", "travel", "tech", "food", "music"];
+    let mut tx = pool.begin().await?;
+    for id in 1..=ads {
+        sqlx::query("INSERT INTO ads VALUES (?, ?, ?, ?, ?)")
+            .bind(id)
+            .bind(id % 50)
+            .bind(CATEGORIES[(id % 5) as usize])
+            .bind(format!("Ad {id}: {} deals", CATEGORIES[(id % 5) as usize]))
+            .bind(0.5 + (id % 17) as f64 / 10.0)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for id in 1..=users {
+        sqlx::query("INSERT INTO users VALUES (?, ?)")
+            .bind(id)
+            .bind(format!("user {id}"))
+            .execute(&mut *tx)
+            .await?;
+        for (i, category) in CATEGORIES.iter().enumerate().take(3) {
+            sqlx::query("INSERT INTO preferences VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(category)
+                .bind(((id + i as i64) % 10) as f64 / 10.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for n in 0..5 {
+            sqlx::query(
+                "INSERT INTO impressions (ad_id, user_id, day) VALUES (?, ?, '2026-11-28')",
+            )
+            .bind((id * 7 + n) % ads + 1)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    for (id, (name, width, height)) in [
+        ("leaderboard", 728, 90),
+        ("rectangle", 300, 250),
+        ("skyscraper", 160, 600),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sqlx::query("INSERT INTO templates VALUES (?, ?, ?, ?)")
+            .bind(id as i64)
+            .bind(name)
+            .bind(width)
+            .bind(height)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+// ----- errors -----
+
+#[derive(Debug)]
+pub(crate) enum AppError {
+    NotFound(String),
+    Database(String),
+    Bad(String),
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(error: sqlx::Error) -> Self {
+        AppError::Database(error.to_string())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            AppError::NotFound(what) => (StatusCode::NOT_FOUND, what),
+            AppError::Bad(why) => (StatusCode::BAD_REQUEST, why),
+            AppError::Database(error) => (StatusCode::INTERNAL_SERVER_ERROR, error),
+        };
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+// ----- cached reads -----
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Ad {
+    pub(crate) id: i64,
+    pub(crate) campaign: i64,
+    pub(crate) category: String,
+    pub(crate) title: String,
+    pub(crate) bid: f64,
+}
+
+#[cache_result(ttl = 300, cache_type = "l1")]
+async fn load_ad(id: i64) -> Result<Option<Ad>, String> {
+    let row = sqlx::query("SELECT id, campaign, category, title, bid FROM ads WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.map(|row| Ad {
+        id: row.get("id"),
+        campaign: row.get("campaign"),
+        category: row.get("category"),
+        title: row.get("title"),
+        bid: row.get("bid"),
+    }))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Preference {
+    pub(crate) category: String,
+    pub(crate) weight: f64,
+}
+
+#[cache_result(ttl = "10m", cache_type = "l1")]
+async fn load_preferences(user_id: i64) -> Result<Vec<Preference>, String> {
+    let rows = sqlx::query(
+        "SELECT category, weight FROM preferences WHERE user_id = ? ORDER BY weight DESC",
+    )
+    .bind(user_id)
+    .fetch_all(db())
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(rows
+        .iter()
+        .map(|row| Preference {
+            category: row.get("category"),
+            weight: row.get("weight"),
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Template {
+    pub(crate) name: String,
+    pub(crate) width: i64,
+    pub(crate) height: i64,
+}
+
+#[cache_result(ttl = "1h", cache_type = "l2")]
+async fn load_templates() -> Result<Vec<Template>, String> {
+    let rows = sqlx::query("SELECT name, width, height FROM templates ORDER BY id")
+        .fetch_all(db())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(rows
+        .iter()
+        .map(|row| Template {
+            name: row.get("name"),
+            width: row.get("width"),
+            height: row.get("height"),
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct GlobalConfig {
+    pub(crate) floor_price: f64,
+    pub(crate) max_ads_per_page: u32,
+}
+
+/// Shared by every instance through Redis when it is configured (else L2).
+#[cache_result(ttl = "5m", cache_type = "redis")]
+async fn load_global_config() -> GlobalConfig {
+    GlobalConfig {
+        floor_price: 0.25,
+        max_ads_per_page: 4,
+    }
+}
+
+// ----- handlers -----
+
+#[performance_monitor("ads.get_ad")]
+async fn get_ad(Path(id): Path<i64>) -> Result<Json<Ad>, AppError> {
+    load_ad(id)
+        .await
+        .map_err(AppError::Database)?
+        .map(Json)
+        .ok_or_else(|| AppError::NotFound(format!("no ad {id}")))
+}
+
+#[performance_monitor("ads.get_preferences")]
+async fn get_preferences(Path(id): Path<i64>) -> Result<Json<Vec<Preference>>, AppError> {
+    Ok(Json(
+        load_preferences(id).await.map_err(AppError::Database)?,
+    ))
+}
+
+#[performance_monitor("ads.get_templates")]
+async fn get_templates() -> Result<Json<Vec<Template>>, AppError> {
+    Ok(Json(load_templates().await.map_err(AppError::Database)?))
+}
+
+#[performance_monitor("ads.get_global_config")]
+async fn get_global_config() -> Json<GlobalConfig> {
+    Json(load_global_config().await)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Analytics {
+    pub(crate) user_id: i64,
+    pub(crate) day: String,
+    pub(crate) impressions: i64,
+    pub(crate) distinct_ads: i64,
+}
+
+const ANALYTICS: &str = "SELECT count(*) AS impressions, count(DISTINCT ad_id) AS distinct_ads \
+                         FROM impressions WHERE user_id = ? AND day = ?";
+
+#[performance_monitor("ads.get_analytics")]
+async fn get_analytics(
+    State(state): State<AppState>,
+    Path((user_id, day)): Path<(i64, String)>,
+) -> Result<Json<Analytics>, AppError> {
+    let query = state.optimizer.query();
+    let analytics = query
+        .cached_query(
+            ANALYTICS,
+            &(user_id, &day),
+            Some(Duration::from_secs(60)),
+            || {
+                query.timed("select", ANALYTICS, async {
+                    let row = sqlx::query(ANALYTICS)
+                        .bind(user_id)
+                        .bind(&day)
+                        .fetch_one(db())
+                        .await?;
+                    Ok::<_, sqlx::Error>(Analytics {
+                        user_id,
+                        day: day.clone(),
+                        impressions: row.get("impressions"),
+                        distinct_ads: row.get("distinct_ads"),
+                    })
+                })
+            },
+        )
+        .await?;
+    Ok(Json((*analytics).clone()))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Impression {
+    pub(crate) user_id: i64,
+    pub(crate) day: String,
+}
+
+const INSERT_IMPRESSION: &str = "INSERT INTO impressions (ad_id, user_id, day) VALUES (?, ?, ?)";
+
+/// Records an impression, then drops the cached analytics it changes.
+#[performance_monitor("ads.post_impression")]
+async fn post_impression(
+    State(state): State<AppState>,
+    Path(ad_id): Path<i64>,
+    Json(impression): Json<Impression>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    if load_ad(ad_id).await.map_err(AppError::Database)?.is_none() {
+        return Err(AppError::NotFound(format!("no ad {ad_id}")));
+    }
+    let query = state.optimizer.query();
+    query
+        .timed(
+            "insert",
+            INSERT_IMPRESSION,
+            sqlx::query(INSERT_IMPRESSION)
+                .bind(ad_id)
+                .bind(impression.user_id)
+                .bind(&impression.day)
+                .execute(db()),
+        )
+        .await?;
+    let invalidated = query
+        .invalidate_table("impressions")
+        .await
+        .map_err(|e| AppError::Database(e.to_string()))?;
+    Ok(Json(
+        serde_json::json!({ "recorded": true, "invalidated_shapes": invalidated }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Batch {
+    pub(crate) ad_ids: Vec<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Scored {
+    pub(crate) ad_id: i64,
+    pub(crate) score: Option<f64>,
+    pub(crate) outcome: &'static str,
+}
+
+/// Scores a batch of ads on the task manager: one task an ad, results in input order.
+#[performance_monitor("ads.post_batch")]
+async fn post_batch(
+    State(state): State<AppState>,
+    Json(batch): Json<Batch>,
+) -> Result<Json<Vec<Scored>>, AppError> {
+    if batch.ad_ids.len() > 1000 {
+        return Err(AppError::Bad("at most 1000 ads a batch".into()));
+    }
+    let tasks = state.optimizer.tasks();
+    let handles = tasks
+        .batch_submit(batch.ad_ids.clone().into_iter().map(|id| async move {
+            let ad = load_ad(id).await?.ok_or_else(|| format!("no ad {id}"))?;
+            Ok::<_, String>(ad.bid * (1.0 + ad.campaign as f64 / 100.0))
+        }))
+        .await
+        .map_err(|e| AppError::Bad(e.to_string()))?;
+    let outcomes = tasks
+        .wait_for_tasks(handles, Some(Duration::from_secs(5)))
+        .await;
+    Ok(Json(
+        batch
+            .ad_ids
+            .iter()
+            .zip(outcomes)
+            .map(|(&ad_id, outcome)| {
+                let (score, outcome) = match outcome {
+                    perf::tasks::TaskOutcome::Completed(score) => (Some(score), "completed"),
+                    perf::tasks::TaskOutcome::Failed(_) => (None, "failed"),
+                    perf::tasks::TaskOutcome::Panicked(_) => (None, "panicked"),
+                    perf::tasks::TaskOutcome::TimedOut => (None, "timed_out"),
+                    perf::tasks::TaskOutcome::Cancelled => (None, "cancelled"),
+                };
+                Scored {
+                    ad_id,
+                    score,
+                    outcome,
+                }
+            })
+            .collect(),
+    ))
+}
