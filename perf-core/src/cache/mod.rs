@@ -237,6 +237,9 @@ impl MultiLevelCache {
         path: &'static str,
         arguments: &A,
     ) -> Option<T> {
+        if !self.is_enabled() {
+            return None;
+        }
         let write_l1_key = |out: &mut String| write_function_key(out, path, arguments);
         Fingerprint::with(arguments, |print| match print {
             Some(print) => self.hit_near(NearKey { site: path, print }, write_l1_key),
@@ -248,6 +251,9 @@ impl MultiLevelCache {
     #[doc(hidden)]
     #[inline]
     pub fn hit_for_key<T: CacheValue + Clone>(&self, key: &str) -> Option<T> {
+        if !self.is_enabled() {
+            return None;
+        }
         Fingerprint::with_bytes(key.as_bytes(), |print| match print {
             Some(print) => self.hit_near(
                 NearKey {
@@ -266,9 +272,6 @@ impl MultiLevelCache {
         near_key: NearKey<'_>,
         write_l1_key: impl FnOnce(&mut String),
     ) -> Option<T> {
-        if !self.is_enabled() {
-            return None;
-        }
         let inner = &self.inner;
         let lookup = match inner.l1.get_cloned_near::<T>(near_key, &inner.clock) {
             Some(value) => Lookup::Hit(value),
@@ -298,7 +301,7 @@ impl MultiLevelCache {
 
     /// A fast-path read that bypasses the near cache (keys without a fingerprint).
     fn hit_l1_for_load<T: CacheValue + Clone>(&self, key: &str) -> Option<T> {
-        if key.len() > self.inner.max_key_bytes || !self.is_enabled() {
+        if key.len() > self.inner.max_key_bytes {
             return None;
         }
         let lookup = match self

@@ -12,10 +12,10 @@
 //! a write, `delete`, `invalidate_prefix`, `clear` or remote invalidation that has returned is
 //! never answered from here with the value it replaced. Expiry is checked as in L1.
 //!
-//! quick_cache learns which entries are hot from its own reads, so every [`RECHECK_EVERY`]th
-//! near hit of a slot reads L1 again; a key is not evicted for being served from here. A slot
-//! holds a reference to its value until the slot is reused or found stale: at most [`SLOTS`]
-//! values a thread outlive their removal from L1.
+//! quick_cache learns which entries are hot from its own reads, so every [`TOUCH_EVERY`]th
+//! near hit of a slot also reads L1; a key is not evicted for being served from here. A slot
+//! holds a reference to its value until the slot is reused or found stale: at most
+//! `SETS * WAYS` values a thread outlive their removal from L1.
 
 use std::{
     any::{Any, TypeId},
