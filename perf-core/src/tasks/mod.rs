@@ -24,7 +24,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     task::Poll,
     time::Duration,
@@ -84,7 +84,6 @@ struct Inner {
     /// Wakes running tasks when the generation changes.
     generation_changed: Notify,
     tracker: TaskTracker,
-    accepting: AtomicBool,
     next_id: AtomicU64,
     max_blocking: u64,
     submitted: AtomicU64,
@@ -119,7 +118,6 @@ impl TaskManager {
                 generation: AtomicU64::new(0),
                 generation_changed: Notify::new(),
                 tracker: TaskTracker::new(),
-                accepting: AtomicBool::new(true),
                 next_id: AtomicU64::new(1),
                 max_blocking: config.max_blocking_workers,
                 submitted: AtomicU64::new(0),
@@ -176,16 +174,9 @@ impl TaskManager {
     {
         let slot = self.queue_slot().await?;
         let timeout = self.inner.default_timeout();
-        let (id, generation) = self.register();
-        let inner = Arc::clone(&self.inner);
-        // Made before the task is: a task aborted before it first ran records its cancellation.
-        let timing = Timing::with(&self.inner.run);
-        let join = self.inner.tracker.spawn(async move {
-            inner
-                .run_blocking(slot, work, timeout, (id, generation), timing)
-                .await
-        });
-        Ok(TaskHandle::new(id, join))
+        Ok(self.spawn(move |inner, ids, timing| async move {
+            inner.run_blocking(slot, work, timeout, ids, timing).await
+        }))
     }
 
     /// Submits every task of `tasks` in order (waiting for queue room as needed) and returns
@@ -250,8 +241,7 @@ impl TaskManager {
     /// cancels the rest and waits for them to end.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let inner = &self.inner;
-        inner.accepting.store(false, Ordering::SeqCst);
-        // Submitters waiting for a slot get ShutDown.
+        // A closed queue refuses new tasks; submitters waiting for a slot get ShutDown.
         inner.queue.close();
         inner.tracker.close();
         let drained = tokio::time::timeout(grace, inner.tracker.wait())
@@ -322,17 +312,13 @@ impl TaskManager {
     }
 
     async fn queue_slot(&self) -> Result<OwnedSemaphorePermit, TaskError> {
-        self.check_accepting()?;
-        let slot = Arc::clone(&self.inner.queue)
+        Arc::clone(&self.inner.queue)
             .acquire_owned()
             .await
-            .map_err(|_| TaskError::ShutDown)?;
-        self.check_accepting()?;
-        Ok(slot)
+            .map_err(|_| TaskError::ShutDown)
     }
 
     fn try_queue_slot(&self) -> Result<OwnedSemaphorePermit, TaskError> {
-        self.check_accepting()?;
         Arc::clone(&self.inner.queue)
             .try_acquire_owned()
             .map_err(|error| match error {
@@ -341,20 +327,26 @@ impl TaskManager {
             })
     }
 
-    fn check_accepting(&self) -> Result<(), TaskError> {
-        if self.inner.accepting.load(Ordering::SeqCst) {
-            Ok(())
-        } else {
-            Err(TaskError::ShutDown)
-        }
-    }
-
-    /// A new task's id, and the generation it belongs to.
-    fn register(&self) -> (TaskId, u64) {
+    /// Spawns a task with its id, its generation and its timing, made before the task is:
+    /// a task aborted before it first ran still records its cancellation.
+    fn spawn<T, E, Fut>(
+        &self,
+        run: impl FnOnce(Arc<Inner>, (TaskId, u64), Timing) -> Fut,
+    ) -> TaskHandle<T, E>
+    where
+        Fut: Future<Output = TaskOutcome<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
         let inner = &self.inner;
         inner.submitted.fetch_add(1, Ordering::Relaxed);
         let id = TaskId(inner.next_id.fetch_add(1, Ordering::Relaxed));
-        (id, inner.generation.load(Ordering::Acquire))
+        let generation = inner.generation.load(Ordering::Acquire);
+        let timing = Timing::with(&inner.run);
+        let join = inner
+            .tracker
+            .spawn(run(Arc::clone(inner), (id, generation), timing));
+        TaskHandle::new(id, join)
     }
 
     fn spawn_async<F, T, E>(
@@ -369,16 +361,9 @@ impl TaskManager {
         E: Send + 'static,
     {
         let timeout = timeout.unwrap_or_else(|| self.inner.default_timeout());
-        let (id, generation) = self.register();
-        let inner = Arc::clone(&self.inner);
-        // Made before the task is: a task aborted before it first ran records its cancellation.
-        let timing = Timing::with(&self.inner.run);
-        let join = self.inner.tracker.spawn(async move {
-            inner
-                .run_async(slot, task, timeout, (id, generation), timing)
-                .await
-        });
-        TaskHandle::new(id, join)
+        self.spawn(move |inner, ids, timing| async move {
+            inner.run_async(slot, task, timeout, ids, timing).await
+        })
     }
 }
 
@@ -460,12 +445,9 @@ impl Inner {
             biased;
             ran = tokio::time::timeout(timeout, thread) => match ran {
                 Err(_) => TaskOutcome::TimedOut,
-                Ok(Err(join)) if join.is_panic() => {
-                    TaskOutcome::Panicked(handle::panic_message(join.into_panic().as_ref()))
-                }
+                Ok(Err(join)) if join.is_panic() => outcome_of(Err(join.into_panic())),
                 Ok(Err(_)) => TaskOutcome::Cancelled,
-                Ok(Ok(Ok(value))) => TaskOutcome::Completed(value),
-                Ok(Ok(Err(error))) => TaskOutcome::Failed(error),
+                Ok(Ok(result)) => outcome_of(Ok(result)),
             },
             () = self.cancelled(generation) => TaskOutcome::Cancelled,
         };
