@@ -256,7 +256,7 @@ impl MemoryManager {
             CleanupReason::Threshold
         };
         let report = self.clean(reason, before, under_pressure);
-        ::metrics::counter!(metrics::MEMORY_CLEANUPS_TOTAL, "reason" => reason.as_str())
+        ::metrics::counter!(metrics::MEMORY_CLEANUPS_TOTAL, metrics::labels::REASON => reason.as_str())
             .increment(1);
         tracing::info!(
             reason = reason.as_str(),
@@ -294,7 +294,8 @@ impl MemoryManager {
     /// Sets `memory_usage_bytes{type}` from a sample.
     pub fn publish_metrics(usage: &MemoryUsage) {
         let gauge = |kind: &'static str, bytes: u64| {
-            ::metrics::gauge!(metrics::MEMORY_USAGE_BYTES, "type" => kind).set(bytes as f64);
+            ::metrics::gauge!(metrics::MEMORY_USAGE_BYTES, metrics::labels::TYPE => kind)
+                .set(bytes as f64);
         };
         gauge("rss", usage.rss_bytes);
         gauge("virtual", usage.virtual_bytes);

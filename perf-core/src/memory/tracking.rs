@@ -193,16 +193,9 @@ fn stripe_of(thread: &ThreadCounts) -> &'static Stripe {
 
 #[inline]
 fn counted_alloc(size: usize) {
-    if DISABLED.load(Ordering::Relaxed) {
+    let Some((stripe, size)) = counted(size, |thread| &thread.allocated) else {
         return;
-    }
-    let size = size as u64;
-    let stripe = THREAD.try_with(|thread| {
-        thread.allocated.set(thread.allocated.get() + size);
-        stripe_of(thread)
-    });
-    // A thread being torn down counts on the first stripe.
-    let stripe = stripe.unwrap_or(&STRIPE_COUNTERS[0]);
+    };
     let before = stripe.allocated.fetch_add(size, Ordering::Relaxed);
     if (before ^ (before + size)) >= PEAK_STEP {
         update_peak();
@@ -211,16 +204,25 @@ fn counted_alloc(size: usize) {
 
 #[inline]
 fn counted_free(size: usize) {
+    if let Some((stripe, size)) = counted(size, |thread| &thread.freed) {
+        stripe.freed.fetch_add(size, Ordering::Relaxed);
+    }
+}
+
+/// Adds `size` to this thread's running total `total` and returns the thread's stripe (the
+/// first one for a thread being torn down); `None` once tracking is off.
+#[inline]
+fn counted(size: usize, total: fn(&ThreadCounts) -> &Cell<u64>) -> Option<(&'static Stripe, u64)> {
     if DISABLED.load(Ordering::Relaxed) {
-        return;
+        return None;
     }
     let size = size as u64;
     let stripe = THREAD.try_with(|thread| {
-        thread.freed.set(thread.freed.get() + size);
+        let total = total(thread);
+        total.set(total.get() + size);
         stripe_of(thread)
     });
-    let stripe = stripe.unwrap_or(&STRIPE_COUNTERS[0]);
-    stripe.freed.fetch_add(size, Ordering::Relaxed);
+    Some((stripe.unwrap_or(&STRIPE_COUNTERS[0]), size))
 }
 
 fn totals() -> (u64, u64) {
