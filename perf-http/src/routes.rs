@@ -33,12 +33,17 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))
 }
 
-/// Logs a mutation: route, outcome, and the token's name.
-fn audit(route: &str, caller: &Option<Extension<Caller>>, outcome: &Result<Json<Value>, ApiError>) {
+/// Runs a mutation and logs it: route, outcome, and the token's name.
+async fn audited(
+    route: &str,
+    caller: Option<Extension<Caller>>,
+    mutation: impl std::future::Future<Output = Answer>,
+) -> Answer {
+    let outcome = mutation.await;
     let token = caller
         .as_ref()
         .map_or("none", |Extension(Caller(name))| name.as_str());
-    match outcome {
+    match &outcome {
         Ok(_) => tracing::info!(route, token, outcome = "ok", "admin mutation"),
         Err(error) => tracing::warn!(
             route,
@@ -49,6 +54,7 @@ fn audit(route: &str, caller: &Option<Extension<Caller>>, outcome: &Result<Json<
             "admin mutation"
         ),
     }
+    outcome
 }
 
 #[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "ok, or degraded when a critical alert is raised")))]
@@ -100,7 +106,7 @@ pub(crate) async fn memory_cleanup(
     caller: Option<Extension<Caller>>,
     body: Result<Json<Cleanup>, JsonRejection>,
 ) -> Answer {
-    let outcome = async {
+    audited("/memory/cleanup", caller, async {
         let Json(Cleanup { force }) = body?;
         let report = blocking(&state, move |optimizer| {
             optimizer.memory().cleanup_memory(force)
@@ -110,10 +116,8 @@ pub(crate) async fn memory_cleanup(
             Ok(report) => to_json(report),
             Err(skipped) => Err(ApiError::new(StatusCode::CONFLICT, skipped.to_string())),
         }
-    }
-    .await;
-    audit("/memory/cleanup", &caller, &outcome);
-    outcome
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/cache/stats", tag = "cache", responses((status = 200, description = "every tier's statistics")))]
@@ -158,7 +162,7 @@ pub(crate) async fn cache_manage(
     caller: Option<Extension<Caller>>,
     body: Result<Json<CacheManage>, JsonRejection>,
 ) -> Answer {
-    let outcome = async {
+    audited("/cache/manage", caller, async {
         let Json(request) = body?;
         let cache = state.optimizer.cache();
         let failed =
@@ -198,10 +202,8 @@ pub(crate) async fn cache_manage(
                 to_json(json!({ "removed": removed }))
             }
         }
-    }
-    .await;
-    audit("/cache/manage", &caller, &outcome);
-    outcome
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/tasks/stats", tag = "tasks", responses((status = 200, description = "the task manager's statistics")))]
@@ -227,7 +229,7 @@ pub(crate) async fn task_manage(
     caller: Option<Extension<Caller>>,
     body: Result<Json<TaskManage>, JsonRejection>,
 ) -> Answer {
-    let outcome = async {
+    audited("/tasks/manage", caller, async {
         let Json(TaskManage { action }) = body?;
         match action {
             TaskAction::Cancel => {
@@ -237,10 +239,8 @@ pub(crate) async fn task_manage(
                 to_json(json!({ "cancelled": stats.queued + stats.running }))
             }
         }
-    }
-    .await;
-    audit("/tasks/manage", &caller, &outcome);
-    outcome
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/database/stats", tag = "database", responses((status = 200, description = "query shapes by total time, slowest and most failing, and recent slow queries")))]
@@ -267,7 +267,7 @@ pub(crate) async fn database_optimize(
     caller: Option<Extension<Caller>>,
     body: Result<Json<DatabaseOptimize>, JsonRejection>,
 ) -> Answer {
-    let outcome = async {
+    audited("/database/optimize", caller, async {
         let Json(DatabaseOptimize { action }) = body?;
         let query = state.optimizer.query();
         match action {
@@ -282,10 +282,8 @@ pub(crate) async fn database_optimize(
                 to_json(json!({ "removed": removed }))
             }
         }
-    }
-    .await;
-    audit("/database/optimize", &caller, &outcome);
-    outcome
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/system/resources", tag = "system", responses((status = 200, description = "CPU, memory, disks and network")))]
@@ -315,7 +313,7 @@ pub(crate) async fn put_config(
     caller: Option<Extension<Caller>>,
     body: Result<Json<serde_json::Map<String, Value>>, JsonRejection>,
 ) -> Answer {
-    let outcome = async {
+    audited("/config", caller, async {
         let Json(changes) = body?;
         let current = state.optimizer.config();
         let mut merged = serde_json::to_value(&*current)
@@ -352,10 +350,8 @@ pub(crate) async fn put_config(
                 other => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, other.to_string()),
             })?;
         get_config(State(state.clone())).await
-    }
-    .await;
-    audit("/config", &caller, &outcome);
-    outcome
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/alerts", tag = "alerts", responses((status = 200, description = "alerts, most severe first")))]
