@@ -154,13 +154,16 @@ pub(crate) async fn subscribe_loop(
             }
         };
         backoff = Duration::from_millis(50);
-        state.subscribed.store(true, Ordering::Release);
         if !first {
-            state.resubscriptions.fetch_add(1, Ordering::Relaxed);
             tracing::info!(%channel, "backplane resubscribed; dropping local copies of shared values");
         }
-        first = false;
         sink(Invalidation::Resync);
+        // Published after the resync, so whoever sees them also sees its effect.
+        if !first {
+            state.resubscriptions.fetch_add(1, Ordering::Release);
+        }
+        first = false;
+        state.subscribed.store(true, Ordering::Release);
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
             let Ok(message) = rmp_serde::from_slice::<Message>(message.get_payload_bytes()) else {
@@ -170,11 +173,12 @@ pub(crate) async fn subscribe_loop(
             if message.sender == own_id {
                 continue;
             }
-            state.received.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(BACKPLANE_MESSAGES_TOTAL, DIRECTION => "received").increment(1);
             for invalidation in message.invalidations() {
                 sink(invalidation);
             }
+            // Counted once applied, so whoever sees the count also sees its effect.
+            state.received.fetch_add(1, Ordering::Release);
+            metrics::counter!(BACKPLANE_MESSAGES_TOTAL, DIRECTION => "received").increment(1);
         }
         state.subscribed.store(false, Ordering::Release);
         tracing::warn!(%channel, "backplane subscription dropped; resubscribing");

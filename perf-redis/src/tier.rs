@@ -279,9 +279,9 @@ impl RedisTier {
             backplane: BackplaneStats {
                 subscribed: backplane.subscribed.load(Ordering::Acquire),
                 messages_sent: load(&backplane.sent),
-                messages_received: load(&backplane.received),
+                messages_received: backplane.received.load(Ordering::Acquire),
                 send_errors: load(&backplane.send_errors),
-                resubscriptions: load(&backplane.resubscriptions),
+                resubscriptions: backplane.resubscriptions.load(Ordering::Acquire),
             },
         }
     }

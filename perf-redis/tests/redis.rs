@@ -115,6 +115,13 @@ async fn a_set_on_one_instance_drops_the_other_instances_copy() {
     a.set("price", 1u32, Tier::Redis, None)
         .await
         .expect("stored");
+    // A's first set is announced too; let it reach B before B reads, or it could
+    // drop the copy B is about to take.
+    let heard = within(Duration::from_secs(1), async || {
+        tier_b.stats().backplane.messages_received >= 1
+    })
+    .await;
+    assert!(heard.is_some(), "B heard A's first set");
     assert_eq!(
         b.get::<u32>("price", Tier::Redis).await.expect("ok"),
         Some(Arc::new(1))
@@ -149,7 +156,7 @@ async fn a_set_on_one_instance_drops_the_other_instances_copy() {
         Some(Arc::new(2)),
         "A ignored its own message"
     );
-    assert!(tier_b.stats().backplane.messages_received >= 1);
+    assert!(tier_b.stats().backplane.messages_received >= 2);
     // A counts a message once Redis acknowledged it, which can come after B heard it.
     let sent = within(Duration::from_secs(1), async || {
         tier_a.stats().backplane.messages_sent >= 2
@@ -158,10 +165,21 @@ async fn a_set_on_one_instance_drops_the_other_instances_copy() {
     assert!(sent.is_some(), "{:?}", tier_a.stats());
 
     // Deletes and prefix invalidations travel too.
+    let before = tier_b.stats().backplane.messages_received;
     a.set("user:1", 1u8, Tier::Redis, None)
         .await
         .expect("stored");
+    let heard = within(Duration::from_secs(1), async || {
+        tier_b.stats().backplane.messages_received > before
+    })
+    .await;
+    assert!(heard.is_some(), "B heard A's set");
     b.get::<u8>("user:1", Tier::Redis).await.expect("ok");
+    assert_eq!(
+        b.get::<u8>("user:1", Tier::L1).await.expect("ok"),
+        Some(Arc::new(1)),
+        "B holds a copy before the invalidation"
+    );
     a.invalidate_prefix("user:").await.expect("ok");
     let dropped = within(Duration::from_millis(100), async || {
         b.get::<u8>("user:1", Tier::L1)
