@@ -6,7 +6,7 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter, sync::Cache};
 
 use super::Tier;
 use super::clock::ExpiryClock;
-use super::near::{self, Epochs, NearKey};
+use super::near::{Epochs, Near, NearKey};
 use super::stats::{Counters, Event};
 
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
@@ -51,10 +51,11 @@ impl Lifecycle<Box<str>, L1Entry> for L1Lifecycle {
 }
 
 /// Every change to the map is followed by an [`Epochs`] bump for the keys it touched, which
-/// is what keeps the per-thread near caches ([`near`]) coherent.
+/// is what keeps the per-thread near caches ([`Near`]) coherent.
 pub(crate) struct L1 {
     map: Cache<Box<str>, L1Entry, UnitWeighter, DefaultHashBuilder, L1Lifecycle>,
     epochs: Arc<Epochs>,
+    near: Near,
 }
 
 /// What an L1 lookup found.
@@ -84,6 +85,7 @@ impl L1 {
                 DefaultHashBuilder::default(),
                 lifecycle,
             ),
+            near: Near::new(Arc::clone(&epochs)),
             epochs,
         }
     }
@@ -115,7 +117,7 @@ impl L1 {
         clock: &ExpiryClock,
     ) -> Option<T> {
         let touch = |l1_key: &str| drop(self.map.get(l1_key));
-        near::lookup(&self.epochs, key, clock, touch)
+        self.near.lookup(key, clock, touch)
     }
 
     /// A copy of the live value at `l1_key`, if it has type `T`, kept in this thread's near
@@ -127,7 +129,7 @@ impl L1 {
         clock: &ExpiryClock,
         counters: &Counters,
     ) -> Lookup<T> {
-        let read = near::fill(&self.epochs, near_key, l1_key, clock, || {
+        let read = self.near.fill(near_key, l1_key, clock, || {
             self.live_entry(l1_key, clock, counters)
         });
         match read {

@@ -273,11 +273,11 @@ impl MultiLevelCache {
         write_l1_key: impl FnOnce(&mut String),
     ) -> Option<T> {
         let inner = &self.inner;
-        let lookup = match inner.l1.get_cloned_near::<T>(near_key, &inner.clock) {
-            Some(value) => Lookup::Hit(value),
-            None => self.near_miss(near_key, write_l1_key),
-        };
-        self.counted_fast_hit(lookup)
+        if let Some(value) = inner.l1.get_cloned_near::<T>(near_key, &inner.clock) {
+            inner.counters.record(Tier::L1, Event::Hit(Op::GetOrLoad));
+            return Some(value);
+        }
+        self.counted_fast_hit(self.near_miss(near_key, write_l1_key))
     }
 
     /// Out of line, so that the near hit around it stays small enough to inline.

@@ -4,7 +4,8 @@
 //! the value's reference count; on two threads reading the same keys those cache lines move
 //! between cores on every call. Each thread keeps its recent L1 hits here under a cheaper key
 //! (the call site and the encoded arguments, before they are made into a string), and serves
-//! a repeat without writing shared memory.
+//! a repeat without writing shared memory. The tables are the cache's own, one a thread
+//! (through `thread_local::ThreadLocal`), and go when the cache does.
 //!
 //! Coherence comes from [`Epochs`]: counters over buckets of L1 keys that every L1 insert,
 //! removal and eviction of a key bumps after the change. A slot remembers its bucket's count
@@ -16,6 +17,12 @@
 //! near hit of a slot also reads L1; a key is not evicted for being served from here. A slot
 //! holds a reference to its value until the slot is reused or found stale: at most
 //! `SETS * WAYS` values a thread outlive their removal from L1.
+//!
+//! A hit inlines whole into its caller, and the copy of the value is its last step. Behind
+//! `std`'s `thread_local!` (whose `with` was not inlined here), or with work after it, the
+//! copy moved through memory in pieces of other sizes than it was written in, which stalls
+//! the processor's store forwarding: a hit took 70-77 ns instead of 41 (`benches/macros.rs`).
+//! A thread's table stays with the cache when the thread ends, for a later thread to reuse.
 
 use std::{
     any::{Any, TypeId},
@@ -26,6 +33,8 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
 };
+
+use thread_local::ThreadLocal;
 
 use super::{
     clock::ExpiryClock,
@@ -73,16 +82,12 @@ impl NearKey<'_> {
 
 /// Change counters over buckets of L1 keys. See the module documentation.
 pub(crate) struct Epochs {
-    /// Tells caches apart in the per-thread slots (never reused, unlike an address).
-    cache_id: u64,
     buckets: Box<[AtomicU64]>,
 }
 
 impl Epochs {
     pub(crate) fn new() -> Self {
-        static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(0);
         Self {
-            cache_id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -111,7 +116,6 @@ impl Epochs {
 struct Slot {
     print: Fingerprint,
     site: &'static str,
-    cache_id: u64,
     epoch: u64,
     /// The entry's expiry as the coarse clock checks it in one load.
     coarse_deadline: u64,
@@ -149,101 +153,105 @@ struct Set {
     slots: [Option<Slot>; WAYS],
 }
 
-thread_local! {
-    static NEAR: RefCell<Vec<Set>> = const { RefCell::new(Vec::new()) };
+/// One cache's near tables, a table a thread, and the change counters they are checked
+/// against.
+pub(crate) struct Near {
+    epochs: Arc<Epochs>,
+    /// `SETS` sets, allocated on a thread's first fill.
+    tables: ThreadLocal<RefCell<Box<[Set]>>>,
 }
 
-/// A copy of this thread's copy of the value at `key`, if it has one that is a live `T`
-/// unchanged in L1. Every [`TOUCH_EVERY`]th near hit of a slot also `touch`es L1 at the
-/// entry's key.
-#[inline(always)]
-pub(crate) fn lookup<T: Clone + 'static>(
-    epochs: &Epochs,
-    key: NearKey<'_>,
-    clock: &ExpiryClock,
-    touch: impl FnOnce(&str),
-) -> Option<T> {
-    NEAR.with(|near| {
+impl Near {
+    pub(crate) fn new(epochs: Arc<Epochs>) -> Self {
+        Self {
+            epochs,
+            tables: ThreadLocal::new(),
+        }
+    }
+
+    /// A copy of this thread's copy of the value at `key`, if it has one that is a live `T`
+    /// unchanged in L1. Every [`TOUCH_EVERY`]th near hit of a slot also `touch`es L1 at the
+    /// entry's key.
+    #[inline(always)]
+    pub(crate) fn lookup<T: Clone + 'static>(
+        &self,
+        key: NearKey<'_>,
+        clock: &ExpiryClock,
+        touch: impl FnOnce(&str),
+    ) -> Option<T> {
         // Re-entered (a value's Clone or Drop calling a cached function): not from here.
-        let mut sets = near.try_borrow_mut().ok()?;
+        let mut sets = self.tables.get()?.try_borrow_mut().ok()?;
         let (set, tag) = key.place();
-        let set = sets.get_mut(set)?;
-        let Set { tags, slots, .. } = set;
+        let Set { tags, slots, .. } = sets.get_mut(set)?;
         let held = tags
             .iter()
             .zip(slots.iter_mut())
             .filter(|(t, _)| **t == tag)
             .find_map(|(_, slot)| slot.as_mut().filter(|slot| key.matches(slot)))?;
-        if held.cache_id != epochs.cache_id
-            || epochs.buckets[usize::from(held.bucket)].load(Ordering::Acquire) != held.epoch
+        if self.epochs.buckets[usize::from(held.bucket)].load(Ordering::Acquire) != held.epoch
             || !(clock.before_coarse_deadline(held.coarse_deadline)
                 || clock.is_live(held.expires_at))
         {
             return None;
         }
-        let copy = held.value::<T>()?.clone();
         held.near_hits = held.near_hits.wrapping_add(1);
         if held.near_hits % TOUCH_EVERY == 0 {
             touch(&held.l1_key);
         }
-        Some(copy)
-    })
-}
+        // The copy last, straight into the value returned: see the module documentation.
+        held.value::<T>().cloned()
+    }
 
-/// Reads L1's entry at `l1_key` through `read_l1` and keeps it in this thread's slot for
-/// `key`.
-#[inline(never)]
-pub(crate) fn fill(
-    epochs: &Epochs,
-    key: NearKey<'_>,
-    l1_key: &str,
-    clock: &ExpiryClock,
-    read_l1: impl FnOnce() -> Option<L1Entry>,
-) -> Option<L1Entry> {
-    let bucket = Epochs::bucket_of(l1_key);
-    // Read before L1 is: a change after this read makes the slot stale.
-    let epoch = epochs.buckets[usize::from(bucket)].load(Ordering::Acquire);
-    let entry = read_l1()?;
-    let fresh = Slot {
-        print: *key.print,
-        site: key.site,
-        cache_id: epochs.cache_id,
-        epoch,
-        coarse_deadline: clock.coarse_deadline(entry.expires_at),
-        // The value's own type, not the `Arc`'s.
-        type_id: (*entry.value).type_id(),
-        value: Arc::clone(&entry.value),
-        bucket,
-        near_hits: 0,
-        expires_at: entry.expires_at,
-        l1_key: l1_key.to_owned(),
-    };
-    let replaced = NEAR.with(|near| {
-        let mut sets = near.try_borrow_mut().ok()?;
-        if sets.is_empty() {
-            sets.resize_with(SETS, Set::default);
-        }
-        let (set, tag) = key.place();
-        let set = sets.get_mut(set)?;
-        // The key's own (stale) slot, else a free one, else the next victim.
-        let own = set
-            .slots
-            .iter()
-            .position(|slot| slot.as_ref().is_some_and(|slot| key.matches(slot)));
-        let free = || {
-            set.slots.iter().position(|slot| {
-                slot.as_ref()
-                    .is_none_or(|slot| slot.cache_id != epochs.cache_id)
-            })
+    /// Reads L1's entry at `l1_key` through `read_l1` and keeps it in this thread's slot for
+    /// `key`.
+    #[inline(never)]
+    pub(crate) fn fill(
+        &self,
+        key: NearKey<'_>,
+        l1_key: &str,
+        clock: &ExpiryClock,
+        read_l1: impl FnOnce() -> Option<L1Entry>,
+    ) -> Option<L1Entry> {
+        let epochs = &self.epochs;
+        let bucket = Epochs::bucket_of(l1_key);
+        // Read before L1 is: a change after this read makes the slot stale.
+        let epoch = epochs.buckets[usize::from(bucket)].load(Ordering::Acquire);
+        let entry = read_l1()?;
+        let fresh = Slot {
+            print: *key.print,
+            site: key.site,
+            epoch,
+            coarse_deadline: clock.coarse_deadline(entry.expires_at),
+            // The value's own type, not the `Arc`'s.
+            type_id: (*entry.value).type_id(),
+            value: Arc::clone(&entry.value),
+            bucket,
+            near_hits: 0,
+            expires_at: entry.expires_at,
+            l1_key: l1_key.to_owned(),
         };
-        let way = own.or_else(free).unwrap_or(set.next_victim);
-        set.next_victim = (way + 1) % WAYS;
-        *set.tags.get_mut(way)? = tag;
-        set.slots.get_mut(way)?.replace(fresh)
-    });
-    // Dropped outside the borrow: the last reference to a value runs its Drop here.
-    drop(replaced);
-    Some(entry)
+        let table = self
+            .tables
+            .get_or(|| RefCell::new((0..SETS).map(|_| Set::default()).collect()));
+        let replaced = (|| {
+            let mut sets = table.try_borrow_mut().ok()?;
+            let (set, tag) = key.place();
+            let set = sets.get_mut(set)?;
+            // The key's own (stale) slot, else a free one, else the next victim.
+            let own = set
+                .slots
+                .iter()
+                .position(|slot| slot.as_ref().is_some_and(|slot| key.matches(slot)));
+            let free = || set.slots.iter().position(Option::is_none);
+            let way = own.or_else(free).unwrap_or(set.next_victim);
+            set.next_victim = (way + 1) % WAYS;
+            *set.tags.get_mut(way)? = tag;
+            set.slots.get_mut(way)?.replace(fresh)
+        })();
+        // Dropped outside the borrow: the last reference to a value runs its Drop here.
+        drop(replaced);
+        Some(entry)
+    }
 }
 
 #[cfg(test)]
