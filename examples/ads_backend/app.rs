@@ -378,13 +378,11 @@ async fn post_impression(
                 .execute(db()),
         )
         .await?;
-    let invalidated = query
+    query
         .invalidate_table("impressions")
         .await
         .map_err(|e| AppError::Database(e.to_string()))?;
-    Ok(Json(
-        serde_json::json!({ "recorded": true, "invalidated_shapes": invalidated }),
-    ))
+    Ok(Json(serde_json::json!({ "recorded": true })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -125,7 +125,7 @@ impl RedisTierBuilder {
         }
         .map_err(|e| Error::Config(e.to_string()))?;
 
-        let instance_id = self.instance_id.unwrap_or_else(random_id);
+        let instance_id = self.instance_id.unwrap_or_else(perf_core::cache::random_id);
         let channel = format!("{}:__invalidate", self.namespace);
         let backplane_state = Arc::new(BackplaneState::default());
         let (changes, queued) = mpsc::unbounded_channel();
@@ -160,19 +160,6 @@ impl RedisTierBuilder {
         }
         Ok(Arc::new(tier))
     }
-}
-
-fn random_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    hasher.finish()
 }
 
 #[derive(Debug, Default)]

@@ -11,7 +11,7 @@ use std::{
 };
 
 use deadpool_redis::redis::{self, AsyncCommands};
-use perf_core::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier};
+use perf_core::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier, query::QueryOptimizer};
 use perf_redis::{BreakerState, RedisTier};
 use support::RedisServer;
 
@@ -190,6 +190,63 @@ async fn a_set_on_one_instance_drops_the_other_instances_copy() {
     })
     .await;
     assert!(dropped.is_some(), "prefix invalidation reached B");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_invalidated_on_one_instance_drops_every_instances_cached_reads() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (tier_a, tier_b) = (tier(&server, "rows").await, tier(&server, "rows").await);
+    let config = PerformanceConfig::default();
+    let query_a = QueryOptimizer::new(&config, cache(&tier_a));
+    let query_b = QueryOptimizer::new(&config, cache(&tier_b));
+    let subscribed = within(Duration::from_secs(5), async || {
+        tier_a.stats().backplane.subscribed && tier_b.stats().backplane.subscribed
+    })
+    .await;
+    assert!(subscribed.is_some(), "both instances subscribed");
+
+    let loads = AtomicUsize::new(0);
+    let read = async |query: &QueryOptimizer| {
+        query
+            .cached_query(
+                "SELECT title FROM ads JOIN campaigns ON ads.campaign = campaigns.id WHERE ads.id = ?",
+                &(1,),
+                None,
+                || async {
+                    let n = loads.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::convert::Infallible>(format!("load {n}"))
+                },
+            )
+            .await
+            .map(|rows| (*rows).clone())
+    };
+    assert_eq!(read(&query_a).await, Ok("load 0".to_owned()));
+    assert_eq!(read(&query_a).await, Ok("load 0".to_owned()), "cached on A");
+
+    // B never ran the query; its write to `campaigns` still reaches A's cached read.
+    let heard = tier_a.stats().backplane.messages_received;
+    query_b
+        .invalidate_table("Campaigns")
+        .await
+        .expect("invalidated");
+    let reached = within(Duration::from_secs(1), async || {
+        tier_a.stats().backplane.messages_received > heard
+    })
+    .await;
+    assert!(reached.is_some(), "A heard B's invalidation");
+    assert_eq!(
+        read(&query_a).await,
+        Ok("load 1".to_owned()),
+        "A read the database again"
+    );
+    assert_eq!(
+        read(&query_b).await,
+        Ok("load 1".to_owned()),
+        "and B shares the new rows"
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

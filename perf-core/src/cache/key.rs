@@ -53,6 +53,22 @@ pub fn write_function_key<A: Serialize + ?Sized>(out: &mut String, path: &str, a
     });
 }
 
+/// A random 64-bit id, unlikely ever to repeat across processes and restarts (not for
+/// secrets): an instance's id on the Redis backplane, a table's generation in query keys.
+pub fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // Each RandomState has fresh keys (seeded from the OS once per thread, then stepped).
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
+
 /// Builds a key in this thread's reused buffer and reads with it.
 #[doc(hidden)]
 #[inline]

@@ -53,7 +53,7 @@ use self::{
 pub use quanta::{Clock, Mock};
 
 pub use self::{
-    key::{function_key, with_key, write_function_key},
+    key::{function_key, random_id, with_key, write_function_key},
     remote::{BoxFuture, Invalidation, InvalidationSink, RemoteTier},
     stats::{CacheStats, LoadStats, TierStats},
     tier::{CacheValue, SharedValue, Tier},

@@ -4,12 +4,20 @@
 //! A query's shape ([`Shape`]) is its SQL with literals as placeholders, lexed by sqlparser's
 //! tokenizer; it is computed once per distinct SQL text and then looked up, so a repeated
 //! query costs one hash lookup before its statistics are updated.
+//!
+//! Cached results are keyed by their shape, their parameters and the current *generation* of
+//! every table the query touches. A table's generation is a random id kept in the cache
+//! beside the results (in Redis too, when there is a Redis tier), and `invalidate_table`
+//! replaces it: every result that read the table, on any instance, is then under a key no
+//! one asks for, and ages out. A generation that was evicted or expired is replaced by a new
+//! one, which only costs misses.
 
 mod shape;
 mod stats;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
+    fmt::Write as _,
     future::Future,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -25,7 +33,7 @@ pub use self::{
     stats::{QueryStats, SlowQuery},
 };
 use crate::{
-    cache::{MultiLevelCache, SharedValue, Tier, function_key},
+    cache::{MultiLevelCache, SharedValue, Tier, function_key, random_id},
     config::PerformanceConfig,
     metrics::{DATABASE_QUERY_TIME_SECONDS, labels},
 };
@@ -36,6 +44,9 @@ const MEMOIZED_TEXTS: usize = 10_000;
 const SLOW_LOG_CAPACITY: usize = 100;
 /// Entries in each list of [`QueryReport`].
 const REPORT_TOP: usize = 10;
+/// How long a table's generation is kept: longer than results are, usually, so that they are
+/// not orphaned early (which would cost misses, never a stale read).
+const GENERATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Times queries and keeps their statistics. Cloning is cheap and shares it.
 #[derive(Clone)]
@@ -50,8 +61,6 @@ struct Inner {
     slow: Mutex<SlowLog>,
     histograms: RwLock<HashMap<Box<str>, metrics::Histogram>>,
     cache: MultiLevelCache,
-    /// For each table, the shapes whose results were cached.
-    cached_by_table: Mutex<HashMap<String, HashSet<u64>>>,
 }
 
 impl std::fmt::Debug for QueryOptimizer {
@@ -89,7 +98,6 @@ impl QueryOptimizer {
                 slow: Mutex::new(SlowLog::new(SLOW_LOG_CAPACITY)),
                 histograms: RwLock::new(HashMap::new()),
                 cache,
-                cached_by_table: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -255,8 +263,7 @@ impl QueryOptimizer {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let (key, shape) = self.result_key(sql, params);
-        self.remember_tables(&shape);
+        let key = self.result_key(sql, params).await;
         self.inner
             .cache
             .get_or_load(&key, Tier::Redis, ttl, loader)
@@ -269,7 +276,7 @@ impl QueryOptimizer {
         sql: &str,
         params: &P,
     ) -> Result<Option<Arc<T>>, crate::Error> {
-        let (key, _) = self.result_key(sql, params);
+        let key = self.result_key(sql, params).await;
         self.inner.cache.get(&key, Tier::Redis).await
     }
 
@@ -281,51 +288,54 @@ impl QueryOptimizer {
         rows: T,
         ttl: Option<Duration>,
     ) -> Result<(), crate::Error> {
-        let (key, shape) = self.result_key(sql, params);
-        self.remember_tables(&shape);
+        let key = self.result_key(sql, params).await;
         self.inner.cache.set(&key, rows, Tier::Redis, ttl).await
     }
 
-    /// Drops every cached result of a query that reads or writes `table`; returns how many
-    /// shapes' results were dropped.
-    pub async fn invalidate_table(&self, table: &str) -> Result<usize, crate::Error> {
-        let shapes = self
-            .inner
-            .cached_by_table
-            .lock()
-            .remove(&table.to_lowercase())
-            .unwrap_or_default();
-        for fingerprint in &shapes {
-            self.inner
-                .cache
-                .invalidate_prefix(&format!("{}:", result_prefix(*fingerprint)))
-                .await?;
-        }
-        Ok(shapes.len())
+    /// Drops every cached result of a query that reads or writes `table` (names compare
+    /// without case), on every instance sharing the Redis tier: the table gets a new
+    /// generation. The write reaches the other instances as any cache write does.
+    pub async fn invalidate_table(&self, table: &str) -> Result<(), crate::Error> {
+        let key = generation_key(&table.to_lowercase());
+        self.inner
+            .cache
+            .set(&key, random_id(), Tier::Redis, Some(GENERATION_TTL))
+            .await
     }
 
-    fn result_key<P: Serialize + ?Sized>(&self, sql: &str, params: &P) -> (String, Arc<Shape>) {
+    /// The result's key: its shape, the generation of each table it touches, its parameters.
+    async fn result_key<P: Serialize + ?Sized>(&self, sql: &str, params: &P) -> String {
         let shape = self.shape(sql);
-        (
-            function_key(&result_prefix(shape.fingerprint), params),
-            shape,
-        )
+        let mut prefix = format!("query:{:016x}", shape.fingerprint);
+        for table in shape.tables.iter() {
+            let generation = self.generation(table).await;
+            let _ = write!(prefix, ":{generation:016x}");
+        }
+        function_key(&prefix, params)
     }
 
-    fn remember_tables(&self, shape: &Shape) {
-        let mut by_table = self.inner.cached_by_table.lock();
-        for table in shape.tables.iter() {
-            by_table
-                .entry(table.clone())
-                .or_default()
-                .insert(shape.fingerprint);
+    /// `table`'s current generation; a new one when the cache has none. When the cache
+    /// cannot be read or written, a new one each time: nothing is served from the cache.
+    async fn generation(&self, table: &str) -> u64 {
+        let key = generation_key(table);
+        let cache = &self.inner.cache;
+        if let Ok(Some(generation)) = cache.get::<u64>(&key, Tier::Redis).await {
+            return *generation;
         }
+        let generation = random_id();
+        if let Err(error) = cache
+            .set(&key, generation, Tier::Redis, Some(GENERATION_TTL))
+            .await
+        {
+            tracing::debug!(%error, table, "a table generation was not stored");
+        }
+        generation
     }
 }
 
-/// Cached results of one shape share this key prefix.
-fn result_prefix(fingerprint: u64) -> String {
-    format!("query:{fingerprint:016x}")
+/// The key of `table`'s generation.
+fn generation_key(table: &str) -> String {
+    format!("query-table:{table}")
 }
 
 /// Times one query; records when dropped. See [`QueryOptimizer::query_timer`].
