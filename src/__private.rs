@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-pub use perf_core;
-pub use perf_core::{cache::with_key, monitor};
+pub use perf_core::{self, cache::with_key, monitor};
+pub use tracing;
 
 /// A cached value handed back by value.
 #[inline]

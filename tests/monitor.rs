@@ -267,3 +267,95 @@ fn optimizer_argument_records_into_that_instance() {
     );
     assert_eq!(Status::Cancelled.as_str(), "cancelled");
 }
+
+/// A `tracing` subscriber that keeps the name of every span entered, in order.
+#[derive(Clone, Default)]
+struct EnteredSpans {
+    names: std::sync::Arc<Mutex<Vec<&'static str>>>,
+    by_id: std::sync::Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl EnteredSpans {
+    fn take(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.names.lock().expect("not poisoned"))
+    }
+}
+
+impl tracing::Subscriber for EnteredSpans {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut by_id = self.by_id.lock().expect("not poisoned");
+        by_id.push(span.metadata().name());
+        tracing::span::Id::from_u64(by_id.len() as u64)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, span: &tracing::span::Id) {
+        let name = self.by_id.lock().expect("not poisoned")[span.into_u64() as usize - 1];
+        self.names.lock().expect("not poisoned").push(name);
+    }
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[performance_monitor("profiled.sync", optimizer = optimizer)]
+fn profiled_sync(optimizer: &perf::PerformanceOptimizer) -> u8 {
+    let _ = optimizer;
+    3
+}
+
+#[performance_monitor(optimizer = optimizer)]
+async fn profiled_async(optimizer: &perf::PerformanceOptimizer) -> u8 {
+    let _ = optimizer;
+    // Two polls: the span is entered on each.
+    tokio::task::yield_now().await;
+    4
+}
+
+#[test]
+fn with_profiling_each_call_runs_in_a_span_named_after_its_operation() {
+    let optimizer = perf::PerformanceOptimizer::builder()
+        .build()
+        .expect("valid");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let spans = EnteredSpans::default();
+    let run = || {
+        tracing::subscriber::with_default(spans.clone(), || {
+            assert_eq!(profiled_sync(&optimizer), 3);
+            assert_eq!(runtime.block_on(profiled_async(&optimizer)), 4);
+        })
+    };
+
+    run();
+    assert_eq!(spans.take(), Vec::<&str>::new(), "off by default: no spans");
+
+    let config = perf::PerformanceConfig {
+        profiling_enabled: true,
+        ..(*optimizer.config()).clone()
+    };
+    optimizer.update_config(config).expect("a hot field");
+    run();
+    let entered = spans.take();
+    assert_eq!(entered.first(), Some(&"profiled.sync"), "{entered:?}");
+    // The async call's span is entered on each of its two polls (and, by tracing, on drop).
+    let async_entries = &entered[1..];
+    assert!(async_entries.len() >= 2, "{entered:?}");
+    assert!(
+        async_entries
+            .iter()
+            .all(|name| *name == "monitor::profiled_async"),
+        "{entered:?}"
+    );
+    assert_eq!(
+        optimizer
+            .monitor()
+            .operation_snapshot("monitor::profiled_async")
+            .map(|s| s.count),
+        Some(2),
+        "the metrics are recorded either way"
+    );
+}

@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 /// | `admin_require_token_for_reads` | false | the admin API's read routes need a token too |
 /// | `admin_body_limit_bytes` | 65536 | largest admin API request body |
 /// | `admin_rate_limit_per_minute` | 600 | admin API requests a client may make a minute (burst included) |
-/// | `profiling_enabled` | false | record per-operation latency statistics |
+/// | `profiling_enabled` | false | `#[performance_monitor]` calls run inside a `tracing` span named after the operation, for span-based profilers |
 /// | `allocation_tracking_enabled` | true | with `TrackingAllocator` as the global allocator, count allocations; false at `install()` stops counting for good |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -97,7 +97,12 @@ pub struct PerformanceConfig {
 }
 
 /// The fields a running optimizer can change ([`PerformanceOptimizer::update_config`](crate::PerformanceOptimizer::update_config)).
-pub const HOT_FIELDS: &[&str] = &["cache_enabled", "max_workers", "task_timeout"];
+pub const HOT_FIELDS: &[&str] = &[
+    "cache_enabled",
+    "max_workers",
+    "task_timeout",
+    "profiling_enabled",
+];
 
 /// The field names, which are also the `PERF_*` variable names in lower case.
 const FIELDS: &[&str] = &[

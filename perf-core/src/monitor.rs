@@ -5,13 +5,18 @@
 //! mean, p50/p95/p99, max) in its optimizer's [`Monitor`]. A macro call site resolves its
 //! metric handles and statistics once, on its first call, so that later calls do no registry
 //! lookup; install the `metrics` recorder before the first monitored call.
+//!
+//! With `profiling_enabled`, each `#[performance_monitor]` call also runs inside a `tracing`
+//! span named after its operation (entered on every poll of an async call), so that
+//! span-based profilers (tracing-flame, tokio-console, OpenTelemetry) see the operations.
+//! Off, the check costs one relaxed load.
 
 use std::{
     collections::HashMap,
     fmt,
     sync::{
         Arc, OnceLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -192,9 +197,26 @@ pub struct OperationSnapshot {
 #[derive(Debug, Default)]
 pub struct Monitor {
     operations: RwLock<HashMap<Arc<str>, Arc<OperationStats>>>,
+    /// `profiling_enabled`, shared with every operation's handles.
+    profiling: Arc<AtomicBool>,
 }
 
 impl Monitor {
+    pub(crate) fn new(profiling: bool) -> Self {
+        let monitor = Self::default();
+        monitor.set_profiling(profiling);
+        monitor
+    }
+
+    /// Whether monitored calls run inside `tracing` spans (`profiling_enabled`).
+    pub fn profiling(&self) -> bool {
+        self.profiling.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_profiling(&self, on: bool) {
+        self.profiling.store(on, Ordering::Relaxed);
+    }
+
     fn operation(&self, name: &str) -> Arc<OperationStats> {
         if let Some(stats) = self.operations.read().get(name) {
             return Arc::clone(stats);
@@ -240,6 +262,7 @@ pub struct Handles {
     latency: metrics::Histogram,
     outcomes: [metrics::Counter; Status::ALL.len()],
     stats: Arc<OperationStats>,
+    profiling: Arc<AtomicBool>,
 }
 
 impl Handles {
@@ -259,6 +282,7 @@ impl Handles {
                 )
             }),
             stats: monitor.operation(name),
+            profiling: Arc::clone(&monitor.profiling),
         }
     }
 
@@ -348,6 +372,12 @@ impl Timing {
             started: clock().now(),
             finished: false,
         }
+    }
+
+    /// Whether the call is to run inside a `tracing` span (`profiling_enabled`).
+    #[inline]
+    pub fn profiling(&self) -> bool {
+        self.handles.profiling.load(Ordering::Relaxed)
     }
 
     pub fn finish(mut self, status: Status) {

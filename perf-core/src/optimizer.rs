@@ -96,7 +96,7 @@ impl OptimizerBuilder {
             None => MemoryManager::new(&config),
         };
         memory.register_cleanup_hook("cache", cache_cleanup_hook(cache.downgrade()));
-        let monitor = Monitor::default();
+        let monitor = Monitor::new(config.profiling_enabled);
         let tasks = TaskManager::new(&config, &monitor);
         let query = QueryOptimizer::new(&config, cache.clone());
         Ok(PerformanceOptimizer {
@@ -180,6 +180,7 @@ impl PerformanceOptimizer {
         }
         self.tasks.set_default_timeout(config.task_timeout);
         self.cache.set_enabled(config.cache_enabled);
+        self.monitor.set_profiling(config.profiling_enabled);
         *current = Arc::new(config);
         Ok(())
     }

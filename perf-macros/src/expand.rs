@@ -37,17 +37,22 @@ fn nameable_return(output: &ReturnType) -> Option<&Type> {
 }
 
 /// The function's body run so that `return` and `?` leave the body, not the function, and its
-/// value lands in `__perf_result`.
-fn captured_body(function: &ItemFn) -> TokenStream {
+/// value lands in `__perf_result`; inside the span `__perf_span`.
+fn captured_body(function: &ItemFn, private: &TokenStream) -> TokenStream {
     let block = &function.block;
     let annotation = nameable_return(&function.sig.output).map(|ty| quote!(: #ty));
     if function.sig.asyncness.is_some() {
-        quote! { let __perf_result #annotation = async move #block.await; }
+        quote! {
+            let __perf_result #annotation =
+                #private::tracing::Instrument::instrument(async move #block, __perf_span).await;
+        }
     } else {
         let closure_return = nameable_return(&function.sig.output).map(|ty| quote!(-> #ty));
         quote! {
+            let __perf_entered = __perf_span.enter();
             #[allow(clippy::redundant_closure_call)]
             let __perf_result #annotation = (move || #closure_return #block)();
+            ::core::mem::drop(__perf_entered);
         }
     }
 }
@@ -87,9 +92,16 @@ pub(crate) fn performance_monitor(
     } else {
         quote!(#private::monitor::Status::Success)
     };
-    let body = captured_body(&function);
+    let body = captured_body(&function, &private);
     function.block = syn::parse2(quote! {{
         #start
+        // A span for span-based profilers, when `profiling_enabled`; the name is the
+        // operation's, fixed at compile time as tracing needs.
+        let __perf_span = if __perf_timing.profiling() {
+            #private::tracing::info_span!(#name)
+        } else {
+            #private::tracing::Span::none()
+        };
         #body
         __perf_timing.finish(#status);
         __perf_result
