@@ -253,3 +253,62 @@ async fn with_caching_off_every_call_runs_the_body() {
         "cached again once switched on"
     );
 }
+
+/// An argument whose serialization fails for some values, as a non-UTF-8 `PathBuf`'s does.
+#[derive(Clone, Copy)]
+struct Fragile(u8);
+
+impl Serialize for Fragile {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0 >= 100 {
+            return Err(serde::ser::Error::custom("cannot be written"));
+        }
+        serializer.serialize_u8(self.0)
+    }
+}
+
+/// Its `Display` fails in the same way, for a key template.
+impl std::fmt::Display for Fragile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 >= 100 {
+            return Err(std::fmt::Error);
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+static FRAGILE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_result(cache_type = "l1", optimizer = optimizer, skip(optimizer))]
+async fn fragile(optimizer: &PerformanceOptimizer, arg: Fragile) -> u8 {
+    FRAGILE_CALLS.fetch_add(1, Ordering::SeqCst);
+    arg.0
+}
+
+static TEMPLATED_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_result(key = "fragile:{arg}", optimizer = optimizer)]
+fn templated(optimizer: &PerformanceOptimizer, arg: Fragile) -> u8 {
+    TEMPLATED_CALLS.fetch_add(1, Ordering::SeqCst);
+    arg.0
+}
+
+#[tokio::test]
+async fn arguments_that_cannot_be_keyed_run_uncached_and_never_share_a_result() {
+    let optimizer = optimizer();
+    for arg in [100, 101, 100, 101] {
+        assert_eq!(fragile(&optimizer, Fragile(arg)).await, arg, "its own result");
+        assert_eq!(templated(&optimizer, Fragile(arg)), arg, "its own result");
+    }
+    assert_eq!(FRAGILE_CALLS.load(Ordering::SeqCst), 4, "every call ran");
+    assert_eq!(TEMPLATED_CALLS.load(Ordering::SeqCst), 4, "every call ran");
+    assert_eq!(optimizer.cache().stats().l1.entries, Some(0), "nothing stored");
+
+    // Arguments that can be written are cached as usual.
+    for _ in 0..2 {
+        assert_eq!(fragile(&optimizer, Fragile(7)).await, 7);
+        assert_eq!(templated(&optimizer, Fragile(7)), 7);
+    }
+    assert_eq!(FRAGILE_CALLS.load(Ordering::SeqCst), 5);
+    assert_eq!(TEMPLATED_CALLS.load(Ordering::SeqCst), 5);
+}

@@ -205,7 +205,12 @@ pub(crate) fn cache_result(
         .filter(|(name, _)| !args.skip.contains(name))
         .collect();
 
-    // Writes the key into `__perf_buf: &mut String`.
+    let path = quote!(::core::concat!(
+        ::core::module_path!(),
+        "::",
+        ::core::stringify!(#ident)
+    ));
+    // Writes the key into `__perf_buf: &mut String`; whether it could.
     let write_key = match &args.key {
         Some(template) => {
             for placeholder in placeholders(&template.value()) {
@@ -217,25 +222,26 @@ pub(crate) fn cache_result(
                 }
             }
             quote! {
-                let _ = ::std::fmt::Write::write_fmt(__perf_buf, ::std::format_args!(#template));
+                ::std::fmt::Write::write_fmt(__perf_buf, ::std::format_args!(#template)).is_ok()
             }
         }
         None => {
             let names = key_parts.iter().map(|(name, _)| name);
             quote! {
-                #private::perf_core::cache::write_function_key(
-                    __perf_buf,
-                    ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
-                    &(#(&#names,)*),
-                );
+                #private::perf_core::cache::write_function_key(__perf_buf, #path, &(#(&#names,)*))
             }
         }
     };
+    // `None` when the arguments could not be written (a `Serialize` or `Display` that failed):
+    // such a call runs uncached, since its key would not tell it from other calls.
     let key = quote! {{
         let mut __perf_owned = ::std::string::String::new();
         let __perf_buf = &mut __perf_owned;
-        #write_key
-        __perf_owned
+        if #write_key {
+            ::core::option::Option::Some(__perf_owned)
+        } else {
+            ::core::option::Option::None
+        }
     }};
     let key_checks = if args.key.is_none() {
         key_parts
@@ -270,19 +276,23 @@ pub(crate) fn cache_result(
     };
     // A hit: a copy of the L1 value, from this thread's near cache when current.
     let fast_hit = match &args.key {
-        Some(_) => quote! {
+        Some(_) => quote! {{
+            let __perf_keyed = ::core::cell::Cell::new(false);
             #private::with_key(
-                |__perf_buf: &mut ::std::string::String| { #write_key },
-                |__perf_key: &str| __perf_cache.hit_for_key::<#cached_type>(__perf_key),
+                |__perf_buf: &mut ::std::string::String| __perf_keyed.set(#write_key),
+                |__perf_key: &str| {
+                    if __perf_keyed.get() {
+                        __perf_cache.hit_for_key::<#cached_type>(__perf_key)
+                    } else {
+                        ::core::option::Option::None
+                    }
+                },
             )
-        },
+        }},
         None => {
             let names = key_parts.iter().map(|(name, _)| name);
             quote! {
-                __perf_cache.hit_for_call::<#cached_type, _>(
-                    ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
-                    &(#(&#names,)*),
-                )
+                __perf_cache.hit_for_call::<#cached_type, _>(#path, &(#(&#names,)*))
             }
         }
     };
@@ -322,7 +332,10 @@ pub(crate) fn cache_result(
                 let __perf_value: #ret = async move #block.await;
                 #loader_value
             };
-            let __perf_loaded = __perf_cache.#call.await;
+            let __perf_loaded = match __perf_key {
+                ::core::option::Option::Some(__perf_key) => __perf_cache.#call.await,
+                ::core::option::Option::None => #private::uncached(#path, __perf_loader().await),
+            };
         }
     } else {
         let call = match args.cache_type {
@@ -335,11 +348,14 @@ pub(crate) fn cache_result(
                 let __perf_value: #ret = (move || -> #ret #block)();
                 #loader_value
             };
-            let __perf_loaded = __perf_cache.#call;
+            let __perf_loaded = match __perf_key {
+                ::core::option::Option::Some(__perf_key) => __perf_cache.#call,
+                ::core::option::Option::None => #private::uncached(#path, __perf_loader()),
+            };
         }
     };
     let miss = quote! {
-        let __perf_key: ::std::string::String = #key;
+        let __perf_key: ::core::option::Option<::std::string::String> = #key;
         #load
         #finish
     };

@@ -20,16 +20,23 @@ const INLINE_ARGUMENTS: usize = 32;
 /// ```
 ///
 /// Arguments whose serialization is not deterministic (a `HashMap`'s iteration order) give
-/// keys that differ between calls: skip them, or use ordered maps.
+/// keys that differ between calls: skip them, or use ordered maps. Arguments whose
+/// serialization fails (a `PathBuf` that is not UTF-8, say) give `path:unencodable`, which
+/// `#[cache_result]` never stores under: it calls such a function straight through.
 pub fn function_key<A: Serialize + ?Sized>(path: &str, arguments: &A) -> String {
     let mut key = String::with_capacity(path.len() + 2 + 2 * INLINE_ARGUMENTS);
-    write_function_key(&mut key, path, arguments);
+    let _encoded = write_function_key(&mut key, path, arguments);
     key
 }
 
 /// [`function_key`] appended to `out`, reusing this thread's encoding buffer: no allocation
-/// once `out` has room.
-pub fn write_function_key<A: Serialize + ?Sized>(out: &mut String, path: &str, arguments: &A) {
+/// once `out` has room. False when the arguments did not serialize: the key then ends in
+/// `unencodable`, and `#[cache_result]` runs such a call without the cache.
+pub fn write_function_key<A: Serialize + ?Sized>(
+    out: &mut String,
+    path: &str,
+    arguments: &A,
+) -> bool {
     thread_local! {
         static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
@@ -42,15 +49,18 @@ pub fn write_function_key<A: Serialize + ?Sized>(out: &mut String, path: &str, a
         out.push_str(path);
         out.push(':');
         if rmp_serde::encode::write(encoded, arguments).is_err() {
-            // Keying by path alone would collide: make the failure visible in the key.
+            // Visible in the key; no call with these arguments should use it.
             out.push_str("unencodable");
-        } else if encoded.len() <= INLINE_ARGUMENTS {
+            return false;
+        }
+        if encoded.len() <= INLINE_ARGUMENTS {
             push_hex(out, encoded);
         } else {
             out.push('#');
             push_hex(out, &xxhash_rust::xxh3::xxh3_128(encoded).to_be_bytes());
         }
-    });
+        true
+    })
 }
 
 /// A random 64-bit id, unlikely ever to repeat across processes and restarts (not for
