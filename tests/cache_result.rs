@@ -297,12 +297,20 @@ fn templated(optimizer: &PerformanceOptimizer, arg: Fragile) -> u8 {
 async fn arguments_that_cannot_be_keyed_run_uncached_and_never_share_a_result() {
     let optimizer = optimizer();
     for arg in [100, 101, 100, 101] {
-        assert_eq!(fragile(&optimizer, Fragile(arg)).await, arg, "its own result");
+        assert_eq!(
+            fragile(&optimizer, Fragile(arg)).await,
+            arg,
+            "its own result"
+        );
         assert_eq!(templated(&optimizer, Fragile(arg)), arg, "its own result");
     }
     assert_eq!(FRAGILE_CALLS.load(Ordering::SeqCst), 4, "every call ran");
     assert_eq!(TEMPLATED_CALLS.load(Ordering::SeqCst), 4, "every call ran");
-    assert_eq!(optimizer.cache().stats().l1.entries, Some(0), "nothing stored");
+    assert_eq!(
+        optimizer.cache().stats().l1.entries,
+        Some(0),
+        "nothing stored"
+    );
 
     // Arguments that can be written are cached as usual.
     for _ in 0..2 {
