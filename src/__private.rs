@@ -11,24 +11,6 @@ pub fn unshare<T: Clone>(value: Arc<T>) -> T {
     Arc::unwrap_or_clone(value)
 }
 
-/// The result of a `#[cache_result]` call whose arguments could not be made into a key (a
-/// `Serialize` or `Display` that failed), which ran without the cache; warned of once per
-/// function.
-pub fn uncached<T, E>(function: &'static str, result: Result<T, E>) -> Result<Arc<T>, E> {
-    static WARNED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let mut warned = WARNED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !warned.contains(&function) {
-        warned.push(function);
-        tracing::warn!(
-            function,
-            "#[cache_result] arguments could not be made into a cache key; calling uncached"
-        );
-    }
-    result.map(Arc::new)
-}
-
 /// The loader's "error" for a `None` that is not to be cached.
 #[derive(Debug)]
 pub struct NotCached;

@@ -24,6 +24,10 @@ pub enum Error {
         limit: usize,
         limit_name: &'static str,
     },
+    /// A function's arguments could not be written into a key (their `Serialize` or
+    /// `Display` failed): such a call runs uncached.
+    #[error("the arguments of {function} could not be written into a cache key")]
+    UnkeyableArguments { function: &'static str },
     /// A TTL of zero: the entry would be expired before it is stored.
     #[error("cache TTL must be greater than zero")]
     ZeroTtl,

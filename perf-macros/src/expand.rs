@@ -334,7 +334,9 @@ pub(crate) fn cache_result(
             };
             let __perf_loaded = match __perf_key {
                 ::core::option::Option::Some(__perf_key) => __perf_cache.#call.await,
-                ::core::option::Option::None => #private::uncached(#path, __perf_loader().await),
+                ::core::option::Option::None => {
+                    __perf_cache.load_unkeyed(#path, __perf_loader).await
+                }
             };
         }
     } else {
@@ -350,7 +352,7 @@ pub(crate) fn cache_result(
             };
             let __perf_loaded = match __perf_key {
                 ::core::option::Option::Some(__perf_key) => __perf_cache.#call,
-                ::core::option::Option::None => #private::uncached(#path, __perf_loader()),
+                ::core::option::Option::None => __perf_cache.load_unkeyed_local(#path, __perf_loader),
             };
         }
     };

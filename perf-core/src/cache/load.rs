@@ -143,6 +143,39 @@ impl MultiLevelCache {
         })
     }
 
+    /// For `#[cache_result]`: a call of `function` whose arguments could not be written into
+    /// a key runs its loader uncached, refused and counted as any uncacheable load.
+    #[doc(hidden)]
+    pub async fn load_unkeyed<T, E, F, Fut>(
+        &self,
+        function: &'static str,
+        loader: F,
+    ) -> Result<Arc<T>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        if !self.is_enabled() {
+            return self.run_loader(loader).await.map(Arc::new);
+        }
+        let error = Error::UnkeyableArguments { function };
+        self.load_uncached(function, error, loader).await
+    }
+
+    /// [`load_unkeyed`](Self::load_unkeyed) for synchronous loaders.
+    #[doc(hidden)]
+    pub fn load_unkeyed_local<T, E>(
+        &self,
+        function: &'static str,
+        loader: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
+        if !self.is_enabled() {
+            return self.run_loader_local(loader).map(Arc::new);
+        }
+        let error = Error::UnkeyableArguments { function };
+        self.load_uncached_local(function, &error, loader)
+    }
+
     async fn load_uncached<T, E, F, Fut>(
         &self,
         key: &str,

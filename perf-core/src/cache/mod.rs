@@ -241,23 +241,12 @@ impl MultiLevelCache {
             return None;
         }
         let write_l1_key = |out: &mut String| {
+            // Unencodable arguments give a key nothing is stored under: a miss.
             let _encoded = write_function_key(out, path, arguments);
         };
         Fingerprint::with(arguments, |print| match print {
             Some(print) => self.hit_near(NearKey { site: path, print }, write_l1_key),
-            // Too long for a fingerprint, or unencodable (then never stored: no hit).
-            None => {
-                let encoded = std::cell::Cell::new(false);
-                with_key(
-                    |out| encoded.set(write_function_key(out, path, arguments)),
-                    |l1_key| {
-                        encoded
-                            .get()
-                            .then(|| self.hit_l1_for_load(l1_key))
-                            .flatten()
-                    },
-                )
-            }
+            None => with_key(write_l1_key, |l1_key| self.hit_l1_for_load(l1_key)),
         })
     }
 
