@@ -15,14 +15,6 @@ pub fn unshare<T: Clone>(value: Arc<T>) -> T {
 #[derive(Debug)]
 pub struct NotCached;
 
-/// A value the cache would not store (a key or value over its limit): the call's result is
-/// unaffected, so this is only logged.
-pub fn refused(stored: Result<(), perf_core::Error>) {
-    if let Err(error) = stored {
-        tracing::warn!(%error, "#[cache_result] value not cached");
-    }
-}
-
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be cached in L1",
     label = "this type must be Clone + Send + Sync + 'static",

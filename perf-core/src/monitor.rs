@@ -208,11 +208,6 @@ impl Monitor {
         monitor
     }
 
-    /// Whether monitored calls run inside `tracing` spans (`profiling_enabled`).
-    pub fn profiling(&self) -> bool {
-        self.profiling.load(Ordering::Relaxed)
-    }
-
     pub(crate) fn set_profiling(&self, on: bool) {
         self.profiling.store(on, Ordering::Relaxed);
     }
@@ -247,7 +242,7 @@ impl Monitor {
 
     /// Starts timing an operation named at run time (a registry lookup per call).
     pub fn start(&self, name: &str) -> Timing {
-        Timing::new(HandlesRef::Owned(Arc::new(Handles::resolve(name, self))))
+        Timing::with(&self.handles(name))
     }
 
     /// An operation's handles, for a component that times many calls of it.
