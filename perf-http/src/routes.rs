@@ -273,10 +273,8 @@ pub(crate) async fn database_optimize(
         match action {
             DatabaseAction::Analyze => to_json(query.analyze()),
             DatabaseAction::ClearCache => {
-                let removed = state
-                    .optimizer
-                    .cache()
-                    .invalidate_prefix("query:")
+                let removed = query
+                    .clear_cached_results()
                     .await
                     .map_err(|error| ApiError::new(StatusCode::BAD_GATEWAY, error.to_string()))?;
                 to_json(json!({ "removed": removed }))

@@ -251,6 +251,34 @@ async fn cache_memory_tasks_and_database_are_managed() {
         (status, report["shapes"].clone()),
         (StatusCode::OK, json!(1))
     );
+
+    let loads = std::sync::atomic::AtomicUsize::new(0);
+    let read = async || {
+        optimizer
+            .query()
+            .cached_query("SELECT * FROM ads WHERE id = ?", &(1,), None, || async {
+                loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(7u8)
+            })
+            .await
+    };
+    read().await.expect("loaded");
+    read().await.expect("cached");
+    let (status, cleared, _) = call(
+        &app,
+        Method::POST,
+        "/database/optimize",
+        Some(TOKEN),
+        Some(json!({ "action": "clear_cache" })),
+    )
+    .await;
+    assert_eq!(
+        (status, cleared["removed"].clone()),
+        (StatusCode::OK, json!(2)),
+        "the result, in L1 and L2"
+    );
+    read().await.expect("loaded again");
+    assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

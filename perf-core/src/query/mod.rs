@@ -303,10 +303,16 @@ impl QueryOptimizer {
             .await
     }
 
+    /// Drops every cached query result, on every instance sharing the Redis tier; returns how
+    /// many local entries went.
+    pub async fn clear_cached_results(&self) -> Result<u64, crate::Error> {
+        self.inner.cache.invalidate_prefix(RESULT_PREFIX).await
+    }
+
     /// The result's key: its shape, the generation of each table it touches, its parameters.
     async fn result_key<P: Serialize + ?Sized>(&self, sql: &str, params: &P) -> String {
         let shape = self.shape(sql);
-        let mut prefix = format!("query:{:016x}", shape.fingerprint);
+        let mut prefix = format!("{RESULT_PREFIX}{:016x}", shape.fingerprint);
         for table in shape.tables.iter() {
             let generation = self.generation(table).await;
             let _ = write!(prefix, ":{generation:016x}");
@@ -332,6 +338,9 @@ impl QueryOptimizer {
         generation
     }
 }
+
+/// Every cached query result's key starts with this.
+const RESULT_PREFIX: &str = "query:";
 
 /// The key of `table`'s generation.
 fn generation_key(table: &str) -> String {
