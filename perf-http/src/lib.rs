@@ -45,10 +45,11 @@ pub use self::{
 /// What the handlers share.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) optimizer: Arc<OptimizerRef>,
+    pub(crate) optimizer: OptimizerRef,
 }
 
 /// The optimizer the API serves: the installed one, or one the caller keeps alive.
+#[derive(Clone)]
 pub(crate) enum OptimizerRef {
     Static(&'static PerformanceOptimizer),
     Shared(Arc<PerformanceOptimizer>),
@@ -108,9 +109,7 @@ fn build(optimizer: OptimizerRef) -> Router {
     let config = optimizer.config();
     let body_limit = usize::try_from(config.admin_body_limit_bytes).unwrap_or(usize::MAX);
     let limiter = limit::Limiter::per_minute(config.admin_rate_limit_per_minute);
-    let state = AppState {
-        optimizer: Arc::new(optimizer),
-    };
+    let state = AppState { optimizer };
     let mut router = Router::new();
     for (path, route) in routes() {
         router = router.route(path, route);
