@@ -3,7 +3,7 @@
 //!
 //! A submitted task first takes one of `max_queued` queue slots (so that `submit` waits and
 //! `try_submit` fails when the queue is full), then waits for one of `max_workers` worker
-//! permits, then runs under its timeout and its cancellation token. Every task ends in a
+//! permits, then runs under its timeout until it ends or is cancelled. Every task ends in a
 //! [`TaskOutcome`]; a panic is caught and reported, never taking the pool down.
 //!
 //! CPU-bound work goes to [`TaskManager::submit_blocking`]: tokio's blocking threads, at most
