@@ -2,6 +2,7 @@
 
 use std::{
     future::Future,
+    marker::PhantomData,
     pin::Pin,
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -43,16 +44,25 @@ pub fn memory_context(name: &'static str) -> MemoryContext {
         name,
         start: Start::now(),
         finished: false,
+        this_thread: PhantomData,
     }
 }
 
-/// The guard of [`memory_context`].
+/// The guard of [`memory_context`]. It stays on the thread it was made on:
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// send(perf_core::memory::memory_context("moved"));
+/// ```
 #[derive(Debug)]
 #[must_use = "the scope ends when the guard drops"]
 pub struct MemoryContext {
     name: &'static str,
     start: Start,
     finished: bool,
+    /// Not `Send`: the counts are this thread's, so the scope must end where it began (a
+    /// guard held across `.await` in a spawned future does not compile; use [`track_memory`]).
+    this_thread: PhantomData<*const ()>,
 }
 
 impl MemoryContext {
