@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+use super::CleanupAction;
+
 /// What the allocator says of itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AllocatorStats {
@@ -15,13 +17,6 @@ pub struct AllocatorStats {
     pub allocated_bytes: u64,
     /// Bytes the allocator holds without handing them out: freed memory kept for reuse.
     pub held_free_bytes: u64,
-}
-
-/// A step of giving memory back, for the cleanup report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ReleaseAction {
-    pub name: &'static str,
-    pub detail: String,
 }
 
 /// jemalloc's figures when the feature `jemalloc` is on and jemalloc is in use, else
@@ -38,7 +33,7 @@ pub(crate) fn stats() -> Option<AllocatorStats> {
 }
 
 /// Asks every allocator there is to return its free pages to the system.
-pub(crate) fn release() -> Vec<ReleaseAction> {
+pub(crate) fn release() -> Vec<CleanupAction> {
     [
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         glibc::trim(),
@@ -51,7 +46,7 @@ pub(crate) fn release() -> Vec<ReleaseAction> {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod glibc {
-    use super::{AllocatorStats, ReleaseAction};
+    use super::{AllocatorStats, CleanupAction};
 
     pub(super) fn stats() -> AllocatorStats {
         // SAFETY: mallinfo2 takes no arguments and only reads the allocator's state.
@@ -64,11 +59,11 @@ mod glibc {
         }
     }
 
-    pub(super) fn trim() -> ReleaseAction {
+    pub(super) fn trim() -> CleanupAction {
         // SAFETY: malloc_trim only walks and trims the allocator's own arenas.
         let released = unsafe { libc::malloc_trim(0) } == 1;
-        ReleaseAction {
-            name: "malloc_trim",
+        CleanupAction {
+            name: "malloc_trim".into(),
             detail: if released {
                 "returned free pages to the system".into()
             } else {
@@ -82,7 +77,7 @@ mod glibc {
 mod jemalloc {
     use tikv_jemalloc_ctl::{epoch, stats};
 
-    use super::{AllocatorStats, ReleaseAction};
+    use super::{AllocatorStats, CleanupAction};
 
     /// `MALLCTL_ARENAS_ALL`: the pseudo-arena index that means every arena.
     const ALL_ARENAS: u32 = 4096;
@@ -99,7 +94,7 @@ mod jemalloc {
         })
     }
 
-    pub(super) fn purge() -> ReleaseAction {
+    pub(super) fn purge() -> CleanupAction {
         let name = format!("arena.{ALL_ARENAS}.purge\0");
         // SAFETY: the name is NUL-terminated; `arena.<i>.purge` is a command without input or
         // output, so every value pointer is null and the length zero, as mallctl requires.
@@ -112,8 +107,8 @@ mod jemalloc {
                 0,
             )
         };
-        ReleaseAction {
-            name: "jemalloc_purge",
+        CleanupAction {
+            name: "jemalloc_purge".into(),
             detail: if status == 0 {
                 "purged every arena".into()
             } else {
@@ -130,7 +125,7 @@ mod tests {
     #[test]
     fn every_allocator_there_is_is_asked_to_release() {
         let actions = release();
-        let names: Vec<_> = actions.iter().map(|action| action.name).collect();
+        let names: Vec<_> = actions.iter().map(|action| action.name.as_str()).collect();
         if cfg!(all(target_os = "linux", target_env = "gnu")) {
             assert!(names.contains(&"malloc_trim"), "{names:?}");
         }

@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 pub use self::{
-    allocator::{AllocatorStats, ReleaseAction},
+    allocator::AllocatorStats,
     context::{MemoryContext, MemoryReport, TrackMemory, memory_context, track_memory},
     tracking::{
         TrackedStats, TrackingAllocator, disable_tracking, tracked_stats, tracking_is_active,
@@ -363,14 +363,7 @@ impl MemoryManager {
                 detail,
             });
         }
-        actions.extend(
-            allocator::release()
-                .into_iter()
-                .map(|action| CleanupAction {
-                    name: action.name.into(),
-                    detail: action.detail,
-                }),
-        );
+        actions.extend(allocator::release());
         let rss_after_bytes = self
             .inner
             .source
