@@ -1,6 +1,10 @@
 //! Rate limiting per client: 429 with Retry-After past `admin_rate_limit_per_minute`.
 
-use std::{net::SocketAddr, num::NonZeroU32, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    sync::Arc,
+};
 
 use axum::{
     extract::{ConnectInfo, Request, State},
@@ -15,7 +19,7 @@ use crate::error::ApiError;
 /// Clients are told apart by address (served with `into_make_service_with_connect_info`);
 /// without one, all share a single allowance.
 pub(crate) struct Limiter {
-    limiter: DefaultKeyedRateLimiter<String>,
+    limiter: DefaultKeyedRateLimiter<Option<IpAddr>>,
 }
 
 /// Clients remembered before those idle long enough to be full again are forgotten.
@@ -38,13 +42,11 @@ pub(crate) async fn limit(
     request: Request,
     next: Next,
 ) -> Response {
+    // Without the connection's address, every client shares one allowance.
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(
-            || "unknown".to_owned(),
-            |ConnectInfo(address)| address.ip().to_string(),
-        );
+        .map(|ConnectInfo(address)| address.ip());
     if limiter.limiter.len() > REMEMBERED_CLIENTS {
         limiter.limiter.retain_recent();
     }
@@ -53,7 +55,7 @@ pub(crate) async fn limit(
         Err(not_until) => {
             let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            tracing::warn!(client, retry_after = seconds, "admin API rate limit");
+            tracing::warn!(client = ?client, retry_after = seconds, "admin API rate limit");
             let mut response = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("rate limit reached; retry in {seconds} s"),
