@@ -62,21 +62,24 @@ impl TaskStats {
     ) -> Self {
         let failed = run.errors;
         let bad = failed + run.panics + run.timeouts;
+        // The counts are read one by one while tasks record: saturate, never underflow.
+        let completed = run.count.saturating_sub(bad + run.cancelled);
+        let finished = completed + bad;
         Self {
             submitted,
             queued,
             running,
             running_blocking,
             max_workers,
-            completed: run.count - bad - run.cancelled,
+            completed,
             failed,
             panicked: run.panics,
             timed_out: run.timeouts,
             cancelled: run.cancelled,
-            failure_rate: if run.count == 0 {
+            failure_rate: if finished == 0 {
                 0.0
             } else {
-                bad as f64 / run.count as f64
+                bad as f64 / finished as f64
             },
             queue_wait: LatencyStats::of(&queue_wait),
             run_time: LatencyStats::of(&run),

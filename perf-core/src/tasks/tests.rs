@@ -219,7 +219,9 @@ async fn queued_and_running_tasks_can_be_cancelled() {
         TaskOutcome::Completed("after"),
         "the worker was given back"
     );
-    assert_eq!(manager.stats().cancelled, 2);
+    let stats = manager.stats();
+    assert_eq!((stats.cancelled, stats.completed), (2, 1));
+    assert_eq!(stats.failure_rate, 0.0, "a cancellation is not a failure");
 }
 
 #[tokio::test]
