@@ -219,9 +219,17 @@ async fn queued_and_running_tasks_can_be_cancelled() {
         TaskOutcome::Completed("after"),
         "the worker was given back"
     );
+    let failing = manager
+        .submit(async { Err::<&str, _>(()) })
+        .await
+        .expect("accepted");
+    assert_eq!(failing.await, TaskOutcome::Failed(()));
     let stats = manager.stats();
-    assert_eq!((stats.cancelled, stats.completed), (2, 1));
-    assert_eq!(stats.failure_rate, 0.0, "a cancellation is not a failure");
+    assert_eq!((stats.cancelled, stats.completed, stats.failed), (2, 1, 1));
+    assert_eq!(
+        stats.failure_rate, 0.5,
+        "one of two finished tasks failed; cancellations are not finished"
+    );
 }
 
 #[tokio::test]
