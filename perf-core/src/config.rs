@@ -26,6 +26,13 @@ use serde::{Deserialize, Serialize};
 /// | `max_key_bytes` | 1024 | longer keys are refused |
 /// | `max_value_bytes` | 4 MiB | larger serialized values are refused |
 /// | `cache_sweep_interval` | 30s | how often expired entries are swept out of L1 and L2 |
+/// | `cache_fail_safe_max` | 0 (off) | loads keep values this long past their TTL, served as stale when a reload fails or times out |
+/// | `cache_fail_safe_throttle` | 30s | a stale value served after a failure is served as fresh this long before the source is asked again |
+/// | `cache_soft_timeout` | 0 (off) | with a stale value at hand, a load's callers get it after this long while the load goes on |
+/// | `cache_hard_timeout` | 0 (off) | a load's callers stop waiting after this long: stale value, else `Error::LoaderTimeout` |
+/// | `cache_eager_refresh` | 0 (off) | a value read after this fraction of its TTL is reloaded in the background |
+/// | `cache_ttl_jitter` | 0 | each TTL is shortened by a random share of up to this fraction |
+/// | `cache_failure_ttl` | 0 (off) | a failed load's error is handed to the callers of the next this-long without a reload |
 /// | `max_workers` | 10 | async tasks the task manager runs at once (changeable at run time) |
 /// | `max_queued` | 10 000 | tasks waiting for a worker before `submit` waits and `try_submit` fails |
 /// | `max_blocking_workers` | 4 | blocking (CPU-bound) tasks the task manager runs at once |
@@ -65,6 +72,18 @@ pub struct PerformanceConfig {
     pub max_value_bytes: u64,
     #[serde(with = "duration_serde")]
     pub cache_sweep_interval: Duration,
+    #[serde(with = "duration_serde")]
+    pub cache_fail_safe_max: Duration,
+    #[serde(with = "duration_serde")]
+    pub cache_fail_safe_throttle: Duration,
+    #[serde(with = "duration_serde")]
+    pub cache_soft_timeout: Duration,
+    #[serde(with = "duration_serde")]
+    pub cache_hard_timeout: Duration,
+    pub cache_eager_refresh: f64,
+    pub cache_ttl_jitter: f64,
+    #[serde(with = "duration_serde")]
+    pub cache_failure_ttl: Duration,
     pub max_workers: u64,
     pub max_queued: u64,
     pub max_blocking_workers: u64,
@@ -116,6 +135,13 @@ const FIELDS: &[&str] = &[
     "max_key_bytes",
     "max_value_bytes",
     "cache_sweep_interval",
+    "cache_fail_safe_max",
+    "cache_fail_safe_throttle",
+    "cache_soft_timeout",
+    "cache_hard_timeout",
+    "cache_eager_refresh",
+    "cache_ttl_jitter",
+    "cache_failure_ttl",
     "max_workers",
     "max_queued",
     "max_blocking_workers",
@@ -181,6 +207,13 @@ impl Default for PerformanceConfig {
             max_key_bytes: 1024,
             max_value_bytes: 4 * 1024 * 1024,
             cache_sweep_interval: Duration::from_secs(30),
+            cache_fail_safe_max: Duration::ZERO,
+            cache_fail_safe_throttle: Duration::from_secs(30),
+            cache_soft_timeout: Duration::ZERO,
+            cache_hard_timeout: Duration::ZERO,
+            cache_eager_refresh: 0.0,
+            cache_ttl_jitter: 0.0,
+            cache_failure_ttl: Duration::ZERO,
             max_workers: 10,
             max_queued: 10_000,
             max_blocking_workers: 4,
@@ -306,6 +339,29 @@ impl PerformanceConfig {
             positive(self.cache_sweep_interval),
             "cache_sweep_interval",
             "must be greater than zero".into(),
+        );
+        check(
+            positive(self.cache_fail_safe_throttle),
+            "cache_fail_safe_throttle",
+            "must be greater than zero".into(),
+        );
+        for (field, value) in [
+            ("cache_eager_refresh", self.cache_eager_refresh),
+            ("cache_ttl_jitter", self.cache_ttl_jitter),
+        ] {
+            check(
+                (0.0..1.0).contains(&value),
+                field,
+                "must be a fraction in [0, 1) (0: off)".into(),
+            );
+        }
+        check(
+            self.cache_hard_timeout.is_zero() || self.cache_soft_timeout <= self.cache_hard_timeout,
+            "cache_soft_timeout",
+            format!(
+                "must not be above cache_hard_timeout ({:?})",
+                self.cache_hard_timeout
+            ),
         );
         check(
             self.max_workers > 0,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::ConfigError;
+use crate::{cache::SharedFailure, config::ConfigError};
 
 /// A remote tier's failure, as the tier reports it.
 pub type RemoteError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -43,6 +43,16 @@ pub enum Error {
     /// The value was stored locally but the remote tier refused or failed the write.
     #[error("remote cache tier failed")]
     Remote(#[source] RemoteError),
+    /// A load's callers stopped waiting at its hard timeout, with no stale value to serve.
+    #[error("the loader gave no value within its hard timeout of {after:?}")]
+    LoaderTimeout { after: Duration },
+    /// The load this call was coalesced with failed; every caller of that load gets its
+    /// failure, and the loader ran once.
+    #[error("the load this call waited on failed: {0}")]
+    LoaderFailed(SharedFailure),
+    /// [`LoadOptions`](crate::cache::LoadOptions) that cannot work together.
+    #[error("invalid load options: {0}")]
+    InvalidLoadOptions(String),
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -67,4 +77,16 @@ pub enum InstallError {
     /// `install()` starts background loops and needs a tokio runtime.
     #[error("install() must be called from within a tokio runtime")]
     NoRuntime,
+}
+
+/// So that loaders returning `std::io::Result` can use the get_or_load family, whose callers
+/// may receive the cache's own failures (a hard timeout, a shared failure).
+impl From<Error> for std::io::Error {
+    fn from(error: Error) -> Self {
+        let kind = match error {
+            Error::LoaderTimeout { .. } => std::io::ErrorKind::TimedOut,
+            _ => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, error)
+    }
 }

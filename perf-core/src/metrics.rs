@@ -10,6 +10,7 @@ use metrics::Unit;
 pub const CACHE_HITS_TOTAL: &str = "cache_hits_total";
 pub const CACHE_MISSES_TOTAL: &str = "cache_misses_total";
 pub const CACHE_SIZE_BYTES: &str = "cache_size_bytes";
+pub const CACHE_LOAD_EVENTS_TOTAL: &str = "cache_load_events_total";
 pub const MEMORY_USAGE_BYTES: &str = "memory_usage_bytes";
 pub const MEMORY_CLEANUPS_TOTAL: &str = "memory_cleanups_total";
 pub const PROCESSING_TIME_SECONDS: &str = "processing_time_seconds";
@@ -30,6 +31,7 @@ pub mod labels {
     pub const REASON: &str = "reason";
     pub const QUERY_TYPE: &str = "query_type";
     pub const DIRECTION: &str = "direction";
+    pub const EVENT: &str = "event";
 }
 
 /// Buckets for operation latencies, 100 us to 30 s.
@@ -84,6 +86,15 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: Unit::Bytes,
         labels: &[TIER],
         help: "Bytes held by a byte-bounded cache tier (keys, encoded values, entry overhead)",
+        buckets: None,
+    },
+    MetricDef {
+        name: CACHE_LOAD_EVENTS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[EVENT],
+        help: "Cache loads by event: loader_run, coalesced, loader_error, stale_served, \
+               soft_timeout, hard_timeout, refresh, shared_failure",
         buckets: None,
     },
     MetricDef {

@@ -1,18 +1,27 @@
-//! Coalescing of concurrent loads: one loader per key per process, everyone gets its value.
+//! Coalescing of concurrent loads: one loader per key per process, and everyone waiting gets
+//! its outcome, a failure included.
+//!
+//! A flight is the one load of a key in progress. Its leader runs the loader (or hands it to a
+//! background task that holds the [`LeaderGuard`]); everyone else subscribes to its state. A
+//! guard dropped before it reported (a cancelled caller, a panic, an abandoned load) tells the
+//! waiters, who then try again. With a failure TTL, a failed flight stays in the map until
+//! then, and new callers receive its failure without running a loader.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
-use super::l1::AnyValue;
+use super::{l1::AnyValue, options::SharedFailure};
 
 #[derive(Clone)]
 pub(crate) enum FlightState {
     Loading,
     Loaded(AnyValue),
-    /// The leader's loader returned an error, which belongs to the leader alone.
-    Failed,
+    /// The loader returned an error; kept for new callers until the instant, if any.
+    Failed(SharedFailure, Option<quanta::Instant>),
+    /// The load passed its hard timeout and was given up.
+    TimedOut(Duration),
     /// The leader was dropped (cancelled or panicked) before it finished.
     Abandoned,
 }
@@ -25,12 +34,17 @@ struct FlightInner {
 
 type Flight = Arc<FlightInner>;
 
-/// The keys being loaded right now.
 #[derive(Default)]
-pub(crate) struct Flights {
+struct Shared {
     map: Mutex<HashMap<Box<str>, Flight>>,
     /// Notified whenever a flight ends, for callers blocked in [`Flights::wait_blocking`].
     ended: Condvar,
+}
+
+/// The keys being loaded right now, and recent failures kept for `failure_ttl`.
+#[derive(Default)]
+pub(crate) struct Flights {
+    shared: Arc<Shared>,
 }
 
 /// Who joins a flight: async callers wait by awaiting, synchronous ones by blocking.
@@ -41,32 +55,42 @@ pub(crate) enum Caller {
 }
 
 /// What a caller is to do about a key that missed.
-pub(crate) enum Role<'a> {
+pub(crate) enum Role {
     /// Run the loader and report through the guard.
-    Leader(LeaderGuard<'a>),
+    Leader(LeaderGuard),
     /// Wait for the leader.
     Waiter(watch::Receiver<FlightState>),
     /// A blocking caller meeting an async leader: blocking this thread could stall the
     /// leader's runtime, so it loads for itself.
     Alone,
+    /// A load of this key failed within its failure TTL: this is its failure.
+    Failed(SharedFailure),
 }
 
 /// What a waiter learnt.
 pub(crate) enum Outcome {
     Loaded(AnyValue),
-    Failed,
+    Failed(SharedFailure),
+    TimedOut(Duration),
     /// The leader was dropped (cancelled or panicked) before it finished: try again.
     Abandoned,
 }
 
 impl Flights {
-    pub(crate) fn join(&self, key: &str, caller: Caller) -> Role<'_> {
-        let mut map = self.map.lock();
+    pub(crate) fn join(&self, key: &str, caller: Caller, now: quanta::Instant) -> Role {
+        let mut map = self.shared.map.lock();
         if let Some(flight) = map.get(key) {
-            if caller == Caller::Blocking && !flight.blocking {
-                return Role::Alone;
+            match &*flight.state.borrow() {
+                FlightState::Loading if caller == Caller::Blocking && !flight.blocking => {
+                    return Role::Alone;
+                }
+                FlightState::Loading => return Role::Waiter(flight.state.subscribe()),
+                FlightState::Failed(failure, Some(until)) if *until > now => {
+                    return Role::Failed(failure.clone());
+                }
+                // A failure kept past its TTL: replaced below.
+                _ => {}
             }
-            return Role::Waiter(flight.state.subscribe());
         }
         let flight = Arc::new(FlightInner {
             state: watch::Sender::new(FlightState::Loading),
@@ -74,69 +98,91 @@ impl Flights {
         });
         map.insert(key.into(), Arc::clone(&flight));
         Role::Leader(LeaderGuard {
-            flights: self,
+            shared: Arc::clone(&self.shared),
             key: key.into(),
             flight,
+            kept: false,
         })
     }
 
+    /// Keys being loaded right now.
     pub(crate) fn in_flight(&self) -> u64 {
-        self.map.lock().len() as u64
+        let map = self.shared.map.lock();
+        map.values()
+            .filter(|f| matches!(*f.state.borrow(), FlightState::Loading))
+            .count() as u64
     }
 
-    /// [`wait`] for synchronous callers: blocks this thread until the leader finishes.
+    /// Forgets failures kept past their TTL.
+    pub(crate) fn sweep(&self, now: quanta::Instant) {
+        self.shared.map.lock().retain(|_, flight| {
+            !matches!(&*flight.state.borrow(), FlightState::Failed(_, Some(until)) if *until <= now)
+        });
+    }
+
+    /// Waits for the leader by blocking this thread.
     pub(crate) fn wait_blocking(&self, receiver: watch::Receiver<FlightState>) -> Outcome {
-        let mut map = self.map.lock();
+        let mut map = self.shared.map.lock();
         loop {
             // Checked under the map's lock, which a leader takes before notifying: no wake-up
             // is lost between this check and the wait.
-            if let Some(outcome) = settled(&receiver) {
+            if let Some(outcome) = outcome_of(&receiver.borrow()) {
                 return outcome;
             }
-            self.ended.wait(&mut map);
+            self.shared.ended.wait(&mut map);
         }
     }
-}
-
-/// The flight's outcome, if it has one yet.
-fn settled(receiver: &watch::Receiver<FlightState>) -> Option<Outcome> {
-    outcome_of(&receiver.borrow())
 }
 
 fn outcome_of(state: &FlightState) -> Option<Outcome> {
     match state {
         FlightState::Loading => None,
         FlightState::Loaded(value) => Some(Outcome::Loaded(Arc::clone(value))),
-        FlightState::Failed => Some(Outcome::Failed),
+        FlightState::Failed(failure, _) => Some(Outcome::Failed(failure.clone())),
+        FlightState::TimedOut(after) => Some(Outcome::TimedOut(*after)),
         FlightState::Abandoned => Some(Outcome::Abandoned),
     }
 }
 
-pub(crate) async fn wait(mut receiver: watch::Receiver<FlightState>) -> Outcome {
-    match receiver
-        .wait_for(|state| !matches!(state, FlightState::Loading))
-        .await
-    {
+/// The flight's outcome, or `None` if `deadline` came first.
+pub(crate) async fn wait(
+    mut receiver: watch::Receiver<FlightState>,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<Outcome> {
+    let settled = receiver.wait_for(|state| !matches!(state, FlightState::Loading));
+    let state = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, settled).await.ok()?,
+        None => settled.await,
+    };
+    Some(match state {
         Ok(state) => outcome_of(&state).unwrap_or(Outcome::Abandoned),
         Err(_) => Outcome::Abandoned,
-    }
+    })
 }
 
-/// Held by the caller running the loader. Dropping it unfinished (cancellation, panic) releases
-/// the waiters, who then try again.
-pub(crate) struct LeaderGuard<'a> {
-    flights: &'a Flights,
+/// Held by whoever runs the loader. Dropping it unfinished (cancellation, panic, a load given
+/// up) releases the waiters, who then try again.
+pub(crate) struct LeaderGuard {
+    shared: Arc<Shared>,
     key: Box<str>,
     flight: Flight,
+    /// The flight stays in the map after it ended (a failure kept for its TTL).
+    kept: bool,
 }
 
-impl LeaderGuard<'_> {
-    pub(crate) fn finish(self, state: FlightState) {
+impl LeaderGuard {
+    /// The flight's state, for the leader's own wait (a load run in the background).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<FlightState> {
+        self.flight.state.subscribe()
+    }
+
+    pub(crate) fn finish(mut self, state: FlightState) {
+        self.kept = matches!(state, FlightState::Failed(_, Some(_)));
         self.flight.state.send_replace(state);
     }
 }
 
-impl Drop for LeaderGuard<'_> {
+impl Drop for LeaderGuard {
     fn drop(&mut self) {
         self.flight.state.send_if_modified(|state| {
             let unfinished = matches!(state, FlightState::Loading);
@@ -145,16 +191,17 @@ impl Drop for LeaderGuard<'_> {
             }
             unfinished
         });
-        let mut map = self.flights.map.lock();
-        if map
-            .get(&self.key)
-            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        let mut map = self.shared.map.lock();
+        if !self.kept
+            && map
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
         {
             map.remove(&self.key);
         }
         drop(map);
         if self.flight.blocking {
-            self.flights.ended.notify_all();
+            self.shared.ended.notify_all();
         }
     }
 }

@@ -1,12 +1,18 @@
 //! The one value encoding shared by L2 and the remote tier.
 //!
 //! ```text
-//! byte 0      format version (1)
-//! byte 1      flags: bit 0 = payload is zstd-compressed
-//! bytes 2..10 expiry, Unix milliseconds, little endian (lets a remote hit keep its remaining TTL)
-//! bytes 10..14 payload length before compression, little endian
-//! bytes 14..  payload: MessagePack (rmp-serde), zstd-compressed when flagged
+//! byte 0       format version (2)
+//! byte 1       flags: bit 0 = payload is zstd-compressed
+//! bytes 2..10  end of freshness (eager refresh point, else expiry), Unix ms, little endian
+//! bytes 10..18 expiry (end of the TTL), Unix ms
+//! bytes 18..26 end of the fail-safe period (the value may be served stale until then), Unix ms
+//! bytes 26..30 payload length before compression, little endian
+//! bytes 30..   payload: MessagePack (rmp-serde), zstd-compressed when flagged
 //! ```
+//!
+//! The three instants let a value read from the remote tier keep its remaining lifetime on
+//! every instance, stale period included. Version 1 (one expiry, a 14-byte header) is still
+//! read, so that values written before an upgrade stay usable.
 //!
 //! MessagePack rather than postcard because it is self-describing: `serde_json::Value`,
 //! untagged enums and `#[serde(flatten)]` round-trip, where postcard would fail at run time.
@@ -20,8 +26,9 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::Error;
 
-pub(crate) const HEADER_LEN: usize = 14;
-const VERSION: u8 = 1;
+pub(crate) const HEADER_LEN: usize = 30;
+const VERSION: u8 = 2;
+const V1_HEADER_LEN: usize = 14;
 const FLAG_ZSTD: u8 = 1;
 
 /// Encoding settings, from the configuration.
@@ -55,11 +62,41 @@ pub(crate) enum DecodeError {
     Payload(rmp_serde::decode::Error),
 }
 
-/// A decoded value and the expiry its header carries.
+/// A value's lifetime in Unix milliseconds, as the header carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct UnixTimes {
+    pub(crate) fresh_until: u64,
+    pub(crate) expires_at: u64,
+    pub(crate) stale_until: u64,
+}
+
+impl UnixTimes {
+    /// The times `fresh`, `ttl` and `stale` from now.
+    pub(crate) fn after(fresh: Duration, ttl: Duration, stale: Duration) -> Self {
+        let now = unix_now();
+        let at = |d: Duration| u64::try_from(now.saturating_add(d).as_millis()).unwrap_or(u64::MAX);
+        Self {
+            fresh_until: at(fresh),
+            expires_at: at(ttl),
+            stale_until: at(stale),
+        }
+    }
+
+    /// One expiry for all three (a version 1 header).
+    fn single(expires_at: u64) -> Self {
+        Self {
+            fresh_until: expires_at,
+            expires_at,
+            stale_until: expires_at,
+        }
+    }
+}
+
+/// A decoded value and the lifetime its header carries.
 #[derive(Debug)]
 pub(crate) struct Decoded<T> {
     pub(crate) value: T,
-    pub(crate) expires_at_unix_ms: u64,
+    pub(crate) times: UnixTimes,
 }
 
 thread_local! {
@@ -67,28 +104,22 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
 }
 
-pub(crate) fn unix_ms_after(ttl: Duration) -> u64 {
-    let now = SystemTime::now()
+fn unix_now() -> Duration {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(now.saturating_add(ttl).as_millis()).unwrap_or(u64::MAX)
+        .unwrap_or_default()
 }
 
-/// Time left until a Unix-millisecond expiry; `None` once it has passed.
-pub(crate) fn remaining_until(expires_at_unix_ms: u64) -> Option<Duration> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Duration::from_millis(expires_at_unix_ms)
-        .checked_sub(now)
-        .filter(|left| !left.is_zero())
+/// Time left until a Unix-millisecond instant; zero once it has passed.
+pub(crate) fn remaining_until(unix_ms: u64) -> Duration {
+    Duration::from_millis(unix_ms).saturating_sub(unix_now())
 }
 
 impl Codec {
     pub(crate) fn encode<T: Serialize + ?Sized>(
         &self,
         value: &T,
-        expires_at_unix_ms: u64,
+        times: UnixTimes,
     ) -> Result<Vec<u8>, Error> {
         let mut out = vec![0u8; HEADER_LEN];
         rmp_serde::encode::write(&mut out, value).map_err(Error::Encode)?;
@@ -110,9 +141,11 @@ impl Codec {
         }
         out[0] = VERSION;
         out[1] = flags;
-        out[2..10].copy_from_slice(&expires_at_unix_ms.to_le_bytes());
+        out[2..10].copy_from_slice(&times.fresh_until.to_le_bytes());
+        out[10..18].copy_from_slice(&times.expires_at.to_le_bytes());
+        out[18..26].copy_from_slice(&times.stale_until.to_le_bytes());
         // payload_len <= max_value_bytes <= u32::MAX, which validation enforces.
-        out[10..14].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        out[26..30].copy_from_slice(&(payload_len as u32).to_le_bytes());
         Ok(out)
     }
 
@@ -149,23 +182,15 @@ impl Codec {
         &self,
         bytes: &[u8],
     ) -> Result<Decoded<T>, DecodeError> {
-        let header = bytes
-            .get(..HEADER_LEN)
-            .ok_or(DecodeError::Truncated(bytes.len()))?;
-        if header[0] != VERSION {
-            return Err(DecodeError::Version(header[0]));
-        }
-        let flags = header[1];
+        let (times, payload_len, header_len) = header(bytes)?;
+        let flags = bytes[1];
         if flags & !FLAG_ZSTD != 0 {
             return Err(DecodeError::Flags(flags));
         }
-        let expires_at_unix_ms = u64::from_le_bytes(header[2..10].try_into().unwrap_or_default());
-        let payload_len =
-            u32::from_le_bytes(header[10..14].try_into().unwrap_or_default()) as usize;
         if payload_len > self.max_value_bytes {
             return Err(DecodeError::TooLarge(payload_len));
         }
-        let payload = &bytes[HEADER_LEN..];
+        let payload = &bytes[header_len..];
         let value = if flags & FLAG_ZSTD == 0 {
             if payload.len() != payload_len {
                 return Err(DecodeError::Length);
@@ -176,10 +201,42 @@ impl Codec {
                 rmp_serde::from_slice(raw).map_err(DecodeError::Payload)
             })??
         };
-        Ok(Decoded {
-            value,
-            expires_at_unix_ms,
-        })
+        Ok(Decoded { value, times })
+    }
+}
+
+/// The header's lifetime, payload length and own length, for either format version.
+fn header(bytes: &[u8]) -> Result<(UnixTimes, usize, usize), DecodeError> {
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(|b| u32::from_le_bytes(b) as usize)
+    };
+    let truncated = DecodeError::Truncated(bytes.len());
+    match bytes.first() {
+        Some(&VERSION) if bytes.len() >= HEADER_LEN => {
+            let times = UnixTimes {
+                fresh_until: u64_at(2).ok_or(truncated)?,
+                expires_at: u64_at(10).ok_or(DecodeError::Truncated(bytes.len()))?,
+                stale_until: u64_at(18).ok_or(DecodeError::Truncated(bytes.len()))?,
+            };
+            let len = u32_at(26).ok_or(DecodeError::Truncated(bytes.len()))?;
+            Ok((times, len, HEADER_LEN))
+        }
+        Some(1) if bytes.len() >= V1_HEADER_LEN => {
+            let times = UnixTimes::single(u64_at(2).ok_or(truncated)?);
+            let len = u32_at(10).ok_or(DecodeError::Truncated(bytes.len()))?;
+            Ok((times, len, V1_HEADER_LEN))
+        }
+        Some(&VERSION | 1) | None => Err(truncated),
+        Some(&other) => Err(DecodeError::Version(other)),
     }
 }
 
@@ -262,17 +319,24 @@ mod tests {
 
     #[test]
     fn small_values_round_trip_uncompressed() {
-        let bytes = codec().encode(&ad(10), 42).expect("encodes");
+        let times = UnixTimes {
+            fresh_until: 40,
+            expires_at: 42,
+            stale_until: 99,
+        };
+        let bytes = codec().encode(&ad(10), times).expect("encodes");
         assert_eq!(bytes[1], 0, "below the threshold: not compressed");
         let decoded = codec().decode::<Ad>(&bytes).expect("decodes");
         assert_eq!(decoded.value, ad(10));
-        assert_eq!(decoded.expires_at_unix_ms, 42);
+        assert_eq!(decoded.times, times);
     }
 
     #[test]
     fn large_values_round_trip_compressed_and_smaller() {
         let value = ad(4000);
-        let bytes = codec().encode(&value, 1).expect("encodes");
+        let bytes = codec()
+            .encode(&value, UnixTimes::single(1))
+            .expect("encodes");
         assert_eq!(bytes[1], FLAG_ZSTD);
         assert!(
             bytes.len() < 1000,
@@ -285,12 +349,16 @@ mod tests {
     #[test]
     fn compressing_literals_is_smaller_and_still_round_trips() {
         let value = ad(4000);
-        let plain = codec().encode(&value, 1).expect("encodes");
+        let plain = codec()
+            .encode(&value, UnixTimes::single(1))
+            .expect("encodes");
         let huffman = Codec {
             compress_literals: true,
             ..codec()
         };
-        let smaller = huffman.encode(&value, 1).expect("encodes");
+        let smaller = huffman
+            .encode(&value, UnixTimes::single(1))
+            .expect("encodes");
         assert!(
             smaller.len() <= plain.len(),
             "{} > {}",
@@ -314,7 +382,9 @@ mod tests {
             Text(String),
         }
         let value = vec![Either::Num(3), Either::Text("x".repeat(100))];
-        let bytes = codec().encode(&value, 1).expect("encodes");
+        let bytes = codec()
+            .encode(&value, UnixTimes::single(1))
+            .expect("encodes");
         assert_eq!(
             codec()
                 .decode::<Vec<Either>>(&bytes)
@@ -330,13 +400,17 @@ mod tests {
             max_value_bytes: 100,
             ..codec()
         };
-        let err = small.encode(&"x".repeat(200), 1).expect_err("too large");
+        let err = small
+            .encode(&"x".repeat(200), UnixTimes::single(1))
+            .expect_err("too large");
         assert!(err.to_string().contains("max_value_bytes = 100"), "{err}");
     }
 
     #[test]
     fn corrupt_bytes_are_errors_not_panics() {
-        let good = codec().encode(&ad(4000), 1).expect("encodes");
+        let good = codec()
+            .encode(&ad(4000), UnixTimes::single(1))
+            .expect("encodes");
         let mut cases: Vec<Vec<u8>> = vec![vec![], vec![1, 0, 0], good[..good.len() / 2].to_vec()];
         let mut wrong_version = good.clone();
         wrong_version[0] = 9;
@@ -345,7 +419,7 @@ mod tests {
         wrong_flags[1] = 0x80;
         cases.push(wrong_flags);
         let mut bomb = good.clone();
-        bomb[10..14].copy_from_slice(&u32::MAX.to_le_bytes());
+        bomb[26..30].copy_from_slice(&u32::MAX.to_le_bytes());
         cases.push(bomb);
         let mut flipped = good.clone();
         let last = flipped.len() - 5;
@@ -360,8 +434,23 @@ mod tests {
 
     #[test]
     fn remaining_ttl_from_the_header() {
-        let left = remaining_until(unix_ms_after(Duration::from_secs(10))).expect("in the future");
-        assert!(left > Duration::from_secs(9) && left <= Duration::from_secs(10));
-        assert_eq!(remaining_until(1), None);
+        let ten = Duration::from_secs(10);
+        let times = UnixTimes::after(ten, ten, ten * 2);
+        let left = remaining_until(times.expires_at);
+        assert!(left > Duration::from_secs(9) && left <= ten);
+        assert!(remaining_until(times.stale_until) > Duration::from_secs(19));
+        assert_eq!(remaining_until(1), Duration::ZERO);
+    }
+
+    #[test]
+    fn version_1_values_still_decode_with_one_expiry() {
+        let mut v1 = vec![1u8, 0];
+        v1.extend_from_slice(&77u64.to_le_bytes());
+        let payload = rmp_serde::to_vec(&5u32).expect("encodes");
+        v1.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        v1.extend_from_slice(&payload);
+        let decoded = codec().decode::<u32>(&v1).expect("decodes");
+        assert_eq!(decoded.value, 5);
+        assert_eq!(decoded.times, UnixTimes::single(77));
     }
 }

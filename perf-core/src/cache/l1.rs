@@ -7,6 +7,7 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter, sync::Cache};
 use super::Tier;
 use super::clock::ExpiryClock;
 use super::near::{Epochs, Near, NearKey};
+use super::stamp::{Age, Stamp};
 use super::stats::{Counters, Event};
 
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
@@ -14,9 +15,9 @@ pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 #[derive(Clone)]
 pub(crate) struct L1Entry {
     pub(crate) value: AnyValue,
-    pub(crate) expires_at: quanta::Instant,
-    /// A copy of a remote-tier value, dropped when remote invalidations may have been missed.
-    pub(crate) shared: bool,
+    /// Its lifetime; `stamp.shared` marks a copy of a remote-tier value, dropped when remote
+    /// invalidations may have been missed.
+    pub(crate) stamp: Stamp,
 }
 
 /// Counts evictions into the cache's counters.
@@ -66,6 +67,23 @@ pub(crate) enum Lookup<T> {
     WrongType,
 }
 
+/// Which entries a read serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    /// Within their TTL.
+    Live,
+    /// Before their refresh point.
+    Fresh,
+}
+
+/// What a load's lookup found: a value of any age, with its lifetime.
+#[derive(Clone)]
+pub(crate) struct Found<T> {
+    pub(crate) value: T,
+    pub(crate) age: Age,
+    pub(crate) stamp: Stamp,
+}
+
 impl L1 {
     pub(crate) fn new(max_entries: u64, counters: Arc<Counters>) -> Self {
         let epochs = Arc::new(Epochs::new());
@@ -90,7 +108,8 @@ impl L1 {
         }
     }
 
-    /// The live value at `key`, if it has type `T`. An expired entry is removed and counted.
+    /// The live value at `key`, if it has type `T`. An entry past every deadline is removed
+    /// and counted; a stale one (fail-safe) is a miss here and stays.
     #[inline]
     pub(crate) fn get<T: Send + Sync + 'static>(
         &self,
@@ -98,7 +117,7 @@ impl L1 {
         clock: &ExpiryClock,
         counters: &Counters,
     ) -> Lookup<Arc<T>> {
-        let Some(entry) = self.live_entry(key, clock, counters) else {
+        let Some(entry) = self.live_entry(key, clock, counters, Wanted::Live) else {
             return Lookup::Miss;
         };
         // The entry's own reference becomes the caller's: no second reference-count update.
@@ -106,6 +125,61 @@ impl L1 {
             Ok(value) => Lookup::Hit(value),
             Err(_) => Lookup::WrongType,
         }
+    }
+
+    /// [`get`](Self::get) for the fast paths in front of a load, which leave a value due for
+    /// refresh to the load (that starts the refresh).
+    #[inline]
+    pub(crate) fn get_fresh<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        clock: &ExpiryClock,
+        counters: &Counters,
+    ) -> Lookup<Arc<T>> {
+        let Some(entry) = self.live_entry(key, clock, counters, Wanted::Fresh) else {
+            return Lookup::Miss;
+        };
+        match entry.value.downcast::<T>() {
+            Ok(value) => Lookup::Hit(value),
+            Err(_) => Lookup::WrongType,
+        }
+    }
+
+    /// The value at `key` in any age, for a load: a stale value can stand in for a failed
+    /// reload.
+    pub(crate) fn find<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        clock: &ExpiryClock,
+        counters: &Counters,
+    ) -> Lookup<Found<Arc<T>>> {
+        let Some(entry) = self.map.get(key) else {
+            return Lookup::Miss;
+        };
+        let Some(age) = entry.stamp.age(clock) else {
+            self.remove_expired(key, clock, counters);
+            return Lookup::Miss;
+        };
+        match entry.value.downcast::<T>() {
+            Ok(value) => Lookup::Hit(Found {
+                value,
+                age,
+                stamp: entry.stamp,
+            }),
+            Err(_) => Lookup::WrongType,
+        }
+    }
+
+    /// Stores `value` (a stale or current value kept after a failed load) with a new
+    /// lifetime, unless another live value was stored meanwhile.
+    pub(crate) fn rearm(&self, key: &str, value: AnyValue, stamp: Stamp, clock: &ExpiryClock) {
+        if let Some(entry) = self.map.get(key)
+            && !Arc::ptr_eq(&entry.value, &value)
+            && entry.stamp.age(clock).is_some_and(Age::is_live)
+        {
+            return;
+        }
+        self.insert(key, L1Entry { value, stamp });
     }
 
     /// A copy of this thread's near copy of a value of type `T`, if it is current (see
@@ -130,7 +204,7 @@ impl L1 {
         counters: &Counters,
     ) -> Lookup<T> {
         let read = self.near.fill(near_key, l1_key, clock, || {
-            self.live_entry(l1_key, clock, counters)
+            self.live_entry(l1_key, clock, counters, Wanted::Fresh)
         });
         match read {
             None => Lookup::Miss,
@@ -142,20 +216,46 @@ impl L1 {
     }
 
     #[inline]
-    fn live_entry(&self, key: &str, clock: &ExpiryClock, counters: &Counters) -> Option<L1Entry> {
+    fn live_entry(
+        &self,
+        key: &str,
+        clock: &ExpiryClock,
+        counters: &Counters,
+        wanted: Wanted,
+    ) -> Option<L1Entry> {
         let entry = self.map.get(key)?;
-        if !clock.is_live(entry.expires_at) {
-            self.remove_expired(key, clock, counters);
-            return None;
+        if !clock.is_live(entry.stamp.fresh_until) {
+            return self.past_fresh(key, entry, clock, counters, wanted);
         }
         Some(entry)
+    }
+
+    /// An entry past its freshness: live until its expiry (for `get`, not the fast paths);
+    /// kept but not served while stale; removed after.
+    #[cold]
+    fn past_fresh(
+        &self,
+        key: &str,
+        entry: L1Entry,
+        clock: &ExpiryClock,
+        counters: &Counters,
+        wanted: Wanted,
+    ) -> Option<L1Entry> {
+        match entry.stamp.age(clock) {
+            Some(age) if age.is_live() && wanted == Wanted::Live => Some(entry),
+            Some(_) => None,
+            None => {
+                self.remove_expired(key, clock, counters);
+                None
+            }
+        }
     }
 
     fn remove_expired(&self, key: &str, clock: &ExpiryClock, counters: &Counters) {
         // Only if still expired: another thread may have stored a fresh value meanwhile.
         if self
             .map
-            .remove_if(key, |e| !clock.is_live(e.expires_at))
+            .remove_if(key, |e| !e.stamp.is_kept(clock))
             .is_some()
         {
             self.epochs.changed(key);

@@ -6,15 +6,16 @@ use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter, sync::Cache};
 
 use super::Tier;
 use super::l1::{CountEvictions, remove_counting, shrink_counting};
+use super::stamp::Stamp;
 use super::stats::Counters;
 use crate::config::L2_ENTRY_OVERHEAD;
 
 #[derive(Clone)]
 pub(crate) struct L2Entry {
     pub(crate) bytes: Arc<[u8]>,
-    pub(crate) expires_at: quanta::Instant,
-    /// A copy of a remote-tier value.
-    pub(crate) shared: bool,
+    /// Its lifetime (the header's copy is for the remote tier); `stamp.shared` marks a copy of
+    /// a remote-tier value.
+    pub(crate) stamp: Stamp,
 }
 
 /// An entry weighs its key, its encoded bytes and a fixed overhead.
@@ -108,6 +109,14 @@ impl L2 {
     /// Removes `key` if `f` says so.
     pub(crate) fn remove_if(&self, key: &str, f: impl FnOnce(&L2Entry) -> bool) -> bool {
         self.map.remove_if(key, f).is_some()
+    }
+
+    /// Gives the entry at `key`, if any, a new lifetime.
+    pub(crate) fn restamp(&self, key: &str, stamp: Stamp) {
+        if let Some(mut entry) = self.map.get(key) {
+            entry.stamp = stamp;
+            self.map.insert(key.into(), entry);
+        }
     }
 
     pub(crate) fn remove(&self, key: &str) -> bool {

@@ -26,8 +26,10 @@ mod l1;
 mod l2;
 mod load;
 mod near;
+mod options;
 mod remote;
 mod shared;
+mod stamp;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -44,9 +46,11 @@ use self::{
     coalesce::Flights,
     codec::Codec,
     fingerprint::Fingerprint,
-    l1::{AnyValue, L1, L1Entry, Lookup},
+    l1::{AnyValue, Found, L1, L1Entry, Lookup},
     l2::{L2, L2Entry},
     near::NearKey,
+    options::Policy,
+    stamp::{Age, Stamp},
     stats::{Counters, Event, MetricsPublisher, Op},
 };
 /// The clock type [`CacheBuilder::clock`] takes; `Clock::mock()` moves time by hand in tests.
@@ -54,6 +58,8 @@ pub use quanta::{Clock, Mock};
 
 pub use self::{
     key::{function_key, random_id, with_key, write_function_key},
+    load::LoaderError,
+    options::{ErrorSharing, Freshness, LoadOptions, Loaded, SharedFailure},
     remote::{BoxFuture, Invalidation, InvalidationSink, RemoteTier},
     stats::{CacheStats, LoadStats, TierStats},
     tier::{CacheValue, SharedValue, Tier},
@@ -91,11 +97,14 @@ struct Inner {
     l2: L2,
     remote: Option<Arc<dyn RemoteTier>>,
     codec: Codec,
-    default_ttl: Duration,
+    /// The configuration's TTL, fail-safe, timeout, refresh and jitter settings.
+    defaults: Policy,
     max_key_bytes: usize,
     clock: ExpiryClock,
     counters: Arc<Counters>,
     flights: Flights,
+    /// Slots for background refreshes.
+    background: Arc<tokio::sync::Semaphore>,
     publisher: MetricsPublisher,
     /// `cache_enabled`: when off, the get_or_load family and `#[cache_result]` call straight
     /// through to their loaders.
@@ -154,13 +163,14 @@ impl CacheBuilder {
                 compress_literals: config.zstd_compress_literals,
                 max_value_bytes: as_usize(config.max_value_bytes),
             },
-            default_ttl: config.cache_ttl,
+            defaults: Policy::from_config(&config),
             max_key_bytes: as_usize(config.max_key_bytes),
             clock: self
                 .clock
                 .map_or_else(ExpiryClock::real, ExpiryClock::exact),
             counters,
             flights: Flights::default(),
+            background: Arc::new(tokio::sync::Semaphore::new(load::MAX_BACKGROUND_LOADS)),
             publisher: MetricsPublisher::default(),
             enabled: std::sync::atomic::AtomicBool::new(config.cache_enabled),
         };
@@ -174,17 +184,24 @@ impl CacheBuilder {
     }
 }
 
-/// When a local copy expires, and whether it copies a remote-tier value.
+/// A validated write: the key is within its limit and the lifetime is known.
 #[derive(Debug, Clone, Copy)]
-struct Stamp {
-    expires_at: quanta::Instant,
-    shared: bool,
+pub(crate) struct WritePlan {
+    /// The local lifetime (`shared` is set when the value is stored).
+    stamp: Stamp,
+    policy: Policy,
+    /// When the plan was made, for the remote tier's TTL.
+    planned_at: quanta::Instant,
 }
 
-/// A validated write: the key is within its limit and the expiry is known.
-struct WritePlan {
-    ttl: Duration,
-    expires_at: quanta::Instant,
+impl WritePlan {
+    /// How long the remote tier keeps the value: to the end of its stale period.
+    fn remote_ttl(&self) -> Duration {
+        self.stamp
+            .stale_until
+            .saturating_duration_since(self.planned_at)
+            .max(Duration::from_millis(1))
+    }
 }
 
 impl MultiLevelCache {
@@ -307,15 +324,16 @@ impl MultiLevelCache {
         if key.len() > self.inner.max_key_bytes {
             return None;
         }
-        let lookup = match self
-            .inner
-            .l1
-            .get::<T>(key, &self.inner.clock, &self.inner.counters)
-        {
-            Lookup::Hit(value) => Lookup::Hit(T::clone(&value)),
-            Lookup::Miss => Lookup::Miss,
-            Lookup::WrongType => Lookup::WrongType,
-        };
+        let lookup =
+            match self
+                .inner
+                .l1
+                .get_fresh::<T>(key, &self.inner.clock, &self.inner.counters)
+            {
+                Lookup::Hit(value) => Lookup::Hit(T::clone(&value)),
+                Lookup::Miss => Lookup::Miss,
+                Lookup::WrongType => Lookup::WrongType,
+            };
         self.counted_fast_hit(lookup)
     }
 
@@ -361,7 +379,7 @@ impl MultiLevelCache {
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
         let plan = self.plan_write(key, ttl)?;
-        self.insert_l1_only(key, Arc::new(value), plan.expires_at);
+        self.insert_l1_only(key, Arc::new(value), plan.stamp);
         Ok(())
     }
 
@@ -442,12 +460,20 @@ impl MultiLevelCache {
         Ok(())
     }
 
-    /// Removes expired entries from L1 and L2 so that they stop holding capacity; returns how
-    /// many. The optimizer's background sweeper calls this every `cache_sweep_interval`.
+    /// Removes expired entries (past their fail-safe period, where they have one) from L1 and
+    /// L2 so that they stop holding capacity; returns how many. The optimizer's background
+    /// sweeper calls this every `cache_sweep_interval`.
     pub fn sweep_expired(&self) -> u64 {
         let now = self.inner.clock.now();
-        let l1 = self.inner.l1.remove_where(|_, e| e.expires_at <= now);
-        let l2 = self.inner.l2.remove_where(|_, e| e.expires_at <= now);
+        self.inner.flights.sweep(now);
+        let l1 = self
+            .inner
+            .l1
+            .remove_where(|_, e| e.stamp.stale_until <= now);
+        let l2 = self
+            .inner
+            .l2
+            .remove_where(|_, e| e.stamp.stale_until <= now);
         let counters = &self.inner.counters;
         counters.record_n(Tier::L1, Event::Expiration, l1);
         counters.record_n(Tier::L2, Event::Expiration, l2);
@@ -512,7 +538,11 @@ impl MultiLevelCache {
     /// The bytes `value` takes in L2 and the remote tier (header and compression included),
     /// or the error a write of it would meet. For sizing `l2_max_bytes`.
     pub fn encoded_len<T: SharedValue>(&self, value: &T) -> Result<usize, Error> {
-        Ok(self.inner.codec.encode(value, 0)?.len())
+        Ok(self
+            .inner
+            .codec
+            .encode(value, codec::UnixTimes::default())?
+            .len())
     }
 
     /// L2's byte budget.
@@ -550,19 +580,27 @@ impl MultiLevelCache {
         Ok(())
     }
 
+    /// A write with the configuration's settings and `ttl` (default `cache_ttl`).
     fn plan_write(&self, key: &str, ttl: Option<Duration>) -> Result<WritePlan, Error> {
+        let mut policy = self.inner.defaults;
+        policy.ttl = ttl.unwrap_or(policy.ttl);
+        self.plan_with(key, policy)
+    }
+
+    fn plan_with(&self, key: &str, policy: Policy) -> Result<WritePlan, Error> {
         self.check_key(key)?;
-        let ttl = ttl.unwrap_or(self.inner.default_ttl);
-        if ttl.is_zero() {
+        if policy.ttl.is_zero() {
             return Err(Error::ZeroTtl);
         }
-        let expires_at = self
-            .inner
-            .clock
-            .now()
-            .checked_add(ttl)
-            .ok_or(Error::TtlOverflow(ttl))?;
-        Ok(WritePlan { ttl, expires_at })
+        let ttl = policy.jittered_ttl();
+        let planned_at = self.inner.clock.now();
+        let stamp =
+            stamp::for_write(planned_at, ttl, &policy).ok_or(Error::TtlOverflow(policy.ttl))?;
+        Ok(WritePlan {
+            stamp,
+            policy,
+            planned_at,
+        })
     }
 
     /// A read of the local tiers: L1, then L2 when `tier` reaches it. Synchronous, so that
@@ -586,14 +624,59 @@ impl MultiLevelCache {
         tier: Tier,
         op: Op,
     ) -> Option<Arc<T>> {
+        let found = self.remote_find_at::<T>(key, tier, op).await?;
+        found.age.is_live().then_some(found.value)
+    }
+
+    /// [`remote_lookup_at`](Self::remote_lookup_at) in any age, for a load.
+    async fn remote_find_at<T: SharedValue>(
+        &self,
+        key: &str,
+        tier: Tier,
+        op: Op,
+    ) -> Option<Found<Arc<T>>> {
         match &self.inner.remote {
             // Boxed: the remote path's state (decoded values, its own futures) would otherwise
             // sit in every `get` future.
             Some(remote) if tier == Tier::Redis => {
-                Box::pin(self.remote_lookup(remote.as_ref(), key, op)).await
+                Box::pin(self.remote_find(remote.as_ref(), key, op)).await
             }
             _ => None,
         }
+    }
+
+    /// The local tiers' value for a load, in any age: a live one from the first tier that has
+    /// it, else a stale one, which a failed reload may fall back on.
+    fn local_find<T: SharedValue>(&self, key: &str, tier: Tier, op: Op) -> Option<Found<Arc<T>>> {
+        let stale = match self.l1_find::<T>(key, op) {
+            Some(found) if found.age.is_live() => return Some(found),
+            other => other,
+        };
+        if tier == Tier::L1 {
+            return stale;
+        }
+        match self.l2_find::<T>(key, op) {
+            Some(found) if found.age.is_live() => Some(found),
+            other => stale.or(other),
+        }
+    }
+
+    /// L1's value for a load, in any age; a stale one counts as a miss.
+    fn l1_find<T: CacheValue>(&self, key: &str, op: Op) -> Option<Found<Arc<T>>> {
+        let counters = &self.inner.counters;
+        let found = match self.inner.l1.find::<T>(key, &self.inner.clock, counters) {
+            Lookup::Hit(found) => Some(found),
+            Lookup::WrongType => {
+                counters.record(Tier::L1, Event::TypeMismatch);
+                None
+            }
+            Lookup::Miss => None,
+        };
+        match &found {
+            Some(found) if found.age.is_live() => counters.record(Tier::L1, Event::Hit(op)),
+            _ => counters.record(Tier::L1, Event::Miss(op)),
+        }
+        found
     }
 
     #[inline]
@@ -612,38 +695,43 @@ impl MultiLevelCache {
     }
 
     fn l2_lookup<T: SharedValue>(&self, key: &str, op: Op) -> Option<Arc<T>> {
+        match self.l2_find::<T>(key, op) {
+            Some(found) if found.age.is_live() => Some(found.value),
+            _ => None,
+        }
+    }
+
+    /// The L2 value at `key` in any age, counted (a stale value as a miss) and copied into L1
+    /// when live.
+    fn l2_find<T: SharedValue>(&self, key: &str, op: Op) -> Option<Found<Arc<T>>> {
         let counters = &self.inner.counters;
-        let Some((value, stamp)) = self.l2_decode::<T>(key) else {
+        let Some((value, stamp, age)) = self.l2_decode::<T>(key) else {
             counters.record(Tier::L2, Event::Miss(op));
             return None;
         };
-        counters.record(Tier::L2, Event::Hit(op));
         let value = Arc::new(value);
-        self.insert_l1(key, value.clone(), stamp);
-        Some(value)
+        if age.is_live() {
+            counters.record(Tier::L2, Event::Hit(op));
+            self.insert_l1(key, value.clone(), stamp);
+        } else {
+            counters.record(Tier::L2, Event::Miss(op));
+        }
+        Some(Found { value, age, stamp })
     }
 
-    /// The live, decodable L2 value at `key` and its stamp. Removes what is neither.
-    fn l2_decode<T: SharedValue>(&self, key: &str) -> Option<(T, Stamp)> {
+    /// The decodable L2 value at `key` that is still kept, its stamp and age. Removes what is
+    /// neither.
+    fn l2_decode<T: SharedValue>(&self, key: &str) -> Option<(T, Stamp, Age)> {
         let inner = &self.inner;
         let entry = inner.l2.get(key)?;
-        if !inner.clock.is_live(entry.expires_at) {
-            if inner
-                .l2
-                .remove_if(key, |e| !inner.clock.is_live(e.expires_at))
-            {
+        let Some(age) = entry.stamp.age(&inner.clock) else {
+            if inner.l2.remove_if(key, |e| !e.stamp.is_kept(&inner.clock)) {
                 inner.counters.record(Tier::L2, Event::Expiration);
             }
             return None;
-        }
+        };
         match inner.codec.decode::<T>(&entry.bytes) {
-            Ok(decoded) => Some((
-                decoded.value,
-                Stamp {
-                    expires_at: entry.expires_at,
-                    shared: entry.shared,
-                },
-            )),
+            Ok(decoded) => Some((decoded.value, entry.stamp, age)),
             Err(error) => {
                 tracing::debug!(key, %error, "L2 entry does not decode; removed");
                 inner.counters.record(Tier::L2, Event::DecodeError);
@@ -667,7 +755,7 @@ impl MultiLevelCache {
         let encoded = self.store_local(key, value, tier, plan)?;
         if let (Tier::Redis, Some(remote), Some(bytes)) = (tier, &inner.remote, encoded) {
             remote
-                .set(key, &bytes, plan.ttl)
+                .set(key, &bytes, plan.remote_ttl())
                 .await
                 .map_err(|e| self.remote_failed(e))?;
             inner.counters.record(Tier::Redis, Event::Insert);
@@ -686,13 +774,11 @@ impl MultiLevelCache {
     ) -> Result<Option<Arc<[u8]>>, Error> {
         let inner = &self.inner;
         if tier == Tier::L1 {
-            self.insert_l1_only(key, value, plan.expires_at);
+            self.insert_l1_only(key, value, plan.stamp);
             return Ok(None);
         }
-        let bytes: Arc<[u8]> = inner
-            .codec
-            .encode(&*value, codec::unix_ms_after(plan.ttl))?
-            .into();
+        let times = plan.stamp.unix_times(plan.planned_at);
+        let bytes: Arc<[u8]> = inner.codec.encode(&*value, times)?.into();
         if let Err(heavy) = inner.l2.check_fits(key, &bytes) {
             inner.counters.record(Tier::L2, Event::Refused);
             return Err(Error::ValueTooLarge {
@@ -702,8 +788,8 @@ impl MultiLevelCache {
             });
         }
         let stamp = Stamp {
-            expires_at: plan.expires_at,
             shared: tier == Tier::Redis,
+            ..plan.stamp
         };
         self.insert_l1(key, value, stamp);
         self.insert_l2(key, Arc::clone(&bytes), stamp);
@@ -711,32 +797,26 @@ impl MultiLevelCache {
     }
 
     fn insert_l1(&self, key: &str, value: AnyValue, stamp: Stamp) {
-        let entry = L1Entry {
-            value,
-            expires_at: stamp.expires_at,
-            shared: stamp.shared,
-        };
-        self.inner.l1.insert(key, entry);
+        self.inner.l1.insert(key, L1Entry { value, stamp });
         self.inner.counters.record(Tier::L1, Event::Insert);
     }
 
     /// A write that stops at L1 drops the local L2 copy, which would otherwise resurface
     /// with an older value once the L1 copy expires or is evicted.
-    fn insert_l1_only(&self, key: &str, value: AnyValue, expires_at: quanta::Instant) {
-        let stamp = Stamp {
-            expires_at,
-            shared: false,
-        };
-        self.insert_l1(key, value, stamp);
+    fn insert_l1_only(&self, key: &str, value: AnyValue, stamp: Stamp) {
+        self.insert_l1(
+            key,
+            value,
+            Stamp {
+                shared: false,
+                ..stamp
+            },
+        );
         self.inner.l2.remove(key);
     }
 
     fn insert_l2(&self, key: &str, bytes: Arc<[u8]>, stamp: Stamp) {
-        let entry = L2Entry {
-            bytes,
-            expires_at: stamp.expires_at,
-            shared: stamp.shared,
-        };
+        let entry = L2Entry { bytes, stamp };
         match self.inner.l2.insert(key, entry) {
             Ok(()) => self.inner.counters.record(Tier::L2, Event::Insert),
             Err(_) => self.inner.counters.record(Tier::L2, Event::Refused),

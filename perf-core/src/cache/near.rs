@@ -221,13 +221,13 @@ impl Near {
             print: *key.print,
             site: key.site,
             epoch,
-            coarse_deadline: clock.coarse_deadline(entry.expires_at),
+            coarse_deadline: clock.coarse_deadline(entry.stamp.fresh_until),
             // The value's own type, not the `Arc`'s.
             type_id: (*entry.value).type_id(),
             value: Arc::clone(&entry.value),
             bucket,
             near_hits: 0,
-            expires_at: entry.expires_at,
+            expires_at: entry.stamp.fresh_until,
             l1_key: l1_key.to_owned(),
         };
         let table = self

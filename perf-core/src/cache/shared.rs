@@ -1,10 +1,10 @@
 //! The cache's side of the remote tier: reads that reach it, batched reads, and invalidations
 //! from other instances.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use super::{
-    MultiLevelCache, SharedValue, Stamp, Tier, WeakCache, codec,
+    Found, MultiLevelCache, SharedValue, Stamp, Tier, WeakCache,
     remote::{Invalidation, InvalidationSink, RemoteTier},
     stats::{Event, Op},
 };
@@ -47,17 +47,20 @@ impl MultiLevelCache {
         for (&index, bytes) in missing.iter().zip(fetched) {
             found[index] = self
                 .remote_accept(remote.as_ref(), keys[index], bytes, Op::GetMany)
-                .await;
+                .await
+                .filter(|found| found.age.is_live())
+                .map(|found| found.value);
         }
         Ok(found)
     }
 
-    pub(super) async fn remote_lookup<T: SharedValue>(
+    /// The remote value at `key` in any age (a stale one counted as a miss).
+    pub(super) async fn remote_find<T: SharedValue>(
         &self,
         remote: &dyn RemoteTier,
         key: &str,
         op: Op,
-    ) -> Option<Arc<T>> {
+    ) -> Option<Found<Arc<T>>> {
         let bytes = match remote.get(key).await {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -69,48 +72,48 @@ impl MultiLevelCache {
         self.remote_accept(remote, key, bytes, op).await
     }
 
-    /// Counts a remote read and copies a hit into L2 and L1 with its remaining TTL.
+    /// Counts a remote read and copies a live hit into L2 and L1 with its remaining lifetime.
     async fn remote_accept<T: SharedValue>(
         &self,
         remote: &dyn RemoteTier,
         key: &str,
         bytes: Option<Vec<u8>>,
         op: Op,
-    ) -> Option<Arc<T>> {
+    ) -> Option<Found<Arc<T>>> {
         let counters = &self.inner.counters;
         let decoded = match bytes {
             Some(bytes) => self.remote_decode::<T>(remote, key, bytes).await,
             None => None,
         };
-        let Some((value, bytes, left)) = decoded else {
+        let Some((value, bytes, stamp)) = decoded else {
             counters.record(Tier::Redis, Event::Miss(op));
             return None;
         };
-        counters.record(Tier::Redis, Event::Hit(op));
         let value = Arc::new(value);
-        if let Some(expires_at) = self.inner.clock.now().checked_add(left) {
-            let stamp = Stamp {
-                expires_at,
-                shared: true,
-            };
+        let age = stamp.age(&self.inner.clock)?;
+        if age.is_live() {
+            counters.record(Tier::Redis, Event::Hit(op));
             self.insert_l2(key, bytes.into(), stamp);
             self.insert_l1(key, value.clone(), stamp);
+        } else {
+            counters.record(Tier::Redis, Event::Miss(op));
         }
-        Some(value)
+        Some(Found { value, age, stamp })
     }
 
-    /// The remote value, its bytes and its remaining TTL. Bytes that do not decode were not
-    /// written by us (or not for this type): they are deleted so that the next reader loads.
+    /// The remote value, its bytes and its lifetime from now. Bytes that do not decode were
+    /// not written by us (or not for this type): they are deleted so that the next reader
+    /// loads.
     async fn remote_decode<T: SharedValue>(
         &self,
         remote: &dyn RemoteTier,
         key: &str,
         bytes: Vec<u8>,
-    ) -> Option<(T, Vec<u8>, Duration)> {
+    ) -> Option<(T, Vec<u8>, Stamp)> {
         let counters = &self.inner.counters;
         match self.inner.codec.decode::<T>(&bytes) {
-            Ok(decoded) => match codec::remaining_until(decoded.expires_at_unix_ms) {
-                Some(left) => Some((decoded.value, bytes, left)),
+            Ok(decoded) => match Stamp::from_unix(decoded.times, self.inner.clock.now(), true) {
+                Some(stamp) => Some((decoded.value, bytes, stamp)),
                 None => {
                     counters.record(Tier::Redis, Event::Expiration);
                     None
@@ -142,8 +145,8 @@ impl MultiLevelCache {
                 l2.remove_where(|key, _| key.starts_with(prefix.as_str()));
             }
             Invalidation::All | Invalidation::Resync => {
-                l1.remove_where(|_, entry| entry.shared);
-                l2.remove_where(|_, entry| entry.shared);
+                l1.remove_where(|_, entry| entry.stamp.shared);
+                l2.remove_where(|_, entry| entry.stamp.shared);
             }
         }
     }

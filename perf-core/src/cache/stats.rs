@@ -4,7 +4,9 @@ use serde::Serialize;
 
 use super::Tier;
 use crate::{
-    metrics::{CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, CACHE_SIZE_BYTES, labels},
+    metrics::{
+        CACHE_HITS_TOTAL, CACHE_LOAD_EVENTS_TOTAL, CACHE_MISSES_TOTAL, CACHE_SIZE_BYTES, labels,
+    },
     striped::StripedCounters,
 };
 
@@ -45,7 +47,7 @@ pub(crate) enum Event {
 const OPS: usize = Op::ALL.len();
 const PER_TIER: usize = 2 * OPS + 7;
 const TIERS: usize = 3;
-const LOAD_COUNTERS: usize = 3;
+const LOAD_COUNTERS: usize = LoadEvent::ALL.len();
 const SLOTS: usize = PER_TIER * TIERS + LOAD_COUNTERS;
 
 impl Event {
@@ -74,6 +76,43 @@ pub(crate) enum LoadEvent {
     Coalesced = 1,
     /// A loader returned an error.
     Failed = 2,
+    /// A stale value was returned in place of a failed or slow load (fail-safe).
+    StaleServed = 3,
+    /// A caller stopped waiting at the soft timeout.
+    SoftTimeout = 4,
+    /// A caller stopped waiting at the hard timeout, or a detached load was given up there.
+    HardTimeout = 5,
+    /// A reload of a value past its refresh point started.
+    Refresh = 6,
+    /// A caller received the failure of a load it did not run.
+    SharedFailure = 7,
+}
+
+impl LoadEvent {
+    pub(crate) const ALL: [LoadEvent; 8] = [
+        LoadEvent::Run,
+        LoadEvent::Coalesced,
+        LoadEvent::Failed,
+        LoadEvent::StaleServed,
+        LoadEvent::SoftTimeout,
+        LoadEvent::HardTimeout,
+        LoadEvent::Refresh,
+        LoadEvent::SharedFailure,
+    ];
+
+    /// The `event` label of `cache_load_events_total`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            LoadEvent::Run => "loader_run",
+            LoadEvent::Coalesced => "coalesced",
+            LoadEvent::Failed => "loader_error",
+            LoadEvent::StaleServed => "stale_served",
+            LoadEvent::SoftTimeout => "soft_timeout",
+            LoadEvent::HardTimeout => "hard_timeout",
+            LoadEvent::Refresh => "refresh",
+            LoadEvent::SharedFailure => "shared_failure",
+        }
+    }
 }
 
 /// All counters of one cache.
@@ -150,6 +189,11 @@ impl Counters {
             loader_runs: self.count_load(LoadEvent::Run),
             coalesced: self.count_load(LoadEvent::Coalesced),
             loader_errors: self.count_load(LoadEvent::Failed),
+            stale_served: self.count_load(LoadEvent::StaleServed),
+            soft_timeouts: self.count_load(LoadEvent::SoftTimeout),
+            hard_timeouts: self.count_load(LoadEvent::HardTimeout),
+            refreshes: self.count_load(LoadEvent::Refresh),
+            shared_failures: self.count_load(LoadEvent::SharedFailure),
             in_flight,
         }
     }
@@ -200,6 +244,16 @@ pub struct LoadStats {
     pub coalesced: u64,
     /// Loader calls that returned an error (not cached).
     pub loader_errors: u64,
+    /// Stale values returned in place of a failed or slow load (fail-safe).
+    pub stale_served: u64,
+    /// Callers that stopped waiting for a load at the soft timeout.
+    pub soft_timeouts: u64,
+    /// Callers that stopped waiting at the hard timeout, and detached loads given up there.
+    pub hard_timeouts: u64,
+    /// Reloads of values past their refresh point (refresh-ahead).
+    pub refreshes: u64,
+    /// Callers that received the failure of a load another caller ran.
+    pub shared_failures: u64,
     /// Keys being loaded right now.
     pub in_flight: u64,
 }
@@ -266,6 +320,16 @@ impl MetricsPublisher {
                         published[slot] = now;
                     }
                 }
+            }
+        }
+        for event in LoadEvent::ALL {
+            let slot = PER_TIER * TIERS + event as usize;
+            let now = counters.sum_slot(slot);
+            let delta = now.saturating_sub(published[slot]);
+            if delta > 0 {
+                metrics::counter!(CACHE_LOAD_EVENTS_TOTAL, labels::EVENT => event.label())
+                    .increment(delta);
+                published[slot] = now;
             }
         }
         metrics::gauge!(CACHE_SIZE_BYTES, labels::TIER => Tier::L2.as_str()).set(l2_bytes as f64);

@@ -12,7 +12,22 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn config() -> PerformanceConfig {
+/// A loader error for the tests: comparable, and able to carry the cache's own failures.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(super) enum TestError {
+    #[error("{0}")]
+    Source(&'static str),
+    #[error("cache: {0}")]
+    Cache(String),
+}
+
+impl From<Error> for TestError {
+    fn from(error: Error) -> Self {
+        TestError::Cache(error.to_string())
+    }
+}
+
+pub(super) fn config() -> PerformanceConfig {
     PerformanceConfig {
         cache_max_size: 1000,
         l2_max_bytes: 1 << 20,
@@ -23,7 +38,7 @@ fn config() -> PerformanceConfig {
     }
 }
 
-fn mocked(config: &PerformanceConfig) -> (MultiLevelCache, Arc<quanta::Mock>) {
+pub(super) fn mocked(config: &PerformanceConfig) -> (MultiLevelCache, Arc<quanta::Mock>) {
     let (clock, mock) = quanta::Clock::mock();
     let cache = MultiLevelCache::builder(config)
         .clock(clock)
@@ -43,7 +58,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
     runtime().block_on(f)
 }
 
-const SECOND: Duration = Duration::from_secs(1);
+pub(super) const SECOND: Duration = Duration::from_secs(1);
 
 #[tokio::test]
 async fn set_then_get_in_each_tier() {
@@ -79,7 +94,7 @@ async fn l1_holds_values_without_serde() {
     );
     let loaded = cache
         .get_or_load_l1("model2", None, || async {
-            Ok::<_, ()>(Model(Arc::new(vec![1.0])))
+            Ok::<_, TestError>(Model(Arc::new(vec![1.0])))
         })
         .await;
     assert_eq!(loaded, Ok(Arc::new(Model(Arc::new(vec![1.0])))));
@@ -206,7 +221,9 @@ async fn get_or_load_returns_uncacheable_values_uncached() {
     let (cache, _) = mocked(&config());
     let long_key = "k".repeat(200);
     let loaded = cache
-        .get_or_load(&long_key, Tier::L2, None, || async { Ok::<_, ()>(5u8) })
+        .get_or_load(&long_key, Tier::L2, None, || async {
+            Ok::<_, TestError>(5u8)
+        })
         .await;
     assert_eq!(loaded, Ok(Arc::new(5)));
     assert_eq!(cache.stats().l1.refused, 1);
@@ -232,11 +249,14 @@ async fn a_value_read_as_another_type_is_a_counted_miss() {
 #[tokio::test]
 async fn corrupt_l2_bytes_are_a_counted_miss_and_removed() {
     let (cache, mock) = mocked(&config());
-    let expires_at = cache.inner.clock.now() + 60 * SECOND;
+    let mut stamp = cache
+        .plan_write("bad", Some(60 * SECOND))
+        .expect("valid")
+        .stamp;
+    stamp.shared = false;
     let entry = l2::L2Entry {
         bytes: Arc::from(&b"\x01\x00garbage"[..]),
-        expires_at,
-        shared: false,
+        stamp,
     };
     cache.inner.l2.insert("bad", entry).expect("fits");
     mock.increment(SECOND);
@@ -251,7 +271,7 @@ async fn corrupt_l2_bytes_are_a_counted_miss_and_removed() {
     // A loader then fills the key with a good value.
     let loaded = cache
         .get_or_load("bad", Tier::L2, None, || async {
-            Ok::<_, ()>("good".to_string())
+            Ok::<_, TestError>("good".to_string())
         })
         .await;
     assert_eq!(loaded, Ok(Arc::new("good".to_string())));
@@ -311,7 +331,7 @@ async fn a_thousand_concurrent_misses_run_the_loader_once() {
                     .get_or_load("cold", Tier::L2, None, || async {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok::<_, String>(vec![42u64; 16])
+                        Ok::<_, TestError>(vec![42u64; 16])
                     })
                     .await
             })
@@ -333,11 +353,13 @@ async fn a_thousand_concurrent_misses_run_the_loader_once() {
 async fn a_loader_error_is_returned_and_not_cached() {
     let (cache, _) = mocked(&config());
     let first = cache
-        .get_or_load("k", Tier::L2, None, || async { Err::<u8, _>("db down") })
+        .get_or_load("k", Tier::L2, None, || async {
+            Err::<u8, _>(TestError::Source("db down"))
+        })
         .await;
-    assert_eq!(first, Err("db down"));
+    assert_eq!(first, Err(TestError::Source("db down")));
     let second = cache
-        .get_or_load("k", Tier::L2, None, || async { Ok::<_, &str>(1u8) })
+        .get_or_load("k", Tier::L2, None, || async { Ok::<_, TestError>(1u8) })
         .await;
     assert_eq!(
         second,
@@ -348,25 +370,29 @@ async fn a_loader_error_is_returned_and_not_cached() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn waiters_of_a_failed_loader_run_their_own() {
+async fn waiters_of_a_failed_loader_share_its_failure() {
     let (cache, _) = mocked(&config());
     let leader = cache.get_or_load("k", Tier::L1, None, || async {
         tokio::time::sleep(SECOND).await;
-        Err::<u8, _>("leader failed")
+        Err::<u8, _>(TestError::Source("leader failed"))
     });
     let waiter = async {
         tokio::task::yield_now().await;
         cache
-            .get_or_load("k", Tier::L1, None, || async { Ok::<_, &str>(9u8) })
+            .get_or_load("k", Tier::L1, None, || async { Ok::<_, TestError>(9u8) })
             .await
     };
     let (leader, waiter) = tokio::join!(leader, waiter);
-    assert_eq!(leader, Err("leader failed"));
+    assert_eq!(leader, Err(TestError::Source("leader failed")));
     assert_eq!(
         waiter,
-        Ok(Arc::new(9)),
-        "the waiter got its own loader's value, not the leader's error"
+        Err(TestError::Cache(
+            "the load this call waited on failed: leader failed".into()
+        )),
+        "the waiter got the leader's failure and did not run its own loader"
     );
+    let loads = cache.stats().loads;
+    assert_eq!((loads.loader_runs, loads.shared_failures), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -376,7 +402,7 @@ async fn a_cancelled_leader_hands_over_to_a_waiter() {
     let loader = || async {
         runs.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(SECOND).await;
-        Ok::<_, ()>(3u8)
+        Ok::<_, TestError>(3u8)
     };
     let leader = cache.get_or_load("k", Tier::L1, None, loader);
     let waiter = async {
@@ -409,7 +435,7 @@ fn concurrent_synchronous_misses_run_the_loader_once() {
                     cache.get_or_load_local("cold", Tier::L2, None, || {
                         runs.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(100));
-                        Ok::<_, String>(42u64)
+                        Ok::<_, TestError>(42u64)
                     })
                 })
             })
@@ -430,14 +456,14 @@ fn a_panicking_synchronous_leader_hands_over_to_a_waiter() {
     let leading = std::sync::Barrier::new(2);
     std::thread::scope(|scope| {
         let leader = scope.spawn(|| {
-            cache.get_or_load_l1_local("k", None, || -> Result<u8, ()> {
+            cache.get_or_load_l1_local("k", None, || -> Result<u8, TestError> {
                 leading.wait();
                 std::thread::sleep(Duration::from_millis(100));
                 panic!("loader failed")
             })
         });
         leading.wait();
-        let waited = cache.get_or_load_l1_local("k", None, || Ok::<_, ()>(5u8));
+        let waited = cache.get_or_load_l1_local("k", None, || Ok::<_, TestError>(5u8));
         assert_eq!(waited, Ok(Arc::new(5)), "waited, then loaded for itself");
         assert!(leader.join().is_err(), "the leader panicked");
     });
@@ -451,11 +477,11 @@ async fn a_synchronous_caller_does_not_wait_for_an_async_leader() {
     let (release, released) = tokio::sync::oneshot::channel::<()>();
     let leader = cache.get_or_load("k", Tier::L1, None, || async {
         let _ = released.await;
-        Ok::<_, ()>(1u8)
+        Ok::<_, TestError>(1u8)
     });
     let blocking_caller = async {
         tokio::task::yield_now().await;
-        let own = cache.get_or_load_local("k", Tier::L1, None, || Ok::<_, ()>(2u8));
+        let own = cache.get_or_load_local("k", Tier::L1, None, || Ok::<_, TestError>(2u8));
         let _ = release.send(());
         own
     };
@@ -636,7 +662,9 @@ async fn a_failing_remote_is_a_miss_for_readers_and_an_error_for_writers() {
         "local tiers hold it"
     );
     let loaded = cache
-        .get_or_load("k2", Tier::Redis, None, || async { Ok::<_, ()>(2u8) })
+        .get_or_load("k2", Tier::Redis, None, || async {
+            Ok::<_, TestError>(2u8)
+        })
         .await;
     assert_eq!(
         loaded,
@@ -756,7 +784,9 @@ fn hits_misses_and_size_are_published_with_their_labels() {
         cache.get::<u8>("k", Tier::L2).await.expect("ok");
         cache.get::<u8>("none", Tier::L2).await.expect("ok");
         let _ = cache
-            .get_or_load("loaded", Tier::L1, None, || async { Ok::<_, ()>(1u8) })
+            .get_or_load("loaded", Tier::L1, None, || async {
+                Ok::<_, TestError>(1u8)
+            })
             .await;
     });
     metrics::with_local_recorder(&recorder, || cache.publish_metrics());
@@ -875,14 +905,14 @@ proptest! {
         let l2 = &cache.inner.l2;
         let shard_capacity = l2.shard_capacity();
         prop_assert!(shard_capacity < 100_000, "some sizes exceed a shard's share");
-        let expires_at = cache.inner.clock.now() + 60 * SECOND;
+        let stamp = cache.plan_write("k", Some(60 * SECOND)).expect("valid").stamp;
         let (mut refused, mut too_heavy) = (0, 0);
         for (i, size) in sizes.into_iter().enumerate() {
             let key = format!("key-{i}");
             if l2::entry_weight(key.len(), size) > shard_capacity {
                 too_heavy += 1;
             }
-            let entry = l2::L2Entry { bytes: vec![7u8; size].into(), expires_at, shared: false };
+            let entry = l2::L2Entry { bytes: vec![7u8; size].into(), stamp };
             if l2.insert(&key, entry).is_err() {
                 refused += 1;
             }

@@ -33,7 +33,10 @@ pub use self::{
     stats::{QueryStats, SlowQuery},
 };
 use crate::{
-    cache::{MultiLevelCache, SharedValue, Tier, function_key, random_id},
+    cache::{
+        LoadOptions, Loaded, LoaderError, MultiLevelCache, SharedValue, Tier, function_key,
+        random_id,
+    },
     config::PerformanceConfig,
     metrics::{DATABASE_QUERY_TIME_SECONDS, labels},
 };
@@ -260,13 +263,38 @@ impl QueryOptimizer {
     where
         T: SharedValue,
         P: Serialize + ?Sized,
+        E: LoaderError,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let options = LoadOptions::new(Tier::Redis).ttl_or(ttl);
+        self.cached_query_with(sql, params, &options, loader)
+            .await
+            .map(|loaded| loaded.value)
+    }
+
+    /// [`cached_query`](Self::cached_query) with per-call fail-safe, timeouts, refresh-ahead
+    /// and jitter ([`LoadOptions`]; its tier is the query cache's, the shared one), telling
+    /// whether the rows are fresh or stale.
+    pub async fn cached_query_with<T, P, E, F, Fut>(
+        &self,
+        sql: &str,
+        params: &P,
+        options: &LoadOptions,
+        loader: F,
+    ) -> Result<Loaded<T>, E>
+    where
+        T: SharedValue,
+        P: Serialize + ?Sized,
+        E: LoaderError,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let key = self.result_key(sql, params).await;
+        let options = options.in_tier(Tier::Redis);
         self.inner
             .cache
-            .get_or_load(&key, Tier::Redis, ttl, loader)
+            .get_or_load_with(&key, &options, loader)
             .await
     }
 
