@@ -304,16 +304,20 @@ impl PerformanceOptimizer {
     }
 }
 
-/// The cache's part in a memory cleanup: sweep what expired and, under pressure, drop a share
-/// of L1 and L2.
+/// The cache's part in a memory cleanup: sweep what expired and, when asked to shed (under
+/// pressure, unless cleanups are backed off), drop a share of L1 and L2.
 fn cache_cleanup_hook(cache: WeakCache) -> impl Fn(&CleanupRequest) -> String + Send + Sync {
     move |request| {
         let Some(cache) = cache.upgrade() else {
             return "cache gone".into();
         };
         let swept = cache.sweep_expired();
-        if !request.under_pressure {
-            return format!("swept {swept} expired entries");
+        if !request.shed {
+            return if request.under_pressure {
+                format!("swept {swept} expired entries; shed nothing (cleanups backed off)")
+            } else {
+                format!("swept {swept} expired entries")
+            };
         }
         let (l1, l2) = cache.shrink(request.shrink_fraction);
         format!(

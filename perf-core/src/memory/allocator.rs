@@ -32,13 +32,17 @@ pub(crate) fn stats() -> Option<AllocatorStats> {
     None
 }
 
-/// Asks every allocator there is to return its free pages to the system.
-pub(crate) fn release() -> Vec<CleanupAction> {
+/// One allocator asked to return its free pages to the system: a step of a cleanup.
+pub(crate) type Release = fn() -> CleanupAction;
+
+/// A step for every allocator there is, each asking it to return its free pages. The memory
+/// manager runs them one by one, reading RSS around each.
+pub(crate) fn releases() -> Vec<Release> {
     [
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        glibc::trim(),
+        (glibc::trim as Release),
         #[cfg(feature = "jemalloc")]
-        jemalloc::purge(),
+        (jemalloc::purge as Release),
     ]
     .into_iter()
     .collect()
@@ -62,14 +66,14 @@ mod glibc {
     pub(super) fn trim() -> CleanupAction {
         // SAFETY: malloc_trim only walks and trims the allocator's own arenas.
         let released = unsafe { libc::malloc_trim(0) } == 1;
-        CleanupAction {
-            name: "malloc_trim".into(),
-            detail: if released {
-                "returned free pages to the system".into()
+        CleanupAction::new(
+            "malloc_trim",
+            if released {
+                "returned free pages to the system"
             } else {
-                "nothing to return".into()
+                "nothing to return"
             },
-        }
+        )
     }
 }
 
@@ -107,14 +111,14 @@ mod jemalloc {
                 0,
             )
         };
-        CleanupAction {
-            name: "jemalloc_purge".into(),
-            detail: if status == 0 {
-                "purged every arena".into()
+        CleanupAction::new(
+            "jemalloc_purge",
+            if status == 0 {
+                "purged every arena".to_owned()
             } else {
                 format!("mallctl failed with error {status}")
             },
-        }
+        )
     }
 }
 
@@ -124,7 +128,7 @@ mod tests {
 
     #[test]
     fn every_allocator_there_is_is_asked_to_release() {
-        let actions = release();
+        let actions: Vec<CleanupAction> = releases().into_iter().map(|release| release()).collect();
         let names: Vec<_> = actions.iter().map(|action| action.name.as_str()).collect();
         if cfg!(all(target_os = "linux", target_env = "gnu")) {
             assert!(names.contains(&"malloc_trim"), "{names:?}");

@@ -2,16 +2,26 @@
 //!
 //! Rust has no garbage collector to run; memory comes back when what holds it is dropped and
 //! the allocator returns the freed pages to the system. A cleanup does both: it runs the
-//! registered hooks (the cache's sweeps expired entries and, under pressure, drops a share of
-//! L1 and L2; programs add their own), then asks the allocator to give free pages back.
+//! registered hooks (the cache's sweeps expired entries and, under pressure unless backed
+//! off, drops a share of L1 and L2; programs add their own), then asks the allocator to give
+//! free pages back.
 //!
 //! The background monitor ([`MemoryManager::run_monitor`], started by `install()`) samples
 //! every `memory_check_interval`, publishes `memory_usage_bytes{type}`, and cleans up while
 //! usage is at or over `memory_cleanup_threshold` of the limit, at most once every
 //! `memory_cleanup_min_interval`. Pressure, once entered, holds until usage falls
 //! [`HYSTERESIS`] below the threshold, so that usage hovering at the threshold does not flap.
+//!
+//! A cleanup not forced that frees little (less than 1% of the limit or than 1 MiB,
+//! whichever is more: [`LITTLE_FREED_FRACTION`], [`LITTLE_FREED_MIN_BYTES`]) backs off: the
+//! next waits twice as long as the last interval, up to 32 × `memory_cleanup_min_interval`,
+//! and while backed off hooks are asked not to shed ([`CleanupRequest::shed`]), so that a
+//! limit below what the process needs costs the caches one shed, not one every interval; the
+//! memory alert is what speaks then. Back-off ends when a cleanup frees more, or usage leaves
+//! pressure. Forced cleanups always run.
 
 mod allocator;
+mod backoff;
 mod context;
 mod tracking;
 mod usage;
@@ -25,8 +35,10 @@ use std::{
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use self::backoff::{Backoff, Change};
 pub use self::{
     allocator::AllocatorStats,
+    backoff::{LITTLE_FREED_FRACTION, LITTLE_FREED_MIN_BYTES, MAX_BACKOFF_DOUBLINGS},
     context::{MemoryContext, MemoryReport, TrackMemory, memory_context, track_memory},
     tracking::{
         TrackedStats, TrackingAllocator, disable_tracking, tracked_stats, tracking_is_active,
@@ -67,15 +79,22 @@ struct State {
     last_cleanup_at: Option<Instant>,
     last_cleanup: Option<CleanupReport>,
     cleanups: u64,
+    backoff: Backoff,
 }
 
 /// What a cleanup hook is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CleanupRequest {
-    /// Usage is at or over the threshold: release what can be rebuilt, not only what is stale.
+    /// Usage is at or over the threshold (or, having been, has not yet fallen [`HYSTERESIS`]
+    /// below it).
     pub under_pressure: bool,
-    /// Under pressure, the share of its entries a cache should drop
-    /// (`memory_pressure_shrink_fraction`).
+    /// Release what can be rebuilt (a cache's live entries), not only what is stale: under
+    /// pressure, unless cleanups are backed off because the last ones freed little, when
+    /// shedding would cost hits and give nothing back (a forced cleanup under pressure always
+    /// sheds). Hooks should shed on this, not on `under_pressure`.
+    pub shed: bool,
+    /// The share of its entries a cache should drop: `memory_pressure_shrink_fraction` when
+    /// `shed`, else 0.
     pub shrink_fraction: f64,
 }
 
@@ -100,13 +119,16 @@ impl CleanupReason {
 
 /// What a cleanup did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct CleanupReport {
     pub reason: CleanupReason,
     pub rss_before_bytes: u64,
     pub rss_after_bytes: u64,
     /// `rss_before_bytes - rss_after_bytes`, or 0 if RSS grew meanwhile.
     pub freed_bytes: u64,
-    /// Each hook's and the allocator's step, in order, with what it reported.
+    /// Whether hooks were asked to shed ([`CleanupRequest::shed`]).
+    pub shed: bool,
+    /// Each hook's and the allocator's step, in order, with what it reported and freed.
     pub actions: Vec<CleanupAction>,
     #[serde(serialize_with = "crate::config::duration_serde::serialize")]
     pub duration: Duration,
@@ -114,9 +136,27 @@ pub struct CleanupReport {
 
 /// One step of a cleanup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct CleanupAction {
     pub name: String,
+    /// What the step says it released.
     pub detail: String,
+    /// The change in RSS across this step: RSS just before it minus RSS just after it, or 0 if
+    /// RSS grew. What a hook drops mostly goes back to the allocator, not yet to the system,
+    /// so it tends to show at the allocator's step (`malloc_trim`, `jemalloc_purge`) rather
+    /// than the hook's; other threads' allocations move the figure too.
+    pub freed_bytes: u64,
+}
+
+impl CleanupAction {
+    /// A step that has not been measured yet (`freed_bytes` 0); the manager measures it.
+    pub(crate) fn new(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            detail: detail.into(),
+            freed_bytes: 0,
+        }
+    }
 }
 
 /// Why a cleanup did not run.
@@ -127,6 +167,7 @@ pub enum CleanupSkipped {
     #[error("the last cleanup was {since:?} ago; cleanups not forced are {min_interval:?} apart")]
     TooSoon {
         since: Duration,
+        /// The spacing in force: `memory_cleanup_min_interval`, doubled for each back-off.
         min_interval: Duration,
     },
     #[error("memory could not be sampled: {0}")]
@@ -135,12 +176,22 @@ pub enum CleanupSkipped {
 
 /// The state the monitor keeps, for the admin API and alerts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct MemoryState {
     pub last_sample: Option<MemoryUsage>,
     pub under_pressure: bool,
     pub threshold: f64,
     pub last_cleanup: Option<CleanupReport>,
     pub cleanups: u64,
+    /// How many times the spacing of cleanups not forced has doubled because they freed
+    /// little; 0 when not backed off. While backed off, cleanups not forced do not shed.
+    pub cleanup_backoff: u32,
+    /// The spacing of cleanups not forced now: `memory_cleanup_min_interval × 2^cleanup_backoff`.
+    #[serde(serialize_with = "crate::config::duration_serde::serialize")]
+    pub cleanup_interval: Duration,
+    /// How long until a cleanup not forced may run; zero if one may run now.
+    #[serde(serialize_with = "crate::config::duration_serde::serialize")]
+    pub next_cleanup_in: Duration,
 }
 
 impl fmt::Debug for MemoryManager {
@@ -190,6 +241,9 @@ impl MemoryManager {
         } else {
             usage.usage_fraction >= self.inner.threshold
         };
+        if !state.under_pressure && state.backoff.end() == Change::Ended {
+            tracing::info!("memory usage left pressure: cleanups no longer backed off");
+        }
         state.last_sample = Some(usage.clone());
         Ok(usage)
     }
@@ -214,7 +268,8 @@ impl MemoryManager {
     }
 
     /// Runs the hooks, then returns free memory to the system. Without `force`, does nothing
-    /// below the threshold, nor within `memory_cleanup_min_interval` of the last cleanup.
+    /// below the threshold, nor within `memory_cleanup_min_interval` of the last cleanup (a
+    /// multiple of it while backed off, see [`MemoryState::cleanup_backoff`]).
     ///
     /// Blocking (hooks walk caches, the allocator walks its arenas): from async code, call it
     /// through `spawn_blocking`, or use [`cleanup_memory_async`](Self::cleanup_memory_async).
@@ -222,17 +277,22 @@ impl MemoryManager {
         let before = self
             .usage()
             .map_err(|error| CleanupSkipped::NoSample(error.to_string()))?;
-        self.cleanup_after(&before, force)
+        self.cleanup_at(&before, force, Instant::now())
     }
 
-    /// [`cleanup_memory`](Self::cleanup_memory) given the sample just taken.
-    fn cleanup_after(
+    /// [`cleanup_memory`](Self::cleanup_memory) given the sample just taken, at `now` (the
+    /// monitor's clock; tests pass their own instants).
+    fn cleanup_at(
         &self,
         before: &MemoryUsage,
         force: bool,
+        now: Instant,
     ) -> Result<CleanupReport, CleanupSkipped> {
         let _one_at_a_time = self.inner.cleaning.lock();
-        let under_pressure = self.inner.state.lock().under_pressure;
+        let (under_pressure, backoff, last_cleanup_at) = {
+            let state = self.inner.state.lock();
+            (state.under_pressure, state.backoff, state.last_cleanup_at)
+        };
         if !force {
             if !under_pressure {
                 return Err(CleanupSkipped::BelowThreshold {
@@ -240,12 +300,13 @@ impl MemoryManager {
                     threshold: self.inner.threshold,
                 });
             }
-            if let Some(at) = self.inner.state.lock().last_cleanup_at {
-                let since = at.elapsed();
-                if since < self.inner.min_interval {
+            if let Some(at) = last_cleanup_at {
+                let since = now.saturating_duration_since(at);
+                let interval = backoff.interval(self.inner.min_interval);
+                if since < interval {
                     return Err(CleanupSkipped::TooSoon {
                         since,
-                        min_interval: self.inner.min_interval,
+                        min_interval: interval,
                     });
                 }
             }
@@ -255,19 +316,43 @@ impl MemoryManager {
         } else {
             CleanupReason::Threshold
         };
-        let report = self.clean(reason, before, under_pressure);
+        let shed = under_pressure && (force || !backoff.is_backed_off());
+        let report = self.clean(reason, before, under_pressure, shed);
         ::metrics::counter!(metrics::MEMORY_CLEANUPS_TOTAL, metrics::labels::REASON => reason.as_str())
             .increment(1);
         tracing::info!(
             reason = reason.as_str(),
             freed_bytes = report.freed_bytes,
+            shed,
             duration_ms = report.duration.as_secs_f64() * 1e3,
             "memory cleanup"
         );
-        let mut state = self.inner.state.lock();
-        state.last_cleanup_at = Some(Instant::now());
-        state.last_cleanup = Some(report.clone());
-        state.cleanups += 1;
+        let (change, interval) = {
+            let mut state = self.inner.state.lock();
+            state.last_cleanup_at = Some(now);
+            state.last_cleanup = Some(report.clone());
+            state.cleanups += 1;
+            let change = state
+                .backoff
+                .after_cleanup(report.freed_bytes, before.limit_bytes, force);
+            (change, state.backoff.interval(self.inner.min_interval))
+        };
+        match change {
+            Change::Started => tracing::warn!(
+                freed_bytes = report.freed_bytes,
+                rss_bytes = report.rss_after_bytes,
+                limit_bytes = before.limit_bytes,
+                next_cleanup_in = ?interval,
+                "memory cleanup freed little: backing off (cleanups further apart, caches no \
+                 longer shed) until usage leaves pressure or a cleanup frees more; look at the \
+                 memory alert: the limit may be below what the process needs"
+            ),
+            Change::Ended => tracing::info!(
+                freed_bytes = report.freed_bytes,
+                "memory cleanup freed more than little: no longer backed off"
+            ),
+            Change::Doubled | Change::Unchanged => {}
+        }
         Ok(report)
     }
 
@@ -282,13 +367,32 @@ impl MemoryManager {
     /// What the monitor last saw and did.
     pub fn state(&self) -> MemoryState {
         let state = self.inner.state.lock();
+        let cleanup_interval = state.backoff.interval(self.inner.min_interval);
+        let next_cleanup_in = state.last_cleanup_at.map_or(Duration::ZERO, |at| {
+            at.checked_add(cleanup_interval)
+                .map_or(Duration::MAX, |next| {
+                    next.saturating_duration_since(Instant::now())
+                })
+        });
         MemoryState {
             last_sample: state.last_sample.clone(),
             under_pressure: state.under_pressure,
             threshold: self.inner.threshold,
             last_cleanup: state.last_cleanup.clone(),
             cleanups: state.cleanups,
+            cleanup_backoff: state.backoff.doublings(),
+            cleanup_interval,
+            next_cleanup_in,
         }
+    }
+
+    /// When the next cleanup not forced may run: the last cleanup's start plus the spacing in
+    /// force; none before the first cleanup.
+    #[cfg(test)]
+    fn next_cleanup_at(&self) -> Option<Instant> {
+        let state = self.inner.state.lock();
+        let interval = state.backoff.interval(self.inner.min_interval);
+        state.last_cleanup_at.map(|at| at + interval)
     }
 
     /// Sets `memory_usage_bytes{type}` from a sample.
@@ -331,49 +435,70 @@ impl MemoryManager {
 
     /// One monitor step.
     fn check(&self) {
-        let usage = match self.usage() {
-            Ok(usage) => usage,
-            Err(error) => {
-                tracing::warn!(%error, "memory not sampled");
-                return;
-            }
-        };
+        // Whatever happened is logged.
+        let _ = self.check_at(Instant::now());
+    }
+
+    /// One monitor step at `now`: sample, publish, clean up if due.
+    fn check_at(&self, now: Instant) -> Result<CleanupReport, CleanupSkipped> {
+        let usage = self.usage().map_err(|error| {
+            tracing::warn!(%error, "memory not sampled");
+            CleanupSkipped::NoSample(error.to_string())
+        })?;
         Self::publish_metrics(&usage);
-        match self.cleanup_after(&usage, false) {
+        let cleaned = self.cleanup_at(&usage, false, now);
+        match &cleaned {
             Ok(_) | Err(CleanupSkipped::BelowThreshold { .. }) => {}
             Err(skipped) => tracing::debug!(%skipped, "memory cleanup skipped"),
         }
+        cleaned
     }
 
     pub fn downgrade(&self) -> WeakMemoryManager {
         WeakMemoryManager(Arc::downgrade(&self.inner))
     }
 
-    fn clean(&self, reason: CleanupReason, before: &MemoryUsage, pressure: bool) -> CleanupReport {
+    /// Runs each hook, then each allocator's release, reading RSS after every step to say what
+    /// it freed.
+    fn clean(
+        &self,
+        reason: CleanupReason,
+        before: &MemoryUsage,
+        under_pressure: bool,
+        shed: bool,
+    ) -> CleanupReport {
         let started = Instant::now();
         let request = CleanupRequest {
-            under_pressure: pressure,
-            shrink_fraction: self.inner.shrink_fraction,
+            under_pressure,
+            shed,
+            shrink_fraction: if shed {
+                self.inner.shrink_fraction
+            } else {
+                0.0
+            },
         };
+        let mut rss = before.rss_bytes;
         let mut actions = Vec::new();
+        let mut measured = |step: &dyn Fn() -> CleanupAction| {
+            let mut action = step();
+            // Unreadable: the step freed nothing that can be told.
+            let after = self.inner.source.rss_bytes().unwrap_or(rss);
+            action.freed_bytes = rss.saturating_sub(after);
+            rss = after;
+            actions.push(action);
+        };
         for hook in self.inner.hooks.lock().iter() {
-            let detail = (hook.run)(&request);
-            actions.push(CleanupAction {
-                name: hook.name.clone(),
-                detail,
-            });
+            measured(&|| CleanupAction::new(hook.name.clone(), (hook.run)(&request)));
         }
-        actions.extend(allocator::release());
-        let rss_after_bytes = self
-            .inner
-            .source
-            .sample()
-            .map_or(before.rss_bytes, |after| after.rss_bytes);
+        for release in allocator::releases() {
+            measured(&release);
+        }
         CleanupReport {
             reason,
             rss_before_bytes: before.rss_bytes,
-            rss_after_bytes,
-            freed_bytes: before.rss_bytes.saturating_sub(rss_after_bytes),
+            rss_after_bytes: rss,
+            freed_bytes: before.rss_bytes.saturating_sub(rss),
+            shed,
             actions,
             duration: started.elapsed(),
         }

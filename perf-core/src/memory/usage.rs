@@ -54,11 +54,21 @@ impl fmt::Display for LimitSource {
 /// test's own figures.
 pub trait UsageSource: Send + Sync + 'static {
     fn sample(&self) -> std::io::Result<MemoryUsage>;
+
+    /// The resident set size alone, read around each step of a cleanup to say what the step
+    /// freed. By default the `rss_bytes` of a full [`sample`](Self::sample).
+    fn rss_bytes(&self) -> std::io::Result<u64> {
+        self.sample().map(|usage| usage.rss_bytes)
+    }
 }
 
 impl UsageSource for Box<dyn UsageSource> {
     fn sample(&self) -> std::io::Result<MemoryUsage> {
         (**self).sample()
+    }
+
+    fn rss_bytes(&self) -> std::io::Result<u64> {
+        (**self).rss_bytes()
     }
 }
 
@@ -124,6 +134,11 @@ impl UsageSource for SystemUsage {
             limit_source: self.limit_source,
             usage_fraction: process.rss as f64 / self.limit_bytes as f64,
         })
+    }
+
+    /// One small read of `/proc/self/statm` on Linux, without the system's figures.
+    fn rss_bytes(&self) -> std::io::Result<u64> {
+        process_memory().map(|process| process.rss)
     }
 }
 
