@@ -5,7 +5,9 @@
 #
 # Runs: cached GET /ads/{id} at 256 connections; the same with caching off
 # (ADS_CACHE_ENABLED=false: every #[cache_result] calls through to SQLite); a mixed
-# read/write path; and 1,000 connections for 30 s. Prints requests/s, p50 and p99 for each.
+# read/write path; 1,000 connections for 30 s; and a fault run: warm ads read for 30 s with a
+# 2 s TTL while the database fails from the 10th to the 20th second (fail-safe serves them).
+# Prints requests/s, p50, p99 and errors for each. `RUNS=fault` runs only the fault run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +46,12 @@ request = function()
   end
 end
 LUA
+cat >"$scripts/warm.lua" <<'LUA'
+math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", "/ads/" .. math.random(1, 500))
+end
+LUA
 cat >"$scripts/report.lua" <<'LUA'
 done = function(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write
@@ -55,9 +63,11 @@ end
 LUA
 cat "$scripts/report.lua" >>"$scripts/ads.lua"
 cat "$scripts/report.lua" >>"$scripts/mixed.lua"
+cat "$scripts/report.lua" >>"$scripts/warm.lua"
 
-start() {
-  ADS_ADDR="127.0.0.1:$PORT" ADS_CACHE_ENABLED="$1" "$binary" >/dev/null 2>&1 &
+TOKEN=loadtest-fault-switch-token
+start() { # cache_enabled [extra environment...]
+  env ADS_ADDR="127.0.0.1:$PORT" ADS_CACHE_ENABLED="$1" ADS_ADMIN_TOKEN="$TOKEN" "${@:2}" "$binary" >/dev/null 2>&1 &
   server=$!
   for _ in $(seq 1 100); do
     curl -fs "http://127.0.0.1:$PORT/performance/health" >/dev/null 2>&1 && return
@@ -73,13 +83,34 @@ run() { # name connections duration script
   echo "$1: ${line#RESULT }"
 }
 
-start true
-wrk -t"$THREADS" -c64 -d3s -s "$scripts/ads.lua" "http://127.0.0.1:$PORT" >/dev/null # warm-up
-run "cached GET /ads/{id}, 256 connections" 256 "$DURATION" ads.lua
-run "mixed reads and writes, 256 connections" 256 "$DURATION" mixed.lua
-run "cached GET /ads/{id}, 1000 connections" 1000 30 ads.lua
-stop
+fault() {
+  curl -fs -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d "{\"mode\": \"$1\"}" "http://127.0.0.1:$PORT/admin/db-fault" >/dev/null
+}
 
-start false
-run "uncached GET /ads/{id} (cache_enabled = false), 256 connections" 256 "$DURATION" ads.lua
+if [ "${RUNS:-all}" != fault ]; then
+  start true
+  wrk -t"$THREADS" -c64 -d3s -s "$scripts/ads.lua" "http://127.0.0.1:$PORT" >/dev/null # warm-up
+  run "cached GET /ads/{id}, 256 connections" 256 "$DURATION" ads.lua
+  run "mixed reads and writes, 256 connections" 256 "$DURATION" mixed.lua
+  run "cached GET /ads/{id}, 1000 connections" 1000 30 ads.lua
+  stop
+
+  start false
+  run "uncached GET /ads/{id} (cache_enabled = false), 256 connections" 256 "$DURATION" ads.lua
+  stop
+fi
+
+# The fault run: 500 warm ads with a 2 s TTL; the database fails for 10 s in the middle.
+start true PERF_CACHE_TTL=2
+wrk -t"$THREADS" -c64 -d3s -s "$scripts/warm.lua" "http://127.0.0.1:$PORT" >/dev/null # warm-up
+(sleep 10 && fault fail && sleep 10 && fault none) &
+switcher=$!
+run "warm GET /ads/{id} for 30 s, database failing for 10 s of it, 256 connections" 256 30 warm.lua
+wait "$switcher"
+stats=$(curl -fs "http://127.0.0.1:$PORT/performance/cache/stats")
+echo "  cache loads: $(echo "$stats" | grep -o '"loads":{[^}]*}')"
+fault slow
+run "warm GET /ads/{id} for 10 s, database stalling 5 s a call, 256 connections" 256 10 warm.lua
+fault none
 stop

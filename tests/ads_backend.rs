@@ -15,6 +15,8 @@ async fn every_endpoint_answers_and_caching_shows_in_the_stats() {
         cache_enabled: true,
         ads: 500,
         users: 100,
+        db_fault: app::DbFault::None,
+        admin_token: Some("fault-switch-token-for-tests".into()),
     };
     let (router, _optimizer) = app::build(&options).await.expect("built");
     let listener = tokio::net::TcpListener::bind(options.addr)
@@ -110,6 +112,30 @@ async fn every_endpoint_answers_and_caching_shows_in_the_stats() {
         database["shapes"].as_u64().is_some_and(|n| n >= 2),
         "{database}"
     );
+    // The database fault switch: admin-protected; with the database failing, warm reads are
+    // still served and cold ones fail.
+    let switch = |token: &'static str, mode: &'static str| {
+        let request = client
+            .post(format!("{base}/admin/db-fault"))
+            .bearer_auth(token)
+            .json(&json!({ "mode": mode }));
+        async move { request.send().await.expect("answered").status().as_u16() }
+    };
+    assert_eq!(switch("wrong-token", "fail").await, 401);
+    assert_eq!(switch("fault-switch-token-for-tests", "melt").await, 400);
+    assert_eq!(switch("fault-switch-token-for-tests", "fail").await, 200);
+    let (status, ad) = get("/ads/42").await;
+    assert_eq!(
+        (status, ad["id"].clone()),
+        (200, json!(42)),
+        "warm: from the cache"
+    );
+    let (status, _) = get("/ads/43").await;
+    assert_eq!(status, 500, "cold, and the database fails");
+    assert_eq!(switch("fault-switch-token-for-tests", "none").await, 200);
+    let (status, _) = get("/ads/43").await;
+    assert_eq!(status, 200, "the database is back");
+
     let metrics = client
         .get(format!("{base}/metrics"))
         .send()

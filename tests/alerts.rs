@@ -48,7 +48,7 @@ async fn a_struggling_service_gets_alerts_and_recommendations() {
         for key in 0..200u32 {
             let value = cache
                 .get_or_load_l1(&format!("k{key}"), None, || async {
-                    Ok::<_, ()>(key + round)
+                    Ok::<_, perf::Error>(key + round)
                 })
                 .await;
             assert!(value.is_ok());

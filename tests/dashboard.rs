@@ -44,6 +44,7 @@ fn every_metric_in_the_dashboard_is_in_the_catalogue() {
     for metric in [
         "memory_usage_bytes",
         "cache_hits_total",
+        "cache_load_events_total",
         "async_operations_total",
         "processing_time_seconds",
         "database_query_time_seconds",

@@ -1,16 +1,26 @@
 //! The ads back end: data, cached reads, handlers and the router. `main.rs` runs it; the
 //! integration test starts it in-process.
 
-use std::{net::SocketAddr, sync::OnceLock, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     Json, Router,
     extract::{Path, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use perf::{PerformanceConfig, PerformanceOptimizer, cache_result, performance_monitor};
+use perf::{
+    PerformanceConfig, PerformanceOptimizer, Tier, cache::LoadOptions, cache_result,
+    performance_monitor,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool, sqlite::SqlitePoolOptions};
 
@@ -24,14 +34,27 @@ pub(crate) struct Options {
     pub(crate) cache_enabled: bool,
     pub(crate) ads: i64,
     pub(crate) users: i64,
+    /// The database's behaviour at start (`ADS_DB_FAULT`), to watch the cache protect it.
+    pub(crate) db_fault: DbFault,
+    /// With a token (`ADS_ADMIN_TOKEN`), `POST /admin/db-fault` switches the fault at run time.
+    pub(crate) admin_token: Option<String>,
 }
 
 impl Options {
     /// From the environment: `ADS_ADDR` (default 127.0.0.1:8000), `REDIS_URL`,
-    /// `ADS_CACHE_ENABLED` (default true).
+    /// `ADS_CACHE_ENABLED` (default true), `ADS_DB_FAULT` (`fail`, `slow` or `none`),
+    /// `ADS_ADMIN_TOKEN`.
     pub(crate) fn from_env() -> Result<Self, String> {
         let addr = std::env::var("ADS_ADDR").unwrap_or_else(|_| "127.0.0.1:8000".into());
+        let db_fault = match std::env::var("ADS_DB_FAULT") {
+            Ok(mode) => mode.parse()?,
+            Err(_) => DbFault::None,
+        };
         Ok(Self {
+            db_fault,
+            admin_token: std::env::var("ADS_ADMIN_TOKEN")
+                .ok()
+                .filter(|token| !token.is_empty()),
             addr: addr.parse().map_err(|e| format!("ADS_ADDR={addr}: {e}"))?,
             redis_url: std::env::var("REDIS_URL")
                 .ok()
@@ -50,9 +73,53 @@ fn db() -> &'static SqlitePool {
         .expect("the database is opened before the router serves")
 }
 
+/// A fault injected into every database call, to see what the cache does when the database
+/// fails or stalls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DbFault {
+    None = 0,
+    /// Every call fails at once.
+    Fail = 1,
+    /// Every call takes 5 s more.
+    Slow = 2,
+}
+
+impl std::str::FromStr for DbFault {
+    type Err = String;
+
+    fn from_str(mode: &str) -> Result<Self, String> {
+        match mode {
+            "none" | "" => Ok(DbFault::None),
+            "fail" => Ok(DbFault::Fail),
+            "slow" => Ok(DbFault::Slow),
+            other => Err(format!("ADS_DB_FAULT={other}: expected fail, slow or none")),
+        }
+    }
+}
+
+static DB_FAULT: AtomicU8 = AtomicU8::new(DbFault::None as u8);
+
+fn set_db_fault(fault: DbFault) {
+    DB_FAULT.store(fault as u8, Ordering::Relaxed);
+}
+
+/// Runs a database call under the injected fault, if any.
+async fn faulty<T>(call: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, sqlx::Error> {
+    match DB_FAULT.load(Ordering::Relaxed) {
+        1 => Err(sqlx::Error::PoolTimedOut),
+        2 => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            call.await
+        }
+        _ => call.await,
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     optimizer: &'static PerformanceOptimizer,
+    admin_token: Option<&'static str>,
 }
 
 /// Opens and seeds the database, installs the optimizer (with Redis when configured) and
@@ -61,11 +128,17 @@ pub(crate) async fn build(
     options: &Options,
 ) -> Result<(Router, &'static PerformanceOptimizer), Box<dyn std::error::Error + Send + Sync>> {
     let prometheus = perf_http::install_prometheus()?;
-    let config = PerformanceConfig {
+    let mut config = PerformanceConfig {
         cache_enabled: options.cache_enabled,
         slow_query_threshold: Duration::from_millis(50),
         ..PerformanceConfig::from_env()?
     };
+    // Ads live five minutes unless PERF_CACHE_TTL says otherwise (the fault load test shortens
+    // it, so that entries expire while the database is down).
+    if std::env::var_os("PERF_CACHE_TTL").is_none() {
+        config.cache_ttl = Duration::from_secs(300);
+    }
+    set_db_fault(options.db_fault);
     let mut builder = PerformanceOptimizer::builder().config(config);
     if let Some(url) = &options.redis_url {
         let redis = perf_redis::RedisTier::builder(url)
@@ -91,7 +164,14 @@ pub(crate) async fn build(
         .route("/analytics/{user_id}/{date}", get(get_analytics))
         .route("/ads/{id}/impressions", post(post_impression))
         .route("/batch/process", post(post_batch))
-        .with_state(AppState { optimizer })
+        .route("/admin/db-fault", post(post_db_fault))
+        .with_state(AppState {
+            optimizer,
+            admin_token: options
+                .admin_token
+                .clone()
+                .map(|token| &*Box::leak(token.into_boxed_str())),
+        })
         .nest("/performance", perf_http::router(optimizer))
         .merge(perf_http::metrics_router(prometheus));
     Ok((router, optimizer))
@@ -170,6 +250,7 @@ pub(crate) enum AppError {
     NotFound(String),
     Database(String),
     Bad(String),
+    Unauthorized,
 }
 
 impl From<sqlx::Error> for AppError {
@@ -184,6 +265,7 @@ impl IntoResponse for AppError {
             AppError::NotFound(what) => (StatusCode::NOT_FOUND, what),
             AppError::Bad(why) => (StatusCode::BAD_REQUEST, why),
             AppError::Database(error) => (StatusCode::INTERNAL_SERVER_ERROR, error),
+            AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "a bearer token is needed".into()),
         };
         (status, Json(serde_json::json!({ "error": message }))).into_response()
     }
@@ -200,13 +282,23 @@ pub(crate) struct Ad {
     pub(crate) bid: f64,
 }
 
-#[cache_result(ttl = 300, cache_type = "l1")]
+/// Served stale for up to an hour while the database fails, after 50 ms while it stalls; a
+/// load is given up after 1 s. TTL: `cache_ttl` (five minutes here).
+#[cache_result(
+    cache_type = "l1",
+    fail_safe = "1h",
+    timeout = "50ms",
+    hard_timeout = "1s",
+    jitter = 0.1
+)]
 async fn load_ad(id: i64) -> Result<Option<Ad>, String> {
-    let row = sqlx::query("SELECT id, campaign, category, title, bid FROM ads WHERE id = ?")
-        .bind(id)
-        .fetch_optional(db())
-        .await
-        .map_err(|e| e.to_string())?;
+    let row = faulty(
+        sqlx::query("SELECT id, campaign, category, title, bid FROM ads WHERE id = ?")
+            .bind(id)
+            .fetch_optional(db()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(row.map(|row| Ad {
         id: row.get("id"),
         campaign: row.get("campaign"),
@@ -222,13 +314,22 @@ pub(crate) struct Preference {
     pub(crate) weight: f64,
 }
 
-#[cache_result(ttl = "10m", cache_type = "l1")]
+#[cache_result(
+    ttl = "10m",
+    cache_type = "l1",
+    fail_safe = "1h",
+    timeout = "50ms",
+    hard_timeout = "1s",
+    refresh_ahead = 0.9
+)]
 async fn load_preferences(user_id: i64) -> Result<Vec<Preference>, String> {
-    let rows = sqlx::query(
-        "SELECT category, weight FROM preferences WHERE user_id = ? ORDER BY weight DESC",
+    let rows = faulty(
+        sqlx::query(
+            "SELECT category, weight FROM preferences WHERE user_id = ? ORDER BY weight DESC",
+        )
+        .bind(user_id)
+        .fetch_all(db()),
     )
-    .bind(user_id)
-    .fetch_all(db())
     .await
     .map_err(|e| e.to_string())?;
     Ok(rows
@@ -249,10 +350,11 @@ pub(crate) struct Template {
 
 #[cache_result(ttl = "1h", cache_type = "l2")]
 async fn load_templates() -> Result<Vec<Template>, String> {
-    let rows = sqlx::query("SELECT name, width, height FROM templates ORDER BY id")
-        .fetch_all(db())
-        .await
-        .map_err(|e| e.to_string())?;
+    let rows = faulty(
+        sqlx::query("SELECT name, width, height FROM templates ORDER BY id").fetch_all(db()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(rows
         .iter()
         .map(|row| Template {
@@ -323,29 +425,32 @@ async fn get_analytics(
     Path((user_id, day)): Path<(i64, String)>,
 ) -> Result<Json<Analytics>, AppError> {
     let query = state.optimizer.query();
+    // A minute fresh; while the database fails or stalls, the last figures for up to a day.
+    let options = LoadOptions::new(Tier::Redis)
+        .ttl(Duration::from_secs(60))
+        .fail_safe(Duration::from_secs(86_400))
+        .soft_timeout(Duration::from_millis(100))
+        .hard_timeout(Duration::from_secs(2));
     let analytics = query
-        .cached_query(
-            ANALYTICS,
-            &(user_id, &day),
-            Some(Duration::from_secs(60)),
-            || {
-                query.timed("select", ANALYTICS, async {
-                    let row = sqlx::query(ANALYTICS)
+        .cached_query_with(ANALYTICS, &(user_id, &day), &options, || {
+            query.timed("select", ANALYTICS, async {
+                let row = faulty(
+                    sqlx::query(ANALYTICS)
                         .bind(user_id)
                         .bind(&day)
-                        .fetch_one(db())
-                        .await?;
-                    Ok::<_, sqlx::Error>(Analytics {
-                        user_id,
-                        day: day.clone(),
-                        impressions: row.get("impressions"),
-                        distinct_ads: row.get("distinct_ads"),
-                    })
+                        .fetch_one(db()),
+                )
+                .await?;
+                Ok::<_, sqlx::Error>(Analytics {
+                    user_id,
+                    day: day.clone(),
+                    impressions: row.get("impressions"),
+                    distinct_ads: row.get("distinct_ads"),
                 })
-            },
-        )
+            })
+        })
         .await?;
-    Ok(Json((*analytics).clone()))
+    Ok(Json((*analytics.value).clone()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -371,11 +476,13 @@ async fn post_impression(
         .timed(
             "insert",
             INSERT_IMPRESSION,
-            sqlx::query(INSERT_IMPRESSION)
-                .bind(ad_id)
-                .bind(impression.user_id)
-                .bind(&impression.day)
-                .execute(db()),
+            faulty(
+                sqlx::query(INSERT_IMPRESSION)
+                    .bind(ad_id)
+                    .bind(impression.user_id)
+                    .bind(&impression.day)
+                    .execute(db()),
+            ),
         )
         .await?;
     query
@@ -438,4 +545,33 @@ async fn post_batch(
             })
             .collect(),
     ))
+}
+
+/// `POST /admin/db-fault {"mode": "fail" | "slow" | "none"}` with `Authorization: Bearer
+/// <ADS_ADMIN_TOKEN>`: injects a database fault while the service runs. Without a configured
+/// token the switch does not exist (404).
+async fn post_db_fault(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    use subtle::ConstantTimeEq;
+    let Some(token) = state.admin_token else {
+        return Err(AppError::NotFound(
+            "no fault switch (ADS_ADMIN_TOKEN is unset)".into(),
+        ));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        return Err(AppError::Unauthorized);
+    }
+    let mode = body["mode"].as_str().unwrap_or_default();
+    let fault: DbFault = mode.parse().map_err(AppError::Bad)?;
+    set_db_fault(fault);
+    tracing::warn!(?fault, "database fault switched");
+    Ok(Json(serde_json::json!({ "mode": fault })))
 }

@@ -90,3 +90,20 @@ impl From<Error> for std::io::Error {
         std::io::Error::new(kind, error)
     }
 }
+
+/// With feature `sqlx`: so that `sqlx::Error` can be a cache loader's error. The cache's own
+/// failures arrive as `sqlx::Error::Io`, of kind `TimedOut` for a hard timeout.
+#[cfg(feature = "sqlx")]
+impl From<Error> for sqlx_core::Error {
+    fn from(error: Error) -> Self {
+        sqlx_core::Error::Io(error.into())
+    }
+}
+
+/// So that loaders whose errors are plain messages can use the get_or_load family and
+/// `#[cache_result]`: the cache's own failures arrive as their message.
+impl From<Error> for String {
+    fn from(error: Error) -> Self {
+        error.to_string()
+    }
+}

@@ -258,7 +258,7 @@ async fn cache_memory_tasks_and_database_are_managed() {
             .query()
             .cached_query("SELECT * FROM ads WHERE id = ?", &(1,), None, || async {
                 loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                Ok::<_, std::convert::Infallible>(7u8)
+                Ok::<_, perf_core::Error>(7u8)
             })
             .await
     };

@@ -20,7 +20,9 @@ async fn the_catalogue_is_exported_with_histogram_buckets() {
     let cache = optimizer.cache();
     for _ in 0..2 {
         cache
-            .get_or_load("ad:1", Tier::L2, None, || async { Ok::<_, ()>(1u8) })
+            .get_or_load("ad:1", Tier::L2, None, || async {
+                Ok::<_, perf_core::Error>(1u8)
+            })
             .await
             .expect("loaded");
     }

@@ -57,13 +57,23 @@ fn parse_arguments(
     mut accept: impl FnMut(&syn::Ident, ParseStream<'_>) -> syn::Result<bool>,
 ) -> syn::Result<Option<Path>> {
     let mut krate = None;
+    let mut seen: Vec<String> = Vec::new();
+    let mut once = |name: String, span: proc_macro2::Span| {
+        if seen.contains(&name) {
+            return Err(syn::Error::new(span, format!("`{name}` is given twice")));
+        }
+        seen.push(name);
+        Ok(())
+    };
     while !input.is_empty() {
         if input.peek(Token![crate]) {
-            input.parse::<Token![crate]>()?;
+            let token = input.parse::<Token![crate]>()?;
+            once("crate".into(), token.span)?;
             input.parse::<Token![=]>()?;
             krate = Some(parse_crate_path(input)?);
         } else {
             let key: syn::Ident = input.parse()?;
+            once(key.to_string(), key.span())?;
             if !accept(&key, input)? {
                 return Err(syn::Error::new(
                     key.span(),
@@ -106,11 +116,39 @@ pub(crate) enum CacheType {
     Redis,
 }
 
+/// A duration argument: its value in nanoseconds and where it was written.
+#[derive(Clone, Copy)]
+pub(crate) struct DurationArg {
+    pub(crate) nanos: u64,
+    pub(crate) span: proc_macro2::Span,
+}
+
+/// A fraction argument in (0, 1).
+#[derive(Clone, Copy)]
+pub(crate) struct FractionArg {
+    pub(crate) value: f64,
+}
+
+/// What a call does when its source fails or slows (the cache's `LoadOptions`).
+#[derive(Default)]
+pub(crate) struct FailureArgs {
+    pub(crate) fail_safe: Option<DurationArg>,
+    pub(crate) fail_safe_throttle: Option<DurationArg>,
+    /// The soft timeout.
+    pub(crate) timeout: Option<DurationArg>,
+    pub(crate) hard_timeout: Option<DurationArg>,
+    pub(crate) refresh_ahead: Option<FractionArg>,
+    pub(crate) jitter: Option<FractionArg>,
+    pub(crate) failure_ttl: Option<DurationArg>,
+}
+
 /// `#[cache_result(ttl = .., cache_type = "..", key = "..", skip(..), cache_err, cache_none,
-/// optimizer = .., crate = "..")]`.
+/// fail_safe = "1h", fail_safe_throttle = "30s", timeout = "100ms", hard_timeout = "2s",
+/// refresh_ahead = 0.8, jitter = 0.1, failure_ttl = "5s", optimizer = .., crate = "..")]`.
 pub(crate) struct CacheArgs {
     /// The TTL in nanoseconds; `None` means the configuration's `cache_ttl`.
     pub(crate) ttl_nanos: Option<u64>,
+    pub(crate) failure: FailureArgs,
     pub(crate) cache_type: CacheType,
     pub(crate) cache_type_span: proc_macro2::Span,
     pub(crate) key: Option<LitStr>,
@@ -125,6 +163,7 @@ impl Parse for CacheArgs {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut args = CacheArgs {
             ttl_nanos: None,
+            failure: FailureArgs::default(),
             cache_type: CacheType::L1,
             cache_type_span: proc_macro2::Span::call_site(),
             key: None,
@@ -136,13 +175,31 @@ impl Parse for CacheArgs {
         };
         args.krate = parse_arguments(
             input,
-            "ttl, cache_type, key, skip(..), cache_err, cache_none, optimizer or crate",
+            "ttl, cache_type, key, skip(..), cache_err, cache_none, fail_safe, \
+             fail_safe_throttle, timeout, hard_timeout, refresh_ahead, jitter, failure_ttl, \
+             optimizer or crate",
             |key, input| {
+                let failure = &mut args.failure;
                 match key.to_string().as_str() {
                     "ttl" => {
                         input.parse::<Token![=]>()?;
-                        args.ttl_nanos = Some(parse_ttl(input)?);
+                        args.ttl_nanos = Some(parse_duration(input, "ttl")?.nanos);
                     }
+                    "fail_safe" => failure.fail_safe = Some(parse_named_duration(input, key)?),
+                    "fail_safe_throttle" => {
+                        failure.fail_safe_throttle = Some(parse_named_duration(input, key)?);
+                    }
+                    "timeout" => failure.timeout = Some(parse_named_duration(input, key)?),
+                    "hard_timeout" => {
+                        failure.hard_timeout = Some(parse_named_duration(input, key)?);
+                    }
+                    "failure_ttl" => {
+                        failure.failure_ttl = Some(parse_named_duration(input, key)?);
+                    }
+                    "refresh_ahead" => {
+                        failure.refresh_ahead = Some(parse_fraction(input, key)?);
+                    }
+                    "jitter" => failure.jitter = Some(parse_fraction(input, key)?),
                     "cache_type" => {
                         input.parse::<Token![=]>()?;
                         let value: LitStr = input.parse()?;
@@ -182,12 +239,42 @@ impl Parse for CacheArgs {
                 Ok(true)
             },
         )?;
+        let failure = &args.failure;
+        if let (Some(soft), Some(hard)) = (failure.timeout, failure.hard_timeout)
+            && soft.nanos > hard.nanos
+        {
+            return Err(syn::Error::new(
+                soft.span,
+                "`timeout` (the soft timeout) must not be above `hard_timeout`",
+            ));
+        }
         Ok(args)
     }
 }
 
+fn parse_named_duration(input: ParseStream<'_>, name: &syn::Ident) -> syn::Result<DurationArg> {
+    input.parse::<Token![=]>()?;
+    parse_duration(input, &name.to_string())
+}
+
+/// `refresh_ahead = 0.8`: a fraction in (0, 1).
+fn parse_fraction(input: ParseStream<'_>, name: &syn::Ident) -> syn::Result<FractionArg> {
+    input.parse::<Token![=]>()?;
+    let literal: syn::LitFloat = input.parse().map_err(|error| {
+        syn::Error::new(error.span(), format!("{name} takes a fraction such as 0.8"))
+    })?;
+    let value: f64 = literal.base10_parse()?;
+    if !(value > 0.0 && value < 1.0) {
+        return Err(syn::Error::new(
+            literal.span(),
+            format!("{name} must be a fraction between 0 and 1, not {value}"),
+        ));
+    }
+    Ok(FractionArg { value })
+}
+
 /// `ttl = 3600` (seconds) or `ttl = "30m"`; zero is refused.
-fn parse_ttl(input: ParseStream<'_>) -> syn::Result<u64> {
+fn parse_duration(input: ParseStream<'_>, name: &str) -> syn::Result<DurationArg> {
     let (duration, span) = if input.peek(syn::LitInt) {
         let seconds: syn::LitInt = input.parse()?;
         (
@@ -199,13 +286,18 @@ fn parse_ttl(input: ParseStream<'_>) -> syn::Result<u64> {
         let parsed = humantime::parse_duration(&text.value()).map_err(|error| {
             syn::Error::new(
                 text.span(),
-                format!("ttl: {error} (write seconds, or \"30s\", \"5m\", \"1h\")"),
+                format!("{name}: {error} (write seconds, or \"30s\", \"5m\", \"1h\")"),
             )
         })?;
         (parsed, text.span())
     };
     if duration.is_zero() {
-        return Err(syn::Error::new(span, "ttl must be greater than zero"));
+        return Err(syn::Error::new(
+            span,
+            format!("{name} must be greater than zero"),
+        ));
     }
-    u64::try_from(duration.as_nanos()).map_err(|_| syn::Error::new(span, "ttl is too large"))
+    let nanos = u64::try_from(duration.as_nanos())
+        .map_err(|_| syn::Error::new(span, format!("{name} is too large")))?;
+    Ok(DurationArg { nanos, span })
 }

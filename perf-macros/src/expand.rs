@@ -177,6 +177,7 @@ pub(crate) fn cache_result(
             "cache_type = \"redis\" needs an async fn: Redis is reached asynchronously",
         ));
     }
+    check_failure_args(&args.failure, is_async, &returns)?;
 
     // Arguments: names and types, the key's parts.
     let mut arguments = Vec::new();
@@ -268,11 +269,20 @@ pub(crate) fn cache_result(
         CacheType::L2 => quote!(#private::perf_core::Tier::L2),
         CacheType::Redis => quote!(#private::perf_core::Tier::Redis),
     };
-    let ttl = match args.ttl_nanos {
-        Some(nanos) => {
-            quote!(::core::option::Option::Some(::core::time::Duration::from_nanos(#nanos)))
-        }
-        None => quote!(::core::option::Option::None),
+    let options = load_options(&args, &tier, &returns, &private);
+    let sharing = match returns {
+        Returns::Result => quote_spanned! {ret.span()=> {
+            #[allow(unused_imports)]
+            use #private::{ShareByClone as _, ShareByMessage as _};
+            (&#private::Sharing::<<#ret as #private::ReturnParts>::Err>::new()).pick()
+        }},
+        Returns::Option | Returns::Plain => quote!(#private::ErrorSharing::by_message()),
+    };
+    let error_check = match returns {
+        Returns::Result => quote_spanned! {ret.span()=>
+            #private::assert_cacheable_error::<<#ret as #private::ReturnParts>::Err>();
+        },
+        Returns::Option | Returns::Plain => quote!(),
     };
     // A hit: a copy of the L1 value, from this thread's near cache when current.
     let fast_hit = match &args.key {
@@ -312,38 +322,44 @@ pub(crate) fn cache_result(
             quote!(__perf_loaded.ok().map(#private::unshare)),
         ),
         Returns::Plain => (
-            quote!(::core::result::Result::<_, ::core::convert::Infallible>::Ok(__perf_value)),
+            quote!(::core::result::Result::<_, #private::Unfailing>::Ok(__perf_value)),
             quote! {
                 match __perf_loaded {
                     ::core::result::Result::Ok(value) => #private::unshare(value),
-                    ::core::result::Result::Err(never) => match never {},
+                    // Plain loaders never fail and run without a hard timeout; failures reach
+                    // only callers with the same error type.
+                    ::core::result::Result::Err(unfailing) => match unfailing {},
                 }
             },
         ),
     };
     let block = &function.block;
+    let detached = is_async && wants_background(&args.failure) && owns_its_arguments(&function.sig);
+    let method = match (is_async, detached, args.cache_type) {
+        (true, true, CacheType::L1) => quote!(load_l1_detached_with),
+        (true, true, _) => quote!(load_detached_with),
+        (true, false, CacheType::L1) => quote!(load_l1_with),
+        (true, false, _) => quote!(load_with),
+        (false, _, CacheType::L1) => quote!(load_l1_local_with),
+        (false, _, _) => quote!(load_local_with),
+    };
+    let call = quote!(#method(&__perf_key, &#options, #sharing, __perf_loader));
     let load = if is_async {
-        let call = match args.cache_type {
-            CacheType::L1 => quote!(get_or_load_l1(&__perf_key, #ttl, __perf_loader)),
-            _ => quote!(get_or_load(&__perf_key, #tier, #ttl, __perf_loader)),
-        };
         quote! {
             let __perf_loader = move || async move {
                 let __perf_value: #ret = async move #block.await;
                 #loader_value
             };
             let __perf_loaded = match __perf_key {
-                ::core::option::Option::Some(__perf_key) => __perf_cache.#call.await,
+                ::core::option::Option::Some(__perf_key) => {
+                    __perf_cache.#call.await.map(|__perf_loaded| __perf_loaded.value)
+                }
                 ::core::option::Option::None => {
                     __perf_cache.load_unkeyed(#path, __perf_loader).await
                 }
             };
         }
     } else {
-        let call = match args.cache_type {
-            CacheType::L1 => quote!(get_or_load_l1_local(&__perf_key, #ttl, __perf_loader)),
-            _ => quote!(get_or_load_local(&__perf_key, #tier, #ttl, __perf_loader)),
-        };
         quote! {
             let __perf_loader = move || {
                 #[allow(clippy::redundant_closure_call)]
@@ -351,7 +367,9 @@ pub(crate) fn cache_result(
                 #loader_value
             };
             let __perf_loaded = match __perf_key {
-                ::core::option::Option::Some(__perf_key) => __perf_cache.#call,
+                ::core::option::Option::Some(__perf_key) => {
+                    __perf_cache.#call.map(|__perf_loaded| __perf_loaded.value)
+                }
                 ::core::option::Option::None => __perf_cache.load_unkeyed_local(#path, __perf_loader),
             };
         }
@@ -371,6 +389,7 @@ pub(crate) fn cache_result(
     let body = quote! {{
         #(#key_checks)*
         #value_check
+        #error_check
         let __perf_cache = #cache;
         if let ::core::option::Option::Some(__perf_hit) = #fast_hit {
             return #hit;
@@ -400,4 +419,96 @@ fn placeholders(template: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// Refuses failure settings that cannot work for this function.
+fn check_failure_args(
+    failure: &crate::attr::FailureArgs,
+    is_async: bool,
+    returns: &Returns,
+) -> syn::Result<()> {
+    if !is_async {
+        for (arg, name) in [
+            (failure.timeout, "timeout"),
+            (failure.hard_timeout, "hard_timeout"),
+        ] {
+            if let Some(arg) = arg {
+                return Err(syn::Error::new(
+                    arg.span,
+                    format!("`{name}` needs an async fn: a synchronous body cannot be stopped"),
+                ));
+            }
+        }
+    }
+    if let (Returns::Plain, Some(hard)) = (returns, failure.hard_timeout) {
+        return Err(syn::Error::new(
+            hard.span,
+            "`hard_timeout` needs a function returning `Result` or `Option`: \
+             a call given up at its hard timeout has nothing else to return",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the call's load is worth running in a task, so that it outlives a caller that
+/// stopped waiting: with a soft or hard timeout, or refresh-ahead.
+fn wants_background(failure: &crate::attr::FailureArgs) -> bool {
+    failure.timeout.is_some() || failure.hard_timeout.is_some() || failure.refresh_ahead.is_some()
+}
+
+/// Whether the function's arguments can move into a `'static` task: no receiver, no
+/// generics, no borrowed or lifetime-carrying argument types (judged from the tokens).
+fn owns_its_arguments(sig: &syn::Signature) -> bool {
+    if !sig.generics.params.is_empty() {
+        return false;
+    }
+    sig.inputs.iter().all(|input| match input {
+        syn::FnArg::Receiver(_) => false,
+        syn::FnArg::Typed(typed) => {
+            let tokens = quote!(#typed).to_string();
+            !tokens.contains('&') && !tokens.contains('\'') && !tokens.contains("impl ")
+        }
+    })
+}
+
+/// The call's `LoadOptions`: the tier, the TTL and whichever failure settings were given.
+fn load_options(
+    args: &crate::attr::CacheArgs,
+    tier: &TokenStream,
+    returns: &Returns,
+    private: &TokenStream,
+) -> TokenStream {
+    let duration = |nanos: u64| quote!(::core::time::Duration::from_nanos(#nanos));
+    let mut calls = Vec::new();
+    if let Some(nanos) = args.ttl_nanos {
+        let ttl = duration(nanos);
+        calls.push(quote!(.ttl(#ttl)));
+    }
+    let failure = &args.failure;
+    for (arg, setter) in [
+        (failure.fail_safe, quote!(fail_safe)),
+        (failure.fail_safe_throttle, quote!(fail_safe_throttle)),
+        (failure.timeout, quote!(soft_timeout)),
+        (failure.hard_timeout, quote!(hard_timeout)),
+        (failure.failure_ttl, quote!(failure_ttl)),
+    ] {
+        if let Some(arg) = arg {
+            let value = duration(arg.nanos);
+            calls.push(quote!(.#setter(#value)));
+        }
+    }
+    if let Returns::Plain = returns {
+        // A plain value has no way to report a timeout: the configuration's is not applied.
+        calls.push(quote!(.hard_timeout(::core::time::Duration::ZERO)));
+    }
+    for (arg, setter) in [
+        (failure.refresh_ahead, quote!(eager_refresh)),
+        (failure.jitter, quote!(jitter)),
+    ] {
+        if let Some(arg) = arg {
+            let value = arg.value;
+            calls.push(quote!(.#setter(#value)));
+        }
+    }
+    quote!(#private::LoadOptions::new(#tier) #(#calls)*)
 }

@@ -77,7 +77,15 @@ pub(crate) enum Outcome {
 }
 
 impl Flights {
-    pub(crate) fn join(&self, key: &str, caller: Caller, now: quanta::Instant) -> Role {
+    /// Joins the load of `key`; `is_ours` tells whether a kept failure is of this caller's
+    /// kind of loader (else the caller loads for itself).
+    pub(crate) fn join(
+        &self,
+        key: &str,
+        caller: Caller,
+        now: quanta::Instant,
+        is_ours: impl Fn(&SharedFailure) -> bool,
+    ) -> Role {
         let mut map = self.shared.map.lock();
         if let Some(flight) = map.get(key) {
             match &*flight.state.borrow() {
@@ -85,7 +93,7 @@ impl Flights {
                     return Role::Alone;
                 }
                 FlightState::Loading => return Role::Waiter(flight.state.subscribe()),
-                FlightState::Failed(failure, Some(until)) if *until > now => {
+                FlightState::Failed(failure, Some(until)) if *until > now && is_ours(failure) => {
                     return Role::Failed(failure.clone());
                 }
                 // A failure kept past its TTL: replaced below.

@@ -251,7 +251,7 @@ impl MultiLevelCache {
             Begin::Load(attempt) => attempt,
         };
         loop {
-            match self.join(key) {
+            match self.join::<E>(key) {
                 Role::Leader(guard) => {
                     let guard = match self.stored_meanwhile(key, &attempt, guard) {
                         Ok(done) => return Ok(done),
@@ -310,7 +310,7 @@ impl MultiLevelCache {
             }
             Begin::Refresh(current, plan) => {
                 let value = Arc::clone(&current.value);
-                if let Role::Leader(guard) = self.join(key) {
+                if let Role::Leader(guard) = self.join::<E>(key) {
                     self.refresh_detached(
                         &runtime, guard, key, current, plan, sharing, loader, target,
                     );
@@ -320,7 +320,7 @@ impl MultiLevelCache {
             Begin::Load(attempt) => attempt,
         };
         loop {
-            match self.join(key) {
+            match self.join::<E>(key) {
                 Role::Leader(guard) => {
                     let guard = match self.stored_meanwhile(key, &attempt, guard) {
                         Ok(done) => return Ok(done),
@@ -360,10 +360,11 @@ impl MultiLevelCache {
 
     // ----- the steps of a load -----
 
-    fn join(&self, key: &str) -> Role {
+    fn join<E: 'static>(&self, key: &str) -> Role {
+        let now = self.inner.clock.now();
         self.inner
             .flights
-            .join(key, Caller::Async, self.inner.clock.now())
+            .join(key, Caller::Async, now, SharedFailure::is_for::<E>)
     }
 
     /// Settings, the write plan, and what the tiers hold.
@@ -533,7 +534,7 @@ impl MultiLevelCache {
             // The task was dropped unfinished (its runtime is shutting down).
             None => self.failed(
                 attempt,
-                SharedFailure::new("the load's task ended before it finished".into(), None),
+                SharedFailure::new::<E>("the load's task ended before it finished".into(), None),
                 sharing,
                 target,
             ),
@@ -565,6 +566,8 @@ impl MultiLevelCache {
                 // Another type was loaded under this key: try again, and load our own.
                 Err(_) => None,
             },
+            // Another function's loader, under the same key: load our own.
+            Outcome::Failed(failure) if !failure.is_for::<E>() => None,
             Outcome::Failed(failure) => Some(match (own_error, attempt.stale.is_some()) {
                 (Some(error), false) => Err(error),
                 (_, _) => self.failed(attempt, failure, sharing, target),
@@ -684,7 +687,7 @@ impl MultiLevelCache {
         Fut: Future<Output = Result<T, E>>,
         G: Target<T>,
     {
-        let Role::Leader(guard) = self.join(key) else {
+        let Role::Leader(guard) = self.join::<E>(key) else {
             return Loaded::fresh(current.value);
         };
         self.inner.counters.record_load(LoadEvent::Refresh);
@@ -946,7 +949,8 @@ impl MultiLevelCache {
         let mut attempt = Attempt { key, plan, stale };
         let flights = &self.inner.flights;
         loop {
-            let guard = match flights.join(key, Caller::Blocking, self.inner.clock.now()) {
+            let now = self.inner.clock.now();
+            let guard = match flights.join(key, Caller::Blocking, now, SharedFailure::is_for::<E>) {
                 Role::Leader(guard) => match refreshing {
                     Some(_) => Some(guard),
                     None => match self.stored_meanwhile(key, &attempt, guard) {
@@ -1089,7 +1093,7 @@ impl MultiLevelCache {
     }
 
     fn share_failure<E: LoaderError>(&self, error: &E, sharing: ErrorSharing<E>) -> SharedFailure {
-        SharedFailure::new(error.to_string(), (sharing.share)(error))
+        SharedFailure::new::<E>(error.to_string(), (sharing.share)(error))
     }
 }
 

@@ -20,6 +20,8 @@
 mod clock;
 mod coalesce;
 pub(crate) mod codec;
+#[cfg(test)]
+mod failure_tests;
 mod fingerprint;
 mod key;
 mod l1;

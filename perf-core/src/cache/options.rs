@@ -2,7 +2,12 @@
 //! TTL jitter and failure caching, per call ([`LoadOptions`]) over the configuration's
 //! defaults (`cache_fail_safe_max` and the fields after it).
 
-use std::{any::Any, fmt, sync::Arc, time::Duration};
+use std::{
+    any::{Any, TypeId},
+    fmt,
+    sync::Arc,
+    time::Duration,
+};
 
 use super::Tier;
 use crate::{Error, config::PerformanceConfig};
@@ -273,14 +278,26 @@ impl<T> Loaded<T> {
 pub struct SharedFailure {
     message: Arc<str>,
     error: Option<Arc<dyn Any + Send + Sync>>,
+    /// The loader's error type: a failure reaches only callers whose loaders have the same
+    /// one (other callers, of another function under the same key, load for themselves).
+    error_type: TypeId,
 }
 
 impl SharedFailure {
-    pub(crate) fn new(message: String, error: Option<Arc<dyn Any + Send + Sync>>) -> Self {
+    pub(crate) fn new<E: 'static>(
+        message: String,
+        error: Option<Arc<dyn Any + Send + Sync>>,
+    ) -> Self {
         Self {
             message: message.into(),
             error,
+            error_type: TypeId::of::<E>(),
         }
+    }
+
+    /// Whether this failure is of loaders with error type `E`.
+    pub(crate) fn is_for<E: 'static>(&self) -> bool {
+        self.error_type == TypeId::of::<E>()
     }
 
     /// The loader error's `Display` text.

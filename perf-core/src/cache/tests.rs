@@ -494,9 +494,9 @@ async fn a_synchronous_caller_does_not_wait_for_an_async_leader() {
 
 /// An in-memory stand-in for Redis.
 #[derive(Default)]
-struct MemoryRemote {
-    map: Mutex<HashMap<String, Vec<u8>>>,
-    down: std::sync::atomic::AtomicBool,
+pub(super) struct MemoryRemote {
+    pub(super) map: Mutex<HashMap<String, Vec<u8>>>,
+    pub(super) down: std::sync::atomic::AtomicBool,
     batch_reads: AtomicUsize,
     sink: Mutex<Option<InvalidationSink>>,
 }

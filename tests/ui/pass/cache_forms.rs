@@ -46,6 +46,32 @@ fn l1_needs_no_serde() -> NotSerde {
     NotSerde(1)
 }
 
+#[cache_result(
+    ttl = "5m",
+    cache_type = "redis",
+    fail_safe = "1h",
+    fail_safe_throttle = "30s",
+    timeout = "100ms",
+    hard_timeout = "2s",
+    refresh_ahead = 0.8,
+    jitter = 0.1,
+    failure_ttl = "5s"
+)]
+async fn protected(id: u64) -> std::io::Result<Ad> {
+    Ok(Ad { id })
+}
+
+// A borrowed argument: the load runs in the caller's future rather than in a task.
+#[cache_result(cache_type = "l1", key = "name:{name}", timeout = "50ms", refresh_ahead = 0.5)]
+async fn borrowed(name: &str) -> Option<String> {
+    Some(name.to_owned())
+}
+
+#[cache_result(fail_safe = "10m", refresh_ahead = 0.9)]
+fn sync_fail_safe(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
 struct Service;
 
 impl Service {
@@ -66,4 +92,5 @@ fn main() {
     let _ = with_optimizer(&PerformanceOptimizer::builder().build().unwrap());
     let _ = l1_needs_no_serde().0;
     let _ = Service.sync_method(1);
+    let _ = (protected(1), borrowed("a"), sync_fail_safe(1));
 }
