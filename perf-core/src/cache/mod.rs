@@ -12,11 +12,19 @@
 //! instant: an expired entry is a miss, and a background sweep removes expired entries so that
 //! they stop holding capacity.
 //!
+//! Loads (`load.rs` the API, `attempt.rs` a caller's way through a load, `background.rs` loads
+//! run in a task, `target.rs` where they read and store) protect the source: one loader per
+//! key, its failure shared; fail-safe stale values ([`LoadOptions::fail_safe`]) whose lifetime
+//! (`stamp.rs`: fresh, refresh due, stale) travels with them through L2 and the remote tier;
+//! soft and hard timeouts; refresh-ahead; TTL jitter.
+//!
 //! In front of L1, each thread keeps its recent `#[cache_result]` hits (`near`), keyed by the
 //! call site and a fingerprint of the arguments, and serves repeats without building the key
 //! or touching L1's locks. Every L1 insert, removal and eviction bumps a change counter that
 //! those copies are checked against, so a near copy is never older than L1.
 
+mod attempt;
+mod background;
 mod clock;
 mod coalesce;
 pub(crate) mod codec;
@@ -33,6 +41,7 @@ mod remote;
 mod shared;
 mod stamp;
 mod stats;
+mod target;
 #[cfg(test)]
 mod tests;
 mod tier;
@@ -628,57 +637,6 @@ impl MultiLevelCache {
     ) -> Option<Arc<T>> {
         let found = self.remote_find_at::<T>(key, tier, op).await?;
         found.age.is_live().then_some(found.value)
-    }
-
-    /// [`remote_lookup_at`](Self::remote_lookup_at) in any age, for a load.
-    async fn remote_find_at<T: SharedValue>(
-        &self,
-        key: &str,
-        tier: Tier,
-        op: Op,
-    ) -> Option<Found<Arc<T>>> {
-        match &self.inner.remote {
-            // Boxed: the remote path's state (decoded values, its own futures) would otherwise
-            // sit in every `get` future.
-            Some(remote) if tier == Tier::Redis => {
-                Box::pin(self.remote_find(remote.as_ref(), key, op)).await
-            }
-            _ => None,
-        }
-    }
-
-    /// The local tiers' value for a load, in any age: a live one from the first tier that has
-    /// it, else a stale one, which a failed reload may fall back on.
-    fn local_find<T: SharedValue>(&self, key: &str, tier: Tier, op: Op) -> Option<Found<Arc<T>>> {
-        let stale = match self.l1_find::<T>(key, op) {
-            Some(found) if found.age.is_live() => return Some(found),
-            other => other,
-        };
-        if tier == Tier::L1 {
-            return stale;
-        }
-        match self.l2_find::<T>(key, op) {
-            Some(found) if found.age.is_live() => Some(found),
-            other => stale.or(other),
-        }
-    }
-
-    /// L1's value for a load, in any age; a stale one counts as a miss.
-    fn l1_find<T: CacheValue>(&self, key: &str, op: Op) -> Option<Found<Arc<T>>> {
-        let counters = &self.inner.counters;
-        let found = match self.inner.l1.find::<T>(key, &self.inner.clock, counters) {
-            Lookup::Hit(found) => Some(found),
-            Lookup::WrongType => {
-                counters.record(Tier::L1, Event::TypeMismatch);
-                None
-            }
-            Lookup::Miss => None,
-        };
-        match &found {
-            Some(found) if found.age.is_live() => counters.record(Tier::L1, Event::Hit(op)),
-            _ => counters.record(Tier::L1, Event::Miss(op)),
-        }
-        found
     }
 
     #[inline]

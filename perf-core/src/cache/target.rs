@@ -1,0 +1,166 @@
+//! Where a load reads and stores: every tier down to one (values with serde), or L1 alone
+//! (values without).
+
+use std::{future::Future, sync::Arc};
+
+use super::{
+    CacheValue, MultiLevelCache, SharedValue, Stamp, Tier, WritePlan,
+    l1::{Found, Lookup},
+    stats::{Event, Op},
+};
+use crate::Error;
+
+/// The reads of a load: values in any age, stale ones included.
+impl MultiLevelCache {
+    /// [`remote_lookup_at`](Self::remote_lookup_at) in any age, for a load.
+    pub(super) async fn remote_find_at<T: SharedValue>(
+        &self,
+        key: &str,
+        tier: Tier,
+        op: Op,
+    ) -> Option<Found<Arc<T>>> {
+        match &self.inner.remote {
+            // Boxed: the remote path's state (decoded values, its own futures) would otherwise
+            // sit in every `get` future.
+            Some(remote) if tier == Tier::Redis => {
+                Box::pin(self.remote_find(remote.as_ref(), key, op)).await
+            }
+            _ => None,
+        }
+    }
+
+    /// The local tiers' value for a load, in any age: a live one from the first tier that has
+    /// it, else a stale one, which a failed reload may fall back on.
+    pub(super) fn local_find<T: SharedValue>(
+        &self,
+        key: &str,
+        tier: Tier,
+        op: Op,
+    ) -> Option<Found<Arc<T>>> {
+        let stale = match self.l1_find::<T>(key, op) {
+            Some(found) if found.age.is_live() => return Some(found),
+            other => other,
+        };
+        if tier == Tier::L1 {
+            return stale;
+        }
+        match self.l2_find::<T>(key, op) {
+            Some(found) if found.age.is_live() => Some(found),
+            other => stale.or(other),
+        }
+    }
+
+    /// L1's value for a load, in any age; a stale one counts as a miss.
+    pub(super) fn l1_find<T: CacheValue>(&self, key: &str, op: Op) -> Option<Found<Arc<T>>> {
+        let counters = &self.inner.counters;
+        let found = match self.inner.l1.find::<T>(key, &self.inner.clock, counters) {
+            Lookup::Hit(found) => Some(found),
+            Lookup::WrongType => {
+                counters.record(Tier::L1, Event::TypeMismatch);
+                None
+            }
+            Lookup::Miss => None,
+        };
+        match &found {
+            Some(found) if found.age.is_live() => counters.record(Tier::L1, Event::Hit(op)),
+            _ => counters.record(Tier::L1, Event::Miss(op)),
+        }
+        found
+    }
+}
+
+/// Where a load reads and stores: every tier down to one (values with serde), or L1 alone.
+pub(crate) trait Target<T: CacheValue>: Copy + Send + Sync + 'static {
+    /// The local tiers' value, in any age.
+    fn find_local(&self, cache: &MultiLevelCache, key: &str) -> Option<Found<Arc<T>>>;
+
+    /// The remote tier's value, when this target reaches it.
+    fn find_remote(
+        &self,
+        cache: &MultiLevelCache,
+        key: &str,
+    ) -> impl Future<Output = Option<Found<Arc<T>>>> + Send;
+
+    /// Stores a loaded value; failures are logged, never the caller's.
+    fn store(
+        &self,
+        cache: &MultiLevelCache,
+        key: &str,
+        value: Arc<T>,
+        plan: &WritePlan,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// [`store`](Self::store) in the local tiers only, for synchronous loads.
+    fn store_local(&self, cache: &MultiLevelCache, key: &str, value: Arc<T>, plan: &WritePlan);
+
+    /// Gives a stale value a new lifetime in the local tiers.
+    fn rearm(&self, cache: &MultiLevelCache, key: &str, value: &Arc<T>, stamp: Stamp) {
+        cache
+            .inner
+            .l1
+            .rearm(key, Arc::clone(value) as _, stamp, &cache.inner.clock);
+    }
+}
+
+/// Every tier down to this one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AllTiers(pub(crate) Tier);
+
+impl<T: SharedValue> Target<T> for AllTiers {
+    fn find_local(&self, cache: &MultiLevelCache, key: &str) -> Option<Found<Arc<T>>> {
+        cache.local_find(key, self.0, Op::GetOrLoad)
+    }
+
+    async fn find_remote(&self, cache: &MultiLevelCache, key: &str) -> Option<Found<Arc<T>>> {
+        cache.remote_find_at(key, self.0, Op::GetOrLoad).await
+    }
+
+    async fn store(&self, cache: &MultiLevelCache, key: &str, value: Arc<T>, plan: &WritePlan) {
+        match cache.store(key, value, self.0, plan).await {
+            Ok(()) => {}
+            // The remote tier reports its own outages; one line per call would flood.
+            Err(error @ Error::Remote(_)) => {
+                tracing::debug!(key, %error, "loaded value not stored remotely");
+            }
+            Err(error) => tracing::warn!(key, %error, "loaded value not cached"),
+        }
+    }
+
+    fn store_local(&self, cache: &MultiLevelCache, key: &str, value: Arc<T>, plan: &WritePlan) {
+        if let Err(error) = cache.store_local(key, value, self.0.min(Tier::L2), plan) {
+            tracing::warn!(key, %error, "loaded value not cached");
+        }
+    }
+
+    fn rearm(&self, cache: &MultiLevelCache, key: &str, value: &Arc<T>, stamp: Stamp) {
+        cache
+            .inner
+            .l1
+            .rearm(key, Arc::clone(value) as _, stamp, &cache.inner.clock);
+        if self.0 >= Tier::L2 {
+            cache.inner.l2.restamp(key, stamp);
+        }
+    }
+}
+
+/// L1 alone, for values without serde.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct L1Only;
+
+impl<T: CacheValue> Target<T> for L1Only {
+    fn find_local(&self, cache: &MultiLevelCache, key: &str) -> Option<Found<Arc<T>>> {
+        cache.l1_find(key, Op::GetOrLoad)
+    }
+
+    async fn find_remote(&self, _: &MultiLevelCache, _: &str) -> Option<Found<Arc<T>>> {
+        None
+    }
+
+    async fn store(&self, cache: &MultiLevelCache, key: &str, value: Arc<T>, plan: &WritePlan) {
+        self.store_local(cache, key, value, plan);
+    }
+
+    fn store_local(&self, cache: &MultiLevelCache, key: &str, value: Arc<T>, plan: &WritePlan) {
+        cache.insert_l1_only(key, value, plan.stamp);
+    }
+}
