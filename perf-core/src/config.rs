@@ -603,6 +603,38 @@ mod tests {
     }
 
     #[test]
+    fn failure_settings_are_checked_together() {
+        let config = PerformanceConfig {
+            cache_soft_timeout: Duration::from_secs(3),
+            cache_hard_timeout: Duration::from_secs(1),
+            cache_eager_refresh: 1.0,
+            cache_ttl_jitter: -0.1,
+            cache_fail_safe_throttle: Duration::ZERO,
+            ..PerformanceConfig::default()
+        };
+        let Err(ConfigError::Invalid(errors)) = config.validate() else {
+            panic!("expected an invalid configuration");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "cache_fail_safe_throttle",
+                "cache_eager_refresh",
+                "cache_ttl_jitter",
+                "cache_soft_timeout"
+            ]
+        );
+        let seeded = PerformanceConfig::from_toml_str(
+            "cache_fail_safe_max = \"1h\"\ncache_soft_timeout = \"100ms\"\ncache_hard_timeout = 2",
+        )
+        .expect("valid");
+        assert_eq!(seeded.cache_fail_safe_max, Duration::from_secs(3600));
+        assert_eq!(seeded.cache_soft_timeout, Duration::from_millis(100));
+        assert_eq!(seeded.cache_hard_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
     fn l2_must_hold_the_largest_value() {
         let config = PerformanceConfig {
             l2_max_bytes: 1024,

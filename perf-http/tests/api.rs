@@ -96,6 +96,15 @@ async fn every_read_route_answers_json() {
     assert!(health["status"] == "ok" || health["status"] == "degraded");
     let (_, stats, _) = call(&app, Method::GET, "/cache/stats", None, None).await;
     assert_eq!(stats["l2"]["entries"], 1);
+    for field in [
+        "stale_served",
+        "soft_timeouts",
+        "hard_timeouts",
+        "refreshes",
+        "shared_failures",
+    ] {
+        assert_eq!(stats["loads"][field], 0, "{field} in {stats}");
+    }
     let (_, config, _) = call(&app, Method::GET, "/config", None, None).await;
     assert_eq!(
         config["admin_tokens"]["ops"], "***",

@@ -41,9 +41,21 @@ pub fn performance_monitor(args: TokenStream, item: TokenStream) -> TokenStream 
 ///   part of the key; `skip(pool, ..)` leaves out more.
 /// - A `Result` caches only `Ok` values and an `Option` only `Some`, unless `cache_err` or
 ///   `cache_none`.
+/// - When the source fails or slows: `fail_safe = "1h"` (serve the last value that long past
+///   its TTL when a reload fails), `fail_safe_throttle = "30s"`, `timeout = "100ms"` (a stale
+///   value after that long), `hard_timeout = "2s"` (no value after that long: the error type
+///   receives `perf::Error::LoaderTimeout`; not on fns returning a plain value),
+///   `refresh_ahead = 0.8` (reload after 80% of the TTL while callers keep the value),
+///   `jitter = 0.1`, `failure_ttl = "5s"`. Unset ones take the configuration's defaults.
+///   Timeouts need an async fn. With a timeout or refresh-ahead, an async fn whose arguments
+///   are all owned runs its body in a tokio task (so it must be `Send`), which lets a slow load
+///   finish and fill the cache after its caller stopped waiting.
+/// - A `Result`'s error type needs `From<perf::Error>` and `Display` (a failed call's error
+///   reaches the calls that waited on it: itself when it is `Clone`, else its message).
 /// - `optimizer = <expr>` uses that optimizer's cache; `crate = "path"` relocates `perf`.
 ///
-/// Async calls go through `get_or_load`: concurrent misses on one key run the body once.
+/// Async calls go through the cache's coalesced load: concurrent misses on one key run the
+/// body once, and share its outcome.
 #[proc_macro_attribute]
 pub fn cache_result(args: TokenStream, item: TokenStream) -> TokenStream {
     let args = parse_macro_input!(args as attr::CacheArgs);

@@ -492,3 +492,47 @@ async fn a_rediss_url_speaks_tls() {
         Some(Arc::new(9))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_serves_a_stale_value_from_redis_when_its_source_fails() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let tier_a = tier(&server, "stale").await;
+    let tier_b = tier(&server, "stale").await;
+    let (a, b) = (cache(&tier_a), cache(&tier_b));
+    let options = perf_core::cache::LoadOptions::new(Tier::Redis)
+        .ttl(Duration::from_millis(300))
+        .fail_safe(Duration::from_secs(3600));
+    a.get_or_load_with("ad:1", &options, || async {
+        Ok::<_, String>("banner".to_string())
+    })
+    .await
+    .expect("stored");
+    let mut conn = raw(&server).await;
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg("stale:ad:1")
+        .query_async(&mut conn)
+        .await
+        .expect("pttl");
+    assert!(
+        ttl_ms > 3_600_000,
+        "Redis keeps the stale period too: {ttl_ms} ms"
+    );
+
+    // Past the TTL (the wait only has to outlast it), B has no local copy and its source fails.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        b.get::<String>("ad:1", Tier::Redis).await.expect("ok"),
+        None,
+        "expired for a plain read"
+    );
+    let loaded = b
+        .get_or_load_with("ad:1", &options, || async {
+            Err::<String, _>("database down".to_string())
+        })
+        .await
+        .expect("stale, not the error");
+    assert_eq!(loaded.value.as_str(), "banner");
+    assert_eq!(loaded.freshness, perf_core::cache::Freshness::Stale);
+}

@@ -127,7 +127,7 @@ impl MultiLevelCache {
             // The task was dropped unfinished (its runtime is shutting down).
             None => self.failed(
                 attempt,
-                SharedFailure::new::<E>("the load's task ended before it finished".into(), None),
+                SharedFailure::new::<E>("the load's task ended before it finished (it panicked, or its runtime shut down)".into(), None),
                 sharing,
                 target,
             ),

@@ -585,3 +585,29 @@ fn options_that_cannot_work_together_are_refused_before_loading() {
     );
     assert_eq!(cache.stats().loads.loader_runs, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_detached_loader_that_panics_fails_its_callers_and_frees_the_key() {
+    let (cache, _) = mocked(&config());
+    let options = LoadOptions::new(Tier::L1).hard_timeout(10 * SECOND);
+    let panicking = || async {
+        tokio::time::sleep(SECOND).await;
+        if std::hint::black_box(true) {
+            panic!("loader bug");
+        }
+        Ok::<u64, TestError>(1)
+    };
+    let calls = (0..3).map(|_| cache.get_or_load_detached("k", &options, panicking));
+    for result in futures_util::future::join_all(calls).await {
+        let error = result.map(|l| *l.value).expect_err("no value");
+        assert!(
+            matches!(&error, TestError::Cache(m) if m.contains("panicked")),
+            "{error:?}"
+        );
+    }
+    let next = cache
+        .get_or_load_detached("k", &options, || async { Ok::<_, TestError>(2u64) })
+        .await
+        .expect("the key is free again");
+    assert_eq!(*next.value, 2);
+}

@@ -788,6 +788,11 @@ fn hits_misses_and_size_are_published_with_their_labels() {
                 Ok::<_, TestError>(1u8)
             })
             .await;
+        let _ = cache
+            .get_or_load("failed", Tier::L1, None, || async {
+                Err::<u8, _>(TestError::Source("down"))
+            })
+            .await;
     });
     metrics::with_local_recorder(&recorder, || cache.publish_metrics());
     block_on(async { cache.get::<u8>("k", Tier::L1).await.expect("ok") });
@@ -818,11 +823,17 @@ fn hits_misses_and_size_are_published_with_their_labels() {
     assert_eq!(counter("cache_misses_total{tier=l2,operation=get}"), 1);
     assert_eq!(
         counter("cache_misses_total{tier=l1,operation=get_or_load}"),
-        1
+        2
     );
     assert!(
         !seen.contains_key("cache_hits_total{tier=l2,operation=get}"),
         "no L2 hits happened"
+    );
+    assert_eq!(counter("cache_load_events_total{event=loader_run}"), 2);
+    assert_eq!(counter("cache_load_events_total{event=loader_error}"), 1);
+    assert!(
+        !seen.contains_key("cache_load_events_total{event=stale_served}"),
+        "nothing stale was served"
     );
     match seen.get("cache_size_bytes{tier=l2}") {
         Some(DebugValue::Gauge(bytes)) => assert!(bytes.into_inner() > 64.0),
