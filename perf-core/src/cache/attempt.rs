@@ -562,7 +562,7 @@ pub(super) struct Attempt<'k, T> {
     pub(super) key: &'k str,
     pub(super) plan: WritePlan,
     /// A value past its TTL, kept by fail-safe (only when this call allows fail-safe).
-    stale: Option<Found<Arc<T>>>,
+    pub(super) stale: Option<Found<Arc<T>>>,
 }
 
 impl<T> Attempt<'_, T> {

@@ -77,6 +77,7 @@ impl MultiLevelCache {
                         key: key.to_owned(),
                         plan: attempt.plan,
                         refreshing: None,
+                        stale: attempt.stale.clone(),
                         permit: None,
                     };
                     let task = self.clone().load_in_task(
@@ -162,6 +163,7 @@ impl MultiLevelCache {
             key: key.to_owned(),
             plan,
             refreshing: Some(current),
+            stale: None,
             permit: Some(permit),
         };
         runtime.spawn(
@@ -208,18 +210,31 @@ impl MultiLevelCache {
                 if let Some(own_error) = own_error {
                     drop(own_error.send(error));
                 }
+                self.after_failed_load(&job, target);
                 let kept_until = self.failure_kept_until(&job.plan);
                 guard.finish(FlightState::Failed(failure, kept_until));
             }
             None => {
                 self.inner.counters.record_load(LoadEvent::HardTimeout);
+                self.after_failed_load(&job, target);
                 guard.finish(FlightState::TimedOut(hard.unwrap_or_default()));
             }
         }
+        drop(job.permit);
+    }
+
+    /// After a detached load failed or timed out, before its flight ends: the value at hand
+    /// is served without asking the source again for the throttle period, even when every
+    /// caller stopped waiting at the soft timeout.
+    fn after_failed_load<T: CacheValue, G: Target<T>>(&self, job: &Job<T>, target: G) {
         if let Some(current) = &job.refreshing {
             self.delay_refresh(&job.key, current, &job.plan, target);
         }
-        drop(job.permit);
+        if let Some(stale) = &job.stale {
+            let throttle = job.plan.policy.fail_safe_throttle;
+            let stamp = stale.stamp.rearmed(self.inner.clock.now(), throttle);
+            target.rearm(self, &job.key, &stale.value, stamp);
+        }
     }
 }
 
@@ -229,6 +244,8 @@ struct Job<T> {
     plan: WritePlan,
     /// The live value a refresh replaces, given a later refresh point if the refresh fails.
     refreshing: Option<Found<Arc<T>>>,
+    /// The stale value a failed load falls back on, re-armed for the throttle period.
+    stale: Option<Found<Arc<T>>>,
     /// A background slot, for refreshes.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }

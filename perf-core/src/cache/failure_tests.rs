@@ -611,3 +611,40 @@ async fn a_detached_loader_that_panics_fails_its_callers_and_frees_the_key() {
         .expect("the key is free again");
     assert_eq!(*next.value, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_detached_load_given_up_at_its_hard_timeout_rearms_the_stale_value_by_itself() {
+    let (cache, clock) = mocked(&config());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let options = fail_safe(Tier::L1)
+        .soft_timeout(Duration::from_millis(50))
+        .hard_timeout(SECOND);
+    let load = |delay: Duration| {
+        let runs = Arc::clone(&runs);
+        move || async move { source(&runs, delay, false, 1).await }
+    };
+    cache
+        .get_or_load_detached("k", &options, load(Duration::ZERO))
+        .await
+        .expect("warm");
+    clock.increment(11 * SECOND);
+    let stale = cache
+        .get_or_load_detached("k", &options, load(3600 * SECOND))
+        .await
+        .expect("stale at the soft timeout");
+    assert!(stale.is_stale());
+    // Nobody waits any more when the task gives up at its hard timeout; it re-arms the value.
+    tokio::time::sleep(2 * SECOND).await;
+    let started = tokio::time::Instant::now();
+    let served = cache
+        .get_or_load_detached("k", &options, load(3600 * SECOND))
+        .await
+        .expect("served");
+    assert_eq!(*served.value, 1);
+    assert_eq!(started.elapsed(), Duration::ZERO, "no wait: re-armed");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "the source was not asked again"
+    );
+}
