@@ -35,18 +35,7 @@ impl MultiLevelCache {
     {
         let mut attempt = match self.begin(key, options, target).await {
             Begin::Done(result) => return result,
-            Begin::Bypass => {
-                return self
-                    .run_loader(loader)
-                    .await
-                    .map(|v| Loaded::fresh(Arc::new(v)));
-            }
-            Begin::Uncached(error) => {
-                return self
-                    .load_uncached(key, error, loader)
-                    .await
-                    .map(Loaded::fresh);
-            }
+            Begin::Outside(refused) => return self.load_outside(key, refused, loader).await,
             Begin::Refresh(current, plan) => {
                 return Ok(self
                     .refresh_inline(key, current, plan, sharing, loader, target)
@@ -77,6 +66,24 @@ impl MultiLevelCache {
         }
     }
 
+    /// The loader's value, not cached: the cache is off, or refused the key or TTL.
+    pub(super) async fn load_outside<T, E, F, Fut>(
+        &self,
+        key: &str,
+        refused: Option<Error>,
+        loader: F,
+    ) -> Result<Loaded<T>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let loaded = match refused {
+            None => self.run_loader(loader).await.map(Arc::new),
+            Some(error) => self.load_uncached(key, error, loader).await,
+        };
+        loaded.map(Loaded::fresh)
+    }
+
     pub(super) fn join<E: 'static>(&self, key: &str) -> Role {
         let now = self.inner.clock.now();
         self.inner.flights.join(
@@ -105,10 +112,10 @@ impl MultiLevelCache {
         };
         let plan = match self.plan_with(key, policy) {
             Ok(plan) => plan,
-            Err(error) => return Begin::Uncached(error),
+            Err(error) => return Begin::Outside(Some(error)),
         };
         if !self.is_enabled() {
-            return Begin::Bypass;
+            return Begin::Outside(None);
         }
         let mut found = target.find_local(self, key);
         if found.is_none() {
@@ -547,10 +554,9 @@ impl MultiLevelCache {
 pub(super) enum Begin<'k, T, E> {
     /// A fresh hit, or options refused.
     Done(Result<Loaded<T>, E>),
-    /// `cache_enabled` is off: the loader is called straight.
-    Bypass,
-    /// The key or TTL is refused: load uncached.
-    Uncached(Error),
+    /// Load without the cache: `cache_enabled` is off (`None`), or the key or TTL is refused
+    /// (counted and logged).
+    Outside(Option<Error>),
     /// A live value past its refresh point.
     Refresh(Found<Arc<T>>, WritePlan),
     /// A miss, or a stale value that a failed load may fall back on.

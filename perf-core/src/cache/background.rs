@@ -41,18 +41,7 @@ impl MultiLevelCache {
         };
         let mut attempt = match self.begin(key, options, target).await {
             Begin::Done(result) => return result,
-            Begin::Bypass => {
-                return self
-                    .run_loader(loader)
-                    .await
-                    .map(|v| Loaded::fresh(Arc::new(v)));
-            }
-            Begin::Uncached(error) => {
-                return self
-                    .load_uncached(key, error, loader)
-                    .await
-                    .map(Loaded::fresh);
-            }
+            Begin::Outside(refused) => return self.load_outside(key, refused, loader).await,
             Begin::Refresh(current, plan) => {
                 let value = Arc::clone(&current.value);
                 if let Role::Leader(guard) = self.join::<E>(key) {
