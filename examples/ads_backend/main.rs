@@ -3,8 +3,10 @@
 //!
 //! `cargo run --release --example ads_backend`, then
 //! `curl 127.0.0.1:8000/ads/42` and `curl 127.0.0.1:8000/performance/stats`.
-//! `ADS_ADDR` changes the address, `REDIS_URL` turns the Redis tier on, and
-//! `ADS_CACHE_ENABLED=false` makes every cached function call straight through.
+//! `ADS_ADDR` changes the address, `REDIS_URL` turns the Redis tier on,
+//! `ADS_CACHE_ENABLED=false` makes every cached function call straight through, and
+//! `ADS_DB_FAULT=fail|slow` (or `POST /admin/db-fault` with the bearer token `ADS_ADMIN_TOKEN`)
+//! makes the database fail or stall, to watch fail-safe and the timeouts at work.
 #![allow(clippy::print_stdout)]
 
 mod app;
