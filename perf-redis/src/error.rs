@@ -26,3 +26,26 @@ pub enum Error {
     #[error("Redis is unavailable (circuit breaker open)")]
     Unavailable,
 }
+
+impl Error {
+    /// Whether Redis answered, and the error is about the data or the command (a key holding
+    /// another type, a reply of an unexpected shape) rather than Redis's health: such errors
+    /// do not count against the circuit breaker.
+    pub(crate) fn is_about_data(&self) -> bool {
+        use deadpool_redis::redis::{ErrorKind, ServerErrorKind};
+        let Error::Redis(error) = self else {
+            return false;
+        };
+        match error.kind() {
+            ErrorKind::UnexpectedReturnType | ErrorKind::Extension => true,
+            ErrorKind::Server(kind) => matches!(
+                kind,
+                ServerErrorKind::ResponseError
+                    | ServerErrorKind::NoScript
+                    | ServerErrorKind::ExecAbort
+                    | ServerErrorKind::CrossSlot
+            ),
+            _ => false,
+        }
+    }
+}

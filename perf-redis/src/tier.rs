@@ -17,10 +17,7 @@ use deadpool_redis::{
 use perf_core::{
     RemoteError,
     cache::{BoxFuture, InvalidationSink, RemoteTier},
-    metrics::{
-        CACHE_BREAKER_OPENINGS_TOTAL, CACHE_BREAKER_STATE, CACHE_REMOTE_ERRORS_TOTAL,
-        labels::REASON,
-    },
+    metrics::{CACHE_REMOTE_ERRORS_TOTAL, labels::REASON},
 };
 use serde::Serialize;
 use tokio::{sync::mpsc, task::AbortHandle};
@@ -28,7 +25,7 @@ use tokio::{sync::mpsc, task::AbortHandle};
 use crate::{
     Error,
     backplane::{self, BackplaneState, Change},
-    breaker::{Breaker, BreakerState, Transition},
+    breaker::{Breaker, BreakerState},
 };
 
 /// Keys removed per UNLINK when clearing by pattern.
@@ -148,7 +145,7 @@ impl RedisTierBuilder {
             channel,
             op_timeout: self.op_timeout,
             instance_id,
-            breaker: Breaker::new(self.failure_threshold, self.cool_down),
+            breaker: Breaker::new(self.failure_threshold, self.cool_down, &self.namespace),
             changes: self.backplane.then_some(changes),
             backplane: backplane_state,
             counts: Counts::default(),
@@ -156,7 +153,7 @@ impl RedisTierBuilder {
         };
         if let Err(error) = tier.command::<String>(redis::cmd("PING")).await {
             tracing::warn!(%error, "Redis unreachable at start; serving from local tiers until it answers");
-            tier.note(tier.breaker.force_open());
+            tier.breaker.force_open();
         }
         Ok(Arc::new(tier))
     }
@@ -277,22 +274,25 @@ impl RedisTier {
         format!("{}{key}", self.prefix)
     }
 
-    /// Runs one Redis call under the breaker and the timeout.
+    /// Runs one Redis call under the breaker and the timeout. The breaker's permit settles
+    /// the call however it ends, a dropped call included (see `breaker.rs`).
     async fn guarded<T, F>(&self, call: F) -> Result<T, Error>
     where
         F: Future<Output = Result<T, Error>>,
     {
-        if !self.breaker.allow() {
+        let Some(permit) = self.breaker.permit(self.op_timeout / 2) else {
             self.counts.short_circuited.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(CACHE_REMOTE_ERRORS_TOTAL, REASON => "unavailable").increment(1);
             return Err(Error::Unavailable);
-        }
+        };
         let result = match tokio::time::timeout(self.op_timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(self.op_timeout)),
         };
         match &result {
-            Ok(_) => self.note(self.breaker.on_success()),
+            Ok(_) => {
+                permit.succeeded();
+            }
             Err(error) => {
                 let (counter, reason) = match error {
                     Error::Timeout(_) => (&self.counts.timeouts, "timeout"),
@@ -300,25 +300,15 @@ impl RedisTier {
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(CACHE_REMOTE_ERRORS_TOTAL, REASON => reason).increment(1);
-                self.note(self.breaker.on_failure());
+                // Redis answered, about the data (a key of another type): it is healthy.
+                if error.is_about_data() {
+                    permit.succeeded();
+                } else {
+                    permit.failed();
+                }
             }
         }
         result
-    }
-
-    fn note(&self, transition: Transition) {
-        let state = self.breaker.state();
-        metrics::gauge!(CACHE_BREAKER_STATE).set(f64::from(state as u8));
-        match transition {
-            Transition::Opened => {
-                metrics::counter!(CACHE_BREAKER_OPENINGS_TOTAL).increment(1);
-                tracing::warn!(prefix = %self.prefix, "Redis circuit breaker opened");
-            }
-            Transition::Closed => {
-                tracing::info!(prefix = %self.prefix, "Redis circuit breaker closed")
-            }
-            Transition::None => {}
-        }
     }
 
     /// One command on a pooled connection, under the breaker and the timeout.

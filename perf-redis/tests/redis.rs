@@ -536,3 +536,45 @@ async fn a_second_instance_serves_a_stale_value_from_redis_when_its_source_fails
     assert_eq!(loaded.value.as_str(), "banner");
     assert_eq!(loaded.freshness, perf_core::cache::Freshness::Stale);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_opens_the_breaker_and_a_dropped_probe_does_not_keep_it_open() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let cool_down = Duration::from_millis(300);
+    let tier = RedisTier::builder(server.url())
+        .namespace("frozen")
+        .op_timeout(Duration::from_millis(400))
+        .circuit_breaker(3, cool_down)
+        .backplane(false)
+        .build()
+        .await
+        .expect("tier builds");
+    assert!(tier.get("k").await.is_ok());
+
+    // Callers give up after 250 ms, before the 400 ms operation timeout, yet past half of it.
+    server.freeze();
+    for _ in 0..3 {
+        let gave_up = tokio::time::timeout(Duration::from_millis(250), tier.get("k")).await;
+        assert!(gave_up.is_err(), "Redis is frozen");
+    }
+    assert_eq!(
+        tier.stats().breaker,
+        BreakerState::Open,
+        "calls dropped by impatient callers still count against a frozen Redis"
+    );
+    server.thaw();
+
+    // The probe after the cool-down is dropped mid-flight by its caller.
+    tokio::time::sleep(cool_down).await;
+    let dropped = tokio::time::timeout(Duration::from_micros(1), tier.get("k")).await;
+    assert!(dropped.is_err(), "the probe's caller gave up at once");
+    let healed = within(Duration::from_secs(2), async || tier.get("k").await.is_ok()).await;
+    assert!(
+        healed.is_some(),
+        "the breaker is not stuck half-open: {:?}",
+        tier.stats()
+    );
+    assert_eq!(tier.stats().breaker, BreakerState::Closed);
+}

@@ -123,6 +123,27 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    #[allow(dead_code)] // not every test binary freezes its server
+    pub(crate) fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    #[allow(dead_code)]
+    pub(crate) fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sent = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(sent, "kill {signal} {pid}");
+    }
+
     /// Starts the server again on the same port, empty.
     pub(crate) fn restart(&mut self) {
         self.kill();
