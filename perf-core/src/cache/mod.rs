@@ -692,6 +692,12 @@ impl MultiLevelCache {
         };
         match inner.codec.decode::<T>(&entry.bytes) {
             Ok(decoded) => Some((decoded.value, entry.stamp, age)),
+            // Another call site's value of another type under this key: a miss, left alone.
+            Err(error @ codec::DecodeError::Payload(_)) => {
+                tracing::debug!(key, %error, "L2 entry holds another type; a miss");
+                inner.counters.record(Tier::L2, Event::TypeMismatch);
+                None
+            }
             Err(error) => {
                 tracing::debug!(key, %error, "L2 entry does not decode; removed");
                 inner.counters.record(Tier::L2, Event::DecodeError);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{
-    Found, MultiLevelCache, SharedValue, Stamp, Tier, WeakCache,
+    Found, MultiLevelCache, SharedValue, Stamp, Tier, WeakCache, codec,
     remote::{Invalidation, InvalidationSink, RemoteTier},
     stats::{Event, Op},
 };
@@ -101,9 +101,10 @@ impl MultiLevelCache {
         Some(Found { value, age, stamp })
     }
 
-    /// The remote value, its bytes and its lifetime from now. Bytes that do not decode were
-    /// not written by us (or not for this type): they are deleted so that the next reader
-    /// loads.
+    /// The remote value, its bytes and its lifetime from now. Bytes that are not our envelope
+    /// are deleted so that the next reader loads; an envelope around a value of another type
+    /// (a rolling deploy that changed the type, another service in the namespace) is a counted
+    /// type mismatch, and left for its owner.
     async fn remote_decode<T: SharedValue>(
         &self,
         remote: &dyn RemoteTier,
@@ -119,6 +120,13 @@ impl MultiLevelCache {
                     None
                 }
             },
+            // Our envelope around a value of another type: another program's or another
+            // version's entry, left alone.
+            Err(error @ codec::DecodeError::Payload(_)) => {
+                tracing::debug!(key, %error, "remote entry holds another type; a miss");
+                counters.record(Tier::Redis, Event::TypeMismatch);
+                None
+            }
             Err(error) => {
                 tracing::debug!(key, %error, "remote entry does not decode; deleting it");
                 counters.record(Tier::Redis, Event::DecodeError);

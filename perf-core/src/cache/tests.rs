@@ -641,6 +641,37 @@ async fn undecodable_remote_bytes_are_a_counted_miss_and_deleted() {
 }
 
 #[tokio::test]
+async fn a_remote_value_of_another_type_is_a_miss_and_left_alone() {
+    let (cache, remote) = with_remote();
+    cache
+        .set("shared", vec!["a".to_string()], Tier::Redis, None)
+        .await
+        .expect("stored");
+    cache.clear(Tier::L1).await.expect("cleared");
+    cache.clear(Tier::L2).await.expect("cleared");
+    assert_eq!(
+        cache.get::<u64>("shared", Tier::Redis).await.expect("ok"),
+        None
+    );
+    let remote_stats = cache.stats().remote.expect("remote");
+    assert_eq!(
+        (remote_stats.type_mismatches, remote_stats.decode_errors),
+        (1, 0)
+    );
+    assert!(
+        remote.map.lock().contains_key("shared"),
+        "another version's value stays for its owner"
+    );
+    assert_eq!(
+        cache
+            .get::<Vec<String>>("shared", Tier::Redis)
+            .await
+            .expect("ok"),
+        Some(Arc::new(vec!["a".to_string()]))
+    );
+}
+
+#[tokio::test]
 async fn a_failing_remote_is_a_miss_for_readers_and_an_error_for_writers() {
     let (cache, remote) = with_remote();
     remote.down.store(true, Ordering::SeqCst);
