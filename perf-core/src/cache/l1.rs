@@ -268,6 +268,17 @@ impl L1 {
         self.epochs.changed(key);
     }
 
+    /// Removes the entry at `key` if it still holds `value`.
+    pub(crate) fn remove_value(&self, key: &str, value: &AnyValue) {
+        if self
+            .map
+            .remove_if(key, |entry| Arc::ptr_eq(&entry.value, value))
+            .is_some()
+        {
+            self.epochs.changed(key);
+        }
+    }
+
     pub(crate) fn remove(&self, key: &str) -> bool {
         let removed = self.map.remove(key).is_some();
         self.epochs.changed(key);

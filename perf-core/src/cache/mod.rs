@@ -116,6 +116,10 @@ struct Inner {
     flights: Flights,
     /// Slots for background refreshes.
     background: Arc<tokio::sync::Semaphore>,
+    /// Bumped before any change to a shared value's local copies (a write, a delete, another
+    /// instance's invalidation): a remote read that saw a bump while it ran does not keep its
+    /// copy (see `shared.rs`).
+    invalidations: near::Epochs,
     publisher: MetricsPublisher,
     /// `cache_enabled`: when off, the get_or_load family and `#[cache_result]` call straight
     /// through to their loaders.
@@ -182,6 +186,7 @@ impl CacheBuilder {
             counters,
             flights: Flights::default(),
             background: Arc::new(tokio::sync::Semaphore::new(load::MAX_BACKGROUND_LOADS)),
+            invalidations: near::Epochs::new(),
             publisher: MetricsPublisher::default(),
             enabled: std::sync::atomic::AtomicBool::new(config.cache_enabled),
         };
@@ -424,6 +429,7 @@ impl MultiLevelCache {
     /// Removes `key` from every tier. Returns whether a local tier held it.
     pub async fn delete(&self, key: &str) -> Result<bool, Error> {
         self.check_key(key)?;
+        self.inner.invalidations.changed(key);
         let in_l1 = self.inner.l1.remove(key);
         let in_l2 = self.inner.l2.remove(key);
         if let Some(remote) = &self.inner.remote {
@@ -438,6 +444,7 @@ impl MultiLevelCache {
     /// Removes every key starting with `prefix` from every tier. Returns how many local
     /// entries were removed.
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
+        self.inner.invalidations.all_changed();
         let removed = self.inner.l1.remove_where(|key, _| key.starts_with(prefix))
             + self.inner.l2.remove_where(|key, _| key.starts_with(prefix));
         if let Some(remote) = &self.inner.remote {
@@ -455,6 +462,7 @@ impl MultiLevelCache {
             Tier::L1 => self.inner.l1.clear(),
             Tier::L2 => self.inner.l2.clear(),
             Tier::Redis => {
+                self.inner.invalidations.all_changed();
                 if let Some(remote) = &self.inner.remote {
                     remote.clear().await.map_err(|e| self.remote_failed(e))?;
                 }
@@ -757,6 +765,9 @@ impl MultiLevelCache {
             shared: tier == Tier::Redis,
             ..plan.stamp
         };
+        if stamp.shared {
+            self.inner.invalidations.changed(key);
+        }
         self.insert_l1(key, value, stamp);
         self.insert_l2(key, Arc::clone(&bytes), stamp);
         Ok(Some(bytes))

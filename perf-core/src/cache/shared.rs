@@ -36,6 +36,10 @@ impl MultiLevelCache {
             _ => return Ok(found),
         };
         let missing_keys: Vec<&str> = missing.iter().map(|&i| keys[i]).collect();
+        let marks: Vec<u64> = missing_keys
+            .iter()
+            .map(|key| self.inner.invalidations.current(key))
+            .collect();
         let fetched = match remote.get_many(&missing_keys).await {
             Ok(fetched) if fetched.len() == missing_keys.len() => fetched,
             Ok(_) | Err(_) => {
@@ -44,9 +48,9 @@ impl MultiLevelCache {
                 vec![None; missing_keys.len()]
             }
         };
-        for (&index, bytes) in missing.iter().zip(fetched) {
+        for ((&index, bytes), mark) in missing.iter().zip(fetched).zip(marks) {
             found[index] = self
-                .remote_accept(remote.as_ref(), keys[index], bytes, Op::GetMany)
+                .remote_accept(remote.as_ref(), keys[index], bytes, Op::GetMany, mark)
                 .await
                 .filter(|found| found.age.is_live())
                 .map(|found| found.value);
@@ -61,6 +65,7 @@ impl MultiLevelCache {
         key: &str,
         op: Op,
     ) -> Option<Found<Arc<T>>> {
+        let mark = self.inner.invalidations.current(key);
         let bytes = match remote.get(key).await {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -69,16 +74,24 @@ impl MultiLevelCache {
                 None
             }
         };
-        self.remote_accept(remote, key, bytes, op).await
+        self.remote_accept(remote, key, bytes, op, mark).await
     }
 
-    /// Counts a remote read and copies a live hit into L2 and L1 with its remaining lifetime.
+    /// Counts a remote read and copies a live hit into L2 and L1 with its remaining lifetime,
+    /// unless the key was written or invalidated since `mark` (its invalidation count before
+    /// the read began).
+    ///
+    /// Invalidations bump the count before they drop local copies, and the check follows the
+    /// copy: if the bump came before the check, the copy is taken back; if after, the drop
+    /// that follows the bump removes the copy. Either way no copy older than the invalidation
+    /// survives it. The caller still gets what it read, as a read concurrent with a write may.
     async fn remote_accept<T: SharedValue>(
         &self,
         remote: &dyn RemoteTier,
         key: &str,
         bytes: Option<Vec<u8>>,
         op: Op,
+        mark: u64,
     ) -> Option<Found<Arc<T>>> {
         let counters = &self.inner.counters;
         let decoded = match bytes {
@@ -93,8 +106,12 @@ impl MultiLevelCache {
         let age = stamp.age(&self.inner.clock)?;
         if age.is_live() {
             counters.record(Tier::Redis, Event::Hit(op));
-            self.insert_l2(key, bytes.into(), stamp);
+            let bytes: Arc<[u8]> = bytes.into();
+            self.insert_l2(key, Arc::clone(&bytes), stamp);
             self.insert_l1(key, value.clone(), stamp);
+            if self.inner.invalidations.current(key) != mark {
+                self.take_back(key, &value, &bytes);
+            }
         } else {
             counters.record(Tier::Redis, Event::Miss(op));
         }
@@ -138,21 +155,37 @@ impl MultiLevelCache {
         }
     }
 
+    /// Removes a copy promoted by a read that raced an invalidation, if it is still ours.
+    fn take_back<T: SharedValue>(&self, key: &str, value: &Arc<T>, bytes: &Arc<[u8]>) {
+        let value: super::AnyValue = Arc::clone(value) as _;
+        self.inner.l1.remove_value(key, &value);
+        self.inner
+            .l2
+            .remove_if(key, |entry| Arc::ptr_eq(&entry.bytes, bytes));
+        self.inner
+            .counters
+            .record(Tier::Redis, Event::RacedInvalidation);
+    }
+
     /// Drops local copies that another instance's write made stale.
     pub(crate) fn apply_invalidation(&self, invalidation: &Invalidation) {
         let (l1, l2) = (&self.inner.l1, &self.inner.l2);
+        let invalidations = &self.inner.invalidations;
         match invalidation {
             Invalidation::Keys(keys) => {
                 for key in keys {
+                    invalidations.changed(key);
                     l1.remove(key);
                     l2.remove(key);
                 }
             }
             Invalidation::Prefix(prefix) => {
+                invalidations.all_changed();
                 l1.remove_where(|key, _| key.starts_with(prefix.as_str()));
                 l2.remove_where(|key, _| key.starts_with(prefix.as_str()));
             }
             Invalidation::All | Invalidation::Resync => {
+                invalidations.all_changed();
                 l1.remove_where(|_, entry| entry.stamp.shared);
                 l2.remove_where(|_, entry| entry.stamp.shared);
             }

@@ -42,10 +42,12 @@ pub(crate) enum Event {
     TypeMismatch,
     Refused,
     Error,
+    /// A remote read's copy taken back because an invalidation raced the read.
+    RacedInvalidation,
 }
 
 const OPS: usize = Op::ALL.len();
-const PER_TIER: usize = 2 * OPS + 7;
+const PER_TIER: usize = 2 * OPS + 8;
 const TIERS: usize = 3;
 const LOAD_COUNTERS: usize = LoadEvent::ALL.len();
 const SLOTS: usize = PER_TIER * TIERS + LOAD_COUNTERS;
@@ -62,6 +64,7 @@ impl Event {
             Event::TypeMismatch => 2 * OPS + 4,
             Event::Refused => 2 * OPS + 5,
             Event::Error => 2 * OPS + 6,
+            Event::RacedInvalidation => 2 * OPS + 7,
         };
         tier as usize * PER_TIER + within
     }
@@ -179,6 +182,7 @@ impl Counters {
             type_mismatches: self.count(tier, Event::TypeMismatch),
             refused: self.count(tier, Event::Refused),
             errors: self.count(tier, Event::Error),
+            raced_invalidations: self.count(tier, Event::RacedInvalidation),
             entries,
             bytes,
         }
@@ -229,6 +233,9 @@ pub struct TierStats {
     pub refused: u64,
     /// Failed operations (remote tier).
     pub errors: u64,
+    /// Values read from the remote tier whose local copies were not kept, because the key was
+    /// written or invalidated while the read ran.
+    pub raced_invalidations: u64,
     /// Entries held, where the tier can count them (the remote tier does not).
     pub entries: Option<u64>,
     /// Bytes held, for byte-bounded tiers. L1 holds typed values of unknown size.
@@ -356,6 +363,7 @@ mod tests {
             Event::TypeMismatch,
             Event::Refused,
             Event::Error,
+            Event::RacedInvalidation,
         ];
         let mut slots: Vec<_> = [Tier::L1, Tier::L2, Tier::Redis]
             .iter()

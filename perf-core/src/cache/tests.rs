@@ -499,6 +499,9 @@ pub(super) struct MemoryRemote {
     pub(super) down: std::sync::atomic::AtomicBool,
     batch_reads: AtomicUsize,
     sink: Mutex<Option<InvalidationSink>>,
+    /// Runs inside `get`, after the value was read: widens the window of a race.
+    #[allow(clippy::type_complexity)]
+    pub(super) during_get: Mutex<Option<Box<dyn Fn(&str) + Send + Sync>>>,
 }
 
 impl std::fmt::Debug for MemoryRemote {
@@ -523,7 +526,11 @@ impl RemoteTier for MemoryRemote {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, RemoteError>> {
         Box::pin(async move {
             self.check()?;
-            Ok(self.map.lock().get(key).cloned())
+            let value = self.map.lock().get(key).cloned();
+            if let Some(hook) = &*self.during_get.lock() {
+                hook(key);
+            }
+            Ok(value)
         })
     }
     fn set<'a>(
@@ -638,6 +645,55 @@ async fn undecodable_remote_bytes_are_a_counted_miss_and_deleted() {
     );
     assert_eq!(cache.stats().remote.expect("remote").decode_errors, 1);
     assert!(!remote.map.lock().contains_key("foreign"));
+}
+
+#[tokio::test]
+async fn a_read_that_races_an_invalidation_keeps_no_stale_copy() {
+    let (cache, remote) = with_remote();
+    cache
+        .set("ad", "old".to_string(), Tier::Redis, None)
+        .await
+        .expect("stored");
+    cache.clear(Tier::L1).await.expect("cleared");
+    cache.clear(Tier::L2).await.expect("cleared");
+    // While this instance's GET is in flight, another instance writes a new value and its
+    // invalidation arrives here.
+    let bytes = cache
+        .inner
+        .codec
+        .encode(
+            &"new".to_string(),
+            codec::UnixTimes::after(SECOND * 60, SECOND * 60, SECOND * 60),
+        )
+        .expect("encodes");
+    let sink = remote.sink.lock().clone().expect("subscribed");
+    let map = Arc::clone(&remote);
+    *remote.during_get.lock() = Some(Box::new(move |key| {
+        map.map.lock().insert(key.to_owned(), bytes.clone());
+        sink(Invalidation::Keys(vec![key.to_owned()]));
+    }));
+    let raced = cache.get::<String>("ad", Tier::Redis).await.expect("ok");
+    assert_eq!(
+        raced.as_deref().map(String::as_str),
+        Some("old"),
+        "what the GET read"
+    );
+    *remote.during_get.lock() = None;
+    assert_eq!(
+        cache.get_local::<String>("ad", Tier::L2).expect("ok"),
+        None,
+        "no local copy of the value the invalidation replaced"
+    );
+    assert_eq!(
+        cache
+            .get::<String>("ad", Tier::Redis)
+            .await
+            .expect("ok")
+            .as_deref()
+            .map(String::as_str),
+        Some("new")
+    );
+    assert_eq!(cache.stats().remote.expect("remote").raced_invalidations, 1);
 }
 
 #[tokio::test]
