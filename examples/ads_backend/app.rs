@@ -106,9 +106,11 @@ fn set_db_fault(fault: DbFault) {
 
 /// Runs a database call under the injected fault, if any.
 async fn faulty<T>(call: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, sqlx::Error> {
+    const FAIL: u8 = DbFault::Fail as u8;
+    const SLOW: u8 = DbFault::Slow as u8;
     match DB_FAULT.load(Ordering::Relaxed) {
-        1 => Err(sqlx::Error::PoolTimedOut),
-        2 => {
+        FAIL => Err(sqlx::Error::PoolTimedOut),
+        SLOW => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             call.await
         }

@@ -427,11 +427,9 @@ impl MultiLevelCache {
         plan: &WritePlan,
         target: G,
     ) {
-        let next_try = self.inner.clock.now() + plan.policy.fail_safe_throttle;
-        let stamp = super::Stamp {
-            fresh_until: next_try.min(current.stamp.expires_at),
-            ..current.stamp
-        };
+        let stamp = current
+            .stamp
+            .refresh_delayed(self.inner.clock.now(), plan.policy.fail_safe_throttle);
         target.rearm(self, key, &current.value, stamp);
     }
 

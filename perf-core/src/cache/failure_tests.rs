@@ -648,3 +648,34 @@ async fn a_detached_load_given_up_at_its_hard_timeout_rearms_the_stale_value_by_
         "the source was not asked again"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_throttle_is_capped_not_an_overflow() {
+    let (cache, clock) = mocked(&config());
+    let runs = AtomicUsize::new(0);
+    let options = fail_safe(Tier::L1).fail_safe_throttle(Duration::MAX);
+    cache
+        .get_or_load_with("k", &options, || source(&runs, Duration::ZERO, false, 4))
+        .await
+        .expect("warm");
+    clock.increment(11 * SECOND);
+    let stale = cache
+        .get_or_load_with("k", &options, || source(&runs, Duration::ZERO, true, 0))
+        .await
+        .expect("stale, re-armed without overflowing");
+    assert_eq!((*stale.value, stale.freshness), (4, Freshness::Stale));
+    let refresh = LoadOptions::new(Tier::L1)
+        .ttl(100 * SECOND)
+        .eager_refresh(0.5)
+        .fail_safe_throttle(Duration::MAX);
+    cache
+        .get_or_load_with("r", &refresh, || source(&runs, Duration::ZERO, false, 1))
+        .await
+        .expect("warm");
+    clock.increment(60 * SECOND);
+    let kept = cache
+        .get_or_load_with("r", &refresh, || source(&runs, Duration::ZERO, true, 0))
+        .await
+        .expect("the current value after a failed refresh");
+    assert_eq!(*kept.value, 1);
+}

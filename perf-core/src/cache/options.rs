@@ -188,7 +188,7 @@ impl Policy {
         }
     }
 
-    /// Every reason these settings cannot work together, as `(setting, reason)`.
+    /// Every reason these settings cannot work together, joined into one message.
     pub(crate) fn check(&self) -> Result<(), String> {
         let mut bad = Vec::new();
         if self.ttl.is_zero() {

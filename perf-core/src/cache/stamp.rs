@@ -92,7 +92,7 @@ impl Stamp {
     /// A stale entry served after a failed load, fresh again for `throttle` so that the next
     /// calls do not hammer the source; it stays until its own end or the throttle's.
     pub(crate) fn rearmed(&self, now: Instant, throttle: Duration) -> Self {
-        let until = now + throttle;
+        let until = later(now, throttle);
         Self {
             fresh_until: until,
             expires_at: until,
@@ -100,6 +100,23 @@ impl Stamp {
             shared: self.shared,
         }
     }
+}
+
+impl Stamp {
+    /// A live entry whose refresh failed: served as it is, without another refresh, until
+    /// `throttle` from now or its expiry, whichever comes first.
+    pub(crate) fn refresh_delayed(&self, now: Instant, throttle: Duration) -> Self {
+        Self {
+            fresh_until: later(now, throttle).min(self.expires_at),
+            ..*self
+        }
+    }
+}
+
+/// `now + after`, for a duration a user chose: capped rather than overflowing.
+fn later(now: Instant, after: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    now.checked_add(after.min(CENTURY)).unwrap_or(now)
 }
 
 /// The lifetime of a value written now under `policy`, with its TTL already jittered;
