@@ -43,6 +43,12 @@ pub enum Error {
     /// The value was stored locally but the remote tier refused or failed the write.
     #[error("remote cache tier failed")]
     Remote(#[source] RemoteError),
+    /// The value was stored locally but the remote tier failed the write; the tier keeps the
+    /// key and, once it is reachable again, removes the older value it holds and tells every
+    /// instance to drop theirs (see
+    /// [`RemoteTier::replays_failed_changes`](crate::cache::RemoteTier::replays_failed_changes)).
+    #[error("remote cache tier failed; the change is queued for when it is back")]
+    RemoteQueued(#[source] RemoteError),
     /// A load's callers stopped waiting at its hard timeout, with no stale value to serve.
     #[error("the loader gave no value within its hard timeout of {after:?}")]
     LoaderTimeout { after: Duration },

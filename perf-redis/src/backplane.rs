@@ -19,16 +19,10 @@ use perf_core::metrics::{
     CACHE_BACKPLANE_MESSAGES_TOTAL as BACKPLANE_MESSAGES_TOTAL, labels::DIRECTION,
 };
 
+use crate::pending::{Change, Pending, Snapshot};
+
 /// At most this many changes go in one message.
 const MAX_BATCH: usize = 512;
-
-/// A change this instance made to the shared tier.
-#[derive(Debug)]
-pub(crate) enum Change {
-    Key(String),
-    Prefix(String),
-    All,
-}
 
 /// One pub/sub message: everything the sender changed since its previous message.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -46,6 +40,11 @@ impl Message {
             Change::Prefix(prefix) => self.prefixes.push(prefix),
             Change::All => self.all = true,
         }
+    }
+
+    fn encode(&self) -> Option<Vec<u8>> {
+        // Strings, integers and a bool into a Vec: this cannot fail, but is not unwrapped.
+        rmp_serde::to_vec(self).ok()
     }
 
     fn invalidations(self) -> Vec<Invalidation> {
@@ -76,7 +75,8 @@ pub(crate) struct BackplaneState {
 
 /// Sends this instance's changes in batches: whatever queued up while the previous message
 /// was being published goes out together, so that a burst costs few messages and a lone
-/// change goes out at once.
+/// change goes out at once. A batch that is not published waits in `pending` for the
+/// tier's replay.
 pub(crate) async fn publish_loop(
     mut changes: mpsc::UnboundedReceiver<Change>,
     pool: deadpool_redis::Pool,
@@ -84,25 +84,19 @@ pub(crate) async fn publish_loop(
     sender: u64,
     timeout: Duration,
     state: Arc<BackplaneState>,
+    pending: Arc<Pending>,
 ) {
-    while let Some(first) = changes.recv().await {
+    let mut batch = Vec::new();
+    while changes.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut message = Message {
             sender,
             ..Message::default()
         };
-        message.add(first);
-        let mut batched = 1;
-        while batched < MAX_BATCH {
-            let Ok(change) = changes.try_recv() else {
-                break;
-            };
-            message.add(change);
-            batched += 1;
+        for change in &batch {
+            message.add(change.clone());
         }
-        let Ok(payload) = rmp_serde::to_vec(&message) else {
-            continue;
-        };
         let publish = async {
+            let payload = message.encode()?;
             let mut conn = pool.get().await.ok()?;
             let cmd = redis::cmd("PUBLISH").arg(&channel).arg(payload).clone();
             cmd.query_async::<i64>(&mut conn).await.ok()
@@ -111,12 +105,45 @@ pub(crate) async fn publish_loop(
         if published {
             state.sent.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(BACKPLANE_MESSAGES_TOTAL, DIRECTION => "sent").increment(1);
+            batch.clear();
         } else {
-            // Other instances keep their copies until TTL; nothing better can be done.
             state.send_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%channel, "backplane message not published");
+            tracing::debug!(%channel, "backplane message not published; kept for the replay");
+            for change in batch.drain(..) {
+                pending.announce_later(change);
+            }
         }
     }
+}
+
+/// The messages that announce a replay's changes, at most [`MAX_BATCH`] keys each.
+pub(crate) fn replay_messages(sender: u64, snapshot: &Snapshot) -> Vec<Vec<u8>> {
+    let (remove, announce) = (&snapshot.remove, &snapshot.announce);
+    let message = |keys: &[&String], prefixes: Vec<String>, all: bool| Message {
+        sender,
+        keys: keys.iter().map(|key| (*key).clone()).collect(),
+        prefixes,
+        all,
+    };
+    let messages = if remove.all.is_some() || announce.all.is_some() {
+        vec![message(&[], Vec::new(), true)]
+    } else {
+        let keys: Vec<&String> = remove.keys.keys().chain(announce.keys.keys()).collect();
+        let prefixes: Vec<String> = remove
+            .prefixes
+            .keys()
+            .chain(announce.prefixes.keys())
+            .cloned()
+            .collect();
+        let mut messages = vec![message(&[], prefixes, false)];
+        messages.extend(
+            keys.chunks(MAX_BATCH)
+                .map(|keys| message(keys, Vec::new(), false)),
+        );
+        messages.retain(|m| !m.keys.is_empty() || !m.prefixes.is_empty());
+        messages
+    };
+    messages.iter().filter_map(Message::encode).collect()
 }
 
 /// Listens for other instances' changes, for as long as the tier lives. Every (re)subscribe
@@ -212,5 +239,39 @@ mod tests {
         cleared.add(Change::Key("a".into()));
         cleared.add(Change::All);
         assert_eq!(cleared.invalidations(), [Invalidation::All]);
+    }
+
+    #[test]
+    fn a_replay_announces_removals_and_announcements_in_bounded_messages() {
+        let pending = Pending::new(10_000);
+        for i in 0..MAX_BATCH + 1 {
+            pending.remove_later(Change::Key(format!("k{i}")));
+        }
+        pending.announce_later(Change::Key("written".into()));
+        pending.remove_later(Change::Prefix("user:".into()));
+        let snapshot = pending.snapshot().expect("waits");
+        let messages: Vec<Message> = replay_messages(3, &snapshot)
+            .iter()
+            .map(|bytes| rmp_serde::from_slice(bytes).expect("decodes"))
+            .collect();
+        assert_eq!(messages.len(), 3, "prefixes, then keys in two batches");
+        assert_eq!(messages[0].prefixes, ["user:"]);
+        let keys: usize = messages.iter().map(|m| m.keys.len()).sum();
+        assert_eq!(keys, MAX_BATCH + 2);
+        assert!(messages.iter().all(|m| m.sender == 3 && !m.all));
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.keys.contains(&"written".to_owned()))
+        );
+
+        pending.announce_later(Change::All);
+        let snapshot = pending.snapshot().expect("waits");
+        let all: Vec<Message> = replay_messages(3, &snapshot)
+            .iter()
+            .map(|bytes| rmp_serde::from_slice(bytes).expect("decodes"))
+            .collect();
+        assert_eq!(all.len(), 1);
+        assert!(all[0].all, "everything subsumes the rest");
     }
 }

@@ -24,6 +24,7 @@
 mod backplane;
 mod breaker;
 mod error;
+mod pending;
 mod tier;
 
 pub use breaker::BreakerState;

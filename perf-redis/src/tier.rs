@@ -4,7 +4,7 @@ use std::{
     fmt,
     future::Future,
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -24,8 +24,9 @@ use tokio::{sync::mpsc, task::AbortHandle};
 
 use crate::{
     Error,
-    backplane::{self, BackplaneState, Change},
-    breaker::{Breaker, BreakerState},
+    backplane::{self, BackplaneState},
+    breaker::{Breaker, BreakerState, Transition},
+    pending::{Change, Pending},
 };
 
 /// Keys removed per UNLINK when clearing by pattern.
@@ -43,6 +44,7 @@ pub struct RedisTierBuilder {
     cool_down: Duration,
     instance_id: Option<u64>,
     backplane: bool,
+    pending_limit: usize,
 }
 
 impl RedisTierBuilder {
@@ -82,6 +84,14 @@ impl RedisTierBuilder {
     /// Whether to tell other instances about writes and hear of theirs. Default on.
     pub fn backplane(mut self, enabled: bool) -> Self {
         self.backplane = enabled;
+        self
+    }
+
+    /// How many keys' removals and announcements may wait for Redis to come back before they
+    /// collapse into one change of everything (a clear of the namespace, an announcement
+    /// that drops every shared copy). Default 10,000.
+    pub fn pending_changes_limit(mut self, limit: usize) -> Self {
+        self.pending_limit = limit;
         self
     }
 
@@ -125,6 +135,7 @@ impl RedisTierBuilder {
         let instance_id = self.instance_id.unwrap_or_else(perf_core::cache::random_id);
         let channel = format!("{}:__invalidate", self.namespace);
         let backplane_state = Arc::new(BackplaneState::default());
+        let pending = Arc::new(Pending::new(self.pending_limit));
         let (changes, queued) = mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         if self.backplane {
@@ -135,6 +146,7 @@ impl RedisTierBuilder {
                 instance_id,
                 self.op_timeout,
                 Arc::clone(&backplane_state),
+                Arc::clone(&pending),
             );
             tasks.push(runtime.spawn(publisher).abort_handle());
         }
@@ -148,6 +160,7 @@ impl RedisTierBuilder {
             breaker: Breaker::new(self.failure_threshold, self.cool_down, &self.namespace),
             changes: self.backplane.then_some(changes),
             backplane: backplane_state,
+            pending: Arc::clone(&pending),
             counts: Counts::default(),
             tasks: parking_lot::Mutex::new(tasks),
         };
@@ -155,7 +168,13 @@ impl RedisTierBuilder {
             tracing::warn!(%error, "Redis unreachable at start; serving from local tiers until it answers");
             tier.breaker.force_open();
         }
-        Ok(Arc::new(tier))
+        let tier = Arc::new(tier);
+        let retry = (self.cool_down / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let replayer = replay_loop(Arc::downgrade(&tier), pending, retry);
+        tier.tasks
+            .lock()
+            .push(runtime.spawn(replayer).abort_handle());
+        Ok(tier)
     }
 }
 
@@ -164,6 +183,7 @@ struct Counts {
     errors: AtomicU64,
     timeouts: AtomicU64,
     short_circuited: AtomicU64,
+    replays: AtomicU64,
 }
 
 /// The Redis tier. Give it to the cache with
@@ -178,6 +198,8 @@ pub struct RedisTier {
     breaker: Breaker,
     changes: Option<mpsc::UnboundedSender<Change>>,
     backplane: Arc<BackplaneState>,
+    /// Changes that wait for Redis to answer again; see `pending.rs`.
+    pending: Arc<Pending>,
     counts: Counts,
     tasks: parking_lot::Mutex<Vec<AbortHandle>>,
 }
@@ -212,6 +234,10 @@ pub struct RedisStats {
     pub timeouts: u64,
     /// Calls refused at once because the breaker was open.
     pub short_circuited: u64,
+    /// Removals and announcements waiting for Redis to answer again (coalesced per key).
+    pub pending_changes: u64,
+    /// Times waiting changes were applied once Redis answered.
+    pub replays: u64,
     pub backplane: BackplaneStats,
 }
 
@@ -243,6 +269,7 @@ impl RedisTier {
             cool_down: Duration::from_secs(5),
             instance_id: None,
             backplane: true,
+            pending_limit: 10_000,
         }
     }
 
@@ -260,6 +287,8 @@ impl RedisTier {
             errors: load(&self.counts.errors),
             timeouts: load(&self.counts.timeouts),
             short_circuited: load(&self.counts.short_circuited),
+            pending_changes: self.pending.len() as u64,
+            replays: load(&self.counts.replays),
             backplane: BackplaneStats {
                 subscribed: backplane.subscribed.load(Ordering::Acquire),
                 messages_sent: load(&backplane.sent),
@@ -289,10 +318,9 @@ impl RedisTier {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(self.op_timeout)),
         };
-        match &result {
-            Ok(_) => {
-                permit.succeeded();
-            }
+        // Redis answered, about the data (a key of another type): it is healthy.
+        let healthy = match &result {
+            Ok(_) => true,
             Err(error) => {
                 let (counter, reason) = match error {
                     Error::Timeout(_) => (&self.counts.timeouts, "timeout"),
@@ -300,13 +328,16 @@ impl RedisTier {
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(CACHE_REMOTE_ERRORS_TOTAL, REASON => reason).increment(1);
-                // Redis answered, about the data (a key of another type): it is healthy.
-                if error.is_about_data() {
-                    permit.succeeded();
-                } else {
-                    permit.failed();
-                }
+                error.is_about_data()
             }
+        };
+        let transition = if healthy {
+            permit.succeeded()
+        } else {
+            permit.failed()
+        };
+        if transition == Transition::Closed {
+            self.pending.nudge();
         }
         result
     }
@@ -355,6 +386,78 @@ impl RedisTier {
             let _ = changes.send(change);
         }
     }
+
+    /// A removal that did not reach Redis waits for the replay; the caller's error stands.
+    fn remove_later<T>(&self, change: Change, result: Result<T, Error>) -> Result<T, RemoteError> {
+        result.map_err(|error| {
+            self.pending.remove_later(change);
+            remote(error)
+        })
+    }
+
+    /// Applies the changes that wait for Redis: removes what is still to be removed, then
+    /// announces everything, so that no instance keeps a copy older than the changes. Any
+    /// failure leaves them waiting (removals and announcements are idempotent).
+    async fn replay(&self) -> Result<(), Error> {
+        let Some(snapshot) = self.pending.snapshot() else {
+            return Ok(());
+        };
+        let remove = &snapshot.remove;
+        if remove.all.is_some() {
+            let pattern = format!("{}*", escape_glob(&self.prefix));
+            self.unlink_matching(&pattern).await?;
+        } else {
+            for prefix in remove.prefixes.keys() {
+                let pattern = format!("{}*", escape_glob(&self.key(prefix)));
+                self.unlink_matching(&pattern).await?;
+            }
+            let keys: Vec<String> = remove.keys.keys().map(|key| self.key(key)).collect();
+            for batch in keys.chunks(UNLINK_BATCH) {
+                self.command::<u64>(redis::cmd("UNLINK").arg(batch).clone())
+                    .await?;
+            }
+        }
+        if self.changes.is_some() {
+            for payload in backplane::replay_messages(self.instance_id, &snapshot) {
+                let publish = redis::cmd("PUBLISH")
+                    .arg(&self.channel)
+                    .arg(payload)
+                    .clone();
+                self.command::<i64>(publish).await?;
+            }
+        }
+        self.pending.applied(&snapshot);
+        self.counts.replays.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            changes = snapshot.len(),
+            "changes kept while Redis was unavailable were replayed"
+        );
+        Ok(())
+    }
+}
+
+/// Replays waiting changes for as long as the tier lives: when one is recorded, when the
+/// breaker closes, and every `retry` while Redis refuses (the replay may be the breaker's
+/// probe itself).
+async fn replay_loop(tier: Weak<RedisTier>, pending: Arc<Pending>, retry: Duration) {
+    loop {
+        pending.woken().await;
+        loop {
+            let Some(tier) = tier.upgrade() else {
+                return;
+            };
+            match tier.replay().await {
+                Ok(()) if pending.len() == 0 => break,
+                Ok(()) => continue,
+                Err(error) => tracing::debug!(%error, "replay of waiting changes failed; retrying"),
+            }
+            drop(tier);
+            tokio::select! {
+                () = tokio::time::sleep(retry) => {}
+                () = pending.woken() => {}
+            }
+        }
+    }
 }
 
 /// Escapes Redis glob characters so that a prefix matches only itself.
@@ -376,6 +479,9 @@ fn remote(error: Error) -> RemoteError {
 impl RemoteTier for RedisTier {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, RemoteError>> {
         Box::pin(async move {
+            if self.pending.hides(key) {
+                return Ok(None);
+            }
             self.command(redis::cmd("GET").arg(self.key(key)).clone())
                 .await
                 .map_err(remote)
@@ -396,7 +502,9 @@ impl RemoteTier for RedisTier {
                 .arg("PX")
                 .arg(millis)
                 .clone();
-            self.command::<()>(cmd).await.map_err(remote)?;
+            // A failed write leaves Redis's older value: it goes once Redis answers again.
+            let stored = self.command::<()>(cmd).await;
+            self.remove_later(Change::Key(key.to_owned()), stored)?;
             self.announce(Change::Key(key.to_owned()));
             Ok(())
         })
@@ -404,9 +512,10 @@ impl RemoteTier for RedisTier {
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RemoteError>> {
         Box::pin(async move {
-            self.command::<u64>(redis::cmd("UNLINK").arg(self.key(key)).clone())
-                .await
-                .map_err(remote)?;
+            let unlinked = self
+                .command::<u64>(redis::cmd("UNLINK").arg(self.key(key)).clone())
+                .await;
+            self.remove_later(Change::Key(key.to_owned()), unlinked)?;
             self.announce(Change::Key(key.to_owned()));
             Ok(())
         })
@@ -415,7 +524,8 @@ impl RemoteTier for RedisTier {
     fn invalidate_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, RemoteError>> {
         Box::pin(async move {
             let pattern = format!("{}*", escape_glob(&self.key(prefix)));
-            let removed = self.unlink_matching(&pattern).await.map_err(remote)?;
+            let removed = self.unlink_matching(&pattern).await;
+            let removed = self.remove_later(Change::Prefix(prefix.to_owned()), removed)?;
             self.announce(Change::Prefix(prefix.to_owned()));
             Ok(removed)
         })
@@ -424,7 +534,8 @@ impl RemoteTier for RedisTier {
     fn clear(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
         Box::pin(async move {
             let pattern = format!("{}*", escape_glob(&self.prefix));
-            self.unlink_matching(&pattern).await.map_err(remote)?;
+            let cleared = self.unlink_matching(&pattern).await;
+            self.remove_later(Change::All, cleared)?;
             self.announce(Change::All);
             Ok(())
         })
@@ -442,8 +553,18 @@ impl RemoteTier for RedisTier {
             for key in keys {
                 cmd.arg(self.key(key));
             }
-            self.command(cmd).await.map_err(remote)
+            let mut values: Vec<Option<Vec<u8>>> = self.command(cmd).await.map_err(remote)?;
+            for (value, key) in values.iter_mut().zip(keys) {
+                if self.pending.hides(key) {
+                    *value = None;
+                }
+            }
+            Ok(values)
         })
+    }
+
+    fn replays_failed_changes(&self) -> bool {
+        true
     }
 
     fn subscribe(&self, sink: InvalidationSink) {

@@ -427,44 +427,51 @@ impl MultiLevelCache {
     // ----- removal -----
 
     /// Removes `key` from every tier. Returns whether a local tier held it.
+    ///
+    /// When the remote tier fails and [replays failed
+    /// changes](RemoteTier::replays_failed_changes) (the Redis tier does), the removal is
+    /// queued there and this returns `Ok`: this instance holds no copy, and Redis and the
+    /// other instances drop theirs once Redis answers again.
     pub async fn delete(&self, key: &str) -> Result<bool, Error> {
         self.check_key(key)?;
         self.inner.invalidations.changed(key);
         let in_l1 = self.inner.l1.remove(key);
         let in_l2 = self.inner.l2.remove(key);
         if let Some(remote) = &self.inner.remote {
-            remote
-                .delete(key)
-                .await
-                .map_err(|e| self.remote_failed(e))?;
+            let removed = remote.delete(key).await;
+            self.removal_outcome(remote.as_ref(), removed)?;
         }
         Ok(in_l1 || in_l2)
     }
 
     /// Removes every key starting with `prefix` from every tier. Returns how many local
-    /// entries were removed.
+    /// entries were removed. A remote failure is handled as in [`delete`](Self::delete).
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
         self.inner.invalidations.all_changed();
         let removed = self.inner.l1.remove_where(|key, _| key.starts_with(prefix))
             + self.inner.l2.remove_where(|key, _| key.starts_with(prefix));
         if let Some(remote) = &self.inner.remote {
-            remote
-                .invalidate_prefix(prefix)
-                .await
-                .map_err(|e| self.remote_failed(e))?;
+            let removed = remote.invalidate_prefix(prefix).await;
+            self.removal_outcome(remote.as_ref(), removed)?;
         }
         Ok(removed)
     }
 
-    /// Empties one tier.
+    /// Empties one tier. Clearing the remote tier also drops this instance's local copies of
+    /// shared values (other instances drop theirs when told); a remote failure is handled as
+    /// in [`delete`](Self::delete).
     pub async fn clear(&self, tier: Tier) -> Result<(), Error> {
+        let inner = &self.inner;
         match tier {
-            Tier::L1 => self.inner.l1.clear(),
-            Tier::L2 => self.inner.l2.clear(),
+            Tier::L1 => inner.l1.clear(),
+            Tier::L2 => inner.l2.clear(),
             Tier::Redis => {
-                self.inner.invalidations.all_changed();
-                if let Some(remote) = &self.inner.remote {
-                    remote.clear().await.map_err(|e| self.remote_failed(e))?;
+                inner.invalidations.all_changed();
+                inner.l1.remove_where(|_, entry| entry.stamp.shared);
+                inner.l2.remove_where(|_, entry| entry.stamp.shared);
+                if let Some(remote) = &inner.remote {
+                    let cleared = remote.clear().await;
+                    self.removal_outcome(remote.as_ref(), cleared)?;
                 }
             }
         }
@@ -800,9 +807,31 @@ impl MultiLevelCache {
         }
     }
 
+    /// A failed remote write: the value is local only, and the tier may have queued the
+    /// removal of its older value.
     fn remote_failed(&self, error: crate::error::RemoteError) -> Error {
         self.inner.counters.record(Tier::Redis, Event::Error);
-        Error::Remote(error)
+        match &self.inner.remote {
+            Some(remote) if remote.replays_failed_changes() => Error::RemoteQueued(error),
+            _ => Error::Remote(error),
+        }
+    }
+
+    /// A remote removal is done once the tier applied it or queued it for its replay.
+    fn removal_outcome<T>(
+        &self,
+        remote: &dyn RemoteTier,
+        result: Result<T, crate::error::RemoteError>,
+    ) -> Result<(), Error> {
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if remote.replays_failed_changes() => {
+                self.inner.counters.record(Tier::Redis, Event::Error);
+                tracing::debug!(%error, "remote removal queued for when the tier is back");
+                Ok(())
+            }
+            Err(error) => Err(self.remote_failed(error)),
+        }
     }
 }
 

@@ -47,6 +47,16 @@ pub trait RemoteTier: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// Whether this tier keeps a change it could not apply (a failed `set`, `delete`,
+    /// `invalidate_prefix` or `clear`) and replays it, as a removal announced to every
+    /// instance, once it is reachable again; until then it reads such keys as misses. The
+    /// cache then reports a failed removal as done and a failed write as
+    /// [`Error::RemoteQueued`](crate::Error::RemoteQueued). Default `false`: failures are
+    /// returned as [`Error::Remote`](crate::Error::Remote).
+    fn replays_failed_changes(&self) -> bool {
+        false
+    }
+
     /// Called once by the cache this tier serves: deliver other instances' changes to `sink`
     /// so that the cache drops its stale local copies. Tiers without a way to hear of other
     /// instances' writes keep the default, which ignores it.

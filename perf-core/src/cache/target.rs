@@ -119,7 +119,7 @@ impl<T: SharedValue> Target<T> for AllTiers {
         match cache.store(key, value, self.0, plan).await {
             Ok(()) => {}
             // The remote tier reports its own outages; one line per call would flood.
-            Err(error @ Error::Remote(_)) => {
+            Err(error @ (Error::Remote(_) | Error::RemoteQueued(_))) => {
                 tracing::debug!(key, %error, "loaded value not stored remotely");
             }
             Err(error) => tracing::warn!(key, %error, "loaded value not cached"),

@@ -497,6 +497,8 @@ async fn a_synchronous_caller_does_not_wait_for_an_async_leader() {
 pub(super) struct MemoryRemote {
     pub(super) map: Mutex<HashMap<String, Vec<u8>>>,
     pub(super) down: std::sync::atomic::AtomicBool,
+    /// Claims to replay failed changes, as the Redis tier does.
+    replays: std::sync::atomic::AtomicBool,
     batch_reads: AtomicUsize,
     sink: Mutex<Option<InvalidationSink>>,
     /// Runs inside `get`, after the value was read: widens the window of a race.
@@ -578,6 +580,9 @@ impl RemoteTier for MemoryRemote {
             let map = self.map.lock();
             Ok(keys.iter().map(|k| map.get(*k).cloned()).collect())
         })
+    }
+    fn replays_failed_changes(&self) -> bool {
+        self.replays.load(Ordering::SeqCst)
     }
     fn subscribe(&self, sink: InvalidationSink) {
         *self.sink.lock() = Some(sink);
@@ -724,6 +729,61 @@ async fn a_remote_value_of_another_type_is_a_miss_and_left_alone() {
             .await
             .expect("ok"),
         Some(Arc::new(vec!["a".to_string()]))
+    );
+}
+
+#[tokio::test]
+async fn a_remote_that_replays_takes_failed_removals_as_done_and_failed_writes_as_queued() {
+    let (cache, remote) = with_remote();
+    remote.replays.store(true, Ordering::SeqCst);
+    cache.set("k", 1u8, Tier::Redis, None).await.expect("up");
+    remote.down.store(true, Ordering::SeqCst);
+
+    assert!(
+        matches!(cache.delete("k").await, Ok(true)),
+        "queued by the tier: done"
+    );
+    assert!(
+        matches!(cache.get_local::<u8>("k", Tier::L2), Ok(None)),
+        "no local copy"
+    );
+    assert!(matches!(cache.invalidate_prefix("p:").await, Ok(0)));
+    let err = cache
+        .set("k", 2u8, Tier::Redis, None)
+        .await
+        .expect_err("the shared write failed");
+    assert!(matches!(err, Error::RemoteQueued(_)), "{err:?}");
+    assert_eq!(
+        cache.get_local::<u8>("k", Tier::L2).expect("a valid key"),
+        Some(Arc::new(2))
+    );
+    let errors = cache.stats().remote.expect("configured").errors;
+    assert_eq!(errors, 3, "every failure is still counted");
+
+    remote.replays.store(false, Ordering::SeqCst);
+    assert!(matches!(cache.delete("k").await, Err(Error::Remote(_))));
+}
+
+#[tokio::test]
+async fn clearing_the_remote_tier_drops_this_instances_shared_copies_only() {
+    let (cache, _remote) = with_remote();
+    cache
+        .set("shared", 1u8, Tier::Redis, None)
+        .await
+        .expect("up");
+    cache
+        .set("local", 2u8, Tier::L2, None)
+        .await
+        .expect("local");
+    cache.clear(Tier::Redis).await.expect("cleared");
+    assert_eq!(
+        cache.get_local::<u8>("shared", Tier::L2).expect("valid"),
+        None
+    );
+    assert_eq!(
+        cache.get_local::<u8>("local", Tier::L2).expect("valid"),
+        Some(Arc::new(2)),
+        "a value that never went to the shared tier stays"
     );
 }
 

@@ -323,12 +323,26 @@ impl QueryOptimizer {
     /// Drops every cached result of a query that reads or writes `table` (names compare
     /// without case), on every instance sharing the Redis tier: the table gets a new
     /// generation. The write reaches the other instances as any cache write does.
+    ///
+    /// While the Redis tier is unavailable this still returns `Ok`: this instance uses the new
+    /// generation at once, and the tier drops the old one in Redis and on every instance once
+    /// Redis answers again. A caller whose database write committed can report success.
     pub async fn invalidate_table(&self, table: &str) -> Result<(), crate::Error> {
         let key = generation_key(&table.to_lowercase());
-        self.inner
+        let written = self
+            .inner
             .cache
             .set(&key, random_id(), Tier::Redis, Some(GENERATION_TTL))
-            .await
+            .await;
+        match written {
+            // This instance reads the new generation; the shared tier drops the old one, on
+            // every instance, once it is back.
+            Err(crate::Error::RemoteQueued(error)) => {
+                tracing::debug!(%error, table, "table generation change queued for the shared tier");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Drops every cached query result, on every instance sharing the Redis tier; returns how
