@@ -9,7 +9,29 @@
 //!   probe after a cool-down decides when it is back;
 //! - a backplane on Redis pub/sub (one channel per namespace) tells other instances which keys
 //!   changed so that they drop their L1/L2 copies; a dropped subscription resubscribes and
-//!   drops every local copy of a shared value, since changes may have been missed.
+//!   drops every local copy of a shared value, since changes may have been missed;
+//! - a removal or announcement that cannot reach Redis is kept and replayed when Redis
+//!   answers again (see below), so a write's success does not depend on Redis being up.
+//!
+//! # What can be stale, and for how long
+//!
+//! - **The instance that made a change:** nothing. Its own copies go before the call
+//!   returns, and while a removal waits for Redis, its reads of that key do not ask Redis.
+//! - **Other instances, Redis answering:** a copy goes when the announcement arrives (a few
+//!   milliseconds; see the README for measured p50/p99). A read that raced the change keeps
+//!   no copy of what it read (the cache checks a per-key invalidation count after copying).
+//! - **A change that could not reach Redis** (down, frozen, timing out): `delete`,
+//!   `invalidate_prefix` and `clear` return `Ok` and a write returns
+//!   [`perf_core::Error::RemoteQueued`]; the tier keeps the change (coalesced per key) and,
+//!   the first time Redis answers again (a probe every quarter of the breaker's cool-down,
+//!   at most every second), removes it from Redis and announces it. A failed write becomes a
+//!   removal: afterwards no instance serves the value it replaced. Instances whose
+//!   subscription dropped meanwhile drop every shared copy when they resubscribe. The bound
+//!   is the outage plus one replay.
+//! - **Not covered:** changes still waiting when their instance exits are lost, and other
+//!   instances keep their copies until their TTL. Past
+//!   [`pending_changes_limit`](RedisTierBuilder::pending_changes_limit) waiting keys, the
+//!   tier clears its whole namespace instead, which is correct and costs misses.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

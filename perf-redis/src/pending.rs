@@ -158,6 +158,28 @@ impl Pending {
         self.wake.notify_one();
     }
 
+    /// A mark to give [`stored`](Self::stored) after a write: the changes recorded so far.
+    pub(crate) fn mark(&self) -> u64 {
+        if !self.waiting.load(Ordering::Acquire) {
+            return 0; // nothing recorded before is waiting
+        }
+        self.state.lock().seq
+    }
+
+    /// A SET of `key` that began at `mark` reached Redis: a removal of the key recorded
+    /// before it is obsolete (the SET replaced the value, and announces it). A removal
+    /// recorded since, or one of a prefix or of everything, stays.
+    pub(crate) fn stored(&self, key: &str, mark: u64) {
+        if mark == 0 {
+            return;
+        }
+        let mut state = self.state.lock();
+        let removals = &mut state.changes.remove.keys;
+        if removals.get(key).is_some_and(|&seq| seq <= mark) {
+            removals.remove(key);
+        }
+    }
+
     /// Whether a read of `key` must not ask Redis: its removal has not been applied yet.
     pub(crate) fn hides(&self, key: &str) -> bool {
         self.waiting.load(Ordering::Acquire) && self.state.lock().changes.remove.covers(key)
@@ -241,6 +263,28 @@ mod tests {
         assert_eq!(left.remove.keys.keys().collect::<Vec<_>>(), ["a"]);
         assert!(left.remove.all.is_some());
         assert!(pending.hides("anything"));
+    }
+
+    #[test]
+    fn a_write_that_reached_redis_makes_an_earlier_removal_of_its_key_obsolete() {
+        let pending = Pending::new(100);
+        pending.remove_later(key("a"));
+        pending.remove_later(key("b"));
+        let mark = pending.mark();
+        pending.remove_later(key("b")); // failed again after the write began
+        pending.stored("a", mark);
+        pending.stored("b", mark);
+        assert!(
+            !pending.hides("a"),
+            "the write replaced what was to be removed"
+        );
+        assert!(
+            pending.hides("b"),
+            "a removal recorded during the write stays"
+        );
+        pending.remove_later(Change::Prefix("c".into()));
+        pending.stored("c1", pending.mark());
+        assert!(pending.hides("c1"), "a prefix removal stays");
     }
 
     #[test]

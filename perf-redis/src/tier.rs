@@ -503,8 +503,10 @@ impl RemoteTier for RedisTier {
                 .arg(millis)
                 .clone();
             // A failed write leaves Redis's older value: it goes once Redis answers again.
+            let mark = self.pending.mark();
             let stored = self.command::<()>(cmd).await;
             self.remove_later(Change::Key(key.to_owned()), stored)?;
+            self.pending.stored(key, mark);
             self.announce(Change::Key(key.to_owned()));
             Ok(())
         })

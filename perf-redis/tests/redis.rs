@@ -7,13 +7,13 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use deadpool_redis::redis::{self, AsyncCommands};
 use perf_core::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier, query::QueryOptimizer};
 use perf_redis::{BreakerState, RedisTier};
-use support::RedisServer;
+use support::{RedisServer, within};
 
 async fn tier(server: &RedisServer, namespace: &str) -> Arc<RedisTier> {
     RedisTier::builder(server.url())
@@ -37,18 +37,6 @@ async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .expect("connects")
-}
-
-/// Waits until `check` holds, up to `limit`; returns how long it took.
-async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

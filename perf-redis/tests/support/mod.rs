@@ -111,6 +111,7 @@ impl RedisServer {
         Some(server)
     }
 
+    #[allow(dead_code)] // not every test binary needs it
     pub(crate) fn port(&self) -> u16 {
         self.port
     }
@@ -185,9 +186,26 @@ impl RedisServer {
     }
 
     /// A raw connection for checking what Redis holds, bypassing the tier.
+    #[allow(dead_code)]
     pub(crate) fn client(&self) -> deadpool_redis::redis::Client {
         deadpool_redis::redis::Client::open(self.url()).expect("valid URL")
     }
+}
+
+/// Waits until `check` holds, up to `limit`; returns how long it took.
+#[allow(dead_code)] // not every user of this module polls
+pub(crate) async fn within(
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
 }
 
 impl Drop for RedisServer {
