@@ -25,6 +25,7 @@
 
 mod attempt;
 mod background;
+mod changes;
 mod clock;
 mod coalesce;
 pub(crate) mod codec;
@@ -116,10 +117,10 @@ struct Inner {
     flights: Flights,
     /// Slots for background refreshes.
     background: Arc<tokio::sync::Semaphore>,
-    /// Bumped before any change to a shared value's local copies (a write, a delete, another
-    /// instance's invalidation): a remote read that saw a bump while it ran does not keep its
-    /// copy (see `shared.rs`).
-    invalidations: near::Epochs,
+    /// Brackets every change to local copies (a write, a delete, another instance's
+    /// invalidation), so that a read copying a value up a tier meanwhile gives its copy back
+    /// (see `changes.rs`).
+    changes: changes::Changes,
     publisher: MetricsPublisher,
     /// `cache_enabled`: when off, the get_or_load family and `#[cache_result]` call straight
     /// through to their loaders.
@@ -186,7 +187,7 @@ impl CacheBuilder {
             counters,
             flights: Flights::default(),
             background: Arc::new(tokio::sync::Semaphore::new(load::MAX_BACKGROUND_LOADS)),
-            invalidations: near::Epochs::new(),
+            changes: changes::Changes::new(),
             publisher: MetricsPublisher::default(),
             enabled: std::sync::atomic::AtomicBool::new(config.cache_enabled),
         };
@@ -434,9 +435,10 @@ impl MultiLevelCache {
     /// other instances drop theirs once Redis answers again.
     pub async fn delete(&self, key: &str) -> Result<bool, Error> {
         self.check_key(key)?;
-        self.inner.invalidations.changed(key);
-        let in_l1 = self.inner.l1.remove(key);
-        let in_l2 = self.inner.l2.remove(key);
+        let (in_l1, in_l2) = {
+            let _changing = self.inner.changes.key(key);
+            (self.inner.l1.remove(key), self.inner.l2.remove(key))
+        };
         if let Some(remote) = &self.inner.remote {
             let removed = remote.delete(key).await;
             self.removal_outcome(remote.as_ref(), removed)?;
@@ -447,9 +449,11 @@ impl MultiLevelCache {
     /// Removes every key starting with `prefix` from every tier. Returns how many local
     /// entries were removed. A remote failure is handled as in [`delete`](Self::delete).
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
-        self.inner.invalidations.all_changed();
-        let removed = self.inner.l1.remove_where(|key, _| key.starts_with(prefix))
-            + self.inner.l2.remove_where(|key, _| key.starts_with(prefix));
+        let removed = {
+            let _changing = self.inner.changes.all();
+            self.inner.l1.remove_where(|key, _| key.starts_with(prefix))
+                + self.inner.l2.remove_where(|key, _| key.starts_with(prefix))
+        };
         if let Some(remote) = &self.inner.remote {
             let removed = remote.invalidate_prefix(prefix).await;
             self.removal_outcome(remote.as_ref(), removed)?;
@@ -466,9 +470,11 @@ impl MultiLevelCache {
             Tier::L1 => inner.l1.clear(),
             Tier::L2 => inner.l2.clear(),
             Tier::Redis => {
-                inner.invalidations.all_changed();
-                inner.l1.remove_where(|_, entry| entry.stamp.shared);
-                inner.l2.remove_where(|_, entry| entry.stamp.shared);
+                {
+                    let _changing = inner.changes.all();
+                    inner.l1.remove_where(|_, entry| entry.stamp.shared);
+                    inner.l2.remove_where(|_, entry| entry.stamp.shared);
+                }
                 if let Some(remote) = &inner.remote {
                     let cleared = remote.clear().await;
                     self.removal_outcome(remote.as_ref(), cleared)?;
@@ -680,6 +686,7 @@ impl MultiLevelCache {
     /// when live.
     fn l2_find<T: SharedValue>(&self, key: &str, op: Op) -> Option<Found<Arc<T>>> {
         let counters = &self.inner.counters;
+        let mark = self.inner.changes.mark(key);
         let Some((value, stamp, age)) = self.l2_decode::<T>(key) else {
             counters.record(Tier::L2, Event::Miss(op));
             return None;
@@ -688,6 +695,13 @@ impl MultiLevelCache {
         if age.is_live() {
             counters.record(Tier::L2, Event::Hit(op));
             self.insert_l1(key, value.clone(), stamp);
+            // Written or invalidated since the L2 read: the copy may be older than L1's last
+            // value, so it goes (as for promotions from the remote tier, see `remote_accept`).
+            if !self.inner.changes.unchanged(key, mark) {
+                let copy: AnyValue = value.clone();
+                self.inner.l1.remove_value(key, &copy);
+                counters.record(Tier::L2, Event::RacedInvalidation);
+            }
         } else {
             counters.record(Tier::L2, Event::Miss(op));
         }
@@ -772,9 +786,8 @@ impl MultiLevelCache {
             shared: tier == Tier::Redis,
             ..plan.stamp
         };
-        if stamp.shared {
-            self.inner.invalidations.changed(key);
-        }
+        // A read promoting the older value meanwhile gives its copy back.
+        let _changing = self.inner.changes.key(key);
         self.insert_l1(key, value, stamp);
         self.insert_l2(key, Arc::clone(&bytes), stamp);
         Ok(Some(bytes))
@@ -788,6 +801,7 @@ impl MultiLevelCache {
     /// A write that stops at L1 drops the local L2 copy, which would otherwise resurface
     /// with an older value once the L1 copy expires or is evicted.
     fn insert_l1_only(&self, key: &str, value: AnyValue, stamp: Stamp) {
+        let _changing = self.inner.changes.key(key);
         self.insert_l1(
             key,
             value,

@@ -97,11 +97,6 @@ impl Epochs {
         (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % BUCKETS as u64) as u16
     }
 
-    /// The count of `key`'s bucket.
-    pub(crate) fn current(&self, key: &str) -> u64 {
-        self.buckets[usize::from(Self::bucket_of(key))].load(Ordering::Acquire)
-    }
-
     /// Called after L1's entry at `key` changed.
     pub(crate) fn changed(&self, key: &str) {
         self.buckets[usize::from(Self::bucket_of(key))].fetch_add(1, Ordering::Release);

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::{
-    Found, MultiLevelCache, SharedValue, Stamp, Tier, WeakCache, codec,
+    Found, MultiLevelCache, SharedValue, Stamp, Tier, WeakCache,
+    changes::Mark,
+    codec,
     remote::{Invalidation, InvalidationSink, RemoteTier},
     stats::{Event, Op},
 };
@@ -36,9 +38,9 @@ impl MultiLevelCache {
             _ => return Ok(found),
         };
         let missing_keys: Vec<&str> = missing.iter().map(|&i| keys[i]).collect();
-        let marks: Vec<u64> = missing_keys
+        let marks: Vec<Mark> = missing_keys
             .iter()
-            .map(|key| self.inner.invalidations.current(key))
+            .map(|key| self.inner.changes.mark(key))
             .collect();
         let fetched = match remote.get_many(&missing_keys).await {
             Ok(fetched) if fetched.len() == missing_keys.len() => fetched,
@@ -65,7 +67,7 @@ impl MultiLevelCache {
         key: &str,
         op: Op,
     ) -> Option<Found<Arc<T>>> {
-        let mark = self.inner.invalidations.current(key);
+        let mark = self.inner.changes.mark(key);
         let bytes = match remote.get(key).await {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -78,12 +80,8 @@ impl MultiLevelCache {
     }
 
     /// Counts a remote read and copies a live hit into L2 and L1 with its remaining lifetime,
-    /// unless the key was written or invalidated since `mark` (its invalidation count before
-    /// the read began).
-    ///
-    /// Invalidations bump the count before they drop local copies, and the check follows the
-    /// copy: if the bump came before the check, the copy is taken back; if after, the drop
-    /// that follows the bump removes the copy. Either way no copy older than the invalidation
+    /// unless the key was written or invalidated since `mark`, taken before the read began
+    /// (see `changes.rs`): then the copy is taken back, and no copy older than the change
     /// survives it. The caller still gets what it read, as a read concurrent with a write may.
     async fn remote_accept<T: SharedValue>(
         &self,
@@ -91,7 +89,7 @@ impl MultiLevelCache {
         key: &str,
         bytes: Option<Vec<u8>>,
         op: Op,
-        mark: u64,
+        mark: Mark,
     ) -> Option<Found<Arc<T>>> {
         let counters = &self.inner.counters;
         let decoded = match bytes {
@@ -109,7 +107,7 @@ impl MultiLevelCache {
             let bytes: Arc<[u8]> = bytes.into();
             self.insert_l2(key, Arc::clone(&bytes), stamp);
             self.insert_l1(key, value.clone(), stamp);
-            if self.inner.invalidations.current(key) != mark {
+            if !self.inner.changes.unchanged(key, mark) {
                 self.take_back(key, &value, &bytes);
             }
         } else {
@@ -170,22 +168,22 @@ impl MultiLevelCache {
     /// Drops local copies that another instance's write made stale.
     pub(crate) fn apply_invalidation(&self, invalidation: &Invalidation) {
         let (l1, l2) = (&self.inner.l1, &self.inner.l2);
-        let invalidations = &self.inner.invalidations;
+        let changes = &self.inner.changes;
         match invalidation {
             Invalidation::Keys(keys) => {
                 for key in keys {
-                    invalidations.changed(key);
+                    let _changing = changes.key(key);
                     l1.remove(key);
                     l2.remove(key);
                 }
             }
             Invalidation::Prefix(prefix) => {
-                invalidations.all_changed();
+                let _changing = changes.all();
                 l1.remove_where(|key, _| key.starts_with(prefix.as_str()));
                 l2.remove_where(|key, _| key.starts_with(prefix.as_str()));
             }
             Invalidation::All | Invalidation::Resync => {
-                invalidations.all_changed();
+                let _changing = changes.all();
                 l1.remove_where(|_, entry| entry.stamp.shared);
                 l2.remove_where(|_, entry| entry.stamp.shared);
             }

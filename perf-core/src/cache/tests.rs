@@ -652,6 +652,41 @@ async fn undecodable_remote_bytes_are_a_counted_miss_and_deleted() {
     assert!(!remote.map.lock().contains_key("foreign"));
 }
 
+/// A reader that misses L1 and finds L2 while an invalidation drops both copies must not put
+/// the L2 value back into L1. A reader thread spins on the key while the test invalidates it,
+/// round after round; each round checks L1 once the reader has finished a read begun after
+/// the invalidation (so any read that raced it has ended).
+#[test]
+fn a_promotion_from_l2_that_races_an_invalidation_keeps_no_stale_copy() {
+    let cache = MultiLevelCache::builder(&config()).build().expect("valid");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let reads = AtomicUsize::new(0);
+    let stale_round = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Acquire) {
+                let _ = cache.get_local::<u32>("k", Tier::L2);
+                reads.fetch_add(1, Ordering::AcqRel);
+            }
+        });
+        let stale_round = (0..2000u32).find(|&round| {
+            cache.set_local("k", round, Tier::L2, None).expect("stored");
+            cache.apply_invalidation(&Invalidation::Keys(vec!["k".into()]));
+            let after = reads.load(Ordering::Acquire);
+            while reads.load(Ordering::Acquire) < after + 2 {
+                std::hint::spin_loop();
+            }
+            let left = cache
+                .inner
+                .l1
+                .get::<u32>("k", &cache.inner.clock, &cache.inner.counters);
+            !matches!(left, Lookup::Miss)
+        });
+        stop.store(true, Ordering::Release);
+        stale_round
+    });
+    assert_eq!(stale_round, None, "L1 kept a copy the invalidation dropped");
+}
+
 #[tokio::test]
 async fn a_read_that_races_an_invalidation_keeps_no_stale_copy() {
     let (cache, remote) = with_remote();
