@@ -15,6 +15,8 @@ use perf_core::cache::{Invalidation, InvalidationSink};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::connection::Connections;
+
 use perf_core::metrics::{
     CACHE_BACKPLANE_MESSAGES_TOTAL as BACKPLANE_MESSAGES_TOTAL, labels::DIRECTION,
 };
@@ -79,7 +81,7 @@ pub(crate) struct BackplaneState {
 /// change goes out at once.
 pub(crate) async fn publish_loop(
     mut changes: mpsc::UnboundedReceiver<Change>,
-    pool: deadpool_redis::Pool,
+    pool: Connections,
     channel: String,
     sender: u64,
     timeout: Duration,
@@ -102,12 +104,10 @@ pub(crate) async fn publish_loop(
         let Ok(payload) = rmp_serde::to_vec(&message) else {
             continue;
         };
-        let publish = async {
-            let mut conn = pool.get().await.ok()?;
-            let cmd = redis::cmd("PUBLISH").arg(&channel).arg(payload).clone();
-            cmd.query_async::<i64>(&mut conn).await.ok()
-        };
-        let published = matches!(tokio::time::timeout(timeout, publish).await, Ok(Some(_)));
+        // A cluster delivers a PUBLISH sent to any node to every node.
+        let cmd = redis::cmd("PUBLISH").arg(&channel).arg(payload).clone();
+        let publish = pool.query::<i64>(&cmd);
+        let published = matches!(tokio::time::timeout(timeout, publish).await, Ok(Ok(_)));
         if published {
             state.sent.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(BACKPLANE_MESSAGES_TOTAL, DIRECTION => "sent").increment(1);
@@ -122,8 +122,11 @@ pub(crate) async fn publish_loop(
 /// Listens for other instances' changes, for as long as the tier lives. Every (re)subscribe
 /// is followed by a [`Invalidation::Resync`]: whatever was published while we were not
 /// listening is lost, so local copies of shared values are dropped.
+///
+/// `clients` are the nodes to subscribe on (one for a server, the given nodes of a cluster,
+/// where any node hears every message): a failed or dropped subscription moves to the next.
 pub(crate) async fn subscribe_loop(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     own_id: u64,
     timeout: Duration,
@@ -132,7 +135,7 @@ pub(crate) async fn subscribe_loop(
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut first = true;
-    loop {
+    for client in clients.iter().cycle() {
         let subscribe = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
