@@ -13,7 +13,7 @@ use std::{
 
 use deadpool_redis::redis;
 use perf_core::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier};
-use perf_redis::{RedisTier, RedisTierBuilder};
+use perf_redis::{BreakerState, RedisTier, RedisTierBuilder};
 use support::{RedisServer, cluster::RedisCluster};
 
 /// Where the tiers under test connect.
@@ -391,4 +391,30 @@ async fn cluster_the_backplane_moves_to_another_node_when_its_node_dies() {
     .await;
     assert!(dropped.is_some(), "B heard A's second set");
     assert_eq!(b.get::<u32>("price", Tier::L1).await.expect("ok"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_down_opens_the_breaker_one_failure_per_call() {
+    let Some(mut cluster) = RedisCluster::start() else {
+        return;
+    };
+    let tier = tier(RedisTier::cluster_builder(cluster.urls_from(0)), "down").await;
+    let keys: Vec<String> = (0..50).map(|i| format!("k:{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    assert_eq!(tier.get_many(&keys).await.expect("up").len(), 50);
+    for node in 0..3 {
+        cluster.kill(node);
+    }
+    // A get_many over many slots is one call to the breaker: three of them open it.
+    for _ in 0..3 {
+        assert!(tier.get_many(&keys).await.is_err());
+    }
+    let stats = tier.stats();
+    assert_eq!(stats.errors + stats.timeouts, 3, "{stats:?}");
+    assert_eq!(stats.breaker, BreakerState::Open, "{stats:?}");
+    assert!(tier.get("k:1").await.is_err());
+    assert!(tier.invalidate_prefix("k:").await.is_err());
+    let stats = tier.stats();
+    assert_eq!(stats.short_circuited, 2, "{stats:?}");
+    assert_eq!(stats.errors + stats.timeouts, 3, "{stats:?}");
 }
