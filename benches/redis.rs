@@ -3,8 +3,12 @@
 //! - 64 concurrent tasks reading 1 KiB values through the tier (L1/L2 bypassed: the tier is
 //!   called directly) against raw deadpool-redis GETs, both decoding the same way.
 //! - `get_many` of 100 keys (one MGET) against 100 sequential GETs.
+//! - On a three-primary Redis Cluster, through the tier (L1/L2 bypassed): `get_many` of 10,
+//!   100 and 1000 keys spread over the hash slots (one MGET per slot, concurrent) against as
+//!   many sequential GETs.
 //!
-//! `cargo bench --bench redis --features redis`; skipped, saying why, without `redis-server`.
+//! `cargo bench --bench redis --features redis`; skipped, saying why, without `redis-server`
+//! (the cluster part without `redis-cli` too).
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -20,13 +24,15 @@ use std::{
 };
 
 use common::median_ns;
-use criterion::Criterion;
+use criterion::{BenchmarkId, Criterion};
 use deadpool_redis::redis;
 use perf::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier, redis::RedisTier};
-use support::RedisServer;
+use support::{RedisServer, cluster::RedisCluster};
 
 const TASKS: usize = 64;
 const KEYS: usize = 1000;
+/// Batch sizes asked of the cluster.
+const CLUSTER_BATCHES: [usize; 3] = [10, 100, 1000];
 
 fn value(i: usize) -> Vec<u8> {
     (0..1024).map(|j| ((i * 31 + j * 7) % 251) as u8).collect()
@@ -178,6 +184,52 @@ fn main() {
         })
     });
     group.finish();
+
+    // On a cluster, through the tier: one get_many against as many sequential gets.
+    let cluster = RedisCluster::start();
+    if let Some(cluster) = &cluster {
+        let keys: Vec<String> = (0..KEYS).map(|i| format!("c:{i}")).collect();
+        let tier = runtime.block_on(async {
+            let tier = RedisTier::cluster_builder(cluster.urls_from(0))
+                .namespace("bench")
+                .pool_size(16)
+                .build()
+                .await
+                .unwrap();
+            for (i, key) in keys.iter().enumerate() {
+                tier.set(key, &value(i), Duration::from_secs(3600))
+                    .await
+                    .unwrap();
+            }
+            tier
+        });
+        let mut group = c.benchmark_group("redis_cluster_keys");
+        for n in CLUSTER_BATCHES {
+            let batch: Vec<&str> = keys[..n].iter().map(String::as_str).collect();
+            group.bench_with_input(BenchmarkId::new("tier_get_many", n), &batch, |b, batch| {
+                b.to_async(&runtime).iter(|| async {
+                    let got = tier.get_many(batch).await.unwrap();
+                    assert!(got.iter().all(Option::is_some));
+                    black_box(got)
+                })
+            });
+            group.bench_with_input(
+                BenchmarkId::new("tier_sequential_get", n),
+                &batch,
+                |b, batch| {
+                    b.to_async(&runtime).iter(|| async {
+                        let mut got = Vec::with_capacity(batch.len());
+                        for key in batch {
+                            got.push(tier.get(key).await.unwrap());
+                        }
+                        assert!(got.iter().all(Option::is_some));
+                        black_box(got)
+                    })
+                },
+            );
+        }
+        group.finish();
+    }
     c.final_summary();
 
     println!("\n== ratios (medians) ==");
@@ -202,5 +254,18 @@ fn main() {
             seq / 1000.0,
             seq / many
         );
+    }
+    for n in CLUSTER_BATCHES {
+        if let (Some(many), Some(seq)) = (
+            median_ns("redis_cluster_keys", &format!("tier_get_many/{n}")),
+            median_ns("redis_cluster_keys", &format!("tier_sequential_get/{n}")),
+        ) {
+            println!(
+                "cluster, {n} keys through the tier: get_many {:.0} us, {n} sequential gets {:.0} us: {:.1}x faster",
+                many / 1000.0,
+                seq / 1000.0,
+                seq / many
+            );
+        }
     }
 }

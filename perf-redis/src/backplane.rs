@@ -15,6 +15,8 @@ use perf_core::cache::{Invalidation, InvalidationSink};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::connection::Connections;
+
 use perf_core::metrics::{
     CACHE_BACKPLANE_MESSAGES_TOTAL as BACKPLANE_MESSAGES_TOTAL, labels::DIRECTION,
 };
@@ -79,7 +81,7 @@ pub(crate) struct BackplaneState {
 /// tier's replay.
 pub(crate) async fn publish_loop(
     mut changes: mpsc::UnboundedReceiver<Change>,
-    pool: deadpool_redis::Pool,
+    pool: Connections,
     channel: String,
     sender: u64,
     timeout: Duration,
@@ -95,11 +97,11 @@ pub(crate) async fn publish_loop(
         for change in &batch {
             message.add(change.clone());
         }
+        // A cluster delivers a PUBLISH sent to any node to every node.
         let publish = async {
             let payload = message.encode()?;
-            let mut conn = pool.get().await.ok()?;
             let cmd = redis::cmd("PUBLISH").arg(&channel).arg(payload).clone();
-            cmd.query_async::<i64>(&mut conn).await.ok()
+            pool.query::<i64>(&cmd).await.ok()
         };
         let published = matches!(tokio::time::timeout(timeout, publish).await, Ok(Some(_)));
         if published {
@@ -149,8 +151,11 @@ pub(crate) fn replay_messages(sender: u64, snapshot: &Snapshot) -> Vec<Vec<u8>> 
 /// Listens for other instances' changes, for as long as the tier lives. Every (re)subscribe
 /// is followed by a [`Invalidation::Resync`]: whatever was published while we were not
 /// listening is lost, so local copies of shared values are dropped.
+///
+/// `clients` are the nodes to subscribe on (one for a server, the given nodes of a cluster,
+/// where any node hears every message): a failed or dropped subscription moves to the next.
 pub(crate) async fn subscribe_loop(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     own_id: u64,
     timeout: Duration,
@@ -159,7 +164,7 @@ pub(crate) async fn subscribe_loop(
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut first = true;
-    loop {
+    for client in clients.iter().cycle() {
         let subscribe = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;

@@ -1,7 +1,8 @@
 //! The Redis tier of perf's multi-level cache: one cache shared by every instance of a
 //! service, kept coherent by an invalidation backplane, and surviving Redis failures.
 //!
-//! [`RedisTier`] implements [`perf_core::RemoteTier`] over a deadpool-redis pool:
+//! [`RedisTier`] implements [`perf_core::RemoteTier`] over a deadpool-redis pool, to one
+//! server ([`RedisTier::builder`]) or to a Redis Cluster ([`RedisTier::cluster_builder`]):
 //!
 //! - keys live under a namespace prefix (`{namespace}:{key}`), with TTLs in milliseconds (PX);
 //! - every operation runs under a timeout and a circuit breaker, so that a dead Redis costs
@@ -45,6 +46,7 @@
 
 mod backplane;
 mod breaker;
+mod connection;
 mod error;
 mod pending;
 mod tier;

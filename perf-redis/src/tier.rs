@@ -11,7 +11,7 @@ use std::{
 };
 
 use deadpool_redis::{
-    Config, Pool, PoolConfig, Runtime, Timeouts,
+    Config, PoolConfig, Timeouts, cluster,
     redis::{self, FromRedisValue},
 };
 use perf_core::{
@@ -26,6 +26,7 @@ use crate::{
     Error,
     backplane::{self, BackplaneState},
     breaker::{Breaker, BreakerState, Transition},
+    connection::{Connections, Scan, Target},
     pending::{Change, Pending},
 };
 
@@ -36,7 +37,7 @@ const UNLINK_BATCH: usize = 500;
 #[must_use]
 #[derive(Debug, Clone)]
 pub struct RedisTierBuilder {
-    config: Config,
+    target: Target,
     namespace: String,
     op_timeout: Duration,
     pool_size: usize,
@@ -112,8 +113,7 @@ impl RedisTierBuilder {
                 self.namespace
             )));
         }
-        let mut config = self.config.clone();
-        config.pool = Some(PoolConfig {
+        let (pool, subscribers) = self.target.connect(PoolConfig {
             max_size: self.pool_size.max(1),
             timeouts: Timeouts {
                 wait: Some(self.op_timeout),
@@ -121,16 +121,7 @@ impl RedisTierBuilder {
                 recycle: Some(self.op_timeout),
             },
             ..PoolConfig::default()
-        });
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| Error::Config(e.to_string()))?;
-        let client = match (&config.url, &config.connection) {
-            (Some(url), _) => redis::Client::open(url.as_str()),
-            (None, Some(info)) => redis::Client::open(redis::ConnectionInfo::from(info.clone())),
-            (None, None) => redis::Client::open("redis://127.0.0.1/"),
-        }
-        .map_err(|e| Error::Config(e.to_string()))?;
+        })?;
 
         let instance_id = self.instance_id.unwrap_or_else(perf_core::cache::random_id);
         let channel = format!("{}:__invalidate", self.namespace);
@@ -152,7 +143,7 @@ impl RedisTierBuilder {
         }
         let tier = RedisTier {
             pool,
-            client,
+            subscribers,
             prefix: format!("{}:", self.namespace),
             channel,
             op_timeout: self.op_timeout,
@@ -189,8 +180,9 @@ struct Counts {
 /// The Redis tier. Give it to the cache with
 /// `PerformanceOptimizer::builder().remote_tier(tier)`.
 pub struct RedisTier {
-    pool: Pool,
-    client: redis::Client,
+    pool: Connections,
+    /// Pub/sub clients for the backplane, tried in turn: a cluster's nodes, or the server.
+    subscribers: Vec<redis::Client>,
     prefix: String,
     channel: String,
     op_timeout: Duration,
@@ -260,8 +252,58 @@ impl RedisTier {
     /// A builder from a deadpool-redis configuration; its pool size and timeouts are replaced
     /// by the builder's.
     pub fn builder_from_config(config: Config) -> RedisTierBuilder {
+        Self::builder_to(Target::Server(config))
+    }
+
+    /// A builder for a tier on a Redis Cluster, from the URLs of some of its nodes
+    /// (`redis://host:port`, `rediss://…` with feature `tls`); the cluster's other nodes are
+    /// found from these.
+    ///
+    /// A namespace's keys spread over the cluster's hash slots like any other keys: no hash tag
+    /// pins them to one slot, which would put the whole cache on one node. So a cluster
+    /// tier sends several commands where a server tier sends one:
+    ///
+    /// - `get_many` sends one MGET per hash slot (the keys of one command must share a slot),
+    ///   concurrently, and puts the values back in the asked order;
+    /// - `clear` and `invalidate_prefix` SCAN every primary, and UNLINK what they find, one
+    ///   command per slot;
+    /// - the backplane publishes through the cluster, which delivers a PUBLISH to every node,
+    ///   and subscribes on the first of `urls` that answers, moving to the next when its
+    ///   connection drops (so give more than one).
+    ///
+    /// Each pooled connection is a cluster connection, holding one connection per node. The
+    /// breaker, the timeout and the counters work as on a server; a `get_many` is one call to
+    /// them however many slots it asks.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), perf_redis::Error> {
+    /// use perf_redis::RedisTier;
+    ///
+    /// let redis = RedisTier::cluster_builder([
+    ///     "redis://10.0.0.1:6379",
+    ///     "redis://10.0.0.2:6379",
+    ///     "redis://10.0.0.3:6379",
+    /// ])
+    /// .namespace("ads")
+    /// .build()
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster_builder(urls: impl IntoIterator<Item = impl Into<String>>) -> RedisTierBuilder {
+        let urls: Vec<String> = urls.into_iter().map(Into::into).collect();
+        Self::cluster_builder_from_config(cluster::Config::from_urls(urls))
+    }
+
+    /// A builder for a tier on a Redis Cluster, from a deadpool-redis cluster configuration
+    /// (for `read_from_replicas`, or connection details instead of URLs); its pool size and
+    /// timeouts are replaced by the builder's. See [`cluster_builder`](Self::cluster_builder).
+    pub fn cluster_builder_from_config(config: cluster::Config) -> RedisTierBuilder {
+        Self::builder_to(Target::Cluster(config))
+    }
+
+    fn builder_to(target: Target) -> RedisTierBuilder {
         RedisTierBuilder {
-            config,
+            target,
             namespace: "perf".into(),
             op_timeout: Duration::from_millis(250),
             pool_size: 16,
@@ -344,40 +386,23 @@ impl RedisTier {
 
     /// One command on a pooled connection, under the breaker and the timeout.
     async fn command<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, Error> {
-        self.guarded(async {
-            let mut conn = self.pool.get().await.map_err(Error::Pool)?;
-            cmd.query_async::<T>(&mut conn).await.map_err(Error::Redis)
-        })
-        .await
+        self.guarded(self.pool.query(&cmd)).await
     }
 
-    /// Removes every key matching `pattern`: SCAN, then UNLINK in batches. Never FLUSHDB.
+    /// Removes every key matching `pattern`: SCAN (every primary of a cluster), then UNLINK
+    /// in batches. Never FLUSHDB.
     async fn unlink_matching(&self, pattern: &str) -> Result<u64, Error> {
-        let mut cursor: u64 = 0;
+        let mut scan = Scan::default();
         let mut removed = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .command(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(UNLINK_BATCH)
-                        .clone(),
-                )
+        while !scan.is_done() {
+            let keys = self
+                .guarded(self.pool.scan(&mut scan, pattern, UNLINK_BATCH))
                 .await?;
             for batch in keys.chunks(UNLINK_BATCH) {
-                let unlinked: u64 = self
-                    .command(redis::cmd("UNLINK").arg(batch).clone())
-                    .await?;
-                removed += unlinked;
+                removed += self.guarded(self.pool.unlink(batch)).await?;
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
     }
 
     fn announce(&self, change: Change) {
@@ -413,8 +438,7 @@ impl RedisTier {
             }
             let keys: Vec<String> = remove.keys.keys().map(|key| self.key(key)).collect();
             for batch in keys.chunks(UNLINK_BATCH) {
-                self.command::<u64>(redis::cmd("UNLINK").arg(batch).clone())
-                    .await?;
+                self.guarded(self.pool.unlink(batch)).await?;
             }
         }
         if self.changes.is_some() {
@@ -551,11 +575,8 @@ impl RemoteTier for RedisTier {
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut cmd = redis::cmd("MGET");
-            for key in keys {
-                cmd.arg(self.key(key));
-            }
-            let mut values: Vec<Option<Vec<u8>>> = self.command(cmd).await.map_err(remote)?;
+            let names: Vec<String> = keys.iter().map(|key| self.key(key)).collect();
+            let mut values = self.guarded(self.pool.mget(&names)).await.map_err(remote)?;
             for (value, key) in values.iter_mut().zip(keys) {
                 if self.pending.hides(key) {
                     *value = None;
@@ -578,7 +599,7 @@ impl RemoteTier for RedisTier {
             return;
         };
         let listener = backplane::subscribe_loop(
-            self.client.clone(),
+            self.subscribers.clone(),
             self.channel.clone(),
             self.instance_id,
             // Subscribing takes a connection and a round trip: allow it a few timeouts' worth.

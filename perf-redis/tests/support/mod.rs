@@ -1,7 +1,11 @@
-//! A real `redis-server` on a free loopback port, for as long as the test holds it.
+//! A real `redis-server` on a free loopback port, for as long as the test holds it (and, in
+//! [`cluster`], a real Redis Cluster).
 //!
 //! Without the binary the tests print why and skip, unless `PERF_REQUIRE_REDIS=1` (set by
 //! `.ci/run`), which makes a missing server a failure.
+
+#[allow(dead_code)] // not every test binary starts a cluster
+pub(crate) mod cluster;
 
 use std::{
     io::{Read, Write},
@@ -27,18 +31,7 @@ impl RedisServer {
 
     /// Starts a server with extra `redis-server` arguments (`["--requirepass", "secret"]`).
     pub(crate) fn start_with(extra_args: &[&str]) -> Option<Self> {
-        let available = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if !available {
-            let required = std::env::var("PERF_REQUIRE_REDIS").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "PERF_REQUIRE_REDIS=1 but no redis-server binary is on PATH"
-            );
-            eprintln!("skipping: no redis-server binary on PATH (install redis-server to run)");
+        if !installed("redis-server", "redis-server") {
             return None;
         }
         let port = TcpListener::bind("127.0.0.1:0")
@@ -111,7 +104,7 @@ impl RedisServer {
         Some(server)
     }
 
-    #[allow(dead_code)] // not every test binary needs it
+    #[allow(dead_code)] // not every test binary asks
     pub(crate) fn port(&self) -> u16 {
         self.port
     }
@@ -206,6 +199,25 @@ pub(crate) async fn within(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     None
+}
+
+/// Whether `binary` runs; when it does not, says so and returns `false`, or fails the test
+/// under `PERF_REQUIRE_REDIS=1`.
+pub(crate) fn installed(binary: &str, package: &str) -> bool {
+    let available = Command::new(binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !available {
+        let required = std::env::var("PERF_REQUIRE_REDIS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "PERF_REQUIRE_REDIS=1 but no {binary} binary is on PATH"
+        );
+        eprintln!("skipping: no {binary} binary on PATH (install {package} to run)");
+    }
+    available
 }
 
 impl Drop for RedisServer {
