@@ -15,24 +15,14 @@
 #[allow(dead_code)] // the tests use more of the harness than the benchmark
 mod support;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
 use futures_util::StreamExt;
-use perf::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier, redis::RedisTier};
-use support::{RedisServer, within};
+use perf::{MultiLevelCache, Tier, redis::RedisTier};
+use support::{RedisServer, cache_over as cache, within};
 
 const SAMPLES: usize = 1000;
-
-fn cache(tier: &Arc<RedisTier>) -> MultiLevelCache {
-    MultiLevelCache::builder(&PerformanceConfig::default())
-        .remote_tier(Arc::clone(tier) as Arc<dyn RemoteTier>)
-        .build()
-        .unwrap()
-}
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort_unstable();

@@ -9,9 +9,9 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use deadpool_redis::redis;
-use perf_core::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier};
+use perf_core::{RemoteTier, Tier};
 use perf_redis::{BreakerState, RedisTier, RedisTierBuilder};
-use support::{RedisServer, cluster::RedisCluster, within};
+use support::{RedisServer, cache_over as cache, cluster::RedisCluster, within};
 
 /// Where the tiers under test connect.
 enum Deployment {
@@ -61,13 +61,6 @@ async fn tier(builder: RedisTierBuilder, namespace: &str) -> Arc<RedisTier> {
         .build()
         .await
         .expect("tier builds")
-}
-
-fn cache(tier: &Arc<RedisTier>) -> MultiLevelCache {
-    MultiLevelCache::builder(&PerformanceConfig::default())
-        .remote_tier(Arc::clone(tier) as Arc<dyn RemoteTier>)
-        .build()
-        .expect("valid config")
 }
 
 /// The keys matching `pattern` on each node, asked of each node directly.

@@ -11,9 +11,9 @@ use std::{
 };
 
 use deadpool_redis::redis::{self, AsyncCommands};
-use perf_core::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier, query::QueryOptimizer};
+use perf_core::{PerformanceConfig, RemoteTier, Tier, query::QueryOptimizer};
 use perf_redis::{BreakerState, RedisTier};
-use support::{RedisServer, within};
+use support::{RedisServer, cache_over as cache, within};
 
 async fn tier(server: &RedisServer, namespace: &str) -> Arc<RedisTier> {
     RedisTier::builder(server.url())
@@ -22,13 +22,6 @@ async fn tier(server: &RedisServer, namespace: &str) -> Arc<RedisTier> {
         .build()
         .await
         .expect("tier builds")
-}
-
-fn cache(tier: &Arc<RedisTier>) -> MultiLevelCache {
-    MultiLevelCache::builder(&PerformanceConfig::default())
-        .remote_tier(Arc::clone(tier) as Arc<dyn RemoteTier>)
-        .build()
-        .expect("valid config")
 }
 
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {

@@ -14,11 +14,9 @@ use std::{
 };
 
 use deadpool_redis::redis::AsyncCommands;
-use perf_core::{
-    Error, MultiLevelCache, PerformanceConfig, RemoteTier, Tier, query::QueryOptimizer,
-};
+use perf_core::{Error, MultiLevelCache, PerformanceConfig, Tier, query::QueryOptimizer};
 use perf_redis::{BreakerState, RedisTier};
-use support::{RedisServer, within};
+use support::{RedisServer, cache_over as cache, within};
 
 /// A tier that gives up on a frozen Redis quickly: 100 ms per call, open after one failure,
 /// a probe every 200 ms.
@@ -30,13 +28,6 @@ async fn impatient_tier(server: &RedisServer, namespace: &str) -> Arc<RedisTier>
         .build()
         .await
         .expect("tier builds")
-}
-
-fn cache(tier: &Arc<RedisTier>) -> MultiLevelCache {
-    MultiLevelCache::builder(&PerformanceConfig::default())
-        .remote_tier(Arc::clone(tier) as Arc<dyn RemoteTier>)
-        .build()
-        .expect("valid config")
 }
 
 async fn both_subscribed(a: &RedisTier, b: &RedisTier) {

@@ -185,6 +185,17 @@ impl RedisServer {
     }
 }
 
+/// A cache with default settings over `tier`.
+#[allow(dead_code)] // not every user of this module builds one
+pub(crate) fn cache_over(
+    tier: &std::sync::Arc<perf_redis::RedisTier>,
+) -> perf_core::MultiLevelCache {
+    perf_core::MultiLevelCache::builder(&perf_core::PerformanceConfig::default())
+        .remote_tier(std::sync::Arc::clone(tier) as std::sync::Arc<dyn perf_core::RemoteTier>)
+        .build()
+        .expect("valid config")
+}
+
 /// Waits until `check` holds, up to `limit`; returns how long it took.
 #[allow(dead_code)] // not every user of this module polls
 pub(crate) async fn within(
