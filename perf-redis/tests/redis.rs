@@ -547,10 +547,16 @@ async fn a_frozen_redis_opens_the_breaker_and_a_dropped_probe_does_not_keep_it_o
     );
     server.thaw();
 
-    // The probe after the cool-down is dropped mid-flight by its caller.
+    // The probe after the cool-down is dropped mid-flight by its caller. Until the cool-down
+    // has passed (a busy machine may stretch it), calls are refused at once instead.
     tokio::time::sleep(cool_down).await;
-    let dropped = tokio::time::timeout(Duration::from_micros(1), tier.get("k")).await;
-    assert!(dropped.is_err(), "the probe's caller gave up at once");
+    let dropped = within(Duration::from_secs(5), async || {
+        tokio::time::timeout(Duration::from_micros(1), tier.get("k"))
+            .await
+            .is_err()
+    })
+    .await;
+    assert!(dropped.is_some(), "a probe's caller gave up mid-flight");
     let healed = within(Duration::from_secs(5), async || tier.get("k").await.is_ok()).await;
     assert!(
         healed.is_some(),

@@ -42,6 +42,7 @@ mod remote;
 mod shared;
 mod stamp;
 mod stats;
+mod tags;
 mod target;
 #[cfg(test)]
 mod tests;

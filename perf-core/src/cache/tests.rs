@@ -652,6 +652,47 @@ async fn undecodable_remote_bytes_are_a_counted_miss_and_deleted() {
     assert!(!remote.map.lock().contains_key("foreign"));
 }
 
+#[tokio::test]
+async fn invalidating_a_tag_drops_the_entries_under_it_and_no_others() {
+    let cache = MultiLevelCache::builder(&config()).build().expect("valid");
+    let tags = ["ads", "campaign:3"];
+    let key = cache.tagged_key("ad:7", &tags).await;
+    assert_eq!(
+        key,
+        cache.tagged_key("ad:7", &tags).await,
+        "stable until invalidated"
+    );
+    let other = cache.tagged_key("ad:8", &["ads", "campaign:4"]).await;
+    cache.set(&key, 7u32, Tier::L2, None).await.expect("stored");
+    cache
+        .set(&other, 8u32, Tier::L2, None)
+        .await
+        .expect("stored");
+
+    cache
+        .invalidate_tag("campaign:3")
+        .await
+        .expect("invalidated");
+    let key = cache.tagged_key("ad:7", &tags).await;
+    assert_eq!(cache.get::<u32>(&key, Tier::L2).await.expect("ok"), None);
+    let other = cache.tagged_key("ad:8", &["ads", "campaign:4"]).await;
+    assert_eq!(
+        cache.get::<u32>(&other, Tier::L2).await.expect("ok"),
+        Some(Arc::new(8)),
+        "another campaign's entry stays"
+    );
+
+    cache.invalidate_tag("ads").await.expect("invalidated");
+    let other = cache.tagged_key("ad:8", &["ads", "campaign:4"]).await;
+    assert_eq!(cache.get::<u32>(&other, Tier::L2).await.expect("ok"), None);
+
+    let long = "t".repeat(200);
+    assert!(matches!(
+        cache.invalidate_tag(&long).await,
+        Err(Error::KeyTooLong { .. })
+    ));
+}
+
 /// A reader that misses L1 and finds L2 while an invalidation drops both copies must not put
 /// the L2 value back into L1. A reader thread spins on the key while the test invalidates it,
 /// round after round; each round checks L1 once the reader has finished a read begun after

@@ -33,10 +33,7 @@ pub use self::{
     stats::{QueryStats, SlowQuery},
 };
 use crate::{
-    cache::{
-        LoadOptions, Loaded, LoaderError, MultiLevelCache, SharedValue, Tier, function_key,
-        random_id,
-    },
+    cache::{LoadOptions, Loaded, LoaderError, MultiLevelCache, SharedValue, Tier, function_key},
     config::PerformanceConfig,
     metrics::{DATABASE_QUERY_TIME_SECONDS, labels},
 };
@@ -47,9 +44,6 @@ const MEMOIZED_TEXTS: usize = 10_000;
 const SLOW_LOG_CAPACITY: usize = 100;
 /// Entries in each list of [`QueryReport`].
 const REPORT_TOP: usize = 10;
-/// How long a table's generation is kept: longer than results are, usually, so that they are
-/// not orphaned early (which would cost misses, never a stale read).
-const GENERATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Times queries and keeps their statistics. Cloning is cheap and shares it.
 #[derive(Clone)]
@@ -328,21 +322,10 @@ impl QueryOptimizer {
     /// generation at once, and the tier drops the old one in Redis and on every instance once
     /// Redis answers again. A caller whose database write committed can report success.
     pub async fn invalidate_table(&self, table: &str) -> Result<(), crate::Error> {
-        let key = generation_key(&table.to_lowercase());
-        let written = self
-            .inner
+        self.inner
             .cache
-            .set(&key, random_id(), Tier::Redis, Some(GENERATION_TTL))
-            .await;
-        match written {
-            // This instance reads the new generation; the shared tier drops the old one, on
-            // every instance, once it is back.
-            Err(crate::Error::RemoteQueued(error)) => {
-                tracing::debug!(%error, table, "table generation change queued for the shared tier");
-                Ok(())
-            }
-            other => other,
-        }
+            .invalidate_tag(&table_tag(&table.to_lowercase()))
+            .await
     }
 
     /// Drops every cached query result, on every instance sharing the Redis tier; returns how
@@ -356,28 +339,10 @@ impl QueryOptimizer {
         let shape = self.shape(sql);
         let mut prefix = format!("{RESULT_PREFIX}{:016x}", shape.fingerprint);
         for table in shape.tables.iter() {
-            let generation = self.generation(table).await;
+            let generation = self.inner.cache.tag_generation(&table_tag(table)).await;
             let _ = write!(prefix, ":{generation:016x}");
         }
         function_key(&prefix, params)
-    }
-
-    /// `table`'s current generation; a new one when the cache has none. When the cache
-    /// cannot be read or written, a new one each time: nothing is served from the cache.
-    async fn generation(&self, table: &str) -> u64 {
-        let key = generation_key(table);
-        let cache = &self.inner.cache;
-        if let Ok(Some(generation)) = cache.get::<u64>(&key, Tier::Redis).await {
-            return *generation;
-        }
-        let generation = random_id();
-        if let Err(error) = cache
-            .set(&key, generation, Tier::Redis, Some(GENERATION_TTL))
-            .await
-        {
-            tracing::debug!(%error, table, "a table generation was not stored");
-        }
-        generation
     }
 }
 
@@ -385,8 +350,9 @@ impl QueryOptimizer {
 const RESULT_PREFIX: &str = "query:";
 
 /// The key of `table`'s generation.
-fn generation_key(table: &str) -> String {
-    format!("query-table:{table}")
+/// The tag of a table's cached results (see `cache/tags.rs`).
+fn table_tag(table: &str) -> String {
+    format!("table:{table}")
 }
 
 /// Times one query; records when dropped. See [`QueryOptimizer::query_timer`].
