@@ -318,3 +318,50 @@ async fn arguments_that_cannot_be_keyed_run_uncached_and_never_share_a_result() 
     assert_eq!(FRAGILE_CALLS.load(Ordering::SeqCst), 5);
     assert_eq!(TEMPLATED_CALLS.load(Ordering::SeqCst), 5);
 }
+
+static CAMPAIGN_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_result(
+    cache_type = "l2",
+    tags = ["ads", "campaign:{campaign}"],
+    optimizer = optimizer,
+    skip(optimizer)
+)]
+async fn campaign_ad(optimizer: &PerformanceOptimizer, campaign: u32, slot: u8) -> String {
+    let n = CAMPAIGN_LOADS.fetch_add(1, Ordering::SeqCst);
+    format!("campaign {campaign} slot {slot} load {n}")
+}
+
+#[tokio::test]
+async fn a_tag_drops_every_memoized_call_made_under_it() {
+    let optimizer = optimizer();
+    let first = campaign_ad(&optimizer, 3, 1).await;
+    let other = campaign_ad(&optimizer, 4, 1).await;
+    assert_eq!(campaign_ad(&optimizer, 3, 1).await, first, "cached");
+    assert_eq!(CAMPAIGN_LOADS.load(Ordering::SeqCst), 2);
+
+    optimizer
+        .cache()
+        .invalidate_tag("campaign:3")
+        .await
+        .expect("invalidated");
+    let reloaded = campaign_ad(&optimizer, 3, 1).await;
+    assert_ne!(reloaded, first, "campaign 3's call ran again");
+    assert_eq!(
+        campaign_ad(&optimizer, 4, 1).await,
+        other,
+        "campaign 4's did not"
+    );
+
+    optimizer
+        .cache()
+        .invalidate_tag("ads")
+        .await
+        .expect("invalidated");
+    assert_ne!(
+        campaign_ad(&optimizer, 4, 1).await,
+        other,
+        "a tag every call carries"
+    );
+    assert_eq!(CAMPAIGN_LOADS.load(Ordering::SeqCst), 4);
+}

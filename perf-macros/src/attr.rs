@@ -142,7 +142,7 @@ pub(crate) struct FailureArgs {
     pub(crate) failure_ttl: Option<DurationArg>,
 }
 
-/// `#[cache_result(ttl = .., cache_type = "..", key = "..", skip(..), cache_err, cache_none,
+/// `#[cache_result(ttl = .., cache_type = "..", key = "..", tags = [".."], skip(..), cache_err, cache_none,
 /// fail_safe = "1h", fail_safe_throttle = "30s", timeout = "100ms", hard_timeout = "2s",
 /// refresh_ahead = 0.8, jitter = 0.1, failure_ttl = "5s", optimizer = .., crate = "..")]`.
 pub(crate) struct CacheArgs {
@@ -152,6 +152,8 @@ pub(crate) struct CacheArgs {
     pub(crate) cache_type: CacheType,
     pub(crate) cache_type_span: proc_macro2::Span,
     pub(crate) key: Option<LitStr>,
+    /// Tag templates over argument names, as `key`.
+    pub(crate) tags: Vec<LitStr>,
     pub(crate) skip: Vec<syn::Ident>,
     pub(crate) cache_err: bool,
     pub(crate) cache_none: bool,
@@ -167,6 +169,7 @@ impl Parse for CacheArgs {
             cache_type: CacheType::L1,
             cache_type_span: proc_macro2::Span::call_site(),
             key: None,
+            tags: Vec::new(),
             skip: Vec::new(),
             cache_err: false,
             cache_none: false,
@@ -175,7 +178,7 @@ impl Parse for CacheArgs {
         };
         args.krate = parse_arguments(
             input,
-            "ttl, cache_type, key, skip(..), cache_err, cache_none, fail_safe, \
+            "ttl, cache_type, key, tags, skip(..), cache_err, cache_none, fail_safe, \
              fail_safe_throttle, timeout, hard_timeout, refresh_ahead, jitter, failure_ttl, \
              optimizer or crate",
             |key, input| {
@@ -221,6 +224,19 @@ impl Parse for CacheArgs {
                     "key" => {
                         input.parse::<Token![=]>()?;
                         args.key = Some(input.parse()?);
+                    }
+                    "tags" => {
+                        input.parse::<Token![=]>()?;
+                        let content;
+                        syn::bracketed!(content in input);
+                        let tags = content.parse_terminated(<LitStr as Parse>::parse, Token![,])?;
+                        if tags.is_empty() {
+                            return Err(syn::Error::new(
+                                key.span(),
+                                "`tags` needs at least one tag",
+                            ));
+                        }
+                        args.tags.extend(tags);
                     }
                     "skip" => {
                         let content;

@@ -178,6 +178,14 @@ pub(crate) fn cache_result(
         ));
     }
     check_failure_args(&args.failure, is_async, &returns)?;
+    if let Some(tag) = args.tags.first()
+        && !is_async
+    {
+        return Err(syn::Error::new(
+            tag.span(),
+            "`tags` needs an async fn: a tag's generation may be read from Redis",
+        ));
+    }
 
     // Arguments: names and types, the key's parts.
     let mut arguments = Vec::new();
@@ -212,16 +220,20 @@ pub(crate) fn cache_result(
         ::core::stringify!(#ident)
     ));
     // Writes the key into `__perf_buf: &mut String`; whether it could.
+    let templates =
+        (args.key.iter().map(|key| (key, "key"))).chain(args.tags.iter().map(|tag| (tag, "tag")));
+    for (template, what) in templates {
+        for placeholder in placeholders(&template.value()) {
+            if !arguments.iter().any(|(name, _)| *name == placeholder) {
+                return Err(syn::Error::new(
+                    template.span(),
+                    format!("`{{{placeholder}}}` in the {what} is not an argument of `{ident}`"),
+                ));
+            }
+        }
+    }
     let write_key = match &args.key {
         Some(template) => {
-            for placeholder in placeholders(&template.value()) {
-                if !arguments.iter().any(|(name, _)| *name == placeholder) {
-                    return Err(syn::Error::new(
-                        template.span(),
-                        format!("`{{{placeholder}}}` in the key is not an argument of `{ident}`"),
-                    ));
-                }
-            }
             quote! {
                 ::std::fmt::Write::write_fmt(__perf_buf, ::std::format_args!(#template)).is_ok()
             }
@@ -284,8 +296,30 @@ pub(crate) fn cache_result(
         },
         Returns::Option | Returns::Plain => quote!(),
     };
+    // Under tags, the key carries the tags' generations (see perf-core's `cache/tags.rs`),
+    // made once per call before the hit is looked for.
+    let tags = &args.tags;
+    let tagged = if tags.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            let __perf_tagged: ::core::option::Option<::std::string::String> = match #key {
+                ::core::option::Option::Some(__perf_key) => ::core::option::Option::Some(
+                    __perf_cache
+                        .tagged_key(&__perf_key, &[#(::std::format!(#tags).as_str()),*])
+                        .await,
+                ),
+                ::core::option::Option::None => ::core::option::Option::None,
+            };
+        }
+    };
     // A hit: a copy of the L1 value, from this thread's near cache when current.
     let fast_hit = match &args.key {
+        _ if !tags.is_empty() => quote! {
+            __perf_tagged
+                .as_deref()
+                .and_then(|__perf_key| __perf_cache.hit_for_key::<#cached_type>(__perf_key))
+        },
         Some(_) => quote! {{
             let __perf_keyed = ::core::cell::Cell::new(false);
             #private::with_key(
@@ -374,6 +408,11 @@ pub(crate) fn cache_result(
             };
         }
     };
+    let key = if tags.is_empty() {
+        key
+    } else {
+        quote!(__perf_tagged)
+    };
     let miss = quote! {
         let __perf_key: ::core::option::Option<::std::string::String> = #key;
         #load
@@ -391,6 +430,7 @@ pub(crate) fn cache_result(
         #value_check
         #error_check
         let __perf_cache = #cache;
+        #tagged
         if let ::core::option::Option::Some(__perf_hit) = #fast_hit {
             return #hit;
         }

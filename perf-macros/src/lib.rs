@@ -39,6 +39,10 @@ pub fn performance_monitor(args: TokenStream, item: TokenStream) -> TokenStream 
 /// - `key = "user:{user_id}"`: a template over argument names; default the function's path
 ///   plus a stable encoding of its arguments (which then need `Serialize`). `self` is never
 ///   part of the key; `skip(pool, ..)` leaves out more.
+/// - `tags = ["ads", "campaign:{campaign_id}"]`: templates over argument names; every call
+///   is dropped, on every instance, by `cache.invalidate_tag` of any of its tags. Async fns
+///   only; each call then looks up its tags' generations (L1 hits, bar the first after a
+///   change) and skips the per-argument near cache.
 /// - A `Result` caches only `Ok` values and an `Option` only `Some`, unless `cache_err` or
 ///   `cache_none`.
 /// - When the source fails or slows: `fail_safe = "1h"` (serve the last value that long past
