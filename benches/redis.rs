@@ -1,7 +1,12 @@
 //! The Redis tier against raw deadpool-redis, in the same run, printing the ratios.
 //!
 //! - 64 concurrent tasks reading 1 KiB values through the tier (L1/L2 bypassed: the tier is
-//!   called directly) against raw deadpool-redis GETs, both decoding the same way.
+//!   called directly) against raw deadpool-redis GETs, both decoding the same way, on pools
+//!   of the same size. Stock deadpool-redis checks every checkout with an `UNWATCH` + `PING`
+//!   round trip; the tier does not (see `perf-redis/src/pool.rs`), so a third arm, raw
+//!   deadpool without that check, is the floor that shows the tier's own overhead. The ratios
+//!   are medians over rounds of the arms interleaved: on a shared machine, arms measured one
+//!   after the other for seconds each drift apart (0.76x to 0.98x for the same code).
 //! - `get_many` of 100 keys (one MGET) against 100 sequential GETs.
 //! - On a three-primary Redis Cluster, through the tier (L1/L2 bypassed): `get_many` of 10,
 //!   100 and 1000 keys spread over the hash slots (one MGET per slot, concurrent) against as
@@ -26,6 +31,7 @@ use std::{
 use common::median_ns;
 use criterion::{BenchmarkId, Criterion};
 use deadpool_redis::redis;
+use futures_util::future::BoxFuture;
 use perf::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier, redis::RedisTier};
 use support::{RedisServer, cluster::RedisCluster};
 
@@ -43,21 +49,17 @@ fn decode(bytes: &[u8]) -> u64 {
     bytes.iter().map(|&b| u64::from(b)).sum()
 }
 
-/// Runs `iters` reads spread over `TASKS` tasks; returns the wall time.
-async fn concurrent_reads<F, Fut>(iters: u64, read: F) -> Duration
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = u64> + Send,
-{
-    let read = Arc::new(read);
-    let per_task = (iters as usize).div_ceil(TASKS);
+/// Runs exactly `iters` reads spread over `TASKS` tasks; returns the wall time.
+async fn concurrent_reads(iters: u64, read: Arm) -> Duration {
+    let iters = iters as usize;
     let start = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
             let read = Arc::clone(&read);
+            let reads = iters / TASKS + usize::from(t < iters % TASKS);
             tokio::spawn(async move {
                 let mut sum = 0;
-                for i in 0..per_task {
+                for i in 0..reads {
                     sum += read((t * 7919 + i) % KEYS).await;
                 }
                 sum
@@ -68,6 +70,99 @@ where
         black_box(task.await.unwrap());
     }
     start.elapsed()
+}
+
+type Arm = Arc<dyn Fn(usize) -> BoxFuture<'static, u64> + Send + Sync>;
+
+fn tier_arm(tier: &Arc<RedisTier>, keys: &Arc<Vec<String>>) -> Arm {
+    let (tier, keys) = (Arc::clone(tier), Arc::clone(keys));
+    Arc::new(move |i| {
+        let (tier, keys) = (Arc::clone(&tier), Arc::clone(&keys));
+        Box::pin(async move { decode(&tier.get(&keys[i]).await.unwrap().unwrap()) })
+    })
+}
+
+fn raw_arm(pool: &deadpool_redis::Pool, keys: &Arc<Vec<String>>) -> Arm {
+    let (pool, keys) = (pool.clone(), Arc::clone(keys));
+    Arc::new(move |i| {
+        let (pool, keys) = (pool.clone(), Arc::clone(&keys));
+        Box::pin(async move {
+            let mut conn = pool.get().await.unwrap();
+            let bytes: Vec<u8> = redis::cmd("GET")
+                .arg(format!("bench:{}", keys[i]))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            decode(&bytes)
+        })
+    })
+}
+
+/// deadpool-redis's manager without the `UNWATCH` + `PING` at every checkout.
+struct NoPing(deadpool_redis::Manager);
+
+impl deadpool::managed::Manager for NoPing {
+    type Type = redis::aio::MultiplexedConnection;
+    type Error = redis::RedisError;
+
+    async fn create(&self) -> Result<Self::Type, Self::Error> {
+        deadpool::managed::Manager::create(&self.0).await
+    }
+
+    async fn recycle(
+        &self,
+        _: &mut Self::Type,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<Self::Error> {
+        Ok(())
+    }
+}
+
+fn no_ping_arm(pool: &deadpool::managed::Pool<NoPing>, keys: &Arc<Vec<String>>) -> Arm {
+    let (pool, keys) = (pool.clone(), Arc::clone(keys));
+    Arc::new(move |i| {
+        let (pool, keys) = (pool.clone(), Arc::clone(&keys));
+        Box::pin(async move {
+            let mut conn = pool.get().await.unwrap();
+            let bytes: Vec<u8> = redis::cmd("GET")
+                .arg(format!("bench:{}", keys[i]))
+                .query_async(&mut *conn)
+                .await
+                .unwrap();
+            decode(&bytes)
+        })
+    })
+}
+
+const ROUNDS: usize = 11;
+const READS_PER_ROUND: u64 = 8_000;
+
+/// Rounds of every arm in turn (the order rotating); for each arm its median reads/s, and
+/// the median over rounds of its throughput over the first arm's in the same round.
+fn interleaved_reads<const N: usize>(
+    runtime: &tokio::runtime::Runtime,
+    arms: &[(&str, Arm); N],
+) -> [(f64, f64); N] {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for (_, arm) in arms {
+        runtime.block_on(concurrent_reads(READS_PER_ROUND / 4, Arc::clone(arm)));
+    }
+    let mut rates = vec![Vec::with_capacity(ROUNDS); N];
+    for round in 0..ROUNDS {
+        for k in 0..N {
+            let arm = (k + round) % N;
+            let took =
+                runtime.block_on(concurrent_reads(READS_PER_ROUND, Arc::clone(&arms[arm].1)));
+            rates[arm].push(READS_PER_ROUND as f64 / took.as_secs_f64());
+        }
+    }
+    std::array::from_fn(|arm| {
+        let ratios = rates[arm].iter().zip(&rates[0]).map(|(r, first)| first / r);
+        (median(rates[arm].clone()), median(ratios.collect()))
+    })
 }
 
 fn main() {
@@ -102,44 +197,35 @@ fn main() {
         .unwrap();
     let keys = Arc::new(keys);
 
+    let no_ping_pool: deadpool::managed::Pool<NoPing> = deadpool::managed::Pool::builder(NoPing(
+        deadpool_redis::Manager::new(server.url()).unwrap(),
+    ))
+    .max_size(16)
+    .runtime(deadpool_redis::Runtime::Tokio1)
+    .build()
+    .unwrap();
+    let arms: [(&str, Arm); 3] = [
+        ("perf tier", tier_arm(&tier, &keys)),
+        ("raw deadpool-redis", raw_arm(&pool, &keys)),
+        (
+            "raw deadpool without the checkout PING",
+            no_ping_arm(&no_ping_pool, &keys),
+        ),
+    ];
+    let interleaved = interleaved_reads(&runtime, &arms);
+
     let mut c = Criterion::default()
         .configure_from_args()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(20);
     let mut group = c.benchmark_group("redis_get_64_tasks");
-    group.bench_function("perf_tier", |b| {
-        b.to_async(&runtime).iter_custom(|iters| {
-            let (tier, keys) = (Arc::clone(&tier), Arc::clone(&keys));
-            async move {
-                concurrent_reads(iters, move |i| {
-                    let (tier, keys) = (Arc::clone(&tier), Arc::clone(&keys));
-                    async move { decode(&tier.get(&keys[i]).await.unwrap().unwrap()) }
-                })
-                .await
-            }
-        })
-    });
-    group.bench_function("raw_deadpool", |b| {
-        b.to_async(&runtime).iter_custom(|iters| {
-            let (pool, keys) = (pool.clone(), Arc::clone(&keys));
-            async move {
-                concurrent_reads(iters, move |i| {
-                    let (pool, keys) = (pool.clone(), Arc::clone(&keys));
-                    async move {
-                        let mut conn = pool.get().await.unwrap();
-                        let bytes: Vec<u8> = redis::cmd("GET")
-                            .arg(format!("bench:{}", keys[i]))
-                            .query_async(&mut conn)
-                            .await
-                            .unwrap();
-                        decode(&bytes)
-                    }
-                })
-                .await
-            }
-        })
-    });
+    for (name, (_, arm)) in ["perf_tier", "raw_deadpool"].into_iter().zip(&arms) {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime)
+                .iter_custom(|iters| concurrent_reads(iters, Arc::clone(arm)))
+        });
+    }
     group.finish();
 
     // get_many through the cache, with L1 and L2 too small to help.
@@ -238,12 +324,16 @@ fn main() {
         median_ns("redis_get_64_tasks", "raw_deadpool"),
     ) {
         println!(
-            "64 tasks reading 1 KiB: perf tier {:.0} reads/s, raw deadpool-redis {:.0} reads/s: throughput ratio {:.2}x (target >= 0.9x)",
+            "64 tasks reading 1 KiB, criterion (arms one after the other): perf tier {:.0} reads/s, raw deadpool-redis {:.0} reads/s: {:.2}x",
             1e9 / ours,
             1e9 / raw,
             raw / ours
         );
     }
+    let [(ours, _), (raw, raw_ratio), (floor, floor_ratio)] = interleaved;
+    println!(
+        "64 tasks reading 1 KiB, {ROUNDS} interleaved rounds: perf tier {ours:.0} reads/s, raw deadpool-redis {raw:.0} reads/s: throughput ratio {raw_ratio:.2}x (target >= 0.9x); raw deadpool without the checkout PING {floor:.0} reads/s: {floor_ratio:.2}x (the tier's own overhead)"
+    );
     if let (Some(many), Some(seq)) = (
         median_ns("redis_100_keys", "perf_get_many"),
         median_ns("redis_100_keys", "sequential_get"),

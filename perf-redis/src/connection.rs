@@ -12,7 +12,7 @@
 use std::{collections::HashMap, fmt};
 
 use deadpool_redis::{
-    Config, Pool, PoolConfig, Runtime, cluster,
+    Config, PoolConfig, Runtime, cluster,
     redis::{
         self, Cmd, FromRedisValue, Value,
         cluster::NodeAddress,
@@ -21,7 +21,7 @@ use deadpool_redis::{
 };
 use futures_util::future;
 
-use crate::Error;
+use crate::{Error, pool};
 
 /// Where the tier connects, as the builder was told.
 #[derive(Debug, Clone)]
@@ -48,8 +48,25 @@ impl Target {
                     (None, None) => redis::Client::open("redis://127.0.0.1/"),
                 }
                 .map_err(config_error)?;
-                let pool = config
-                    .create_pool(Some(Runtime::Tokio1))
+                let manager = match (&config.url, &config.connection) {
+                    (Some(url), None) => deadpool_redis::Manager::new(url.as_str()),
+                    (None, Some(info)) => deadpool_redis::Manager::new(info.clone()),
+                    (None, None) => {
+                        deadpool_redis::Manager::new(deadpool_redis::ConnectionInfo::default())
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(config_error(
+                            deadpool_redis::ConfigError::UrlAndConnectionSpecified,
+                        ));
+                    }
+                }
+                .map_err(config_error)?;
+                // Checks a connection only when it is not trusted (see `pool.rs`); a cluster's
+                // pool keeps deadpool-redis's check at every checkout.
+                let pool = pool::Pool::builder(pool::Manager::new(manager))
+                    .config(config.get_pool_config())
+                    .runtime(Runtime::Tokio1)
+                    .build()
                     .map_err(config_error)?;
                 Ok((Connections::Server(pool), vec![client]))
             }
@@ -85,7 +102,7 @@ impl Target {
 /// Pooled connections to a server or to a cluster.
 #[derive(Clone)]
 pub(crate) enum Connections {
-    Server(Pool),
+    Server(pool::Pool),
     Cluster(cluster::Pool),
 }
 
@@ -104,10 +121,7 @@ impl Connections {
     /// One command, routed by its key on a cluster.
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
         match self {
-            Connections::Server(pool) => {
-                let mut conn = pool.get().await.map_err(Error::Pool)?;
-                cmd.query_async(&mut conn).await.map_err(Error::Redis)
-            }
+            Connections::Server(pool) => pool::query(pool, cmd).await,
             Connections::Cluster(pool) => {
                 let mut conn = pool.get().await.map_err(Error::Pool)?;
                 cmd.query_async(&mut conn).await.map_err(Error::Redis)

@@ -49,6 +49,7 @@ mod breaker;
 mod connection;
 mod error;
 mod pending;
+mod pool;
 mod tier;
 
 pub use breaker::BreakerState;

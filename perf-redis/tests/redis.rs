@@ -7,7 +7,8 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    task::Poll,
+    time::{Duration, Instant},
 };
 
 use deadpool_redis::redis::{self, AsyncCommands};
@@ -288,6 +289,48 @@ async fn redis_killed_under_load_then_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_between_calls_costs_no_failed_call() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let tier = RedisTier::builder(server.url())
+        .namespace("restart")
+        .pool_size(4)
+        .circuit_breaker(3, Duration::from_secs(5))
+        .backplane(false)
+        .build()
+        .await
+        .expect("tier builds");
+    // Every pooled connection has just been answered on: the next checkouts skip the check.
+    let (a, b, c, d, e, f, g, h) = tokio::join!(
+        tier.get("a"),
+        tier.get("b"),
+        tier.get("c"),
+        tier.get("d"),
+        tier.get("e"),
+        tier.get("f"),
+        tier.get("g"),
+        tier.get("h")
+    );
+    for read in [a, b, c, d, e, f, g, h] {
+        assert!(read.is_ok());
+    }
+    let restarted = Instant::now();
+    server.restart(); // every pooled connection is now dead
+    for i in 0..20 {
+        let read = tier.get(&format!("k{i}")).await;
+        assert!(read.is_ok(), "call {i}: {read:?} {:?}", tier.stats());
+    }
+    let stats = tier.stats();
+    assert_eq!(
+        (stats.errors, stats.timeouts, stats.breaker_openings),
+        (0, 0, 0),
+        "a call that finds its connection dropped is sent again on a checked one; restart took {:?}",
+        restarted.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_at_start_is_not_an_error() {
     let Some(mut server) = RedisServer::start() else {
         return;
@@ -547,13 +590,15 @@ async fn a_frozen_redis_opens_the_breaker_and_a_dropped_probe_does_not_keep_it_o
     );
     server.thaw();
 
-    // The probe after the cool-down is dropped mid-flight by its caller. Until the cool-down
-    // has passed (a busy machine may stretch it), calls are refused at once instead.
+    // The probe after the cool-down is dropped mid-flight by its caller: polled once (it then
+    // waits for Redis) and dropped; a timeout would race the round trip, timers firing on a
+    // 1 ms tick. Until the cool-down has passed (a busy machine may stretch it), calls are
+    // refused at once instead.
     tokio::time::sleep(cool_down).await;
     let dropped = within(Duration::from_secs(5), async || {
-        tokio::time::timeout(Duration::from_micros(1), tier.get("k"))
-            .await
-            .is_err()
+        let mut probe = tier.get("k");
+        let first_poll = std::future::poll_fn(|cx| Poll::Ready(probe.as_mut().poll(cx))).await;
+        first_poll.is_pending()
     })
     .await;
     assert!(dropped.is_some(), "a probe's caller gave up mid-flight");
