@@ -11,7 +11,7 @@ use std::{
 };
 
 use deadpool_redis::{
-    Config, PoolConfig, Timeouts, cluster,
+    Config, PoolConfig, cluster,
     redis::{self, FromRedisValue},
 };
 use perf_core::{
@@ -113,13 +113,10 @@ impl RedisTierBuilder {
                 self.namespace
             )));
         }
+        // No pool timeouts: every call is bounded whole by `op_timeout` (see `guarded`), and
+        // each pool timeout would cost a timer per checkout.
         let (pool, subscribers) = self.target.connect(PoolConfig {
             max_size: self.pool_size.max(1),
-            timeouts: Timeouts {
-                wait: Some(self.op_timeout),
-                create: Some(self.op_timeout),
-                recycle: Some(self.op_timeout),
-            },
             ..PoolConfig::default()
         })?;
 
@@ -152,6 +149,7 @@ impl RedisTierBuilder {
             changes: self.backplane.then_some(changes),
             backplane: backplane_state,
             pending: Arc::clone(&pending),
+            replaying: tokio::sync::RwLock::new(()),
             counts: Counts::default(),
             tasks: parking_lot::Mutex::new(tasks),
         };
@@ -192,6 +190,9 @@ pub struct RedisTier {
     backplane: Arc<BackplaneState>,
     /// Changes that wait for Redis to answer again; see `pending.rs`.
     pending: Arc<Pending>,
+    /// Held by the replay while it removes keys, and by writes while changes wait: a write
+    /// that reached Redis is never undone by a replay of a removal that it replaced.
+    replaying: tokio::sync::RwLock<()>,
     counts: Counts,
     tasks: parking_lot::Mutex<Vec<AbortHandle>>,
 }
@@ -424,6 +425,7 @@ impl RedisTier {
     /// announces everything, so that no instance keeps a copy older than the changes. Any
     /// failure leaves them waiting (removals and announcements are idempotent).
     async fn replay(&self) -> Result<(), Error> {
+        let removing = self.replaying.write().await;
         let Some(snapshot) = self.pending.snapshot() else {
             return Ok(());
         };
@@ -441,6 +443,7 @@ impl RedisTier {
                 self.guarded(self.pool.unlink(batch)).await?;
             }
         }
+        drop(removing);
         if self.changes.is_some() {
             for payload in backplane::replay_messages(self.instance_id, &snapshot) {
                 let publish = redis::cmd("PUBLISH")
@@ -506,9 +509,9 @@ impl RemoteTier for RedisTier {
             if self.pending.hides(key) {
                 return Ok(None);
             }
-            self.command(redis::cmd("GET").arg(self.key(key)).clone())
-                .await
-                .map_err(remote)
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(self.key(key));
+            self.command(cmd).await.map_err(remote)
         })
     }
 
@@ -526,6 +529,15 @@ impl RemoteTier for RedisTier {
                 .arg("PX")
                 .arg(millis)
                 .clone();
+            // While changes wait, a write does not run alongside the replay's removals: its
+            // value would be removed after it stored it. The wait is bounded like a call.
+            let _writing = if self.pending.len() > 0 {
+                let waited = tokio::time::timeout(self.op_timeout, self.replaying.read()).await;
+                let guard = waited.map_err(|_| Error::Timeout(self.op_timeout));
+                Some(self.remove_later(Change::Key(key.to_owned()), guard)?)
+            } else {
+                None
+            };
             // A failed write leaves Redis's older value: it goes once Redis answers again.
             let mark = self.pending.mark();
             let stored = self.command::<()>(cmd).await;

@@ -393,6 +393,8 @@ async fn cluster_down_opens_the_breaker_one_failure_per_call() {
     assert!(tier.get("k:1").await.is_err());
     assert!(tier.invalidate_prefix("k:").await.is_err());
     let stats = tier.stats();
-    assert_eq!(stats.short_circuited, 2, "{stats:?}");
+    // The two calls, and any attempt of the replay of the queued prefix removal.
+    assert!(stats.short_circuited >= 2, "{stats:?}");
+    assert_eq!(stats.pending_changes, 1, "{stats:?}");
     assert_eq!(stats.errors + stats.timeouts, 3, "{stats:?}");
 }
