@@ -117,9 +117,10 @@ impl RedisTierBuilder {
     ///
     /// The pub/sub backplane stays as it is: it carries prefix invalidations and clears
     /// (which tracking reports only as the names of the keys removed, and not at all for
-    /// copies whose Redis key had already gone) and the replay of
-    /// changes made while Redis did not answer, and it is the faster path for perf's own
-    /// writes.
+    /// copies whose Redis key had already gone) and the replay of changes made while Redis
+    /// did not answer. For perf's own writes the first report to arrive drops the copy:
+    /// usually Redis's, which leaves with the write rather than after a separate PUBLISH
+    /// (`benches/backplane.rs` measures both).
     ///
     /// A cluster tracks per node, so this mode is refused there: [`build`](Self::build)
     /// returns [`Error::Config`].
