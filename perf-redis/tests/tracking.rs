@@ -8,9 +8,9 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use deadpool_redis::redis::{self, AsyncCommands};
-use perf_core::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier};
+use perf_core::{MultiLevelCache, Tier};
 use perf_redis::{Error, RedisTier};
-use support::{RedisServer, within};
+use support::{RedisServer, cache_over as cache, within};
 
 async fn tier(server: &RedisServer, namespace: &str, server_assisted: bool) -> Arc<RedisTier> {
     RedisTier::builder(server.url())
@@ -19,13 +19,6 @@ async fn tier(server: &RedisServer, namespace: &str, server_assisted: bool) -> A
         .build()
         .await
         .expect("tier builds")
-}
-
-fn cache(tier: &Arc<RedisTier>) -> MultiLevelCache {
-    MultiLevelCache::builder(&PerformanceConfig::default())
-        .remote_tier(Arc::clone(tier) as Arc<dyn RemoteTier>)
-        .build()
-        .expect("valid config")
 }
 
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
