@@ -73,6 +73,11 @@ pub(crate) struct BackplaneState {
     pub(crate) received: AtomicU64,
     pub(crate) resubscriptions: AtomicU64,
     pub(crate) send_errors: AtomicU64,
+    /// Server-assisted invalidation: the tracking connection is up.
+    pub(crate) tracking: AtomicBool,
+    /// Invalidations Redis reported to the tracking connection.
+    pub(crate) tracked: AtomicU64,
+    pub(crate) tracking_restarts: AtomicU64,
 }
 
 /// Sends this instance's changes in batches: whatever queued up while the previous message

@@ -11,6 +11,9 @@
 //! - a backplane on Redis pub/sub (one channel per namespace) tells other instances which keys
 //!   changed so that they drop their L1/L2 copies; a dropped subscription resubscribes and
 //!   drops every local copy of a shared value, since changes may have been missed;
+//! - optionally ([`RedisTierBuilder::server_assisted_invalidation`]), Redis itself reports
+//!   every change to the namespace's keys, so that writes made outside perf drop local
+//!   copies too;
 //! - a removal or announcement that cannot reach Redis is kept and replayed when Redis
 //!   answers again (see below), so a write's success does not depend on Redis being up.
 //!
@@ -29,6 +32,9 @@
 //!   removal: afterwards no instance serves the value it replaced. Instances whose
 //!   subscription dropped meanwhile drop every shared copy when they resubscribe. The bound
 //!   is the outage plus one replay.
+//! - **Writes made outside perf** (another program's SET or DEL): only with
+//!   [`server_assisted_invalidation`](RedisTierBuilder::server_assisted_invalidation), in
+//!   about the time of a backplane message; without it, until the copies' TTL.
 //! - **Not covered:** changes still waiting when their instance exits are lost, and other
 //!   instances keep their copies until their TTL. Past
 //!   [`pending_changes_limit`](RedisTierBuilder::pending_changes_limit) waiting keys, the
@@ -51,6 +57,7 @@ mod error;
 mod pending;
 mod pool;
 mod tier;
+mod tracking;
 
 pub use breaker::BreakerState;
 /// The pool crate, for [`RedisTier::builder_from_config`] and the errors [`Error`] wraps.

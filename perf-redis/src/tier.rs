@@ -28,6 +28,7 @@ use crate::{
     breaker::{Breaker, BreakerState, Transition},
     connection::{Connections, Scan, Target},
     pending::{Change, Pending},
+    tracking,
 };
 
 /// Keys removed per UNLINK when clearing by pattern.
@@ -45,6 +46,7 @@ pub struct RedisTierBuilder {
     cool_down: Duration,
     instance_id: Option<u64>,
     backplane: bool,
+    server_assisted: bool,
     pending_limit: usize,
 }
 
@@ -88,6 +90,45 @@ impl RedisTierBuilder {
         self
     }
 
+    /// Whether Redis itself reports changes to the namespace's keys, so that a write made
+    /// outside perf (`redis-cli SET`, another service) drops every instance's local copy too.
+    /// Default off.
+    ///
+    /// On, the tier keeps one more connection open: a RESP3 connection that turns on
+    /// client-side caching in broadcast mode (`CLIENT TRACKING ON BCAST PREFIX
+    /// {namespace}:`, Redis 6 or later), on which Redis pushes the name of every key under the
+    /// namespace that changes, expires or is evicted. A dropped connection is reopened and
+    /// followed by a resync (local copies of shared values dropped), as a dropped backplane
+    /// subscription is; a FLUSHALL is a resync too.
+    ///
+    /// What it costs:
+    ///
+    /// - Redis sends every tracking instance the name of every changed key under the
+    ///   namespace (batched, one message per prefix per event-loop turn), perf's writes
+    ///   included: the backplane already reports those, so each of perf's writes is reported
+    ///   twice; and on Redis every key write is matched against the tracked prefixes.
+    /// - An instance is also told of its own writes (`NOLOOP` spares only the tracking
+    ///   connection's own, and writes go through the pool): it drops the copy it just
+    ///   stored, so its next read of that key goes to Redis instead of L1/L2. Skipping its own
+    ///   keys is not safe: the message does not say who wrote, and a foreign write right
+    ///   after ours would be missed.
+    /// - Expiry in Redis now drops local copies as well (they would have expired by their own
+    ///   TTL at about the same time).
+    ///
+    /// The pub/sub backplane stays as it is: it carries prefix invalidations and clears
+    /// (which tracking reports only as the names of the keys removed, and not at all for
+    /// copies whose Redis key had already gone) and the replay of changes made while Redis
+    /// did not answer. For perf's own writes the first report to arrive drops the copy:
+    /// usually Redis's, which leaves with the write rather than after a separate PUBLISH
+    /// (`benches/backplane.rs` measures both).
+    ///
+    /// A cluster tracks per node, so this mode is refused there: [`build`](Self::build)
+    /// returns [`Error::Config`].
+    pub fn server_assisted_invalidation(mut self, enabled: bool) -> Self {
+        self.server_assisted = enabled;
+        self
+    }
+
     /// How many keys' removals and announcements may wait for Redis to come back before they
     /// collapse into one change of everything (a clear of the namespace, an announcement
     /// that drops every shared copy). Default 10,000.
@@ -113,6 +154,13 @@ impl RedisTierBuilder {
                 self.namespace
             )));
         }
+        if self.server_assisted && matches!(self.target, Target::Cluster(_)) {
+            return Err(Error::Config(
+                "server-assisted invalidation is not supported on a cluster (Redis tracks \
+                 keys per node)"
+                    .into(),
+            ));
+        }
         // No pool timeouts: every call is bounded whole by `op_timeout` (see `guarded`), and
         // each pool timeout would cost a timer per checkout.
         let (pool, subscribers) = self.target.connect(PoolConfig {
@@ -120,6 +168,10 @@ impl RedisTierBuilder {
             ..PoolConfig::default()
         })?;
 
+        let tracker = match (self.server_assisted, subscribers.first()) {
+            (true, Some(client)) => Some(tracking::resp3_client(client)?),
+            _ => None,
+        };
         let instance_id = self.instance_id.unwrap_or_else(perf_core::cache::random_id);
         let channel = format!("{}:__invalidate", self.namespace);
         let backplane_state = Arc::new(BackplaneState::default());
@@ -141,6 +193,7 @@ impl RedisTierBuilder {
         let tier = RedisTier {
             pool,
             subscribers,
+            tracker,
             prefix: format!("{}:", self.namespace),
             channel,
             op_timeout: self.op_timeout,
@@ -181,6 +234,8 @@ pub struct RedisTier {
     pool: Connections,
     /// Pub/sub clients for the backplane, tried in turn: a cluster's nodes, or the server.
     subscribers: Vec<redis::Client>,
+    /// The RESP3 client of server-assisted invalidation, when on.
+    tracker: Option<redis::Client>,
     prefix: String,
     channel: String,
     op_timeout: Duration,
@@ -242,6 +297,12 @@ pub struct BackplaneStats {
     pub messages_received: u64,
     pub send_errors: u64,
     pub resubscriptions: u64,
+    /// Server-assisted invalidation: the tracking connection is up.
+    pub tracking: bool,
+    /// Invalidations Redis reported to the tracking connection.
+    pub tracked_invalidations: u64,
+    /// Times the tracking connection was reopened (each followed by a resync).
+    pub tracking_restarts: u64,
 }
 
 impl RedisTier {
@@ -312,6 +373,7 @@ impl RedisTier {
             cool_down: Duration::from_secs(5),
             instance_id: None,
             backplane: true,
+            server_assisted: false,
             pending_limit: 10_000,
         }
     }
@@ -338,6 +400,9 @@ impl RedisTier {
                 messages_received: backplane.received.load(Ordering::Acquire),
                 send_errors: load(&backplane.send_errors),
                 resubscriptions: backplane.resubscriptions.load(Ordering::Acquire),
+                tracking: backplane.tracking.load(Ordering::Acquire),
+                tracked_invalidations: backplane.tracked.load(Ordering::Acquire),
+                tracking_restarts: backplane.tracking_restarts.load(Ordering::Acquire),
             },
         }
     }
@@ -603,25 +668,37 @@ impl RemoteTier for RedisTier {
     }
 
     fn subscribe(&self, sink: InvalidationSink) {
-        if self.changes.is_none() {
+        if self.changes.is_none() && self.tracker.is_none() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!("no tokio runtime: the backplane will not hear other instances");
             return;
         };
-        let listener = backplane::subscribe_loop(
-            self.subscribers.clone(),
-            self.channel.clone(),
-            self.instance_id,
-            // Subscribing takes a connection and a round trip: allow it a few timeouts' worth.
-            self.op_timeout * 4,
-            sink,
-            Arc::clone(&self.backplane),
-        );
-        self.tasks
-            .lock()
-            .push(runtime.spawn(listener).abort_handle());
+        // Connecting takes a round trip or two: allow it a few timeouts' worth.
+        let timeout = self.op_timeout * 4;
+        let mut tasks = self.tasks.lock();
+        if let Some(client) = &self.tracker {
+            let tracker = tracking::tracking_loop(
+                client.clone(),
+                self.prefix.clone(),
+                timeout,
+                Arc::clone(&sink),
+                Arc::clone(&self.backplane),
+            );
+            tasks.push(runtime.spawn(tracker).abort_handle());
+        }
+        if self.changes.is_some() {
+            let listener = backplane::subscribe_loop(
+                self.subscribers.clone(),
+                self.channel.clone(),
+                self.instance_id,
+                timeout,
+                sink,
+                Arc::clone(&self.backplane),
+            );
+            tasks.push(runtime.spawn(listener).abort_handle());
+        }
     }
 }
 
