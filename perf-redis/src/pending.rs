@@ -135,6 +135,16 @@ impl Pending {
         self.record(change, |changes| &mut changes.remove);
     }
 
+    /// `change` is on its way to Redis: unless the call [applies](InFlight::applied) it, it
+    /// waits for the replay, however the call ended (an error, or its future dropped).
+    pub(crate) fn in_flight(&self, change: Change) -> InFlight<'_> {
+        InFlight {
+            pending: self,
+            change,
+            applied: false,
+        }
+    }
+
     /// `change` reached Redis but its announcement was not published.
     pub(crate) fn announce_later(&self, change: Change) {
         self.record(change, |changes| &mut changes.announce);
@@ -222,6 +232,32 @@ impl Pending {
     }
 }
 
+/// A change whose Redis call has not succeeded yet; see [`Pending::in_flight`].
+#[must_use = "the change waits for the replay unless applied"]
+pub(crate) struct InFlight<'a> {
+    pending: &'a Pending,
+    change: Change,
+    applied: bool,
+}
+
+impl InFlight<'_> {
+    /// Redis took the change: it is the caller's to announce.
+    pub(crate) fn applied(mut self) -> Change {
+        self.applied = true;
+        // What is left behind is never read: `Drop` sees `applied`.
+        std::mem::replace(&mut self.change, Change::All)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.applied {
+            let change = std::mem::replace(&mut self.change, Change::All);
+            self.pending.remove_later(change);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +321,17 @@ mod tests {
         pending.remove_later(Change::Prefix("c".into()));
         pending.stored("c1", pending.mark());
         assert!(pending.hides("c1"), "a prefix removal stays");
+    }
+
+    #[test]
+    fn a_change_in_flight_waits_unless_applied() {
+        let pending = Pending::new(100);
+        drop(pending.in_flight(key("dropped"))); // an error, or a future dropped mid-call
+        let applied = pending.in_flight(key("applied")).applied();
+        assert_eq!(applied, key("applied"));
+        assert!(pending.hides("dropped"));
+        assert!(!pending.hides("applied"));
+        assert_eq!(pending.len(), 1);
     }
 
     #[test]

@@ -478,12 +478,18 @@ impl RedisTier {
         }
     }
 
-    /// A removal that did not reach Redis waits for the replay; the caller's error stands.
-    fn remove_later<T>(&self, change: Change, result: Result<T, Error>) -> Result<T, RemoteError> {
-        result.map_err(|error| {
-            self.pending.remove_later(change);
-            remote(error)
-        })
+    /// Runs `call`, which makes `change` in Redis, then announces it. Unless it succeeds, the
+    /// change waits for the replay: after an error, and after a drop mid-call too (the caller
+    /// gave up; Redis may or may not have run it), through `InFlight`'s `Drop`.
+    async fn change<T>(
+        &self,
+        change: Change,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, RemoteError> {
+        let in_flight = self.pending.in_flight(change);
+        let done = call.await.map_err(remote)?;
+        self.announce(in_flight.applied());
+        Ok(done)
     }
 
     /// Applies the changes that wait for Redis: removes what is still to be removed, then
@@ -594,53 +600,51 @@ impl RemoteTier for RedisTier {
                 .arg("PX")
                 .arg(millis)
                 .clone();
+            // A write that fails or is dropped leaves Redis's older value: it goes once Redis
+            // answers again.
+            let in_flight = self.pending.in_flight(Change::Key(key.to_owned()));
             // While changes wait, a write does not run alongside the replay's removals: its
             // value would be removed after it stored it. The wait is bounded like a call.
             let _writing = if self.pending.len() > 0 {
                 let waited = tokio::time::timeout(self.op_timeout, self.replaying.read()).await;
-                let guard = waited.map_err(|_| Error::Timeout(self.op_timeout));
-                Some(self.remove_later(Change::Key(key.to_owned()), guard)?)
+                Some(waited.map_err(|_| remote(Error::Timeout(self.op_timeout)))?)
             } else {
                 None
             };
-            // A failed write leaves Redis's older value: it goes once Redis answers again.
             let mark = self.pending.mark();
-            let stored = self.command::<()>(cmd).await;
-            self.remove_later(Change::Key(key.to_owned()), stored)?;
+            self.command::<()>(cmd).await.map_err(remote)?;
             self.pending.stored(key, mark);
-            self.announce(Change::Key(key.to_owned()));
+            self.announce(in_flight.applied());
             Ok(())
         })
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RemoteError>> {
         Box::pin(async move {
-            let unlinked = self
-                .command::<u64>(redis::cmd("UNLINK").arg(self.key(key)).clone())
-                .await;
-            self.remove_later(Change::Key(key.to_owned()), unlinked)?;
-            self.announce(Change::Key(key.to_owned()));
-            Ok(())
+            let unlink = self.command::<u64>(redis::cmd("UNLINK").arg(self.key(key)).clone());
+            self.change(Change::Key(key.to_owned()), unlink)
+                .await
+                .map(drop)
         })
     }
 
     fn invalidate_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, RemoteError>> {
         Box::pin(async move {
             let pattern = format!("{}*", escape_glob(&self.key(prefix)));
-            let removed = self.unlink_matching(&pattern).await;
-            let removed = self.remove_later(Change::Prefix(prefix.to_owned()), removed)?;
-            self.announce(Change::Prefix(prefix.to_owned()));
-            Ok(removed)
+            self.change(
+                Change::Prefix(prefix.to_owned()),
+                self.unlink_matching(&pattern),
+            )
+            .await
         })
     }
 
     fn clear(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
         Box::pin(async move {
             let pattern = format!("{}*", escape_glob(&self.prefix));
-            let cleared = self.unlink_matching(&pattern).await;
-            self.remove_later(Change::All, cleared)?;
-            self.announce(Change::All);
-            Ok(())
+            self.change(Change::All, self.unlink_matching(&pattern))
+                .await
+                .map(drop)
         })
     }
 

@@ -14,7 +14,9 @@ use std::{
 };
 
 use deadpool_redis::redis::AsyncCommands;
-use perf_core::{Error, MultiLevelCache, PerformanceConfig, Tier, query::QueryOptimizer};
+use perf_core::{
+    Error, MultiLevelCache, PerformanceConfig, RemoteTier, Tier, query::QueryOptimizer,
+};
 use perf_redis::{BreakerState, RedisTier};
 use support::{RedisServer, cache_over as cache, within};
 
@@ -255,4 +257,33 @@ async fn reads_racing_writes_keep_no_stale_copy_once_the_last_write_is_heard() {
     }
     let raced = b.stats().remote.expect("configured").raced_invalidations;
     println!("reads that raced an invalidation and gave their copy back: {raced}");
+}
+
+/// A removal whose caller gave up mid-call (its future dropped while Redis is frozen) may or
+/// may not have run: it waits for the replay like a failed one, and is applied on thaw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_dropped_mid_call_is_replayed() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let tier = impatient_tier(&server, "dropped").await;
+    tier.set("k", b"v", Duration::from_secs(60))
+        .await
+        .expect("stored");
+    server.freeze();
+    let gave_up = tokio::time::timeout(Duration::from_millis(20), tier.delete("k")).await;
+    assert!(gave_up.is_err(), "the caller dropped the delete mid-call");
+    assert_eq!(tier.stats().pending_changes, 1, "{:?}", tier.stats());
+    assert_eq!(
+        tier.get("k").await.expect("a miss"),
+        None,
+        "hidden until replayed"
+    );
+    server.thaw();
+    let replayed = within(Duration::from_secs(2), async || {
+        tier.stats().pending_changes == 0
+    })
+    .await;
+    assert!(replayed.is_some(), "{:?}", tier.stats());
+    assert!(!in_redis(&server, "dropped:k").await, "removed from Redis");
 }
