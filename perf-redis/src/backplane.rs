@@ -153,6 +153,61 @@ pub(crate) fn replay_messages(sender: u64, snapshot: &Snapshot) -> Vec<Vec<u8>> 
     messages.iter().filter_map(Message::encode).collect()
 }
 
+/// A listener's connections to Redis, made again whenever one drops (the backplane's
+/// subscription, the tracking connection): attempts back off from 50 ms to 2 s, and every
+/// connection is followed by an [`Invalidation::Resync`], since whatever changed while nobody
+/// listened went unheard.
+pub(crate) struct Reconnects {
+    /// Names the listener in log lines.
+    what: &'static str,
+    backoff: Duration,
+    first: bool,
+}
+
+impl Reconnects {
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            backoff: Duration::from_millis(50),
+            first: true,
+        }
+    }
+
+    /// `connect` under `timeout`; after a failure, waits out the backoff and gives `None`.
+    pub(crate) async fn attempt<T>(
+        &mut self,
+        timeout: Duration,
+        connect: impl Future<Output = Result<T, redis::RedisError>>,
+    ) -> Option<T> {
+        let what = self.what;
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(connection)) => {
+                self.backoff = Duration::from_millis(50);
+                return Some(connection);
+            }
+            Ok(Err(error)) => tracing::debug!(%error, what, "connection failed; retrying"),
+            Err(_) => tracing::debug!(what, "connection timed out; retrying"),
+        }
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+        None
+    }
+
+    /// A connection is up: resyncs `sink`, then counts a reconnection in `restarts` (after, so
+    /// that whoever sees the count also sees the resync's effect).
+    pub(crate) fn connected(&mut self, sink: &InvalidationSink, restarts: &AtomicU64) {
+        if !self.first {
+            let what = self.what;
+            tracing::info!(what, "reconnected; dropping local copies of shared values");
+        }
+        sink(Invalidation::Resync);
+        if !self.first {
+            restarts.fetch_add(1, Ordering::Release);
+        }
+        self.first = false;
+    }
+}
+
 /// Listens for other instances' changes, for as long as the tier lives. Every (re)subscribe
 /// is followed by a [`Invalidation::Resync`]: whatever was published while we were not
 /// listening is lost, so local copies of shared values are dropped.
@@ -167,39 +222,17 @@ pub(crate) async fn subscribe_loop(
     sink: InvalidationSink,
     state: Arc<BackplaneState>,
 ) {
-    let mut backoff = Duration::from_millis(50);
-    let mut first = true;
+    let mut reconnects = Reconnects::new("backplane subscription");
     for client in clients.iter().cycle() {
         let subscribe = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+            Ok(pubsub)
         };
-        let mut pubsub = match tokio::time::timeout(timeout, subscribe).await {
-            Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "backplane subscription failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-            Err(_) => {
-                tracing::debug!("backplane subscription timed out; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
+        let Some(mut pubsub) = reconnects.attempt(timeout, subscribe).await else {
+            continue;
         };
-        backoff = Duration::from_millis(50);
-        if !first {
-            tracing::info!(%channel, "backplane resubscribed; dropping local copies of shared values");
-        }
-        sink(Invalidation::Resync);
-        // Published after the resync, so whoever sees them also sees its effect.
-        if !first {
-            state.resubscriptions.fetch_add(1, Ordering::Release);
-        }
-        first = false;
+        reconnects.connected(&sink, &state.resubscriptions);
         state.subscribed.store(true, Ordering::Release);
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {

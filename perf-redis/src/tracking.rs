@@ -18,7 +18,10 @@ use deadpool_redis::redis::{
 use perf_core::cache::{Invalidation, InvalidationSink};
 use tokio::sync::mpsc;
 
-use crate::{Error, backplane::BackplaneState};
+use crate::{
+    Error,
+    backplane::{BackplaneState, Reconnects},
+};
 
 /// How often an idle tracking connection is checked.
 const PING_EVERY: Duration = Duration::from_secs(5);
@@ -70,8 +73,7 @@ pub(crate) async fn tracking_loop(
     sink: InvalidationSink,
     state: Arc<BackplaneState>,
 ) {
-    let mut backoff = Duration::from_millis(50);
-    let mut first = true;
+    let mut reconnects = Reconnects::new("tracking connection");
     loop {
         let (pushes, mut received) = mpsc::unbounded_channel();
         let config = AsyncConnectionConfig::new()
@@ -90,34 +92,13 @@ pub(crate) async fn tracking_loop(
                 .arg(&prefix)
                 .query_async::<()>(&mut conn)
                 .await?;
-            Ok::<_, redis::RedisError>(conn)
+            Ok(conn)
         };
         // The connection lives as long as the tracking.
-        let mut conn = match tokio::time::timeout(timeout, track).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "tracking connection failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-            Err(_) => {
-                tracing::debug!("tracking connection timed out; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
+        let Some(mut conn) = reconnects.attempt(timeout, track).await else {
+            continue;
         };
-        backoff = Duration::from_millis(50);
-        if !first {
-            tracing::info!(%prefix, "tracking restarted; dropping local copies of shared values");
-        }
-        sink(Invalidation::Resync);
-        // Counted after the resync, so whoever sees the count also sees its effect.
-        if !first {
-            state.tracking_restarts.fetch_add(1, Ordering::Release);
-        }
-        first = false;
+        reconnects.connected(&sink, &state.tracking_restarts);
         state.tracking.store(true, Ordering::Release);
         // A connection that died silently (no reset) would never say so: a PING now and
         // then finds out.
