@@ -14,11 +14,9 @@ use std::{
 };
 
 use deadpool_redis::redis::AsyncCommands;
-use perf_core::{
-    Error, MultiLevelCache, PerformanceConfig, RemoteTier, Tier, query::QueryOptimizer,
-};
+use perf_core::{Error, PerformanceConfig, RemoteTier, Tier, query::QueryOptimizer};
 use perf_redis::{BreakerState, RedisTier};
-use support::{RedisServer, cache_over as cache, within};
+use support::{RedisServer, cache_over as cache, local, within};
 
 /// A tier that gives up on a frozen Redis quickly: 100 ms per call, open after one failure,
 /// a probe every 200 ms.
@@ -47,14 +45,6 @@ async fn in_redis(server: &RedisServer, key: &str) -> bool {
         .await
         .expect("connects");
     conn.exists(key).await.expect("EXISTS")
-}
-
-async fn local(cache: &MultiLevelCache, key: &str) -> Option<u32> {
-    cache
-        .get::<u32>(key, Tier::L2)
-        .await
-        .expect("a valid key")
-        .map(|value| *value)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

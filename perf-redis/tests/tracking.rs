@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 use deadpool_redis::redis::{self, AsyncCommands};
 use perf_core::{MultiLevelCache, Tier};
 use perf_redis::{Error, RedisTier};
-use support::{RedisServer, cache_over as cache, within};
+use support::{RedisServer, cache_over as cache, local, within};
 
 async fn tier(server: &RedisServer, namespace: &str, server_assisted: bool) -> Arc<RedisTier> {
     RedisTier::builder(server.url())
@@ -27,14 +27,6 @@ async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .expect("connects")
-}
-
-async fn local(cache: &MultiLevelCache, key: &str) -> Option<u32> {
-    cache
-        .get::<u32>(key, Tier::L2)
-        .await
-        .expect("a valid key")
-        .map(|value| *value)
 }
 
 /// Reads `key` through to Redis until a local copy stays (a report of an earlier write may

@@ -196,6 +196,16 @@ pub(crate) fn cache_over(
         .expect("valid config")
 }
 
+/// The local (L1 or L2) copy of a `u32` at `key`, without asking the remote tier.
+#[allow(dead_code)] // not every user of this module reads one
+pub(crate) async fn local(cache: &perf_core::MultiLevelCache, key: &str) -> Option<u32> {
+    cache
+        .get::<u32>(key, perf_core::Tier::L2)
+        .await
+        .expect("a valid key")
+        .map(|value| *value)
+}
+
 /// Waits until `check` holds, up to `limit`; returns how long it took.
 #[allow(dead_code)] // not every user of this module polls
 pub(crate) async fn within(
