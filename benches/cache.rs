@@ -277,7 +277,7 @@ fn l1_caches(entries: u64) -> L1Caches {
     // gets a friendlier memory layout than the others.
     for (id, k) in keys.iter().enumerate() {
         let id = id as u64;
-        ours.set_l1(k, ad_record(id), None).unwrap();
+        ours.set_l1_local(k, ad_record(id), None).unwrap();
         raw.insert(k.clone(), Arc::new(ad_record(id)));
         moka.insert(k.clone(), Arc::new(ad_record(id)));
     }
@@ -308,7 +308,7 @@ fn l1_hit(c: &mut Criterion, entries: u64, name: &str) -> Option<L1Caches> {
             let L1Caches { ours, keys, .. } = caches();
             b.iter_custom(|iters| {
                 concurrent(threads, iters, keys, |k| {
-                    black_box(ours.get_l1::<AdRecord>(k).unwrap().unwrap());
+                    black_box(ours.get_l1_local::<AdRecord>(k).unwrap().unwrap());
                 })
             })
         });
@@ -399,7 +399,7 @@ fn interleaved(caches: &L1Caches, threads: usize) -> [f64; 4] {
         let keys = &keys[start % keys.len()..];
         let per_op = |d: Duration| d.as_nanos() as f64 / lookups as f64;
         times[0].push(per_op(concurrent(threads, lookups, keys, |k| {
-            black_box(ours.get_l1::<AdRecord>(k).unwrap().unwrap());
+            black_box(ours.get_l1_local::<AdRecord>(k).unwrap().unwrap());
         })));
         times[1].push(per_op(concurrent(threads, lookups, keys, |k| {
             black_box(ready(ours.get::<AdRecord>(k, Tier::L1)).unwrap().unwrap());

@@ -1,12 +1,11 @@
-//! Not a stable API: what the attribute macros' generated code calls.
+//! Not a stable API: what the attribute macros' generated code calls. Generated code names
+//! nothing outside this module: perf-core's side of the contract is
+//! `perf_core::macro_support`, re-exported here whole; the rest are the facade's own helpers
+//! (conversions, and the traits behind the macros' type errors).
 
 use std::sync::Arc;
 
-pub use perf_core::{
-    self,
-    cache::{ErrorSharing, LoadOptions, with_key},
-    monitor,
-};
+pub use perf_core::macro_support::*;
 pub use tracing;
 
 /// A cached value handed back by value.

@@ -29,7 +29,7 @@
 #[doc(inline)]
 pub use perf_core::memory::memory_context;
 #[doc(inline)]
-pub use perf_core::monitor::performance_context;
+pub use perf_core::performance_context;
 pub use perf_core::{
     CacheStats, ConfigError, Error, FieldError, InstallError, MultiLevelCache, OptimizerBuilder,
     PerformanceConfig, PerformanceOptimizer, RemoteError, RemoteTier, Tier, TierStats, alerts,

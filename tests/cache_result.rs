@@ -136,7 +136,7 @@ fn sync_fns_with_a_key_template_and_options() {
         "verbose is not in the key"
     );
     assert_eq!(LOOKUPS.load(Ordering::SeqCst), 1);
-    let cached: Option<Arc<String>> = optimizer.cache().get_l1("user:5").expect("ok");
+    let cached: Option<Arc<String>> = optimizer.cache().get_l1_local("user:5").expect("ok");
     assert_eq!(
         cached.as_deref().map(String::as_str),
         Some("user 5"),
@@ -207,7 +207,7 @@ async fn methods_are_cached_without_self_in_the_key() {
     assert!(
         perf::global()
             .cache()
-            .get_l1::<Vec<String>>(&key)
+            .get_l1_local::<Vec<String>>(&key)
             .expect("ok")
             .is_some(),
         "{key}"

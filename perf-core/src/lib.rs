@@ -6,13 +6,15 @@
 //! | [`config`] | [`PerformanceConfig`]: every knob, defaults, validation, TOML and `PERF_*` loading |
 //! | [`cache`] | [`MultiLevelCache`]: L1 typed TTL tier, L2 compressed byte tier, [`RemoteTier`] |
 //! | [`metrics`] | the metric catalogue and [`metrics::describe_all`] |
-//! | [`monitor`] | operation timing behind `#[performance_monitor]`, [`monitor::performance_context`] |
+//! | [`monitor`] | operation timing behind `#[performance_monitor]`, [`performance_context`] |
 //! | [`optimizer`] | [`PerformanceOptimizer`], [`global`], background loops |
 
 pub mod alerts;
 pub mod cache;
 pub mod config;
 mod error;
+#[doc(hidden)]
+pub mod macro_support;
 pub mod memory;
 pub mod metrics;
 pub mod monitor;
@@ -25,4 +27,4 @@ pub mod tasks;
 pub use cache::{CacheStats, MultiLevelCache, RemoteTier, Tier, TierStats};
 pub use config::{ConfigError, FieldError, PerformanceConfig};
 pub use error::{Error, InstallError, RemoteError};
-pub use optimizer::{OptimizerBuilder, PerformanceOptimizer, global};
+pub use optimizer::{OptimizerBuilder, PerformanceOptimizer, global, performance_context};

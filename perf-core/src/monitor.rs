@@ -1,4 +1,5 @@
-//! Operation timing: the registry behind `#[performance_monitor]` and [`performance_context`].
+//! Operation timing: the registry behind `#[performance_monitor]` and
+//! [`performance_context`](crate::performance_context).
 //!
 //! Every monitored operation records `processing_time_seconds{operation}` and
 //! `async_operations_total{operation,status}`, and keeps in-process statistics (count, errors,
@@ -315,7 +316,8 @@ impl std::ops::Deref for HandlesRef {
     }
 }
 
-/// A `#[performance_monitor]` call site: handles resolved once, against the global optimizer.
+/// A `#[performance_monitor]` call site: handles resolved once, against the monitor its first
+/// call names.
 #[derive(Debug)]
 pub struct CallSite {
     name: &'static str,
@@ -330,12 +332,12 @@ impl CallSite {
         }
     }
 
-    /// Starts timing a call.
+    /// Starts timing a call; `monitor` is asked once, on the site's first call.
     #[inline]
-    pub fn start(&'static self) -> Timing {
+    pub fn start(&'static self, monitor: impl FnOnce() -> &'static Monitor) -> Timing {
         let handles = self
             .handles
-            .get_or_init(|| Handles::resolve(self.name, crate::global().monitor()));
+            .get_or_init(|| Handles::resolve(self.name, monitor()));
         Timing::new(HandlesRef::Static(handles))
     }
 }
@@ -398,7 +400,7 @@ impl Drop for Timing {
 /// was called or the scope is unwinding from a panic. Hold it across `.await` freely.
 ///
 /// ```
-/// let scope = perf_core::monitor::performance_context("batch_processing");
+/// let scope = perf_core::performance_context("batch_processing");
 /// // ... work ...
 /// drop(scope); // or let it fall out of scope
 /// ```
@@ -432,12 +434,8 @@ impl Drop for PerformanceContext {
     }
 }
 
-/// Times the scope it is held in as operation `name`, on the global optimizer.
-pub fn performance_context(name: &str) -> PerformanceContext {
-    performance_context_on(crate::global().monitor(), name)
-}
-
-/// [`performance_context`] on a given optimizer's monitor.
+/// Times the scope it is held in as operation `name` on `monitor`
+/// ([`performance_context`](crate::performance_context) uses the global optimizer's).
 pub fn performance_context_on(monitor: &Monitor, name: &str) -> PerformanceContext {
     PerformanceContext {
         timing: Some(monitor.start(name)),

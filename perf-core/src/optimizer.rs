@@ -16,7 +16,7 @@ use crate::{
     cache::{CacheBuilder, MultiLevelCache, RemoteTier, WeakCache},
     config::{ConfigError, FieldError, HOT_FIELDS, PerformanceConfig},
     memory::{CleanupRequest, MemoryManager, UsageSource},
-    monitor::Monitor,
+    monitor::{Monitor, PerformanceContext, performance_context_on},
     query::QueryOptimizer,
     system::SystemMonitor,
     tasks::TaskManager,
@@ -374,4 +374,9 @@ async fn publish_loop(cache: WeakCache) {
         let Some(cache) = cache.upgrade() else { break };
         cache.publish_metrics();
     }
+}
+
+/// Times the scope it is held in as operation `name`, on the global optimizer's monitor.
+pub fn performance_context(name: &str) -> PerformanceContext {
+    performance_context_on(global().monitor(), name)
 }

@@ -27,7 +27,7 @@ async fn the_catalogue_is_exported_with_histogram_buckets() {
             .expect("loaded");
     }
     cache.publish_metrics();
-    drop(perf_core::monitor::performance_context("export.check"));
+    drop(perf_core::performance_context("export.check"));
     let tasks = optimizer.tasks();
     let handle_task = tasks
         .submit(async { Ok::<_, ()>(()) })

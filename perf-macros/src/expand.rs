@@ -74,23 +74,23 @@ pub(crate) fn performance_monitor(
     };
     let start = match &args.optimizer {
         None => quote! {
-            static __PERF_SITE: #private::monitor::CallSite = #private::monitor::CallSite::new(#name);
-            let __perf_timing = __PERF_SITE.start();
+            static __PERF_SITE: #private::CallSite = #private::CallSite::new(#name);
+            let __perf_timing = #private::start_at(&__PERF_SITE);
         },
         Some(optimizer) => quote_spanned! {optimizer.span()=>
-            let __perf_timing = #private::monitor::Monitor::start((#optimizer).monitor(), #name);
+            let __perf_timing = #private::start_on(&#optimizer, #name);
         },
     };
     let status = if returns_result(&function.sig.output) {
         quote! {
             if __perf_result.is_err() {
-                #private::monitor::Status::Error
+                #private::Status::Error
             } else {
-                #private::monitor::Status::Success
+                #private::Status::Success
             }
         }
     } else {
-        quote!(#private::monitor::Status::Success)
+        quote!(#private::Status::Success)
     };
     let body = captured_body(&function, &private);
     function.block = syn::parse2(quote! {{
@@ -136,17 +136,55 @@ fn last_segment_is(ty: &Type, name: &str) -> bool {
     matches!(ty, Type::Path(path) if path.path.segments.last().is_some_and(|s| s.ident == name))
 }
 
+/// What the signature says: how the value is returned and cached, and the key's arguments.
+struct Analysis {
+    ident: syn::Ident,
+    is_async: bool,
+    ret: Type,
+    returns: Returns,
+    cached_type: Type,
+    /// The arguments that make up the key: all but the skipped ones.
+    key_parts: Vec<(syn::Ident, Type)>,
+}
+
+/// The code generated for one `#[cache_result]` function, stage by stage.
+struct CacheExpansion<'a> {
+    args: &'a crate::attr::CacheArgs,
+    sig: Analysis,
+    private: TokenStream,
+    /// The function's path, `module::name`: its keys' prefix and its call site's name.
+    path: TokenStream,
+}
+
 pub(crate) fn cache_result(
     args: crate::attr::CacheArgs,
     mut function: ItemFn,
 ) -> syn::Result<TokenStream> {
+    let perf = krate(args.krate.as_ref());
+    let sig = analyze(&args, &function)?;
+    let ident = &sig.ident;
+    let expansion = CacheExpansion {
+        args: &args,
+        private: quote!(#perf::__private),
+        path: quote!(::core::concat!(
+            ::core::module_path!(),
+            "::",
+            ::core::stringify!(#ident)
+        )),
+        sig,
+    };
+    let body = expansion.body(&function);
+    function.block = syn::parse2(body)?;
+    Ok(quote!(#function))
+}
+
+/// Signature analysis: the return type's shape and the arguments, and every refusal that
+/// depends on them, each at the user's span.
+fn analyze(args: &crate::attr::CacheArgs, function: &ItemFn) -> syn::Result<Analysis> {
     use crate::attr::CacheType;
 
-    let perf = krate(args.krate.as_ref());
-    let private = quote!(#perf::__private);
     let ident = function.sig.ident.clone();
     let is_async = function.sig.asyncness.is_some();
-
     let ret: Type = match &function.sig.output {
         ReturnType::Default => {
             return Err(syn::Error::new(
@@ -187,7 +225,6 @@ pub(crate) fn cache_result(
         ));
     }
 
-    // Arguments: names and types, the key's parts.
     let mut arguments = Vec::new();
     for input in &function.sig.inputs {
         let syn::FnArg::Typed(typed) = input else {
@@ -209,17 +246,6 @@ pub(crate) fn cache_result(
             ));
         }
     }
-    let key_parts: Vec<_> = arguments
-        .iter()
-        .filter(|(name, _)| !args.skip.contains(name))
-        .collect();
-
-    let path = quote!(::core::concat!(
-        ::core::module_path!(),
-        "::",
-        ::core::stringify!(#ident)
-    ));
-    // Writes the key into `__perf_buf: &mut String`; whether it could.
     let templates =
         (args.key.iter().map(|key| (key, "key"))).chain(args.tags.iter().map(|tag| (tag, "tag")));
     for (template, what) in templates {
@@ -232,212 +258,324 @@ pub(crate) fn cache_result(
             }
         }
     }
-    let write_key = match &args.key {
-        Some(template) => {
-            quote! {
-                ::std::fmt::Write::write_fmt(__perf_buf, ::std::format_args!(#template)).is_ok()
+    let key_parts = arguments
+        .iter()
+        .filter(|(name, _)| !args.skip.contains(name))
+        .cloned()
+        .collect();
+    Ok(Analysis {
+        ident,
+        is_async,
+        ret,
+        returns,
+        cached_type,
+        key_parts,
+    })
+}
+
+impl CacheExpansion<'_> {
+    /// The new body: type checks, the cache, the hit, else the load.
+    fn body(&self, function: &ItemFn) -> TokenStream {
+        let checks = self.type_checks();
+        let cache = self.cache();
+        let tagged = self.tagged_key();
+        let hit = self.hit();
+        let give_hit = match self.sig.returns {
+            Returns::Result => quote!(::core::result::Result::Ok(__perf_hit)),
+            Returns::Option => quote!(::core::option::Option::Some(__perf_hit)),
+            Returns::Plain => quote!(__perf_hit),
+        };
+        let miss = self.miss(function);
+        quote! {{
+            #checks
+            let __perf_cache = #cache;
+            #tagged
+            if let ::core::option::Option::Some(__perf_hit) = #hit {
+                return #give_hit;
             }
-        }
-        None => {
-            let names = key_parts.iter().map(|(name, _)| name);
-            quote! {
-                #private::perf_core::cache::write_function_key(__perf_buf, #path, &(#(&#names,)*))
+            #miss
+        }}
+    }
+
+    /// Asserts on the key's arguments, the cached type and the error type, so that a type that
+    /// cannot be cached fails at its own span with the macros' message.
+    fn type_checks(&self) -> TokenStream {
+        use crate::attr::CacheType;
+
+        let private = &self.private;
+        let sig = &self.sig;
+        let key_checks = match self.args.key {
+            None => sig
+                .key_parts
+                .iter()
+                .map(|(_, ty)| quote_spanned!(ty.span()=> #private::assert_key_argument::<#ty>();))
+                .collect(),
+            Some(_) => Vec::new(),
+        };
+        let cached_type = &sig.cached_type;
+        let value_check = match self.args.cache_type {
+            CacheType::L1 => {
+                quote_spanned!(cached_type.span()=> #private::assert_cacheable_in_l1::<#cached_type>();)
             }
-        }
-    };
-    // `None` when the arguments could not be written (a `Serialize` or `Display` that failed):
-    // such a call runs uncached, since its key would not tell it from other calls.
-    let key = quote! {{
-        let mut __perf_owned = ::std::string::String::new();
-        let __perf_buf = &mut __perf_owned;
-        if #write_key {
-            ::core::option::Option::Some(__perf_owned)
-        } else {
-            ::core::option::Option::None
-        }
-    }};
-    let key_checks = if args.key.is_none() {
-        key_parts
-            .iter()
-            .map(|(_, ty)| quote_spanned!(ty.span()=> #private::assert_key_argument::<#ty>();))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let value_check = match args.cache_type {
-        CacheType::L1 => {
-            quote_spanned!(cached_type.span()=> #private::assert_cacheable_in_l1::<#cached_type>();)
-        }
-        _ => {
-            quote_spanned!(cached_type.span()=> #private::assert_cacheable_shared::<#cached_type>();)
-        }
-    };
-    let cache = match &args.optimizer {
-        Some(optimizer) => quote_spanned!(optimizer.span()=> (#optimizer).cache()),
-        None => quote!(#perf::global().cache()),
-    };
-    let tier = match args.cache_type {
-        CacheType::L1 => quote!(#private::perf_core::Tier::L1),
-        CacheType::L2 => quote!(#private::perf_core::Tier::L2),
-        CacheType::Redis => quote!(#private::perf_core::Tier::Redis),
-    };
-    let options = load_options(&args, &tier, &returns, &private);
-    let sharing = match returns {
-        Returns::Result => quote_spanned! {ret.span()=> {
-            #[allow(unused_imports)]
-            use #private::{ShareByClone as _, ShareByMessage as _};
-            (&#private::Sharing::<<#ret as #private::ReturnParts>::Err>::new()).pick()
-        }},
-        Returns::Option | Returns::Plain => quote!(#private::ErrorSharing::by_message()),
-    };
-    let error_check = match returns {
-        Returns::Result => quote_spanned! {ret.span()=>
-            #private::assert_cacheable_error::<<#ret as #private::ReturnParts>::Err>();
-        },
-        Returns::Option | Returns::Plain => quote!(),
-    };
-    // Under tags, the key carries the tags' generations (see perf-core's `cache/tags.rs`),
-    // made once per call before the hit is looked for.
-    let tags = &args.tags;
-    let tagged = if tags.is_empty() {
-        quote!()
-    } else {
+            _ => {
+                quote_spanned!(cached_type.span()=> #private::assert_cacheable_shared::<#cached_type>();)
+            }
+        };
+        let ret = &sig.ret;
+        let error_check = match sig.returns {
+            Returns::Result => quote_spanned! {ret.span()=>
+                #private::assert_cacheable_error::<<#ret as #private::ReturnParts>::Err>();
+            },
+            Returns::Option | Returns::Plain => quote!(),
+        };
         quote! {
-            let __perf_tagged: ::core::option::Option<::std::string::String> = match #key {
+            #(#key_checks)*
+            #value_check
+            #error_check
+        }
+    }
+
+    /// The cache: the `optimizer = ..` argument's, else the global optimizer's.
+    fn cache(&self) -> TokenStream {
+        let private = &self.private;
+        match &self.args.optimizer {
+            Some(optimizer) => quote_spanned!(optimizer.span()=> #private::cache_of(&#optimizer)),
+            None => quote!(#private::global_cache()),
+        }
+    }
+
+    // ----- the key -----
+
+    /// Writes the key into `__perf_buf: &mut String`; evaluates to whether it could.
+    fn write_key(&self) -> TokenStream {
+        let private = &self.private;
+        match &self.args.key {
+            Some(template) => quote! {
+                ::std::fmt::Write::write_fmt(__perf_buf, ::std::format_args!(#template)).is_ok()
+            },
+            None => {
+                let path = &self.path;
+                let names = self.sig.key_parts.iter().map(|(name, _)| name);
+                quote!(#private::write_call_key(__perf_buf, #path, &(#(&#names,)*)))
+            }
+        }
+    }
+
+    /// The key as an `Option<String>`: `None` when the arguments could not be written (a
+    /// `Serialize` or `Display` that failed); such a call runs uncached, since its key would
+    /// not tell it from other calls. Under tags, the tagged key made before the hit.
+    fn key(&self) -> TokenStream {
+        if self.args.tags.is_empty() {
+            self.written_key()
+        } else {
+            quote!(__perf_tagged)
+        }
+    }
+
+    /// The key written by [`write_key`](Self::write_key), as an `Option<String>`.
+    fn written_key(&self) -> TokenStream {
+        let write_key = self.write_key();
+        quote! {{
+            let mut __perf_owned = ::std::string::String::new();
+            let __perf_buf = &mut __perf_owned;
+            if #write_key {
+                ::core::option::Option::Some(__perf_owned)
+            } else {
+                ::core::option::Option::None
+            }
+        }}
+    }
+
+    /// Under tags, the key carries the tags' generations (see perf-core's `cache/tags.rs`),
+    /// made once per call before the hit is looked for.
+    fn tagged_key(&self) -> TokenStream {
+        let tags = &self.args.tags;
+        if tags.is_empty() {
+            return quote!();
+        }
+        let private = &self.private;
+        let untagged = self.written_key();
+        quote! {
+            let __perf_tagged: ::core::option::Option<::std::string::String> = match #untagged {
                 ::core::option::Option::Some(__perf_key) => ::core::option::Option::Some(
-                    __perf_cache
-                        .tagged_key(&__perf_key, &[#(::std::format!(#tags).as_str()),*])
-                        .await,
+                    #private::tagged_key(
+                        __perf_cache,
+                        &__perf_key,
+                        &[#(::std::format!(#tags).as_str()),*],
+                    )
+                    .await,
                 ),
                 ::core::option::Option::None => ::core::option::Option::None,
             };
         }
-    };
-    // A hit: a copy of the L1 value, from this thread's near cache when current.
-    let fast_hit = match &args.key {
-        _ if !tags.is_empty() => quote! {
-            __perf_tagged
-                .as_deref()
-                .and_then(|__perf_key| __perf_cache.hit_for_key::<#cached_type>(__perf_key))
-        },
-        Some(_) => quote! {{
-            let __perf_keyed = ::core::cell::Cell::new(false);
-            #private::with_key(
-                |__perf_buf: &mut ::std::string::String| __perf_keyed.set(#write_key),
-                |__perf_key: &str| {
-                    if __perf_keyed.get() {
-                        __perf_cache.hit_for_key::<#cached_type>(__perf_key)
-                    } else {
-                        ::core::option::Option::None
-                    }
-                },
-            )
-        }},
-        None => {
-            let names = key_parts.iter().map(|(name, _)| name);
-            quote! {
-                __perf_cache.hit_for_call::<#cached_type, _>(#path, &(#(&#names,)*))
+    }
+
+    // ----- the hit -----
+
+    /// A copy of the L1 value, from this thread's near cache when current.
+    fn hit(&self) -> TokenStream {
+        let private = &self.private;
+        let cached_type = &self.sig.cached_type;
+        if !self.args.tags.is_empty() {
+            return quote! {
+                __perf_tagged.as_deref().and_then(|__perf_key| {
+                    #private::hit_for_key::<#cached_type>(__perf_cache, __perf_key)
+                })
+            };
+        }
+        match &self.args.key {
+            Some(_) => {
+                let write_key = self.write_key();
+                quote! {{
+                    let __perf_keyed = ::core::cell::Cell::new(false);
+                    #private::with_key(
+                        |__perf_buf: &mut ::std::string::String| __perf_keyed.set(#write_key),
+                        |__perf_key: &str| {
+                            if __perf_keyed.get() {
+                                #private::hit_for_key::<#cached_type>(__perf_cache, __perf_key)
+                            } else {
+                                ::core::option::Option::None
+                            }
+                        },
+                    )
+                }}
+            }
+            None => {
+                let path = &self.path;
+                let names = self.sig.key_parts.iter().map(|(name, _)| name);
+                quote! {
+                    #private::hit_for_call::<#cached_type, _>(__perf_cache, #path, &(#(&#names,)*))
+                }
             }
         }
-    };
-    let hit = match returns {
-        Returns::Result => quote!(::core::result::Result::Ok(__perf_hit)),
-        Returns::Option => quote!(::core::option::Option::Some(__perf_hit)),
-        Returns::Plain => quote!(__perf_hit),
-    };
-    // The loader's result as get_or_load wants it, and get_or_load's as the function returns it.
-    let (loader_value, finish) = match returns {
-        Returns::Result => (
-            quote!(__perf_value),
-            quote!(__perf_loaded.map(#private::unshare)),
-        ),
-        Returns::Option => (
-            quote!(__perf_value.ok_or(#private::NotCached)),
-            quote!(__perf_loaded.ok().map(#private::unshare)),
-        ),
-        Returns::Plain => (
-            quote!(::core::result::Result::<_, #private::Unfailing>::Ok(__perf_value)),
+    }
+
+    // ----- the load -----
+
+    /// A miss: the key, the loader around the original body, the load, and its result as the
+    /// function returns it. An async miss is boxed: in place, its state would make every
+    /// call's future, hits included, several times larger.
+    fn miss(&self, function: &ItemFn) -> TokenStream {
+        let private = &self.private;
+        let (ret, path) = (&self.sig.ret, &self.path);
+        let key = self.key();
+        let (loader_value, finish) = self.loader_result();
+        let block = &function.block;
+        let load = self.load_function(function);
+        let options = load_options(self.args, &self.tier(), &self.sig.returns, private);
+        let sharing = self.sharing();
+        let miss = if self.sig.is_async {
             quote! {
-                match __perf_loaded {
-                    ::core::result::Result::Ok(value) => #private::unshare(value),
-                    // Plain loaders never fail and run without a hard timeout; failures reach
-                    // only callers with the same error type.
-                    ::core::result::Result::Err(unfailing) => match unfailing {},
-                }
-            },
-        ),
-    };
-    let block = &function.block;
-    let detached = is_async && wants_background(&args.failure) && owns_its_arguments(&function.sig);
-    let method = match (is_async, detached, args.cache_type) {
-        (true, true, CacheType::L1) => quote!(load_l1_detached_with),
-        (true, true, _) => quote!(load_detached_with),
-        (true, false, CacheType::L1) => quote!(load_l1_with),
-        (true, false, _) => quote!(load_with),
-        (false, _, CacheType::L1) => quote!(load_l1_local_with),
-        (false, _, _) => quote!(load_local_with),
-    };
-    let call = quote!(#method(&__perf_key, &#options, #sharing, __perf_loader));
-    let load = if is_async {
-        quote! {
-            let __perf_loader = move || async move {
-                let __perf_value: #ret = async move #block.await;
-                #loader_value
-            };
-            let __perf_loaded = match __perf_key {
-                ::core::option::Option::Some(__perf_key) => {
-                    __perf_cache.#call.await.map(|__perf_loaded| __perf_loaded.value)
-                }
-                ::core::option::Option::None => {
-                    __perf_cache.load_unkeyed(#path, __perf_loader).await
-                }
-            };
+                let __perf_key: ::core::option::Option<::std::string::String> = #key;
+                let __perf_loader = move || async move {
+                    let __perf_value: #ret = async move #block.await;
+                    #loader_value
+                };
+                let __perf_loaded = match __perf_key {
+                    ::core::option::Option::Some(__perf_key) => {
+                        #private::#load(__perf_cache, &__perf_key, &#options, #sharing, __perf_loader)
+                            .await
+                    }
+                    ::core::option::Option::None => {
+                        #private::load_unkeyed(__perf_cache, #path, __perf_loader).await
+                    }
+                };
+                #finish
+            }
+        } else {
+            quote! {
+                let __perf_key: ::core::option::Option<::std::string::String> = #key;
+                let __perf_loader = move || {
+                    #[allow(clippy::redundant_closure_call)]
+                    let __perf_value: #ret = (move || -> #ret #block)();
+                    #loader_value
+                };
+                let __perf_loaded = match __perf_key {
+                    ::core::option::Option::Some(__perf_key) => {
+                        #private::#load(__perf_cache, &__perf_key, &#options, #sharing, __perf_loader)
+                    }
+                    ::core::option::Option::None => {
+                        #private::load_unkeyed_local(__perf_cache, #path, __perf_loader)
+                    }
+                };
+                #finish
+            }
+        };
+        if self.sig.is_async {
+            quote!(::std::boxed::Box::pin(async move { #miss }).await)
+        } else {
+            miss
         }
-    } else {
-        quote! {
-            let __perf_loader = move || {
-                #[allow(clippy::redundant_closure_call)]
-                let __perf_value: #ret = (move || -> #ret #block)();
-                #loader_value
-            };
-            let __perf_loaded = match __perf_key {
-                ::core::option::Option::Some(__perf_key) => {
-                    __perf_cache.#call.map(|__perf_loaded| __perf_loaded.value)
-                }
-                ::core::option::Option::None => __perf_cache.load_unkeyed_local(#path, __perf_loader),
-            };
+    }
+
+    /// Which load function runs the miss: async or not, in a task or not, L1 only or not.
+    fn load_function(&self, function: &ItemFn) -> TokenStream {
+        use crate::attr::CacheType;
+
+        let is_async = self.sig.is_async;
+        let detached =
+            is_async && wants_background(&self.args.failure) && owns_its_arguments(&function.sig);
+        match (is_async, detached, self.args.cache_type) {
+            (true, true, CacheType::L1) => quote!(load_l1_detached),
+            (true, true, _) => quote!(load_detached),
+            (true, false, CacheType::L1) => quote!(load_l1),
+            (true, false, _) => quote!(load),
+            (false, _, CacheType::L1) => quote!(load_l1_local),
+            (false, _, _) => quote!(load_local),
         }
-    };
-    let key = if tags.is_empty() {
-        key
-    } else {
-        quote!(__perf_tagged)
-    };
-    let miss = quote! {
-        let __perf_key: ::core::option::Option<::std::string::String> = #key;
-        #load
-        #finish
-    };
-    // An async miss is boxed: in place, its state would make every call's future, hits
-    // included, several times larger.
-    let miss = if is_async {
-        quote!(::std::boxed::Box::pin(async move { #miss }).await)
-    } else {
-        quote!(#miss)
-    };
-    let body = quote! {{
-        #(#key_checks)*
-        #value_check
-        #error_check
-        let __perf_cache = #cache;
-        #tagged
-        if let ::core::option::Option::Some(__perf_hit) = #fast_hit {
-            return #hit;
+    }
+
+    fn tier(&self) -> TokenStream {
+        use crate::attr::CacheType;
+
+        let private = &self.private;
+        match self.args.cache_type {
+            CacheType::L1 => quote!(#private::Tier::L1),
+            CacheType::L2 => quote!(#private::Tier::L2),
+            CacheType::Redis => quote!(#private::Tier::Redis),
         }
-        #miss
-    }};
-    function.block = syn::parse2(body)?;
-    Ok(quote!(#function))
+    }
+
+    /// How a failed load's error reaches the callers coalesced with it.
+    fn sharing(&self) -> TokenStream {
+        let private = &self.private;
+        let ret = &self.sig.ret;
+        match self.sig.returns {
+            Returns::Result => quote_spanned! {ret.span()=> {
+                #[allow(unused_imports)]
+                use #private::{ShareByClone as _, ShareByMessage as _};
+                (&#private::Sharing::<<#ret as #private::ReturnParts>::Err>::new()).pick()
+            }},
+            Returns::Option | Returns::Plain => quote!(#private::ErrorSharing::by_message()),
+        }
+    }
+
+    /// The loader's result as the load wants it (`__perf_value` in), and the load's result as
+    /// the function returns it (`__perf_loaded` in).
+    fn loader_result(&self) -> (TokenStream, TokenStream) {
+        let private = &self.private;
+        match self.sig.returns {
+            Returns::Result => (
+                quote!(__perf_value),
+                quote!(__perf_loaded.map(#private::unshare)),
+            ),
+            Returns::Option => (
+                quote!(__perf_value.ok_or(#private::NotCached)),
+                quote!(__perf_loaded.ok().map(#private::unshare)),
+            ),
+            Returns::Plain => (
+                quote!(::core::result::Result::<_, #private::Unfailing>::Ok(__perf_value)),
+                quote! {
+                    match __perf_loaded {
+                        ::core::result::Result::Ok(value) => #private::unshare(value),
+                        // Plain loaders never fail and run without a hard timeout; failures
+                        // reach only callers with the same error type.
+                        ::core::result::Result::Err(unfailing) => match unfailing {},
+                    }
+                },
+            ),
+        }
+    }
 }
 
 /// The `{name}` placeholders of a key template (`{{` and `}}` are literal braces).
@@ -551,4 +689,112 @@ fn load_options(
         }
     }
     quote!(#private::LoadOptions::new(#tier) #(#calls)*)
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::{TokenStream, TokenTree};
+    use syn::parse_quote;
+
+    use super::*;
+
+    /// Every path the expansion names into the facade, as `name::name::..` strings.
+    fn perf_paths(tokens: TokenStream) -> Vec<String> {
+        fn walk(tokens: TokenStream, out: &mut Vec<String>) {
+            let flat: Vec<TokenTree> = tokens.into_iter().collect();
+            for (at, token) in flat.iter().enumerate() {
+                match token {
+                    TokenTree::Group(group) => walk(group.stream(), out),
+                    TokenTree::Ident(ident) if ident == "perf" => {
+                        let path: String =
+                            flat[at..].iter().take(6).map(ToString::to_string).collect();
+                        out.push(path);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(tokens, &mut out);
+        out
+    }
+
+    fn expanded_cache(args: TokenStream, function: ItemFn) -> String {
+        let args: crate::attr::CacheArgs = syn::parse2(args).expect("valid arguments");
+        cache_result(args, function).expect("expands").to_string()
+    }
+
+    /// The macros' contract with the library is `perf::__private` alone: generated code calls
+    /// no method of the cache and names no other path of the facade.
+    #[test]
+    fn generated_code_reaches_the_library_only_through_private() {
+        let cases: Vec<(TokenStream, ItemFn)> = vec![
+            (
+                quote!(ttl = 60),
+                parse_quote!(
+                    async fn ad(id: u64) -> Result<String, E> {
+                        todo!()
+                    }
+                ),
+            ),
+            (
+                quote!(ttl = 60, cache_type = "l1", key = "ad:{id}"),
+                parse_quote!(
+                    fn ad(id: u64) -> Option<String> {
+                        todo!()
+                    }
+                ),
+            ),
+            (
+                quote!(
+                    ttl = 60,
+                    cache_type = "redis",
+                    tags = ["ads"],
+                    timeout = "50ms"
+                ),
+                parse_quote!(
+                    async fn ad(id: u64) -> Result<String, E> {
+                        todo!()
+                    }
+                ),
+            ),
+            (
+                quote!(ttl = 60, optimizer = &OPTIMIZER, refresh_ahead = 0.8),
+                parse_quote!(
+                    async fn ad(id: u64) -> String {
+                        todo!()
+                    }
+                ),
+            ),
+        ];
+        for (args, function) in cases {
+            let expanded = expanded_cache(args, function);
+            assert!(
+                !expanded.contains("__perf_cache ."),
+                "a method called on the cache: {expanded}"
+            );
+            let tokens: TokenStream = expanded.parse().expect("tokens");
+            let paths = perf_paths(tokens);
+            assert!(!paths.is_empty(), "no path into the facade: {expanded}");
+            for path in paths {
+                assert!(
+                    path.starts_with("perf::__private::"),
+                    "{path} in {expanded}"
+                );
+            }
+        }
+
+        for args in [quote!(), quote!(optimizer = &OPTIMIZER)] {
+            let args: crate::attr::MonitorArgs = syn::parse2(args).expect("valid arguments");
+            let function: ItemFn = parse_quote!(
+                fn run() -> Result<(), E> {
+                    todo!()
+                }
+            );
+            let expanded = performance_monitor(args, function).expect("expands");
+            for path in perf_paths(expanded) {
+                assert!(path.starts_with("perf::__private::"), "{path}");
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
-use super::{l1::AnyValue, options::SharedFailure};
+use super::{entry::AnyValue, options::SharedFailure};
 
 #[derive(Clone)]
 pub(crate) enum FlightState {

@@ -86,8 +86,11 @@ async fn waiters_get_a_clone_of_a_clone_error_when_it_is_shared_by_value() {
     let runs = AtomicUsize::new(0);
     let options = LoadOptions::new(Tier::L1);
     let sharing = ErrorSharing::by_clone();
-    let calls =
-        (0..10).map(|_| cache.load_with("k", &options, sharing, || source(&runs, SECOND, true, 0)));
+    let calls = (0..10).map(|_| {
+        cache
+            .engine
+            .load_with("k", &options, sharing, || source(&runs, SECOND, true, 0))
+    });
     let results = futures_util::future::join_all(calls).await;
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     for result in results {
@@ -440,7 +443,7 @@ async fn stale_values_reach_a_second_instance_through_the_remote_tier() {
         expires_at: now_ms.expires_at - 3_600_000,
         stale_until: now_ms.expires_at + 3_600_000,
     };
-    let bytes = a.inner.codec.encode(&41u64, times).expect("encodes");
+    let bytes = a.engine.codec.encode(&41u64, times).expect("encodes");
     remote.map.lock().insert("shared".into(), bytes);
     drop(a);
 
@@ -480,7 +483,7 @@ async fn a_value_written_with_fail_safe_keeps_its_stale_period_in_the_remote_tie
         .get("k")
         .cloned()
         .expect("in the remote tier");
-    let decoded = cache.inner.codec.decode::<u64>(&bytes).expect("decodes");
+    let decoded = cache.engine.codec.decode::<u64>(&bytes).expect("decodes");
     let ttl_left = codec::remaining_until(decoded.times.expires_at);
     let stale_left = codec::remaining_until(decoded.times.stale_until);
     assert!(
@@ -529,6 +532,7 @@ fn synchronous_loads_share_failures_and_fall_back_on_stale_values() {
     let (cache, clock) = mocked(&config());
     let options = fail_safe(Tier::L2);
     let warm = cache
+        .engine
         .load_local_with("k", &options, ErrorSharing::by_message(), || {
             Ok::<_, TestError>(3u64)
         })
@@ -536,6 +540,7 @@ fn synchronous_loads_share_failures_and_fall_back_on_stale_values() {
     assert_eq!(*warm.value, 3);
     clock.increment(11 * SECOND);
     let stale = cache
+        .engine
         .load_local_with("k", &options, ErrorSharing::by_message(), || {
             Err::<u64, _>(TestError::Source("down"))
         })

@@ -1,39 +1,18 @@
 //! L1: typed values in process. A hit is a lookup, an expiry check, a downcast and a clone.
 
-use std::{any::Any, sync::Arc};
+use std::sync::Arc;
 
 use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter, sync::Cache};
 
-use super::Tier;
-use super::clock::ExpiryClock;
-use super::near::{Epochs, Near, NearKey};
-use super::stamp::{Age, Stamp};
-use super::stats::{Counters, Event};
-
-pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
-
-#[derive(Clone)]
-pub(crate) struct L1Entry {
-    pub(crate) value: AnyValue,
-    /// Its lifetime; `stamp.shared` marks a copy of a remote-tier value, dropped when remote
-    /// invalidations may have been missed.
-    pub(crate) stamp: Stamp,
-}
-
-/// Counts evictions into the cache's counters.
-#[derive(Clone)]
-pub(crate) struct CountEvictions {
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) tier: Tier,
-}
-
-impl<K, V> Lifecycle<K, V> for CountEvictions {
-    type RequestState = ();
-
-    fn on_evict(&self, _: &mut (), _: K, _: V) {
-        self.counters.record(self.tier, Event::Eviction);
-    }
-}
+use super::{
+    Tier,
+    clock::ExpiryClock,
+    entry::{AnyValue, Found, L1Entry, Lookup},
+    near::{Epochs, Near, NearKey},
+    quick::{CountEvictions, remove_counting, shrink_counting},
+    stamp::{Age, Stamp},
+    stats::{Counters, Event},
+};
 
 /// Counts L1's evictions and tells the near caches of them.
 #[derive(Clone)]
@@ -59,14 +38,6 @@ pub(crate) struct L1 {
     near: Near,
 }
 
-/// What an L1 lookup found.
-pub(crate) enum Lookup<T> {
-    Hit(T),
-    Miss,
-    /// There is a live entry, but of another type.
-    WrongType,
-}
-
 /// Which entries a read serves.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Wanted {
@@ -74,14 +45,6 @@ enum Wanted {
     Live,
     /// Before their refresh point.
     Fresh,
-}
-
-/// What a load's lookup found: a value of any age, with its lifetime.
-#[derive(Clone)]
-pub(crate) struct Found<T> {
-    pub(crate) value: T,
-    pub(crate) age: Age,
-    pub(crate) stamp: Stamp,
 }
 
 impl L1 {
@@ -317,46 +280,4 @@ impl L1 {
     pub(crate) fn shrink(&self, fraction: f64) -> u64 {
         shrink_counting(&self.map, fraction)
     }
-}
-
-/// Evicts entries of `map` until its weight is `1 - fraction` of what it was, then restores
-/// its capacity; returns how many entries went. Evictions are the usual ones: counted, and
-/// told to the lifecycle.
-pub(crate) fn shrink_counting<V, We, L>(
-    map: &Cache<Box<str>, V, We, DefaultHashBuilder, L>,
-    fraction: f64,
-) -> u64
-where
-    V: Clone,
-    We: quick_cache::Weighter<Box<str>, V> + Clone,
-    L: Lifecycle<Box<str>, V> + Clone,
-{
-    let (entries, weight, capacity) = (map.len(), map.weight(), map.capacity());
-    let target = (weight as f64 * (1.0 - fraction.clamp(0.0, 1.0))) as u64;
-    if target >= weight {
-        return 0;
-    }
-    // Inserts meanwhile see the lower capacity for as long as the eviction takes.
-    map.set_capacity(target.max(1));
-    map.set_capacity(capacity);
-    entries.saturating_sub(map.len()) as u64
-}
-
-/// Removes the entries of `map` for which `remove` holds; returns how many.
-pub(crate) fn remove_counting<V, We, L>(
-    map: &Cache<Box<str>, V, We, DefaultHashBuilder, L>,
-    remove: impl Fn(&str, &V) -> bool,
-) -> u64
-where
-    V: Clone,
-    We: quick_cache::Weighter<Box<str>, V> + Clone,
-    L: Lifecycle<Box<str>, V> + Clone,
-{
-    let removed = std::cell::Cell::new(0);
-    map.retain(|key, entry| {
-        let gone = remove(key, entry);
-        removed.set(removed.get() + u64::from(gone));
-        !gone
-    });
-    removed.get()
 }

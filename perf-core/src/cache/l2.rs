@@ -5,18 +5,11 @@ use std::sync::Arc;
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter, sync::Cache};
 
 use super::Tier;
-use super::l1::{CountEvictions, remove_counting, shrink_counting};
+use super::entry::L2Entry;
+use super::quick::{CountEvictions, remove_counting, shrink_counting};
 use super::stamp::Stamp;
 use super::stats::Counters;
 use crate::config::L2_ENTRY_OVERHEAD;
-
-#[derive(Clone)]
-pub(crate) struct L2Entry {
-    pub(crate) bytes: Arc<[u8]>,
-    /// Its lifetime (the header's copy is for the remote tier); `stamp.shared` marks a copy of
-    /// a remote-tier value.
-    pub(crate) stamp: Stamp,
-}
 
 /// An entry weighs its key, its encoded bytes and a fixed overhead.
 #[derive(Clone)]

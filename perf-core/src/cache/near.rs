@@ -38,8 +38,8 @@ use thread_local::ThreadLocal;
 
 use super::{
     clock::ExpiryClock,
+    entry::{AnyValue, L1Entry},
     fingerprint::Fingerprint,
-    l1::{AnyValue, L1Entry},
 };
 
 /// Sets of slots per thread, allocated on a thread's first near read.
@@ -285,7 +285,7 @@ mod tests {
     }
 
     fn read(cache: &MultiLevelCache, id: u8) -> Option<u64> {
-        cache.hit_for_call::<u64, _>(SITE, &(&id,))
+        cache.engine.hit_for_call::<u64, _>(SITE, &(&id,))
     }
 
     fn block_on<F: Future>(future: F) -> F::Output {
@@ -299,7 +299,7 @@ mod tests {
     fn repeated_reads_are_served_and_counted_as_hits() {
         let (cache, _) = cache(100);
         assert_eq!(read(&cache, 1), None, "nothing stored yet");
-        cache.set_l1(&key(1), 7u64, None).expect("stored");
+        cache.set_l1_local(&key(1), 7u64, None).expect("stored");
         for _ in 0..40 {
             assert_eq!(read(&cache, 1), Some(7));
         }
@@ -314,7 +314,7 @@ mod tests {
     #[test]
     fn every_change_in_l1_is_seen_by_the_next_read() {
         let (cache, mock) = cache(100);
-        let store = |id: u8, value: u64| cache.set_l1(&key(id), value, None).expect("stored");
+        let store = |id: u8, value: u64| cache.set_l1_local(&key(id), value, None).expect("stored");
         store(1, 1);
         store(2, 2);
         assert_eq!((read(&cache, 1), read(&cache, 2)), (Some(1), Some(2)));
@@ -343,7 +343,9 @@ mod tests {
     fn an_evicted_entry_is_not_served() {
         let (cache, _) = cache(4);
         for id in 0..20 {
-            cache.set_l1(&key(id), u64::from(id), None).expect("stored");
+            cache
+                .set_l1_local(&key(id), u64::from(id), None)
+                .expect("stored");
             assert_eq!(
                 read(&cache, id),
                 Some(u64::from(id)),
@@ -351,7 +353,7 @@ mod tests {
             );
         }
         let held: Vec<u8> = (0..20)
-            .filter(|&id| cache.inner.l1.contains(&key(id)))
+            .filter(|&id| cache.engine.l1.contains(&key(id)))
             .collect();
         assert!(held.len() < 20, "capacity 4: most were evicted");
         for id in 0..20 {
@@ -363,9 +365,9 @@ mod tests {
     #[test]
     fn a_value_of_another_type_is_not_served() {
         let (cache, _) = cache(100);
-        cache.set_l1(&key(1), 5u32, None).expect("stored");
+        cache.set_l1_local(&key(1), 5u32, None).expect("stored");
         assert_eq!(read(&cache, 1), None, "stored as u32, read as u64");
-        assert_eq!(cache.hit_for_call::<u32, _>(SITE, &(&1u8,)), Some(5));
+        assert_eq!(cache.engine.hit_for_call::<u32, _>(SITE, &(&1u8,)), Some(5));
         assert_eq!(read(&cache, 1), None, "and not after a u32 read either");
     }
 
@@ -373,8 +375,8 @@ mod tests {
     fn caches_do_not_share_near_copies() {
         let (first, _) = cache(100);
         let (second, _) = cache(100);
-        first.set_l1(&key(1), 1u64, None).expect("stored");
-        second.set_l1(&key(1), 2u64, None).expect("stored");
+        first.set_l1_local(&key(1), 1u64, None).expect("stored");
+        second.set_l1_local(&key(1), 2u64, None).expect("stored");
         for _ in 0..3 {
             assert_eq!((read(&first, 1), read(&second, 1)), (Some(1), Some(2)));
         }
@@ -386,7 +388,7 @@ mod tests {
     #[test]
     fn a_write_on_another_thread_is_seen() {
         let (cache, _) = cache(100);
-        cache.set_l1(&key(1), 1u64, None).expect("stored");
+        cache.set_l1_local(&key(1), 1u64, None).expect("stored");
         let (ask, asked) = mpsc::channel::<()>();
         let (answer, answers) = mpsc::channel();
         std::thread::scope(|scope| {
@@ -402,7 +404,7 @@ mod tests {
             };
             assert_eq!(ask_reader(), Some(1));
             assert_eq!(ask_reader(), Some(1), "now from the reader's near copy");
-            cache.set_l1(&key(1), 2u64, None).expect("stored");
+            cache.set_l1_local(&key(1), 2u64, None).expect("stored");
             assert_eq!(ask_reader(), Some(2));
             drop(ask);
         });
@@ -429,12 +431,14 @@ mod tests {
     #[test]
     fn a_clone_that_reads_a_cached_function_is_served() {
         let (cache, _) = cache(100);
-        cache.set_l1(&key(1), Nested(1), None).expect("stored");
-        cache.set_l1(&key(2), 10u64, None).expect("stored");
+        cache
+            .set_l1_local(&key(1), Nested(1), None)
+            .expect("stored");
+        cache.set_l1_local(&key(2), 10u64, None).expect("stored");
         NESTED_CACHE.set(Some(cache.clone()));
         for _ in 0..3 {
             assert_eq!(
-                cache.hit_for_call::<Nested, _>(SITE, &(&1u8,)),
+                cache.engine.hit_for_call::<Nested, _>(SITE, &(&1u8,)),
                 Some(Nested(11))
             );
         }
@@ -477,7 +481,7 @@ mod tests {
             for step in steps {
                 match step {
                     Step::Set { id, value } => {
-                        cache.set_l1(&key(id), value, Some(ttl)).expect("stored");
+                        cache.set_l1_local(&key(id), value, Some(ttl)).expect("stored");
                         model.insert(id, (value, now + ttl.as_secs()));
                     }
                     Step::Read { id } => {

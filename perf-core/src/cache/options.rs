@@ -12,6 +12,17 @@ use std::{
 use super::Tier;
 use crate::{Error, config::PerformanceConfig};
 
+/// What a loader's error must allow: callers may receive the cache's own failures (a hard
+/// timeout, another caller's failure) converted with `From`, and a failure's message is shared.
+/// `std::io::Error`, `anyhow::Error`, `Box<dyn Error + Send + Sync>` and [`Error`] qualify;
+/// an application's error enum gets a `#[from] perf::Error` variant.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a cache loader's error",
+    label = "needs `From<perf::Error>` (for timeouts and shared failures), `Display`, `Send`, `Sync`",
+    note = "add a variant such as `#[error(transparent)] Cache(#[from] perf::Error)` to your error type"
+)]
+pub trait LoaderError: From<Error> + fmt::Display + Send + Sync + 'static {}
+impl<E: From<Error> + fmt::Display + Send + Sync + 'static> LoaderError for E {}
 /// Per-call settings of a load. A setting left unset takes the cache's default from the
 /// configuration; a zero duration or fraction turns a feature off for this call.
 ///

@@ -86,10 +86,10 @@ async fn l1_holds_values_without_serde() {
     struct Model(Arc<Vec<f32>>);
     let (cache, _) = mocked(&config());
     cache
-        .set_l1("model", Model(Arc::new(vec![0.5; 4])), None)
+        .set_l1_local("model", Model(Arc::new(vec![0.5; 4])), None)
         .expect("stored");
     assert_eq!(
-        cache.get_l1::<Model>("model").expect("ok"),
+        cache.get_l1_local::<Model>("model").expect("ok"),
         Some(Arc::new(Model(Arc::new(vec![0.5; 4]))))
     );
     let loaded = cache
@@ -98,7 +98,7 @@ async fn l1_holds_values_without_serde() {
         })
         .await;
     assert_eq!(loaded, Ok(Arc::new(Model(Arc::new(vec![1.0])))));
-    assert!(cache.get_l1::<Model>("model2").expect("ok").is_some());
+    assert!(cache.get_l1_local::<Model>("model2").expect("ok").is_some());
 }
 
 #[tokio::test]
@@ -235,7 +235,7 @@ async fn a_value_read_as_another_type_is_a_counted_miss() {
     let (cache, _) = mocked(&config());
     cache.set("n", 7u32, Tier::L1, None).await.expect("stored");
     assert_eq!(cache.get::<String>("n", Tier::L1).await.expect("ok"), None);
-    assert_eq!(cache.get_l1::<u64>("n").expect("ok"), None);
+    assert_eq!(cache.get_l1_local::<u64>("n").expect("ok"), None);
     let stats = cache.stats();
     assert_eq!(stats.l1.type_mismatches, 2);
     assert_eq!(stats.l1.misses, 2);
@@ -250,15 +250,16 @@ async fn a_value_read_as_another_type_is_a_counted_miss() {
 async fn corrupt_l2_bytes_are_a_counted_miss_and_removed() {
     let (cache, mock) = mocked(&config());
     let mut stamp = cache
+        .engine
         .plan_write("bad", Some(60 * SECOND))
         .expect("valid")
         .stamp;
     stamp.shared = false;
-    let entry = l2::L2Entry {
+    let entry = entry::L2Entry {
         bytes: Arc::from(&b"\x01\x00garbage"[..]),
         stamp,
     };
-    cache.inner.l2.insert("bad", entry).expect("fits");
+    cache.engine.l2.insert("bad", entry).expect("fits");
     mock.increment(SECOND);
     assert_eq!(
         cache.get::<String>("bad", Tier::L2).await.expect("ok"),
@@ -711,16 +712,18 @@ fn a_promotion_from_l2_that_races_an_invalidation_keeps_no_stale_copy() {
         });
         let stale_round = (0..2000u32).find(|&round| {
             cache.set_local("k", round, Tier::L2, None).expect("stored");
-            cache.apply_invalidation(&Invalidation::Keys(vec!["k".into()]));
+            cache
+                .engine
+                .apply_invalidation(&Invalidation::Keys(vec!["k".into()]));
             let after = reads.load(Ordering::Acquire);
             while reads.load(Ordering::Acquire) < after + 2 {
                 std::hint::spin_loop();
             }
             let left = cache
-                .inner
+                .engine
                 .l1
-                .get::<u32>("k", &cache.inner.clock, &cache.inner.counters);
-            !matches!(left, Lookup::Miss)
+                .get::<u32>("k", &cache.engine.clock, &cache.engine.counters);
+            !matches!(left, entry::Lookup::Miss)
         });
         stop.store(true, Ordering::Release);
         stale_round
@@ -740,7 +743,7 @@ async fn a_read_that_races_an_invalidation_keeps_no_stale_copy() {
     // While this instance's GET is in flight, another instance writes a new value and its
     // invalidation arrives here.
     let bytes = cache
-        .inner
+        .engine
         .codec
         .encode(
             &"new".to_string(),
@@ -1136,17 +1139,17 @@ proptest! {
         let (cache, _) = mocked(&config);
         let budget = cache.l2_capacity_bytes();
         prop_assert_eq!(budget, 128 * 1024);
-        let l2 = &cache.inner.l2;
+        let l2 = &cache.engine.l2;
         let shard_capacity = l2.shard_capacity();
         prop_assert!(shard_capacity < 100_000, "some sizes exceed a shard's share");
-        let stamp = cache.plan_write("k", Some(60 * SECOND)).expect("valid").stamp;
+        let stamp = cache.engine.plan_write("k", Some(60 * SECOND)).expect("valid").stamp;
         let (mut refused, mut too_heavy) = (0, 0);
         for (i, size) in sizes.into_iter().enumerate() {
             let key = format!("key-{i}");
             if l2::entry_weight(key.len(), size) > shard_capacity {
                 too_heavy += 1;
             }
-            let entry = l2::L2Entry { bytes: vec![7u8; size].into(), stamp };
+            let entry = entry::L2Entry { bytes: vec![7u8; size].into(), stamp };
             if l2.insert(&key, entry).is_err() {
                 refused += 1;
             }
@@ -1189,7 +1192,7 @@ fn local_reads_and_writes_for_synchronous_code() {
         Some(1),
         "Redis tier stops at L2 here"
     );
-    cache.inner.l1.clear();
+    cache.engine.l1.clear();
     assert_eq!(
         cache.get_local::<u32>("k", Tier::L2).expect("ok"),
         Some(Arc::new(5))

@@ -484,7 +484,9 @@ fn with_a_limit_below_the_baseline_the_cache_keeps_its_entries_after_the_first_s
         .expect("valid");
     let cache = optimizer.cache();
     for i in 0..1_000u64 {
-        cache.set_l1(&format!("k{i}"), i, None).expect("stored");
+        cache
+            .set_l1_local(&format!("k{i}"), i, None)
+            .expect("stored");
     }
     let l1 = || cache.stats().l1.entries.unwrap_or(0);
     assert_eq!(l1(), 1_000);
@@ -527,7 +529,7 @@ fn with_a_limit_below_the_baseline_each_step_is_measured() {
     for i in 0..1_000u64 {
         optimizer
             .cache()
-            .set_l1(&format!("k{i}"), i, None)
+            .set_l1_local(&format!("k{i}"), i, None)
             .expect("stored");
     }
     let report = optimizer

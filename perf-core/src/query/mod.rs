@@ -339,7 +339,12 @@ impl QueryOptimizer {
         let shape = self.shape(sql);
         let mut prefix = format!("{RESULT_PREFIX}{:016x}", shape.fingerprint);
         for table in shape.tables.iter() {
-            let generation = self.inner.cache.tag_generation(&table_tag(table)).await;
+            let generation = self
+                .inner
+                .cache
+                .engine()
+                .tag_generation(&table_tag(table))
+                .await;
             let _ = write!(prefix, ":{generation:016x}");
         }
         function_key(&prefix, params)

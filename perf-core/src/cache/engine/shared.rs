@@ -3,19 +3,22 @@
 
 use std::sync::Arc;
 
-use super::{
-    Found, MultiLevelCache, SharedValue, Stamp, Tier, WeakCache,
+use std::sync::Weak;
+
+use super::Engine;
+use crate::Error;
+use crate::cache::{
+    SharedValue, Tier,
     changes::Mark,
     codec,
+    entry::{AnyValue, Found},
     remote::{Invalidation, InvalidationSink, RemoteTier},
+    stamp::Stamp,
     stats::{Event, Op},
 };
-use crate::Error;
 
-impl MultiLevelCache {
-    /// Values for many keys at once, looking from L1 down to `tier`, in the order asked. Keys
-    /// that miss locally go to the remote tier in one round trip (MGET for Redis).
-    pub async fn get_many<T: SharedValue>(
+impl Engine {
+    pub(crate) async fn get_many<T: SharedValue>(
         &self,
         keys: &[&str],
         tier: Tier,
@@ -33,20 +36,20 @@ impl MultiLevelCache {
             }
             found.push(local);
         }
-        let remote = match &self.inner.remote {
+        let remote = match &self.remote {
             Some(remote) if tier == Tier::Redis && !missing.is_empty() => remote,
             _ => return Ok(found),
         };
         let missing_keys: Vec<&str> = missing.iter().map(|&i| keys[i]).collect();
         let marks: Vec<Mark> = missing_keys
             .iter()
-            .map(|key| self.inner.changes.mark(key))
+            .map(|key| self.changes.mark(key))
             .collect();
         let fetched = match remote.get_many(&missing_keys).await {
             Ok(fetched) if fetched.len() == missing_keys.len() => fetched,
             Ok(_) | Err(_) => {
                 tracing::debug!("remote tier batch read failed; treated as misses");
-                self.inner.counters.record(Tier::Redis, Event::Error);
+                self.counters.record(Tier::Redis, Event::Error);
                 vec![None; missing_keys.len()]
             }
         };
@@ -67,12 +70,12 @@ impl MultiLevelCache {
         key: &str,
         op: Op,
     ) -> Option<Found<Arc<T>>> {
-        let mark = self.inner.changes.mark(key);
+        let mark = self.changes.mark(key);
         let bytes = match remote.get(key).await {
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::debug!(key, %error, "remote tier read failed; treated as a miss");
-                self.inner.counters.record(Tier::Redis, Event::Error);
+                self.counters.record(Tier::Redis, Event::Error);
                 None
             }
         };
@@ -91,7 +94,7 @@ impl MultiLevelCache {
         op: Op,
         mark: Mark,
     ) -> Option<Found<Arc<T>>> {
-        let counters = &self.inner.counters;
+        let counters = &self.counters;
         let decoded = match bytes {
             Some(bytes) => self.remote_decode::<T>(remote, key, bytes).await,
             None => None,
@@ -101,13 +104,13 @@ impl MultiLevelCache {
             return None;
         };
         let value = Arc::new(value);
-        let age = stamp.age(&self.inner.clock)?;
+        let age = stamp.age(&self.clock)?;
         if age.is_live() {
             counters.record(Tier::Redis, Event::Hit(op));
             let bytes: Arc<[u8]> = bytes.into();
             self.insert_l2(key, Arc::clone(&bytes), stamp);
             self.insert_l1(key, value.clone(), stamp);
-            if !self.inner.changes.unchanged(key, mark) {
+            if !self.changes.unchanged(key, mark) {
                 self.take_back(key, &value, &bytes);
             }
         } else {
@@ -126,9 +129,9 @@ impl MultiLevelCache {
         key: &str,
         bytes: Vec<u8>,
     ) -> Option<(T, Vec<u8>, Stamp)> {
-        let counters = &self.inner.counters;
-        match self.inner.codec.decode::<T>(&bytes) {
-            Ok(decoded) => match Stamp::from_unix(decoded.times, self.inner.clock.now(), true) {
+        let counters = &self.counters;
+        match self.codec.decode::<T>(&bytes) {
+            Ok(decoded) => match Stamp::from_unix(decoded.times, self.clock.now(), true) {
                 Some(stamp) => Some((decoded.value, bytes, stamp)),
                 None => {
                     counters.record(Tier::Redis, Event::Expiration);
@@ -155,20 +158,17 @@ impl MultiLevelCache {
 
     /// Removes a copy promoted by a read that raced an invalidation, if it is still ours.
     fn take_back<T: SharedValue>(&self, key: &str, value: &Arc<T>, bytes: &Arc<[u8]>) {
-        let value: super::AnyValue = Arc::clone(value) as _;
-        self.inner.l1.remove_value(key, &value);
-        self.inner
-            .l2
+        let value: AnyValue = Arc::clone(value) as _;
+        self.l1.remove_value(key, &value);
+        self.l2
             .remove_if(key, |entry| Arc::ptr_eq(&entry.bytes, bytes));
-        self.inner
-            .counters
-            .record(Tier::Redis, Event::RacedInvalidation);
+        self.counters.record(Tier::Redis, Event::RacedInvalidation);
     }
 
     /// Drops local copies that another instance's write made stale.
     pub(crate) fn apply_invalidation(&self, invalidation: &Invalidation) {
-        let (l1, l2) = (&self.inner.l1, &self.inner.l2);
-        let changes = &self.inner.changes;
+        let (l1, l2) = (&self.l1, &self.l2);
+        let changes = &self.changes;
         match invalidation {
             Invalidation::Keys(keys) => {
                 for key in keys {
@@ -192,10 +192,10 @@ impl MultiLevelCache {
 }
 
 /// The sink a cache gives its remote tier: invalidations reach the cache while it lives.
-pub(super) fn invalidation_sink(cache: WeakCache) -> InvalidationSink {
+pub(super) fn invalidation_sink(engine: Weak<Engine>) -> InvalidationSink {
     Arc::new(move |invalidation: Invalidation| {
-        if let Some(cache) = cache.upgrade() {
-            cache.apply_invalidation(&invalidation);
+        if let Some(engine) = engine.upgrade() {
+            engine.apply_invalidation(&invalidation);
         }
     })
 }

@@ -12,8 +12,9 @@
 
 use std::{fmt::Write, time::Duration};
 
-use super::{MultiLevelCache, Tier, random_id};
+use super::Engine;
 use crate::Error;
+use crate::cache::{Tier, random_id};
 
 /// How long a tag's generation is kept without being invalidated; past it, a new one
 /// starts, which only costs misses.
@@ -23,22 +24,8 @@ fn generation_key(tag: &str) -> String {
     format!("__tag:{tag}")
 }
 
-impl MultiLevelCache {
-    /// `key` under `tags`: the key to read and write an entry that
-    /// [`invalidate_tag`](Self::invalidate_tag) drops for any of its tags. Make it afresh for
-    /// each use (it changes when a tag is invalidated).
-    ///
-    /// ```no_run
-    /// # async fn run(cache: perf_core::MultiLevelCache) -> Result<(), perf_core::Error> {
-    /// use perf_core::Tier;
-    /// let key = cache.tagged_key("ad:7", &["ads", "campaign:3"]).await;
-    /// cache.set(&key, "banner".to_string(), Tier::Redis, None).await?;
-    /// cache.invalidate_tag("campaign:3").await?; // every instance stops reading it
-    /// let key = cache.tagged_key("ad:7", &["ads", "campaign:3"]).await;
-    /// assert!(cache.get::<String>(&key, Tier::Redis).await?.is_none());
-    /// # Ok(()) }
-    /// ```
-    pub async fn tagged_key(&self, key: &str, tags: &[&str]) -> String {
+impl Engine {
+    pub(crate) async fn tagged_key(&self, key: &str, tags: &[&str]) -> String {
         let mut tagged = String::with_capacity(key.len() + 1 + 16 * tags.len());
         tagged.push_str(key);
         tagged.push('#');
@@ -49,14 +36,7 @@ impl MultiLevelCache {
         tagged
     }
 
-    /// Drops every entry whose key was made by [`tagged_key`](Self::tagged_key) with `tag`,
-    /// in every tier and on every instance sharing the remote tier: the tag gets a new
-    /// generation.
-    ///
-    /// While the Redis tier is unavailable this still returns `Ok`: this instance uses the new
-    /// generation at once, and the tier drops the old one in Redis and on every instance once
-    /// Redis answers again (see [`RemoteTier::replays_failed_changes`](super::RemoteTier)).
-    pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
+    pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
         let written = self
             .set(
                 &generation_key(tag),

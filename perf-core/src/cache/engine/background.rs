@@ -7,19 +7,21 @@ use std::{future::Future, sync::Arc};
 use tokio::sync::oneshot;
 
 use super::{
-    CacheValue, MultiLevelCache, WritePlan,
+    Engine, WritePlan,
     attempt::{Attempt, Begin, Caller},
-    coalesce::{self, FlightState, LeaderGuard, Role},
-    l1::Found,
-    load::LoaderError,
-    options::{ErrorSharing, LoadOptions, Loaded, SharedFailure},
-    stats::LoadEvent,
     target::Target,
 };
+use crate::cache::{
+    CacheValue,
+    coalesce::{self, FlightState, LeaderGuard, Role},
+    entry::Found,
+    options::{ErrorSharing, LoadOptions, Loaded, LoaderError, SharedFailure},
+    stats::LoadEvent,
+};
 
-impl MultiLevelCache {
+impl Engine {
     pub(super) async fn load_detached<T, E, F, Fut, G>(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         options: &LoadOptions,
         sharing: ErrorSharing<E>,
@@ -128,7 +130,7 @@ impl MultiLevelCache {
     /// free; this caller keeps the current value.
     #[allow(clippy::too_many_arguments)]
     fn refresh_detached<T, E, F, Fut, G>(
-        &self,
+        self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
         guard: LeaderGuard,
         key: &str,
@@ -144,10 +146,10 @@ impl MultiLevelCache {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         G: Target<T>,
     {
-        let Ok(permit) = Arc::clone(&self.inner.background).try_acquire_owned() else {
+        let Ok(permit) = Arc::clone(&self.background).try_acquire_owned() else {
             return;
         };
-        self.inner.counters.record_load(LoadEvent::Refresh);
+        self.counters.record_load(LoadEvent::Refresh);
         let job = Job {
             key: key.to_owned(),
             plan,
@@ -164,7 +166,7 @@ impl MultiLevelCache {
     /// A detached load: runs the loader until it ends or passes the hard timeout, stores its
     /// value and reports to the flight, whoever is still waiting.
     async fn load_in_task<T, E, F, Fut, G>(
-        self,
+        self: Arc<Self>,
         guard: LeaderGuard,
         job: Job<T>,
         sharing: ErrorSharing<E>,
@@ -204,7 +206,7 @@ impl MultiLevelCache {
                 guard.finish(FlightState::Failed(failure, kept_until));
             }
             None => {
-                self.inner.counters.record_load(LoadEvent::HardTimeout);
+                self.counters.record_load(LoadEvent::HardTimeout);
                 self.after_failed_load(&job, target);
                 guard.finish(FlightState::TimedOut(hard.unwrap_or_default()));
             }
@@ -221,7 +223,7 @@ impl MultiLevelCache {
         }
         if let Some(stale) = &job.stale {
             let throttle = job.plan.policy.fail_safe_throttle;
-            let stamp = stale.stamp.rearmed(self.inner.clock.now(), throttle);
+            let stamp = stale.stamp.rearmed(self.clock.now(), throttle);
             target.rearm(self, &job.key, &stale.value, stamp);
         }
     }

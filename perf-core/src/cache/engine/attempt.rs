@@ -5,19 +5,18 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use super::{
-    CacheValue, MultiLevelCache, WritePlan,
+use super::{Engine, WritePlan, target::Target};
+use crate::Error;
+use crate::cache::{
+    CacheValue,
     coalesce::{self, FlightState, LeaderGuard, Outcome, Role},
-    l1::{Found, Lookup},
-    load::LoaderError,
-    options::{ErrorSharing, Freshness, LoadOptions, Loaded, SharedFailure},
+    entry::{Found, Lookup},
+    options::{ErrorSharing, Freshness, LoadOptions, Loaded, LoaderError, SharedFailure},
     stamp::Age,
     stats::LoadEvent,
-    target::Target,
 };
-use crate::Error;
 
-impl MultiLevelCache {
+impl Engine {
     pub(super) async fn load_inline<T, E, F, Fut, G>(
         &self,
         key: &str,
@@ -85,8 +84,8 @@ impl MultiLevelCache {
     }
 
     pub(super) fn join<E: 'static>(&self, key: &str) -> Role {
-        let now = self.inner.clock.now();
-        self.inner.flights.join(
+        let now = self.clock.now();
+        self.flights.join(
             key,
             coalesce::Caller::Async,
             now,
@@ -106,7 +105,7 @@ impl MultiLevelCache {
         E: LoaderError,
         G: Target<T>,
     {
-        let policy = match options.resolve(&self.inner.defaults) {
+        let policy = match options.resolve(&self.defaults) {
             Ok(policy) => policy,
             Err(error) => return Begin::Done(Err(E::from(error))),
         };
@@ -141,11 +140,7 @@ impl MultiLevelCache {
         attempt: &Attempt<'_, T>,
         guard: LeaderGuard,
     ) -> Result<Loaded<T>, LeaderGuard> {
-        let found = match self
-            .inner
-            .l1
-            .find::<T>(key, &self.inner.clock, &self.inner.counters)
-        {
+        let found = match self.l1.find::<T>(key, &self.clock, &self.counters) {
             Lookup::Hit(found) if found.age == Age::Fresh => found,
             _ => return Err(guard),
         };
@@ -255,7 +250,7 @@ impl MultiLevelCache {
             Outcome::Loaded(value) => match value.downcast::<T>() {
                 Ok(value) => {
                     if let Caller::Waiter = caller {
-                        self.inner.counters.record_load(LoadEvent::Coalesced);
+                        self.counters.record_load(LoadEvent::Coalesced);
                     }
                     Some(Ok(Loaded::fresh(value)))
                 }
@@ -291,7 +286,7 @@ impl MultiLevelCache {
         if let Some(stale) = self.fall_back(attempt, target, Fallback::Failure) {
             return Ok(stale);
         }
-        self.inner.counters.record_load(LoadEvent::SharedFailure);
+        self.counters.record_load(LoadEvent::SharedFailure);
         Err((sharing.recover)(&failure).unwrap_or_else(|| E::from(Error::LoaderFailed(failure))))
     }
 
@@ -313,7 +308,7 @@ impl MultiLevelCache {
             Timeout::Soft(_) => LoadEvent::SoftTimeout,
             Timeout::Hard(_) => LoadEvent::HardTimeout,
         };
-        self.inner.counters.record_load(event);
+        self.counters.record_load(event);
         // A soft timeout lets a detached load go on; a led inline load is dropped, and the
         // throttle keeps the next callers off the source.
         let rearm = guard.is_some() || matches!(timeout, Timeout::Hard(_));
@@ -351,13 +346,13 @@ impl MultiLevelCache {
     {
         let stale = attempt.stale.as_ref()?;
         if fallback == Fallback::Failure {
-            let now = self.inner.clock.now();
+            let now = self.clock.now();
             let stamp = stale
                 .stamp
                 .rearmed(now, attempt.plan.policy.fail_safe_throttle);
             target.rearm(self, attempt.key, &stale.value, stamp);
         }
-        self.inner.counters.record_load(LoadEvent::StaleServed);
+        self.counters.record_load(LoadEvent::StaleServed);
         Some(Loaded {
             value: Arc::clone(&stale.value),
             freshness: Freshness::Stale,
@@ -386,7 +381,7 @@ impl MultiLevelCache {
         let Role::Leader(guard) = self.join::<E>(key) else {
             return Loaded::fresh(current.value);
         };
-        self.inner.counters.record_load(LoadEvent::Refresh);
+        self.counters.record_load(LoadEvent::Refresh);
         let policy = plan.policy;
         let deadline = policy
             .soft_timeout
@@ -429,13 +424,13 @@ impl MultiLevelCache {
     ) {
         let stamp = current
             .stamp
-            .refresh_delayed(self.inner.clock.now(), plan.policy.fail_safe_throttle);
+            .refresh_delayed(self.clock.now(), plan.policy.fail_safe_throttle);
         target.rearm(self, key, &current.value, stamp);
     }
 
     pub(super) fn failure_kept_until(&self, plan: &WritePlan) -> Option<quanta::Instant> {
         let failure_ttl = plan.policy.failure_ttl?;
-        self.inner.clock.now().checked_add(failure_ttl)
+        self.clock.now().checked_add(failure_ttl)
     }
 
     pub(super) fn share_failure<E: LoaderError>(
@@ -460,7 +455,7 @@ impl MultiLevelCache {
         F: FnOnce() -> Result<T, E>,
         G: Target<T>,
     {
-        let policy = options.resolve(&self.inner.defaults).map_err(E::from)?;
+        let policy = options.resolve(&self.defaults).map_err(E::from)?;
         let plan = match self.plan_with(key, policy) {
             Ok(plan) => plan,
             Err(error) => {
@@ -483,9 +478,9 @@ impl MultiLevelCache {
             None => (None, None),
         };
         let mut attempt = Attempt { key, plan, stale };
-        let flights = &self.inner.flights;
+        let flights = &self.flights;
         loop {
-            let now = self.inner.clock.now();
+            let now = self.clock.now();
             let guard = match flights.join(
                 key,
                 coalesce::Caller::Blocking,
@@ -518,7 +513,7 @@ impl MultiLevelCache {
                 Role::Alone => None,
             };
             if refreshing.is_some() {
-                self.inner.counters.record_load(LoadEvent::Refresh);
+                self.counters.record_load(LoadEvent::Refresh);
             }
             let loaded = self.run_loader_local(loader).map(Arc::new);
             return match loaded {

@@ -3,15 +3,17 @@
 
 use std::{future::Future, sync::Arc};
 
-use super::{
-    CacheValue, MultiLevelCache, SharedValue, Stamp, Tier, WritePlan,
-    l1::{Found, Lookup},
+use super::{Engine, WritePlan};
+use crate::Error;
+use crate::cache::{
+    CacheValue, SharedValue, Tier,
+    entry::{Found, Lookup},
+    stamp::Stamp,
     stats::{Event, Op},
 };
-use crate::Error;
 
 /// The reads of a load: values in any age, stale ones included.
-impl MultiLevelCache {
+impl Engine {
     /// [`remote_lookup_at`](Self::remote_lookup_at) in any age, for a load.
     pub(super) async fn remote_find_at<T: SharedValue>(
         &self,
@@ -19,7 +21,7 @@ impl MultiLevelCache {
         tier: Tier,
         op: Op,
     ) -> Option<Found<Arc<T>>> {
-        match &self.inner.remote {
+        match &self.remote {
             // Boxed: the remote path's state (decoded values, its own futures) would otherwise
             // sit in every `get` future.
             Some(remote) if tier == Tier::Redis => {
@@ -52,8 +54,8 @@ impl MultiLevelCache {
 
     /// L1's value for a load, in any age; a stale one counts as a miss.
     pub(super) fn l1_find<T: CacheValue>(&self, key: &str, op: Op) -> Option<Found<Arc<T>>> {
-        let counters = &self.inner.counters;
-        let found = match self.inner.l1.find::<T>(key, &self.inner.clock, counters) {
+        let counters = &self.counters;
+        let found = match self.l1.find::<T>(key, &self.clock, counters) {
             Lookup::Hit(found) => Some(found),
             Lookup::WrongType => {
                 counters.record(Tier::L1, Event::TypeMismatch);
@@ -72,33 +74,32 @@ impl MultiLevelCache {
 /// Where a load reads and stores: every tier down to one (values with serde), or L1 alone.
 pub(crate) trait Target<T: CacheValue>: Copy + Send + Sync + 'static {
     /// The local tiers' value, in any age.
-    fn find_local(&self, cache: &MultiLevelCache, key: &str) -> Option<Found<Arc<T>>>;
+    fn find_local(&self, cache: &Engine, key: &str) -> Option<Found<Arc<T>>>;
 
     /// The remote tier's value, when this target reaches it.
     fn find_remote(
         &self,
-        cache: &MultiLevelCache,
+        cache: &Engine,
         key: &str,
     ) -> impl Future<Output = Option<Found<Arc<T>>>> + Send;
 
     /// Stores a loaded value; failures are logged, never the caller's.
     fn store(
         &self,
-        cache: &MultiLevelCache,
+        cache: &Engine,
         key: &str,
         value: Arc<T>,
         plan: &WritePlan,
     ) -> impl Future<Output = ()> + Send;
 
     /// [`store`](Self::store) in the local tiers only, for synchronous loads.
-    fn store_local(&self, cache: &MultiLevelCache, key: &str, value: Arc<T>, plan: &WritePlan);
+    fn store_local(&self, cache: &Engine, key: &str, value: Arc<T>, plan: &WritePlan);
 
     /// Gives a stale value a new lifetime in the local tiers.
-    fn rearm(&self, cache: &MultiLevelCache, key: &str, value: &Arc<T>, stamp: Stamp) {
+    fn rearm(&self, cache: &Engine, key: &str, value: &Arc<T>, stamp: Stamp) {
         cache
-            .inner
             .l1
-            .rearm(key, Arc::clone(value) as _, stamp, &cache.inner.clock);
+            .rearm(key, Arc::clone(value) as _, stamp, &cache.clock);
     }
 }
 
@@ -107,15 +108,15 @@ pub(crate) trait Target<T: CacheValue>: Copy + Send + Sync + 'static {
 pub(crate) struct AllTiers(pub(crate) Tier);
 
 impl<T: SharedValue> Target<T> for AllTiers {
-    fn find_local(&self, cache: &MultiLevelCache, key: &str) -> Option<Found<Arc<T>>> {
+    fn find_local(&self, cache: &Engine, key: &str) -> Option<Found<Arc<T>>> {
         cache.local_find(key, self.0, Op::GetOrLoad)
     }
 
-    async fn find_remote(&self, cache: &MultiLevelCache, key: &str) -> Option<Found<Arc<T>>> {
+    async fn find_remote(&self, cache: &Engine, key: &str) -> Option<Found<Arc<T>>> {
         cache.remote_find_at(key, self.0, Op::GetOrLoad).await
     }
 
-    async fn store(&self, cache: &MultiLevelCache, key: &str, value: Arc<T>, plan: &WritePlan) {
+    async fn store(&self, cache: &Engine, key: &str, value: Arc<T>, plan: &WritePlan) {
         match cache.store(key, value, self.0, plan).await {
             Ok(()) => {}
             // The remote tier reports its own outages; one line per call would flood.
@@ -126,19 +127,18 @@ impl<T: SharedValue> Target<T> for AllTiers {
         }
     }
 
-    fn store_local(&self, cache: &MultiLevelCache, key: &str, value: Arc<T>, plan: &WritePlan) {
+    fn store_local(&self, cache: &Engine, key: &str, value: Arc<T>, plan: &WritePlan) {
         if let Err(error) = cache.store_local(key, value, self.0.min(Tier::L2), plan) {
             tracing::warn!(key, %error, "loaded value not cached");
         }
     }
 
-    fn rearm(&self, cache: &MultiLevelCache, key: &str, value: &Arc<T>, stamp: Stamp) {
+    fn rearm(&self, cache: &Engine, key: &str, value: &Arc<T>, stamp: Stamp) {
         cache
-            .inner
             .l1
-            .rearm(key, Arc::clone(value) as _, stamp, &cache.inner.clock);
+            .rearm(key, Arc::clone(value) as _, stamp, &cache.clock);
         if self.0 >= Tier::L2 {
-            cache.inner.l2.restamp(key, stamp);
+            cache.l2.restamp(key, stamp);
         }
     }
 }
@@ -148,19 +148,19 @@ impl<T: SharedValue> Target<T> for AllTiers {
 pub(crate) struct L1Only;
 
 impl<T: CacheValue> Target<T> for L1Only {
-    fn find_local(&self, cache: &MultiLevelCache, key: &str) -> Option<Found<Arc<T>>> {
+    fn find_local(&self, cache: &Engine, key: &str) -> Option<Found<Arc<T>>> {
         cache.l1_find(key, Op::GetOrLoad)
     }
 
-    async fn find_remote(&self, _: &MultiLevelCache, _: &str) -> Option<Found<Arc<T>>> {
+    async fn find_remote(&self, _: &Engine, _: &str) -> Option<Found<Arc<T>>> {
         None
     }
 
-    async fn store(&self, cache: &MultiLevelCache, key: &str, value: Arc<T>, plan: &WritePlan) {
+    async fn store(&self, cache: &Engine, key: &str, value: Arc<T>, plan: &WritePlan) {
         self.store_local(cache, key, value, plan);
     }
 
-    fn store_local(&self, cache: &MultiLevelCache, key: &str, value: Arc<T>, plan: &WritePlan) {
+    fn store_local(&self, cache: &Engine, key: &str, value: Arc<T>, plan: &WritePlan) {
         cache.insert_l1_only(key, value, plan.stamp);
     }
 }

@@ -1,0 +1,77 @@
+//! [`CacheBuilder`]: the configuration's numbers turned into tiers.
+
+use std::sync::Arc;
+
+use super::{
+    Clock, MultiLevelCache, RemoteTier,
+    clock::ExpiryClock,
+    codec::Codec,
+    engine::{Engine, Parts},
+    l1::L1,
+    l2::L2,
+    options::Policy,
+    stats::Counters,
+};
+use crate::{Error, config::PerformanceConfig};
+
+/// Builds a [`MultiLevelCache`].
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct CacheBuilder {
+    config: PerformanceConfig,
+    remote: Option<Arc<dyn RemoteTier>>,
+    clock: Option<Clock>,
+}
+
+impl CacheBuilder {
+    pub(super) fn new(config: &PerformanceConfig) -> Self {
+        Self {
+            config: config.clone(),
+            remote: None,
+            clock: None,
+        }
+    }
+
+    /// Adds the shared tier below L2 (perf-redis's `RedisTier`).
+    pub fn remote_tier(mut self, remote: Arc<dyn RemoteTier>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// The clock that decides expiry. Tests pass [`Clock::mock()`] to move time by hand.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Validates the configuration and builds the cache.
+    pub fn build(self) -> Result<MultiLevelCache, Error> {
+        let config = self.config;
+        config.validate()?;
+        let counters = Arc::new(Counters::default());
+        let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let engine = Engine::start(Parts {
+            l1: L1::new(config.cache_max_size, Arc::clone(&counters)),
+            l2: L2::new(
+                config.l2_max_bytes,
+                config.largest_l2_entry(),
+                Arc::clone(&counters),
+            ),
+            remote: self.remote,
+            codec: Codec {
+                compression_threshold: as_usize(config.compression_threshold_bytes),
+                zstd_level: config.zstd_level,
+                compress_literals: config.zstd_compress_literals,
+                max_value_bytes: as_usize(config.max_value_bytes),
+            },
+            defaults: Policy::from_config(&config),
+            max_key_bytes: as_usize(config.max_key_bytes),
+            clock: self
+                .clock
+                .map_or_else(ExpiryClock::real, ExpiryClock::exact),
+            counters,
+            enabled: config.cache_enabled,
+        });
+        Ok(MultiLevelCache { engine })
+    }
+}

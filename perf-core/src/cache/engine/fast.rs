@@ -1,0 +1,109 @@
+//! The `#[cache_result]` hit path: a copy of the L1 value, from this thread's near cache
+//! when it has a current one (see `near.rs`), else from L1 with the key written once.
+
+use serde::Serialize;
+
+use super::Engine;
+use crate::cache::{
+    CacheValue, Tier,
+    entry::Lookup,
+    fingerprint::Fingerprint,
+    key::{with_key, write_function_key},
+    near::{self, NearKey},
+    stats::{Event, Op},
+};
+
+impl Engine {
+    /// A copy of the L1 value of the call of `path` with `arguments` (the key
+    /// [`function_key`](crate::cache::function_key) gives), counted as a `get_or_load` hit. A
+    /// miss is not counted, since the load that follows counts it. Repeats are served from
+    /// this thread's near cache, which every L1 change keeps coherent.
+    #[inline(always)]
+    pub(crate) fn hit_for_call<T: CacheValue + Clone, A: Serialize + ?Sized>(
+        &self,
+        path: &'static str,
+        arguments: &A,
+    ) -> Option<T> {
+        if !self.is_enabled() {
+            return None;
+        }
+        let write_l1_key = |out: &mut String| {
+            // Unencodable arguments give a key nothing is stored under: a miss.
+            let _encoded = write_function_key(out, path, arguments);
+        };
+        Fingerprint::with(arguments, |print| match print {
+            Some(print) => self.hit_near(NearKey { site: path, print }, write_l1_key),
+            None => with_key(write_l1_key, |l1_key| self.hit_l1_for_load(l1_key)),
+        })
+    }
+
+    #[inline]
+    pub(crate) fn hit_for_key<T: CacheValue + Clone>(&self, key: &str) -> Option<T> {
+        if !self.is_enabled() {
+            return None;
+        }
+        Fingerprint::with_bytes(key.as_bytes(), |print| match print {
+            Some(print) => self.hit_near(
+                NearKey {
+                    site: near::WHOLE_KEY,
+                    print,
+                },
+                |out| out.push_str(key),
+            ),
+            None => self.hit_l1_for_load(key),
+        })
+    }
+
+    #[inline(always)]
+    fn hit_near<T: CacheValue + Clone>(
+        &self,
+        near_key: NearKey<'_>,
+        write_l1_key: impl FnOnce(&mut String),
+    ) -> Option<T> {
+        if let Some(value) = self.l1.get_cloned_near::<T>(near_key, &self.clock) {
+            self.counters.record(Tier::L1, Event::Hit(Op::GetOrLoad));
+            return Some(value);
+        }
+        self.counted_fast_hit(self.near_miss(near_key, write_l1_key))
+    }
+
+    /// Out of line, so that the near hit around it stays small enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn near_miss<T: CacheValue + Clone>(
+        &self,
+        near_key: NearKey<'_>,
+        write_l1_key: impl FnOnce(&mut String),
+    ) -> Lookup<T> {
+        with_key(write_l1_key, |l1_key| {
+            if l1_key.len() > self.max_key_bytes {
+                return Lookup::Miss;
+            }
+            self.l1
+                .get_cloned_remembered(near_key, l1_key, &self.clock, &self.counters)
+        })
+    }
+
+    /// A fast-path read that bypasses the near cache (keys without a fingerprint).
+    fn hit_l1_for_load<T: CacheValue + Clone>(&self, key: &str) -> Option<T> {
+        if key.len() > self.max_key_bytes {
+            return None;
+        }
+        let lookup = match self.l1.get_fresh::<T>(key, &self.clock, &self.counters) {
+            Lookup::Hit(value) => Lookup::Hit(T::clone(&value)),
+            Lookup::Miss => Lookup::Miss,
+            Lookup::WrongType => Lookup::WrongType,
+        };
+        self.counted_fast_hit(lookup)
+    }
+
+    fn counted_fast_hit<T>(&self, lookup: Lookup<T>) -> Option<T> {
+        match lookup {
+            Lookup::Hit(value) => {
+                self.counters.record(Tier::L1, Event::Hit(Op::GetOrLoad));
+                Some(value)
+            }
+            Lookup::Miss | Lookup::WrongType => None,
+        }
+    }
+}
