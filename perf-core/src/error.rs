@@ -1,8 +1,13 @@
 //! The one error type of perf-core.
 
-use std::time::Duration;
+use std::{
+    any::{Any, TypeId},
+    fmt,
+    sync::Arc,
+    time::Duration,
+};
 
-use crate::{cache::SharedFailure, config::ConfigError};
+use crate::config::ConfigError;
 
 /// A remote tier's failure, as the tier reports it.
 pub type RemoteError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -111,5 +116,60 @@ impl From<Error> for sqlx_core::Error {
 impl From<Error> for String {
     fn from(error: Error) -> Self {
         error.to_string()
+    }
+}
+
+/// The failure of a load that several callers were waiting on, as each of them receives it
+/// (inside [`Error::LoaderFailed`]): the loader's error message, and the error itself where it
+/// was shared by value (`#[cache_result]` shares errors that are `Clone`).
+#[derive(Clone)]
+pub struct SharedFailure {
+    message: Arc<str>,
+    error: Option<Arc<dyn Any + Send + Sync>>,
+    /// The loader's error type: a failure reaches only callers whose loaders have the same
+    /// one (other callers, of another function under the same key, load for themselves).
+    error_type: TypeId,
+}
+
+impl SharedFailure {
+    pub(crate) fn new<E: 'static>(
+        message: String,
+        error: Option<Arc<dyn Any + Send + Sync>>,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            error,
+            error_type: TypeId::of::<E>(),
+        }
+    }
+
+    /// Whether this failure is of loaders with error type `E`.
+    pub(crate) fn is_for<E: 'static>(&self) -> bool {
+        self.error_type == TypeId::of::<E>()
+    }
+
+    /// The loader error's `Display` text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The loader's error itself, if it was shared by value and is an `E`.
+    pub fn downcast_ref<E: 'static>(&self) -> Option<&E> {
+        self.error.as_ref()?.downcast_ref::<E>()
+    }
+}
+
+impl fmt::Debug for SharedFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedFailure")
+            .field("message", &self.message)
+            .field("by_value", &self.error.is_some())
+            .finish()
+    }
+}
+
+impl fmt::Display for SharedFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
 }

@@ -26,5 +26,5 @@ pub mod tasks;
 
 pub use cache::{CacheStats, MultiLevelCache, RemoteTier, Tier, TierStats};
 pub use config::{ConfigError, FieldError, PerformanceConfig};
-pub use error::{Error, InstallError, RemoteError};
+pub use error::{Error, InstallError, RemoteError, SharedFailure};
 pub use optimizer::{OptimizerBuilder, PerformanceOptimizer, global, performance_context};

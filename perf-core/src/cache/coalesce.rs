@@ -12,7 +12,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
-use super::{entry::AnyValue, options::SharedFailure};
+use super::entry::AnyValue;
+use crate::SharedFailure;
 
 #[derive(Clone)]
 pub(crate) enum FlightState {

@@ -97,11 +97,12 @@ pub(crate) use self::engine::Engine;
 pub use self::{
     builder::CacheBuilder,
     key::{function_key, random_id, with_key, write_function_key},
-    options::{ErrorSharing, Freshness, LoadOptions, Loaded, LoaderError, SharedFailure},
+    options::{ErrorSharing, Freshness, LoadOptions, Loaded, LoaderError},
     remote::{BoxFuture, Invalidation, InvalidationSink, RemoteTier},
     stats::{CacheStats, LoadStats, TierStats},
     tier::{CacheValue, SharedValue, Tier},
 };
+pub use crate::error::SharedFailure;
 
 use crate::{Error, config::PerformanceConfig};
 

@@ -2,15 +2,10 @@
 //! TTL jitter and failure caching, per call ([`LoadOptions`]) over the configuration's
 //! defaults (`cache_fail_safe_max` and the fields after it).
 
-use std::{
-    any::{Any, TypeId},
-    fmt,
-    sync::Arc,
-    time::Duration,
-};
+use std::{any::Any, fmt, sync::Arc, time::Duration};
 
 use super::Tier;
-use crate::{Error, config::PerformanceConfig};
+use crate::{Error, SharedFailure, config::PerformanceConfig};
 
 /// What a loader's error must allow: callers may receive the cache's own failures (a hard
 /// timeout, another caller's failure) converted with `From`, and a failure's message is shared.
@@ -279,61 +274,6 @@ impl<T> Loaded<T> {
 
     pub fn is_stale(&self) -> bool {
         self.freshness == Freshness::Stale
-    }
-}
-
-/// The failure of a load that several callers were waiting on, as each of them receives it
-/// (inside [`Error::LoaderFailed`]): the loader's error message, and the error itself where it
-/// was shared by value (`#[cache_result]` shares errors that are `Clone`).
-#[derive(Clone)]
-pub struct SharedFailure {
-    message: Arc<str>,
-    error: Option<Arc<dyn Any + Send + Sync>>,
-    /// The loader's error type: a failure reaches only callers whose loaders have the same
-    /// one (other callers, of another function under the same key, load for themselves).
-    error_type: TypeId,
-}
-
-impl SharedFailure {
-    pub(crate) fn new<E: 'static>(
-        message: String,
-        error: Option<Arc<dyn Any + Send + Sync>>,
-    ) -> Self {
-        Self {
-            message: message.into(),
-            error,
-            error_type: TypeId::of::<E>(),
-        }
-    }
-
-    /// Whether this failure is of loaders with error type `E`.
-    pub(crate) fn is_for<E: 'static>(&self) -> bool {
-        self.error_type == TypeId::of::<E>()
-    }
-
-    /// The loader error's `Display` text.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The loader's error itself, if it was shared by value and is an `E`.
-    pub fn downcast_ref<E: 'static>(&self) -> Option<&E> {
-        self.error.as_ref()?.downcast_ref::<E>()
-    }
-}
-
-impl fmt::Debug for SharedFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedFailure")
-            .field("message", &self.message)
-            .field("by_value", &self.error.is_some())
-            .finish()
-    }
-}
-
-impl fmt::Display for SharedFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
     }
 }
 

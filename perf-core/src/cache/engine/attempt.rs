@@ -6,15 +6,15 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use super::{Engine, WritePlan, target::Target};
-use crate::Error;
 use crate::cache::{
     CacheValue,
     coalesce::{self, FlightState, LeaderGuard, Outcome, Role},
     entry::{Found, Lookup},
-    options::{ErrorSharing, Freshness, LoadOptions, Loaded, LoaderError, SharedFailure},
+    options::{ErrorSharing, Freshness, LoadOptions, Loaded, LoaderError},
     stamp::Age,
     stats::LoadEvent,
 };
+use crate::{Error, SharedFailure};
 
 impl Engine {
     pub(super) async fn load_inline<T, E, F, Fut, G>(

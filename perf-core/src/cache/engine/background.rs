@@ -11,12 +11,15 @@ use super::{
     attempt::{Attempt, Begin, Caller},
     target::Target,
 };
-use crate::cache::{
-    CacheValue,
-    coalesce::{self, FlightState, LeaderGuard, Role},
-    entry::Found,
-    options::{ErrorSharing, LoadOptions, Loaded, LoaderError, SharedFailure},
-    stats::LoadEvent,
+use crate::{
+    SharedFailure,
+    cache::{
+        CacheValue,
+        coalesce::{self, FlightState, LeaderGuard, Role},
+        entry::Found,
+        options::{ErrorSharing, LoadOptions, Loaded, LoaderError},
+        stats::LoadEvent,
+    },
 };
 
 impl Engine {
