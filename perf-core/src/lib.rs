@@ -4,10 +4,19 @@
 //! | module | holds |
 //! |---|---|
 //! | [`config`] | [`PerformanceConfig`]: every knob, defaults, validation, TOML and `PERF_*` loading |
-//! | [`cache`] | [`MultiLevelCache`]: L1 typed TTL tier, L2 compressed byte tier, [`RemoteTier`] |
+//! | [`cache`] | [`MultiLevelCache`]: L1 typed TTL tier, L2 compressed byte tier, [`RemoteTier`]; its API in `cache`, its engine in `cache::engine` |
+//! | [`memory`] | [`MemoryManager`](memory::MemoryManager): RSS sampling against a limit, cleanup, allocator purge, allocation tracking |
+//! | [`tasks`] | [`TaskManager`](tasks::TaskManager): bounded pool, batches, timeouts, cancellation, stats |
+//! | [`query`] | [`QueryOptimizer`](query::QueryOptimizer): query timing, shapes, slow queries, the result cache |
+//! | [`monitor`] | operation timing behind `#[performance_monitor]` and [`performance_context`] |
 //! | [`metrics`] | the metric catalogue and [`metrics::describe_all`] |
-//! | [`monitor`] | operation timing behind `#[performance_monitor]`, [`performance_context`] |
-//! | [`optimizer`] | [`PerformanceOptimizer`], [`global`], background loops |
+//! | [`alerts`] | alert rules and recommendations from a stats snapshot |
+//! | [`system`] | the machine's CPU, memory, disks and network, through sysinfo |
+//! | [`optimizer`] | [`PerformanceOptimizer`]: one of each component, [`global`], background loops |
+//!
+//! Dependencies point one way: the optimizer uses the components, never the reverse, and no
+//! two modules import each other (`tests/module_graph.rs` checks). The macros' generated code
+//! reaches this crate only through the `macro_support` module (not a stable API).
 
 pub mod alerts;
 pub mod cache;

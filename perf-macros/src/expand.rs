@@ -386,7 +386,7 @@ impl CacheExpansion<'_> {
         }}
     }
 
-    /// Under tags, the key carries the tags' generations (see perf-core's `cache/tags.rs`),
+    /// Under tags, the key carries the tags' generations (see perf-core's `cache/engine/tags.rs`),
     /// made once per call before the hit is looked for.
     fn tagged_key(&self) -> TokenStream {
         let tags = &self.args.tags;
