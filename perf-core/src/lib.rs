@@ -7,7 +7,7 @@
 //! | [`cache`] | [`MultiLevelCache`]: L1 typed TTL tier, L2 compressed byte tier, [`RemoteTier`] |
 //! | [`metrics`] | the metric catalogue and [`metrics::describe_all`] |
 //! | [`monitor`] | operation timing behind `#[performance_monitor]`, [`monitor::performance_context`] |
-//! | [`optimizer`] | [`PerformanceOptimizer`], [`global`], background loops |
+//! | [`optimizer`] | [`PerformanceOptimizer`], [`global`], background loops ([`BackgroundTasks`]) |
 
 pub mod alerts;
 pub mod cache;
@@ -24,5 +24,5 @@ pub mod tasks;
 
 pub use cache::{CacheStats, MultiLevelCache, RemoteTier, Tier, TierStats};
 pub use config::{ConfigError, FieldError, PerformanceConfig};
-pub use error::{Error, InstallError, RemoteError};
-pub use optimizer::{OptimizerBuilder, PerformanceOptimizer, global};
+pub use error::{Error, InstallError, RemoteError, StartError};
+pub use optimizer::{BackgroundTasks, OptimizerBuilder, PerformanceOptimizer, global};
