@@ -22,7 +22,8 @@
 //! again on the next, by `start` or `start_on`. While they run, another start is refused
 //! ([`StartError::AlreadyRunning`]). A runtime without timers (built without `enable_time`)
 //! cannot run them: the start fails with [`StartError::TimersDisabled`], and `install()` is
-//! refused with it.
+//! refused with it. (tokio cannot be asked whether a runtime has timers, only made to panic
+//! when it has none: the start catches that panic, whose message the panic hook still prints.)
 
 mod background;
 

@@ -315,6 +315,20 @@ mod tests {
             assert!(sweeps(&optimizer, &mock).await, "they run there");
             assert!(again.is_running());
         });
+        drop(second);
+
+        // A multi-threaded runtime's drop waits for its workers, which drop their tasks.
+        let third = Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let background = optimizer.start_on(third.handle()).expect("started");
+        assert!(background.is_running());
+        drop(third);
+        assert!(!background.is_running());
+        let fourth = runtime();
+        assert!(optimizer.start_on(fourth.handle()).is_ok());
     }
 
     #[test]
