@@ -111,7 +111,7 @@ impl Registry {
                 let (coarse, stop) = (Arc::clone(&coarse), Arc::clone(&stop));
                 move || {
                     while !stop.load(Ordering::Acquire) {
-                        // Woken early only to stop.
+                        // Woken early to stop (or spuriously: an early tick does no harm).
                         std::thread::park_timeout(TICK);
                         let since = clock.now().saturating_duration_since(coarse.base);
                         let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
