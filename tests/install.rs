@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use perf::{Error, InstallError, PerformanceConfig, PerformanceOptimizer};
+use perf::{Error, InstallError, PerformanceConfig, PerformanceOptimizer, StartError};
 
 fn optimizer(max_workers: u64) -> PerformanceOptimizer {
     let config = PerformanceConfig {
@@ -24,12 +24,29 @@ fn install_once_inside_a_runtime() {
         "{err}"
     );
 
+    // On a runtime without timers, which the background loops need: refused likewise.
+    let no_timers = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let err = no_timers
+        .block_on(async { optimizer(3).install() })
+        .expect_err("no timers");
+    assert!(
+        matches!(err, Error::Start(StartError::TimersDisabled)),
+        "{err}"
+    );
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
         let installed = optimizer(3).install().expect("first install");
+        assert_eq!(
+            installed.start().err(),
+            Some(StartError::AlreadyRunning),
+            "install() started the loops"
+        );
         assert_eq!(installed.config().max_workers, 3);
         assert!(
             std::ptr::eq(installed, perf::global()),
@@ -46,6 +63,17 @@ fn install_once_inside_a_runtime() {
             3,
             "the first install stands"
         );
+    });
+    drop(runtime);
+
+    // The loops ended with the runtime install() ran on; they start again on the next.
+    let next = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    next.block_on(async {
+        let background = perf::global().start().expect("started again");
+        assert!(background.is_running());
     });
 }
 

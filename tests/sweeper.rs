@@ -16,7 +16,7 @@ async fn the_sweeper_removes_expired_entries() {
         .clock(clock)
         .build()
         .expect("valid");
-    optimizer.start_background().expect("inside a runtime");
+    let _background = optimizer.start().expect("inside a runtime with timers");
     let cache = optimizer.cache();
     for i in 0..100 {
         cache

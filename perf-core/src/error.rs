@@ -70,6 +70,9 @@ pub enum Error {
     /// `install()` was refused.
     #[error(transparent)]
     Install(#[from] InstallError),
+    /// The background loops could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
 }
 
 /// Why [`PerformanceOptimizer::install`](crate::PerformanceOptimizer::install) refused.
@@ -88,6 +91,31 @@ pub enum InstallError {
     /// `install()` starts background loops and needs a tokio runtime.
     #[error("install() must be called from within a tokio runtime")]
     NoRuntime,
+}
+
+/// Why [`PerformanceOptimizer::start`](crate::PerformanceOptimizer::start) (or `install()`)
+/// did not start the background loops.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// `start()` was called outside a tokio runtime.
+    #[error(
+        "the background loops need a tokio runtime: call start() from within one, \
+         or start_on(handle)"
+    )]
+    NoRuntime,
+    /// The runtime was built without timers, which the loops need.
+    #[error(
+        "the tokio runtime has timers disabled, which the background loops need: \
+         build it with enable_time() or enable_all()"
+    )]
+    TimersDisabled,
+    /// This optimizer's loops run already, from an earlier start that is still held.
+    #[error(
+        "the background loops of this optimizer are already running; \
+         stop or drop their BackgroundTasks first"
+    )]
+    AlreadyRunning,
 }
 
 /// So that loaders returning `std::io::Result` can use the get_or_load family, whose callers

@@ -12,7 +12,7 @@
 //! | [`metrics`] | the metric catalogue and [`metrics::describe_all`] |
 //! | [`alerts`] | alert rules and recommendations from a stats snapshot |
 //! | [`system`] | the machine's CPU, memory, disks and network, through sysinfo |
-//! | [`optimizer`] | [`PerformanceOptimizer`]: one of each component, [`global`], background loops |
+//! | [`optimizer`] | [`PerformanceOptimizer`]: one of each component, [`global`], background loops ([`BackgroundTasks`]) |
 //!
 //! Dependencies point one way: the optimizer uses the components, never the reverse, and no
 //! two modules import each other (`tests/module_graph.rs` checks). The macros' generated code
@@ -35,5 +35,7 @@ pub mod tasks;
 
 pub use cache::{CacheStats, MultiLevelCache, RemoteTier, Tier, TierStats};
 pub use config::{ConfigError, FieldError, PerformanceConfig};
-pub use error::{Error, InstallError, RemoteError, SharedFailure};
-pub use optimizer::{OptimizerBuilder, PerformanceOptimizer, global, performance_context};
+pub use error::{Error, InstallError, RemoteError, SharedFailure, StartError};
+pub use optimizer::{
+    BackgroundTasks, OptimizerBuilder, PerformanceOptimizer, global, performance_context,
+};

@@ -1,17 +1,41 @@
 //! [`PerformanceOptimizer`]: one of each component, the process-wide instance, background loops.
+//!
+//! # Background work
+//!
+//! An optimizer's background loops sweep expired cache entries (every
+//! `cache_sweep_interval`), publish cache metrics (every second), run the memory monitor
+//! (every `memory_check_interval`) and sample the machine (every 15 s). They run only when
+//! started, on one tokio runtime:
+//!
+//! - [`PerformanceOptimizer::install`] starts them on the current runtime, for as long as it
+//!   runs: for a program, its life.
+//! - [`PerformanceOptimizer::start`] (the current runtime) and
+//!   [`start_on`](PerformanceOptimizer::start_on) (a given one) start them and return a
+//!   [`BackgroundTasks`]; dropping it, or [`BackgroundTasks::stop`], stops them. Tests and
+//!   programs that do not install use these.
+//! - [`global`] starts nothing. The default instance it builds when nothing is installed runs
+//!   no loops unless started (`perf::global().start()`): its expired entries are still never
+//!   served, only left for eviction rather than swept.
+//!
+//! The loops hold their optimizer weakly and end when it is dropped. They also end when their
+//! runtime shuts down (each `#[tokio::test]` has its own); the optimizer can then be started
+//! again on the next, by `start` or `start_on`. While they run, another start is refused
+//! ([`StartError::AlreadyRunning`]). A runtime without timers (built without `enable_time`)
+//! cannot run them: the start fails with [`StartError::TimersDisabled`], and `install()` is
+//! refused with it. (tokio cannot be asked whether a runtime has timers, only made to panic
+//! when it has none: the start catches that panic, whose message the panic hook still prints.)
 
-use std::{
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+mod background;
 
-use parking_lot::RwLock;
+use std::sync::{Arc, OnceLock};
 
+use parking_lot::{Mutex, RwLock};
+use tokio::runtime::Handle;
+
+pub use self::background::BackgroundTasks;
+use self::background::{Runs, Targets};
 use crate::{
-    Error, InstallError,
+    Error, InstallError, StartError,
     alerts::{self, Alert, Recommendation, Snapshot},
     cache::{CacheBuilder, MultiLevelCache, RemoteTier, WeakCache},
     config::{ConfigError, FieldError, HOT_FIELDS, PerformanceConfig},
@@ -32,7 +56,7 @@ pub struct PerformanceOptimizer {
     query: QueryOptimizer,
     monitor: Monitor,
     system: Arc<SystemMonitor>,
-    background_started: AtomicBool,
+    background: Runs,
 }
 
 /// Builds a [`PerformanceOptimizer`].
@@ -107,7 +131,7 @@ impl OptimizerBuilder {
             monitor,
             system: Arc::new(SystemMonitor::default()),
             config: RwLock::new(Arc::new(config)),
-            background_started: AtomicBool::new(false),
+            background: Runs::default(),
         })
     }
 }
@@ -115,33 +139,24 @@ impl OptimizerBuilder {
 struct Global {
     optimizer: PerformanceOptimizer,
     installed: bool,
+    /// The loops `install()` started, kept for as long as their runtime runs.
+    background: Mutex<Option<BackgroundTasks>>,
 }
 
 static GLOBAL: OnceLock<Global> = OnceLock::new();
 
 /// The process-wide optimizer: the installed one, or else a default one built on first use.
 ///
-/// The default instance starts its background loops if it is first used inside a tokio
-/// runtime; until then, expired entries are still never served, only swept later.
+/// Starts nothing: see [Background work](self#background-work).
 pub fn global() -> &'static PerformanceOptimizer {
-    let global = GLOBAL.get_or_init(|| {
-        let optimizer = PerformanceOptimizer::builder()
+    let global = GLOBAL.get_or_init(|| Global {
+        optimizer: PerformanceOptimizer::builder()
             .build()
-            .expect("the default configuration is valid");
-        Global {
-            optimizer,
-            installed: false,
-        }
+            .expect("the default configuration is valid"),
+        installed: false,
+        background: Mutex::new(None),
     });
-    let optimizer = &global.optimizer;
-    // Checked on every call (macros call this): one relaxed load once the loops run.
-    if !optimizer.background_started.load(Ordering::Relaxed)
-        && tokio::runtime::Handle::try_current().is_ok()
-    {
-        // Ignored error: there is a runtime, which is all start_background checks.
-        let _ = optimizer.start_background();
-    }
-    optimizer
+    &global.optimizer
 }
 
 impl PerformanceOptimizer {
@@ -248,13 +263,16 @@ impl PerformanceOptimizer {
 
     /// Makes this the process-wide instance ([`global`]), describes every metric to the
     /// installed `metrics` recorder, and starts the background loops on the current tokio
-    /// runtime. Call it first thing in `main`, after installing a metrics recorder.
+    /// runtime for as long as it runs. Call it first thing in `main`, after installing a
+    /// metrics recorder.
     ///
-    /// Errs, changing nothing, when called outside a tokio runtime, when an optimizer is
-    /// already installed, or when annotated code already put the default instance to use.
+    /// Errs, changing nothing, when called outside a tokio runtime, on a runtime without
+    /// timers ([`StartError::TimersDisabled`]), when an optimizer is already installed, or
+    /// when annotated code already put the default instance to use.
     pub fn install(self) -> Result<&'static PerformanceOptimizer, Error> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(InstallError::NoRuntime.into());
+        let runtime = Handle::try_current().map_err(|_| InstallError::NoRuntime)?;
+        if !background::has_timers(&runtime) {
+            return Err(StartError::TimersDisabled.into());
         }
         let mut fresh = false;
         let global = GLOBAL.get_or_init(|| {
@@ -262,6 +280,7 @@ impl PerformanceOptimizer {
             Global {
                 optimizer: self,
                 installed: true,
+                background: Mutex::new(None),
             }
         });
         if !fresh {
@@ -276,31 +295,60 @@ impl PerformanceOptimizer {
         if !global.optimizer.config().allocation_tracking_enabled {
             crate::memory::disable_tracking();
         }
-        global.optimizer.start_background()?;
+        match global.optimizer.start_on(&runtime) {
+            Ok(tasks) => *global.background.lock() = Some(tasks),
+            // Started before install() by its owner, whose handle keeps them.
+            Err(StartError::AlreadyRunning) => {}
+            Err(error) => return Err(error.into()),
+        }
         Ok(&global.optimizer)
     }
 
-    /// Starts the background loops on the current tokio runtime, once: the cache sweeper
-    /// (every `cache_sweep_interval`), the metrics publisher (every second) and the memory
-    /// monitor (every `memory_check_interval`). They hold no strong reference: dropping the
-    /// optimizer ends them.
-    pub fn start_background(&self) -> Result<(), Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| InstallError::NoRuntime)?;
-        if self.background_started.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
+    /// Starts the background loops on the current tokio runtime: the cache sweeper, the
+    /// metrics publisher, the memory monitor and the machine's sampler (see
+    /// [Background work](self#background-work)). They run until the returned handle is
+    /// dropped or stopped, the optimizer is dropped, or the runtime shuts down.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let optimizer = perf_core::PerformanceOptimizer::builder().build()?;
+    /// let background = optimizer.start()?;
+    /// assert!(background.is_running());
+    /// background.stop().await;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errs outside a runtime, on a runtime without timers, and while the loops run already.
+    pub fn start(&self) -> Result<BackgroundTasks, StartError> {
+        let runtime = Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        self.start_on(&runtime)
+    }
+
+    /// [`start`](Self::start) on the runtime of `runtime`, from anywhere.
+    pub fn start_on(&self, runtime: &Handle) -> Result<BackgroundTasks, StartError> {
         let config = self.config();
-        runtime.spawn(sweep_loop(
-            self.cache.downgrade(),
-            config.cache_sweep_interval,
-        ));
-        runtime.spawn(publish_loop(self.cache.downgrade()));
-        runtime.spawn(MemoryManager::run_monitor(
-            self.memory.downgrade(),
-            config.memory_check_interval,
-        ));
-        runtime.spawn(system_loop(Arc::downgrade(&self.system)));
-        Ok(())
+        let targets = Targets {
+            cache: self.cache.downgrade(),
+            memory: self.memory.downgrade(),
+            system: Arc::downgrade(&self.system),
+            sweep_every: config.cache_sweep_interval,
+            memory_every: config.memory_check_interval,
+        };
+        self.background.start(runtime, targets)
+    }
+
+    /// Feeds every component's figures to the `metrics` recorder now: the cache's counters
+    /// and sizes, a fresh memory sample and the machine's resources, as the background loops
+    /// do on their own schedule. For programs that run no loops, or a scrape that must see
+    /// the latest. Blocking: samples memory and the machine, about a millisecond.
+    pub fn publish_metrics(&self) {
+        self.cache.publish_metrics();
+        match self.memory.usage() {
+            Ok(usage) => MemoryManager::publish_metrics(&usage),
+            Err(error) => tracing::debug!(%error, "memory not sampled"),
+        }
+        self.system.sample().publish_metrics();
     }
 }
 
@@ -324,55 +372,6 @@ fn cache_cleanup_hook(cache: WeakCache) -> impl Fn(&CleanupRequest) -> String + 
             "swept {swept} expired entries; dropped {l1} L1 and {l2} L2 entries ({:.0}%)",
             request.shrink_fraction * 100.0
         )
-    }
-}
-
-/// How often counters are fed to the `metrics` facade: well inside a Prometheus scrape
-/// interval, and cheap (a few dozen sums).
-const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
-
-fn ticker(every: Duration) -> tokio::time::Interval {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker
-}
-
-/// Every `every`: remove expired cache entries.
-async fn sweep_loop(cache: WeakCache, every: Duration) {
-    let mut ticker = ticker(every);
-    loop {
-        ticker.tick().await;
-        let Some(cache) = cache.upgrade() else { break };
-        // A sweep visits every entry: keep it off the async workers.
-        let swept = tokio::task::spawn_blocking(move || cache.sweep_expired()).await;
-        tracing::trace!(?swept, "cache sweep");
-    }
-}
-
-/// How often `resource_usage_percent` is sampled.
-const SYSTEM_INTERVAL: Duration = Duration::from_secs(15);
-
-/// Every [`SYSTEM_INTERVAL`]: publish the machine's CPU, memory and disk use.
-async fn system_loop(system: std::sync::Weak<SystemMonitor>) {
-    let mut ticker = ticker(SYSTEM_INTERVAL);
-    loop {
-        ticker.tick().await;
-        let Some(system) = system.upgrade() else {
-            break;
-        };
-        if let Ok(resources) = tokio::task::spawn_blocking(move || system.sample()).await {
-            resources.publish_metrics();
-        }
-    }
-}
-
-/// Every second: publish cache metrics.
-async fn publish_loop(cache: WeakCache) {
-    let mut ticker = ticker(PUBLISH_INTERVAL);
-    loop {
-        ticker.tick().await;
-        let Some(cache) = cache.upgrade() else { break };
-        cache.publish_metrics();
     }
 }
 

@@ -116,7 +116,7 @@ impl SystemMonitor {
 
 impl SystemResources {
     /// Sets `resource_usage_percent{type}` (`cpu`, `memory`, `disk`).
-    pub fn publish_metrics(&self) {
+    pub(crate) fn publish_metrics(&self) {
         for (kind, percent) in [
             ("cpu", self.cpu_percent),
             ("memory", self.memory_percent),

@@ -441,7 +441,7 @@ impl MultiLevelCache {
 
     /// Feeds what changed since the last call into the `metrics` facade:
     /// `cache_hits_total` and `cache_misses_total` {tier, operation}, `cache_size_bytes` {tier}.
-    pub fn publish_metrics(&self) {
+    pub(crate) fn publish_metrics(&self) {
         self.engine.publish_metrics()
     }
 

@@ -300,7 +300,8 @@ impl CacheStats {
 /// Feeds the counters into the `metrics` facade.
 ///
 /// The hot path only bumps striped counters; this publishes what changed since the last call
-/// (the background sweeper calls it every sweep, and the /metrics endpoint before rendering).
+/// (the optimizer's background publisher calls it every second, and its `publish_metrics` on
+/// demand).
 /// Publishing deltas rather than totals keeps several caches in one process additive, and
 /// resolving handles at publish time works with a recorder installed after the cache was built.
 #[derive(Default)]

@@ -6,7 +6,8 @@
 //! off, drops a share of L1 and L2; programs add their own), then asks the allocator to give
 //! free pages back.
 //!
-//! The background monitor ([`MemoryManager::run_monitor`], started by `install()`) samples
+//! The background monitor (one of the optimizer's background loops, started by `install()`
+//! or [`PerformanceOptimizer::start`](crate::PerformanceOptimizer::start)) samples
 //! every `memory_check_interval`, publishes `memory_usage_bytes{type}`, and cleans up while
 //! usage is at or over `memory_cleanup_threshold` of the limit, at most once every
 //! `memory_cleanup_min_interval`. Pressure, once entered, holds until usage falls
@@ -396,7 +397,7 @@ impl MemoryManager {
     }
 
     /// Sets `memory_usage_bytes{type}` from a sample.
-    pub fn publish_metrics(usage: &MemoryUsage) {
+    pub(crate) fn publish_metrics(usage: &MemoryUsage) {
         let gauge = |kind: &'static str, bytes: u64| {
             ::metrics::gauge!(metrics::MEMORY_USAGE_BYTES, metrics::labels::TYPE => kind)
                 .set(bytes as f64);
@@ -418,7 +419,7 @@ impl MemoryManager {
 
     /// Every `every`: sample, publish, and clean up over the threshold. Sampling and cleanup
     /// run on tokio's blocking threads. Ends when the manager is dropped.
-    pub async fn run_monitor(manager: WeakMemoryManager, every: Duration) {
+    pub(crate) async fn run_monitor(manager: WeakMemoryManager, every: Duration) {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -454,7 +455,7 @@ impl MemoryManager {
         cleaned
     }
 
-    pub fn downgrade(&self) -> WeakMemoryManager {
+    pub(crate) fn downgrade(&self) -> WeakMemoryManager {
         WeakMemoryManager(Arc::downgrade(&self.inner))
     }
 
@@ -507,10 +508,10 @@ impl MemoryManager {
 
 /// A [`MemoryManager`] handle that does not keep it alive (for the monitor).
 #[derive(Debug, Clone)]
-pub struct WeakMemoryManager(Weak<Inner>);
+pub(crate) struct WeakMemoryManager(Weak<Inner>);
 
 impl WeakMemoryManager {
-    pub fn upgrade(&self) -> Option<MemoryManager> {
+    pub(crate) fn upgrade(&self) -> Option<MemoryManager> {
         self.0.upgrade().map(|inner| MemoryManager { inner })
     }
 }
