@@ -2,11 +2,17 @@
 
 use std::time::Duration;
 
-use perf::{Error, InstallError, PerformanceConfig, PerformanceOptimizer};
+use perf::{
+    Error, InstallError, PerformanceConfig, PerformanceOptimizer,
+    config::{CacheConfig, TaskConfig},
+};
 
 fn optimizer(max_workers: u64) -> PerformanceOptimizer {
     let config = PerformanceConfig {
-        max_workers,
+        tasks: TaskConfig {
+            max_workers,
+            ..TaskConfig::default()
+        },
         ..PerformanceConfig::default()
     };
     PerformanceOptimizer::builder()
@@ -30,7 +36,7 @@ fn install_once_inside_a_runtime() {
         .expect("runtime");
     runtime.block_on(async {
         let installed = optimizer(3).install().expect("first install");
-        assert_eq!(installed.config().max_workers, 3);
+        assert_eq!(installed.config().tasks.max_workers, 3);
         assert!(
             std::ptr::eq(installed, perf::global()),
             "global() is the installed instance"
@@ -42,7 +48,7 @@ fn install_once_inside_a_runtime() {
             "{err}"
         );
         assert_eq!(
-            perf::global().config().max_workers,
+            perf::global().config().tasks.max_workers,
             3,
             "the first install stands"
         );
@@ -52,7 +58,10 @@ fn install_once_inside_a_runtime() {
 #[test]
 fn bad_configuration_is_refused_at_build() {
     let config = PerformanceConfig {
-        cache_ttl: Duration::ZERO,
+        cache: CacheConfig {
+            ttl: Duration::ZERO,
+            ..CacheConfig::default()
+        },
         ..PerformanceConfig::default()
     };
     let err = PerformanceOptimizer::builder()

@@ -23,6 +23,6 @@ pub mod system;
 pub mod tasks;
 
 pub use cache::{CacheStats, MultiLevelCache, RemoteTier, Tier, TierStats};
-pub use config::{ConfigError, FieldError, PerformanceConfig};
+pub use config::{ConfigError, FieldError, LoadError, PerformanceConfig};
 pub use error::{Error, InstallError, RemoteError};
-pub use optimizer::{OptimizerBuilder, PerformanceOptimizer, global};
+pub use optimizer::{HOT_FIELDS, OptimizerBuilder, PerformanceOptimizer, global};

@@ -162,15 +162,16 @@ impl CacheBuilder {
 
     /// Validates the configuration and builds the cache.
     pub fn build(self) -> Result<MultiLevelCache, Error> {
-        let config = self.config;
-        config.validate()?;
+        self.config.validate()?;
+        let config = self.config.cache;
+        l2::check_budget(&config)?;
         let counters = Arc::new(Counters::default());
         let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         let inner = Inner {
-            l1: L1::new(config.cache_max_size, Arc::clone(&counters)),
+            l1: L1::new(config.max_size, Arc::clone(&counters)),
             l2: L2::new(
                 config.l2_max_bytes,
-                config.largest_l2_entry(),
+                l2::largest_entry(&config),
                 Arc::clone(&counters),
             ),
             remote: self.remote,
@@ -190,7 +191,7 @@ impl CacheBuilder {
             background: Arc::new(tokio::sync::Semaphore::new(load::MAX_BACKGROUND_LOADS)),
             changes: changes::Changes::new(),
             publisher: MetricsPublisher::default(),
-            enabled: std::sync::atomic::AtomicBool::new(config.cache_enabled),
+            enabled: std::sync::atomic::AtomicBool::new(config.enabled),
         };
         let cache = MultiLevelCache {
             inner: Arc::new(inner),

@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::Tier;
-use crate::{Error, config::PerformanceConfig};
+use crate::{Error, config::CacheConfig};
 
 /// Per-call settings of a load. A setting left unset takes the cache's default from the
 /// configuration; a zero duration or fraction turns a feature off for this call.
@@ -173,18 +173,18 @@ pub(crate) struct Policy {
 
 impl Policy {
     /// The configuration's defaults (the tier is each call's).
-    pub(crate) fn from_config(config: &PerformanceConfig) -> Self {
+    pub(crate) fn from_config(config: &CacheConfig) -> Self {
         let on = |d: Duration| (!d.is_zero()).then_some(d);
         Self {
             tier: Tier::L1,
-            ttl: config.cache_ttl,
-            fail_safe: on(config.cache_fail_safe_max),
-            fail_safe_throttle: config.cache_fail_safe_throttle,
-            soft_timeout: on(config.cache_soft_timeout),
-            hard_timeout: on(config.cache_hard_timeout),
-            eager_refresh: config.cache_eager_refresh,
-            jitter: config.cache_ttl_jitter,
-            failure_ttl: on(config.cache_failure_ttl),
+            ttl: config.ttl,
+            fail_safe: on(config.fail_safe_max),
+            fail_safe_throttle: config.fail_safe_throttle,
+            soft_timeout: on(config.soft_timeout),
+            hard_timeout: on(config.hard_timeout),
+            eager_refresh: config.eager_refresh,
+            jitter: config.ttl_jitter,
+            failure_ttl: on(config.failure_ttl),
         }
     }
 
@@ -372,7 +372,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> Policy {
-        Policy::from_config(&PerformanceConfig::default())
+        Policy::from_config(&CacheConfig::default())
     }
 
     #[test]

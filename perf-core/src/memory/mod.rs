@@ -213,7 +213,7 @@ impl fmt::Debug for MemoryManager {
 impl MemoryManager {
     /// A manager sampling this process, with the configuration's limit and thresholds.
     pub fn new(config: &PerformanceConfig) -> Self {
-        Self::with_source(config, SystemUsage::new(config.memory_limit_bytes))
+        Self::with_source(config, SystemUsage::new(config.memory.limit_bytes))
     }
 
     /// A manager sampling `source` (tests inject their own figures).
@@ -221,9 +221,9 @@ impl MemoryManager {
         Self {
             inner: Arc::new(Inner {
                 source: Box::new(source),
-                threshold: config.memory_cleanup_threshold,
-                min_interval: config.memory_cleanup_min_interval,
-                shrink_fraction: config.memory_pressure_shrink_fraction,
+                threshold: config.memory.cleanup_threshold,
+                min_interval: config.memory.cleanup_min_interval,
+                shrink_fraction: config.memory.pressure_shrink_fraction,
                 hooks: Mutex::new(Vec::new()),
                 state: Mutex::new(State::default()),
                 cleaning: Mutex::new(()),
