@@ -31,10 +31,10 @@ pub use perf_core::memory::memory_context;
 #[doc(inline)]
 pub use perf_core::monitor::performance_context;
 pub use perf_core::{
-    CacheStats, ConfigError, Error, FieldError, HOT_FIELDS, InstallError, LoadError,
-    MultiLevelCache, OptimizerBuilder, PerformanceConfig, PerformanceOptimizer, RemoteError,
-    RemoteTier, Tier, TierStats, alerts, cache, config, global, memory, metrics, monitor,
-    optimizer, query, system, tasks,
+    CacheStats, CleanupSkipped, ConfigError, EncodeError, Error, FieldError, HOT_FIELDS,
+    InstallError, LoadError, MultiLevelCache, OptimizerBuilder, PerformanceConfig,
+    PerformanceOptimizer, RemoteError, RemoteTier, TaskError, Tier, TierStats, alerts, cache,
+    config, global, memory, metrics, monitor, optimizer, query, system, tasks,
 };
 #[doc(inline)]
 pub use perf_macros::{cache_result, performance_monitor};

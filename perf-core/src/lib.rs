@@ -24,5 +24,7 @@ pub mod tasks;
 
 pub use cache::{CacheStats, MultiLevelCache, RemoteTier, Tier, TierStats};
 pub use config::{ConfigError, FieldError, LoadError, PerformanceConfig};
-pub use error::{Error, InstallError, RemoteError};
+pub use error::{EncodeError, Error, InstallError, RemoteError};
+pub use memory::CleanupSkipped;
 pub use optimizer::{HOT_FIELDS, OptimizerBuilder, PerformanceOptimizer, global};
+pub use tasks::TaskError;

@@ -552,3 +552,27 @@ fn with_a_limit_below_the_baseline_each_step_is_measured() {
         "each step's change in RSS adds up to at least the whole: {report:?}"
     );
 }
+
+/// A source that cannot sample.
+struct Unreadable;
+
+impl UsageSource for Unreadable {
+    fn sample(&self) -> std::io::Result<MemoryUsage> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "no /proc",
+        ))
+    }
+}
+
+#[test]
+fn a_failed_sample_keeps_its_error_as_the_source() {
+    let manager = MemoryManager::with_source(&config(Duration::ZERO), Unreadable);
+    let skipped = manager.cleanup_memory(true).expect_err("no sample");
+    assert!(skipped.to_string().contains("no /proc"), "{skipped}");
+    let source = std::error::Error::source(&skipped).expect("the sampler's error");
+    let io = source
+        .downcast_ref::<Arc<std::io::Error>>()
+        .expect("an I/O error");
+    assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+}
