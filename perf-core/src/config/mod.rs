@@ -11,8 +11,7 @@
 //! human-readable string (`"1h"`, `"30m"`, `"250ms"`).
 //!
 //! Other crates keep their settings in the same file and environment with a
-//! [`ConfigSection`] of their own, loaded alongside with [`PerformanceConfig::load_with`]
-//! (perf-http's admin settings do).
+//! [`ConfigSection`] of their own, loaded alongside with [`PerformanceConfig::load_with`].
 
 mod alerts;
 mod cache;
@@ -567,7 +566,7 @@ mod tests {
         });
     }
 
-    /// Another crate's section, as perf-http keeps its admin settings.
+    /// Another crate's section.
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     #[serde(default)]
     struct Extra {
