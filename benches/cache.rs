@@ -23,7 +23,7 @@ use std::{
 
 use common::{median_ns, slowest_thread};
 use criterion::Criterion;
-use perf::{MultiLevelCache, PerformanceConfig, Tier};
+use perf::{MultiLevelCache, PerformanceConfig, Tier, config::CacheConfig};
 use rand::{Rng, SeedableRng, rngs::SmallRng, seq::SliceRandom};
 use rand_distr::{Distribution, Zipf};
 use serde::{Deserialize, Serialize};
@@ -266,7 +266,10 @@ fn l1_caches(entries: u64) -> L1Caches {
     // Headroom: quick_cache splits capacity across shards, which fill unevenly.
     let capacity = entries * 3 / 2 + 1000;
     let config = PerformanceConfig {
-        cache_max_size: capacity,
+        cache: CacheConfig {
+            max_size: capacity,
+            ..CacheConfig::default()
+        },
         ..PerformanceConfig::default()
     };
     let ours = MultiLevelCache::new(&config).unwrap();
@@ -345,7 +348,10 @@ fn l1_hit(c: &mut Criterion, entries: u64, name: &str) -> Option<L1Caches> {
 /// from L2.
 fn l2_cache() -> (MultiLevelCache, Vec<String>) {
     let config = PerformanceConfig {
-        cache_max_size: 16,
+        cache: CacheConfig {
+            max_size: 16,
+            ..CacheConfig::default()
+        },
         ..PerformanceConfig::default()
     };
     let cache = MultiLevelCache::new(&config).unwrap();
@@ -423,7 +429,10 @@ fn record_sizes() -> (usize, usize, usize, usize) {
     let record = ad_record(1);
     let stored = |compress_literals| {
         let config = PerformanceConfig {
-            zstd_compress_literals: compress_literals,
+            cache: CacheConfig {
+                zstd_compress_literals: compress_literals,
+                ..CacheConfig::default()
+            },
             ..PerformanceConfig::default()
         };
         MultiLevelCache::new(&config)
@@ -469,13 +478,19 @@ fn equal_memory() -> (f64, f64, u64) {
     let l1_entry = memory + 24 + 24 + 64;
     let budget = (keys as usize / 10 * l1_entry) as u64;
     let l1_alone = MultiLevelCache::new(&PerformanceConfig {
-        cache_max_size: budget / l1_entry as u64,
+        cache: CacheConfig {
+            max_size: budget / l1_entry as u64,
+            ..CacheConfig::default()
+        },
         ..PerformanceConfig::default()
     })
     .unwrap();
     let two_tier = MultiLevelCache::new(&PerformanceConfig {
-        cache_max_size: budget / 10 / l1_entry as u64,
-        l2_max_bytes: budget - budget / 10,
+        cache: CacheConfig {
+            max_size: budget / 10 / l1_entry as u64,
+            l2_max_bytes: budget - budget / 10,
+            ..CacheConfig::default()
+        },
         ..PerformanceConfig::default()
     })
     .unwrap();

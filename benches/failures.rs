@@ -24,7 +24,9 @@ use std::{
 
 use common::median_ns;
 use criterion::Criterion;
-use perf::{MultiLevelCache, PerformanceConfig, Tier, cache::LoadOptions, cache_result};
+use perf::{
+    MultiLevelCache, PerformanceConfig, Tier, cache::LoadOptions, cache_result, config::CacheConfig,
+};
 
 #[derive(Debug, Clone)]
 struct DbError;
@@ -154,7 +156,10 @@ fn main() {
         .sample_size(20);
     let rt = runtime();
     let config = PerformanceConfig {
-        cache_max_size: 1_000_000,
+        cache: CacheConfig {
+            max_size: 1_000_000,
+            ..CacheConfig::default()
+        },
         ..PerformanceConfig::default()
     };
     let cache = MultiLevelCache::new(&config).unwrap();

@@ -32,7 +32,9 @@ use common::median_ns;
 use criterion::{BenchmarkId, Criterion};
 use deadpool_redis::redis;
 use futures_util::future::BoxFuture;
-use perf::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier, redis::RedisTier};
+use perf::{
+    MultiLevelCache, PerformanceConfig, RemoteTier, Tier, config::CacheConfig, redis::RedisTier,
+};
 use support::{RedisServer, cluster::RedisCluster};
 
 const TASKS: usize = 64;
@@ -230,8 +232,11 @@ fn main() {
 
     // get_many through the cache, with L1 and L2 too small to help.
     let config = PerformanceConfig {
-        cache_max_size: 1,
-        l2_max_bytes: 8 * 1024 * 1024,
+        cache: CacheConfig {
+            max_size: 1,
+            l2_max_bytes: 8 * 1024 * 1024,
+            ..CacheConfig::default()
+        },
         ..PerformanceConfig::default()
     };
     let cache = MultiLevelCache::builder(&config)

@@ -19,6 +19,7 @@ use common::median_ns;
 use criterion::Criterion;
 use perf::{
     PerformanceConfig,
+    config::TaskConfig,
     monitor::Monitor,
     tasks::{TaskManager, TaskOutcome},
 };
@@ -68,8 +69,11 @@ fn main() {
         .build()
         .unwrap();
     let config = PerformanceConfig {
-        max_workers: WORKERS,
-        max_queued: TASKS,
+        tasks: TaskConfig {
+            max_workers: WORKERS,
+            max_queued: TASKS,
+            ..TaskConfig::default()
+        },
         ..PerformanceConfig::default()
     };
     let manager = TaskManager::new(&config, &Monitor::default());

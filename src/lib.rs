@@ -31,10 +31,11 @@ pub use perf_core::memory::memory_context;
 #[doc(inline)]
 pub use perf_core::performance_context;
 pub use perf_core::{
-    BackgroundTasks, CacheStats, ConfigError, Error, FieldError, InstallError, MultiLevelCache,
-    OptimizerBuilder, PerformanceConfig, PerformanceOptimizer, RemoteError, RemoteTier, StartError,
-    Tier, TierStats, alerts, cache, config, global, memory, metrics, monitor, optimizer, query,
-    system, tasks,
+    BackgroundTasks, CacheStats, CleanupSkipped, ConfigError, EncodeError, Error, FieldError,
+    HOT_FIELDS, InstallError, LoadError, MultiLevelCache, OptimizerBuilder, PerformanceConfig,
+    PerformanceOptimizer, RemoteError, RemoteTier, SharedFailure, StartError, TaskError, Tier,
+    TierStats, alerts, cache, config, global, memory, metrics, monitor, optimizer, query, system,
+    tasks,
 };
 #[doc(inline)]
 pub use perf_macros::{cache_result, performance_monitor};

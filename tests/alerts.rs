@@ -5,6 +5,7 @@ use std::time::Duration;
 use perf::{
     PerformanceConfig, PerformanceOptimizer,
     alerts::{AlertKind, Severity},
+    config::{AlertConfig, CacheConfig, QueryConfig},
     memory::{LimitSource, MemoryUsage, UsageSource},
 };
 
@@ -30,10 +31,19 @@ impl UsageSource for NearlyFull {
 #[tokio::test]
 async fn a_struggling_service_gets_alerts_and_recommendations() {
     let config = PerformanceConfig {
-        cache_max_size: 50,
-        alert_cache_min_lookups: 100,
-        slow_query_threshold: Duration::from_millis(1),
-        alert_slow_queries: 2,
+        cache: CacheConfig {
+            max_size: 50,
+            ..CacheConfig::default()
+        },
+        query: QueryConfig {
+            slow_threshold: Duration::from_millis(1),
+            ..QueryConfig::default()
+        },
+        alerts: AlertConfig {
+            cache_min_lookups: 100,
+            slow_queries: 2,
+            ..AlertConfig::default()
+        },
         ..PerformanceConfig::default()
     };
     let optimizer = PerformanceOptimizer::builder()

@@ -225,7 +225,10 @@ async fn switched(optimizer: &PerformanceOptimizer, id: u8) -> u8 {
 #[tokio::test]
 async fn with_caching_off_every_call_runs_the_body() {
     let config = perf::PerformanceConfig {
-        cache_enabled: false,
+        cache: perf::config::CacheConfig {
+            enabled: false,
+            ..perf::config::CacheConfig::default()
+        },
         ..perf::PerformanceConfig::default()
     };
     let optimizer = PerformanceOptimizer::builder()
@@ -240,7 +243,10 @@ async fn with_caching_off_every_call_runs_the_body() {
 
     optimizer
         .update_config(perf::PerformanceConfig {
-            cache_enabled: true,
+            cache: perf::config::CacheConfig {
+                enabled: true,
+                ..config.cache.clone()
+            },
             ..config
         })
         .expect("a hot field");

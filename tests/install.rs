@@ -2,11 +2,17 @@
 
 use std::time::Duration;
 
-use perf::{Error, InstallError, PerformanceConfig, PerformanceOptimizer, StartError};
+use perf::{
+    Error, InstallError, PerformanceConfig, PerformanceOptimizer, StartError,
+    config::{CacheConfig, TaskConfig},
+};
 
 fn optimizer(max_workers: u64) -> PerformanceOptimizer {
     let config = PerformanceConfig {
-        max_workers,
+        tasks: TaskConfig {
+            max_workers,
+            ..TaskConfig::default()
+        },
         ..PerformanceConfig::default()
     };
     PerformanceOptimizer::builder()
@@ -47,7 +53,7 @@ fn install_once_inside_a_runtime() {
             Some(StartError::AlreadyRunning),
             "install() started the loops"
         );
-        assert_eq!(installed.config().max_workers, 3);
+        assert_eq!(installed.config().tasks.max_workers, 3);
         assert!(
             std::ptr::eq(installed, perf::global()),
             "global() is the installed instance"
@@ -59,7 +65,7 @@ fn install_once_inside_a_runtime() {
             "{err}"
         );
         assert_eq!(
-            perf::global().config().max_workers,
+            perf::global().config().tasks.max_workers,
             3,
             "the first install stands"
         );
@@ -80,7 +86,10 @@ fn install_once_inside_a_runtime() {
 #[test]
 fn bad_configuration_is_refused_at_build() {
     let config = PerformanceConfig {
-        cache_ttl: Duration::ZERO,
+        cache: CacheConfig {
+            ttl: Duration::ZERO,
+            ..CacheConfig::default()
+        },
         ..PerformanceConfig::default()
     };
     let err = PerformanceOptimizer::builder()

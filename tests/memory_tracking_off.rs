@@ -3,6 +3,7 @@
 
 use perf::{
     PerformanceConfig, PerformanceOptimizer,
+    config::MemoryConfig,
     memory::{TrackingAllocator, memory_context, tracked_stats},
 };
 
@@ -15,7 +16,10 @@ async fn tracking_switched_off_at_install_reports_nothing() {
     assert!(tracked_stats().is_some(), "counting before install");
     drop(warm);
     let config = PerformanceConfig {
-        allocation_tracking_enabled: false,
+        memory: MemoryConfig {
+            allocation_tracking_enabled: false,
+            ..MemoryConfig::default()
+        },
         ..PerformanceConfig::default()
     };
     PerformanceOptimizer::builder()

@@ -334,7 +334,9 @@ fn with_profiling_each_call_runs_in_a_span_named_after_its_operation() {
     assert_eq!(spans.take(), Vec::<&str>::new(), "off by default: no spans");
 
     let config = perf::PerformanceConfig {
-        profiling_enabled: true,
+        monitor: perf::config::MonitorConfig {
+            profiling_enabled: true,
+        },
         ..(*optimizer.config()).clone()
     };
     optimizer.update_config(config).expect("a hot field");

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use perf::{PerformanceConfig, PerformanceOptimizer};
+use perf::{PerformanceConfig, PerformanceOptimizer, config::QueryConfig};
 use sqlx::{Row, SqlitePool, sqlite::SqlitePoolOptions};
 
 async fn database() -> SqlitePool {
@@ -33,7 +33,10 @@ async fn database() -> SqlitePool {
 
 fn optimizer(slow: Duration) -> PerformanceOptimizer {
     let config = PerformanceConfig {
-        slow_query_threshold: slow,
+        query: QueryConfig {
+            slow_threshold: slow,
+            ..QueryConfig::default()
+        },
         ..PerformanceConfig::default()
     };
     PerformanceOptimizer::builder()

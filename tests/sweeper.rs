@@ -2,13 +2,16 @@
 
 use std::time::Duration;
 
-use perf::{PerformanceConfig, PerformanceOptimizer, Tier};
+use perf::{PerformanceConfig, PerformanceOptimizer, Tier, config::CacheConfig};
 
 #[tokio::test(start_paused = true)]
 async fn the_sweeper_removes_expired_entries() {
     let (clock, mock) = perf::cache::Clock::mock();
     let config = PerformanceConfig {
-        cache_sweep_interval: Duration::from_secs(30),
+        cache: CacheConfig {
+            sweep_interval: Duration::from_secs(30),
+            ..CacheConfig::default()
+        },
         ..PerformanceConfig::default()
     };
     let optimizer = PerformanceOptimizer::builder()

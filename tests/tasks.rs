@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use perf::{ConfigError, PerformanceConfig, PerformanceOptimizer, tasks::TaskOutcome};
+use perf::{
+    ConfigError, PerformanceConfig, PerformanceOptimizer, config::TaskConfig, tasks::TaskOutcome,
+};
 
 fn optimizer() -> PerformanceOptimizer {
     PerformanceOptimizer::builder().build().expect("valid")
@@ -72,15 +74,15 @@ fn task_outcomes_are_recorded_as_metrics_and_operation_stats() {
 async fn max_workers_follows_the_configuration_and_other_fields_are_refused() {
     let optimizer = optimizer();
     let mut config = (*optimizer.config()).clone();
-    config.max_workers = 25;
-    config.task_timeout = Duration::from_secs(5);
+    config.tasks.max_workers = 25;
+    config.tasks.timeout = Duration::from_secs(5);
     optimizer.update_config(config.clone()).expect("hot fields");
     assert_eq!(optimizer.tasks().stats().max_workers, 25);
     assert_eq!(*optimizer.config(), config);
 
     let mut cold = config.clone();
-    cold.cache_max_size = 5;
-    cold.max_workers = 2;
+    cold.cache.max_size = 5;
+    cold.tasks.max_workers = 2;
     let Err(ConfigError::Invalid(errors)) = optimizer.update_config(cold) else {
         panic!("cache_max_size cannot change at run time");
     };
@@ -91,7 +93,10 @@ async fn max_workers_follows_the_configuration_and_other_fields_are_refused() {
     assert_eq!(optimizer.tasks().stats().max_workers, 25, "nothing changed");
 
     let zero = PerformanceConfig {
-        max_workers: 0,
+        tasks: TaskConfig {
+            max_workers: 0,
+            ..config.tasks.clone()
+        },
         ..config
     };
     let Err(ConfigError::Invalid(errors)) = optimizer.update_config(zero) else {

@@ -17,10 +17,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use perf::{
-    PerformanceConfig, PerformanceOptimizer, Tier, cache::LoadOptions, cache_result,
-    performance_monitor,
-};
+use perf::{PerformanceOptimizer, Tier, cache::LoadOptions, cache_result, performance_monitor};
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool, sqlite::SqlitePoolOptions};
 
@@ -130,15 +127,14 @@ pub(crate) async fn build(
     options: &Options,
 ) -> Result<(Router, &'static PerformanceOptimizer), Box<dyn std::error::Error + Send + Sync>> {
     let prometheus = perf_http::install_prometheus()?;
-    let mut config = PerformanceConfig {
-        cache_enabled: options.cache_enabled,
-        slow_query_threshold: Duration::from_millis(50),
-        ..PerformanceConfig::from_env()?
-    };
+    // The engine's settings and the admin API's (`PERF_ADMIN_TOKENS`, ...) from `PERF_*`.
+    let (mut config, admin) = perf_http::load_config(None)?;
+    config.cache.enabled = options.cache_enabled;
+    config.query.slow_threshold = Duration::from_millis(50);
     // Ads live five minutes unless PERF_CACHE_TTL says otherwise (the fault load test shortens
     // it, so that entries expire while the database is down).
     if std::env::var_os("PERF_CACHE_TTL").is_none() {
-        config.cache_ttl = Duration::from_secs(300);
+        config.cache.ttl = Duration::from_secs(300);
     }
     set_db_fault(options.db_fault);
     let mut builder = PerformanceOptimizer::builder().config(config);
@@ -174,7 +170,7 @@ pub(crate) async fn build(
                 .clone()
                 .map(|token| &*Box::leak(token.into_boxed_str())),
         })
-        .nest("/performance", perf_http::router(optimizer))
+        .nest("/performance", perf_http::router(optimizer, admin)?)
         .merge(perf_http::metrics_router(prometheus));
     Ok((router, optimizer))
 }

@@ -69,7 +69,7 @@ pub fn alerts(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<Alert> {
             &mut alerts,
             AlertKind::MemoryUsage,
             memory.usage_fraction,
-            config.alert_memory_usage,
+            config.alerts.memory_usage,
             format!(
                 "memory at {:.0}% of its {} limit ({} MiB of {} MiB)",
                 memory.usage_fraction * 100.0,
@@ -81,8 +81,8 @@ pub fn alerts(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<Alert> {
     }
     let cache = &snapshot.cache;
     let lookups = cache.l1.hits + cache.l1.misses;
-    if lookups >= config.alert_cache_min_lookups && cache.hit_rate < config.alert_cache_hit_rate {
-        let threshold = config.alert_cache_hit_rate;
+    if lookups >= config.alerts.cache_min_lookups && cache.hit_rate < config.alerts.cache_hit_rate {
+        let threshold = config.alerts.cache_hit_rate;
         alerts.push(Alert {
             kind: AlertKind::CacheHitRate,
             severity: if cache.hit_rate < threshold / 2.0 {
@@ -100,7 +100,7 @@ pub fn alerts(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<Alert> {
         });
     }
     let slow = snapshot.recent_slow_queries as f64;
-    let limit = config.alert_slow_queries as f64;
+    let limit = config.alerts.slow_queries as f64;
     if slow > limit {
         alerts.push(Alert {
             kind: AlertKind::SlowQueries,
@@ -111,7 +111,7 @@ pub fn alerts(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<Alert> {
             },
             message: format!(
                 "{slow} slow queries in the last {}",
-                humantime::format_duration(config.alert_window)
+                humantime::format_duration(config.alerts.window)
             ),
             observed: slow,
             threshold: limit,
@@ -124,7 +124,7 @@ pub fn alerts(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<Alert> {
             &mut alerts,
             AlertKind::TaskFailureRate,
             tasks.failure_rate,
-            config.alert_task_failure_rate,
+            config.alerts.task_failure_rate,
             format!(
                 "{:.1}% of tasks failed, panicked or timed out ({} of {finished})",
                 tasks.failure_rate * 100.0,
@@ -133,7 +133,7 @@ pub fn alerts(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<Alert> {
         );
     }
     if let Some(system) = &snapshot.system {
-        let threshold = config.alert_resource_usage;
+        let threshold = config.alerts.resource_usage;
         for (kind, percent, what) in [
             (AlertKind::CpuExhaustion, system.cpu_percent, "CPU"),
             (
@@ -181,12 +181,12 @@ pub fn recommendations(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<R
     let l1 = &snapshot.cache.l1;
     let lookups = l1.hits + l1.misses;
     // L1 throws away much of what it takes in, and misses: it is too small for the working set.
-    if lookups >= config.alert_cache_min_lookups
+    if lookups >= config.alerts.cache_min_lookups
         && l1.inserts > 0
         && l1.evictions * 2 >= l1.inserts
         && l1.hit_rate < 0.5
     {
-        let suggested = config.cache_max_size.saturating_mul(2);
+        let suggested = config.cache.max_size.saturating_mul(2);
         found.push(Recommendation {
             kind: "raise_cache_max_size",
             message: format!(
@@ -195,13 +195,13 @@ pub fn recommendations(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<R
                 l1.evictions,
                 l1.inserts,
                 l1.hit_rate * 100.0,
-                config.cache_max_size
+                config.cache.max_size
             ),
             figures: vec![
                 ("l1_evictions", l1.evictions as f64),
                 ("l1_inserts", l1.inserts as f64),
                 ("l1_hit_rate", l1.hit_rate),
-                ("cache_max_size", config.cache_max_size as f64),
+                ("cache_max_size", config.cache.max_size as f64),
             ],
         });
     }
@@ -212,11 +212,11 @@ pub fn recommendations(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<R
             message: format!(
                 "L2 refused {} values too large for one of its shards: raise l2_max_bytes \
                  (now {}) or lower max_value_bytes",
-                l2.refused, config.l2_max_bytes
+                l2.refused, config.cache.l2_max_bytes
             ),
             figures: vec![
                 ("l2_refused", l2.refused as f64),
-                ("l2_max_bytes", config.l2_max_bytes as f64),
+                ("l2_max_bytes", config.cache.l2_max_bytes as f64),
             ],
         });
     }
@@ -248,7 +248,7 @@ pub fn recommendations(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<R
                  make the slow tasks faster",
                 tasks.timed_out,
                 tasks.completed,
-                humantime::format_duration(config.task_timeout)
+                humantime::format_duration(config.tasks.timeout)
             ),
             figures: vec![
                 ("timed_out", tasks.timed_out as f64),
@@ -263,14 +263,14 @@ pub fn recommendations(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<R
                 "{} queries over {} in the last {}: see /database/stats for their shapes, \
                  and index or cache them",
                 snapshot.recent_slow_queries,
-                humantime::format_duration(config.slow_query_threshold),
-                humantime::format_duration(config.alert_window)
+                humantime::format_duration(config.query.slow_threshold),
+                humantime::format_duration(config.alerts.window)
             ),
             figures: vec![("recent_slow_queries", snapshot.recent_slow_queries as f64)],
         });
     }
     if let Some(memory) = &snapshot.memory
-        && memory.usage_fraction >= config.memory_cleanup_threshold
+        && memory.usage_fraction >= config.memory.cleanup_threshold
     {
         found.push(Recommendation {
             kind: "reduce_memory",
@@ -278,11 +278,11 @@ pub fn recommendations(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<R
                 "memory at {:.0}% of its limit, over the cleanup threshold of {:.0}%: lower \
                  cache_max_size or l2_max_bytes, or raise the limit",
                 memory.usage_fraction * 100.0,
-                config.memory_cleanup_threshold * 100.0
+                config.memory.cleanup_threshold * 100.0
             ),
             figures: vec![
                 ("usage_fraction", memory.usage_fraction),
-                ("memory_cleanup_threshold", config.memory_cleanup_threshold),
+                ("memory_cleanup_threshold", config.memory.cleanup_threshold),
             ],
         });
     }
@@ -373,7 +373,7 @@ mod tests {
             memory.usage_fraction = 0.95;
         }
         snapshot.cache.hit_rate = 0.5;
-        snapshot.recent_slow_queries = config.alert_slow_queries + 1;
+        snapshot.recent_slow_queries = config.alerts.slow_queries + 1;
         snapshot.tasks.failure_rate = 0.2;
         if let Some(system) = &mut snapshot.system {
             system.disk_percent = 91.0;

@@ -1,4 +1,11 @@
-//! The one error type of perf-core.
+//! perf-core's errors: [`Error`] for everything the cache and the optimizer refuse, with
+//! [`InstallError`] as the reason of [`Error::Install`]. Kept apart, because each is what one
+//! call returns and its callers match on it: [`ConfigError`] (loading and validating the
+//! configuration), [`TaskError`](crate::tasks::TaskError) (a task not accepted) and
+//! [`CleanupSkipped`](crate::memory::CleanupSkipped) (why a memory cleanup did not run). All
+//! are re-exported at the crate root, with the opaque wrappers [`EncodeError`] and
+//! [`LoadError`](crate::config::LoadError), whose sources are the serializer's and the
+//! configuration loader's own errors.
 
 use std::{
     any::{Any, TypeId},
@@ -8,6 +15,8 @@ use std::{
 };
 
 use crate::config::ConfigError;
+#[cfg(doc)]
+use crate::config::LoadError;
 
 /// A remote tier's failure, as the tier reports it.
 pub type RemoteError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -44,7 +53,7 @@ pub enum Error {
     UnknownTier(String),
     /// The value could not be serialized for L2 or the remote tier.
     #[error("cache value could not be encoded")]
-    Encode(#[source] rmp_serde::encode::Error),
+    Encode(#[source] EncodeError),
     /// The value was stored locally but the remote tier refused or failed the write.
     #[error("remote cache tier failed")]
     Remote(#[source] RemoteError),
@@ -73,6 +82,30 @@ pub enum Error {
     /// The background loops could not start.
     #[error(transparent)]
     Start(#[from] StartError),
+}
+
+/// Why a value could not be serialized for L2 or the remote tier: its message is the
+/// serializer's, and so is its [`source`](std::error::Error::source).
+#[derive(Debug)]
+pub struct EncodeError(rmp_serde::encode::Error);
+
+impl EncodeError {
+    /// Not `From`: the serializer stays out of the public API.
+    pub(crate) fn new(error: rmp_serde::encode::Error) -> Self {
+        Self(error)
+    }
+}
+
+impl std::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for EncodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
 }
 
 /// Why [`PerformanceOptimizer::install`](crate::PerformanceOptimizer::install) refused.
@@ -199,5 +232,55 @@ impl fmt::Debug for SharedFailure {
 impl fmt::Display for SharedFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::{MultiLevelCache, PerformanceConfig, Tier};
+
+    /// A value whose `Serialize` always fails.
+    #[derive(Clone, serde::Deserialize)]
+    struct Unserializable;
+
+    impl serde::Serialize for Unserializable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("refused by the value"))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_encoding_failure_keeps_the_serializer_error_as_its_source() {
+        let cache = MultiLevelCache::new(&PerformanceConfig::default()).expect("valid");
+        let error = cache
+            .set("k", Unserializable, Tier::L2, None)
+            .await
+            .expect_err("cannot be encoded");
+        let Error::Encode(encode) = &error else {
+            panic!("expected an encoding error, got {error:?}");
+        };
+        assert!(
+            encode.to_string().contains("refused by the value"),
+            "{encode}"
+        );
+        let source = error.source().expect("the encoding error");
+        assert!(source.is::<EncodeError>());
+        let inner = encode.source().expect("the serializer's error");
+        assert!(inner.is::<rmp_serde::encode::Error>(), "{inner:?}");
+    }
+
+    #[test]
+    fn a_config_error_in_error_keeps_its_source() {
+        let config = PerformanceConfig::from_toml_str("max_workers = \"many\"").expect_err("bad");
+        let error = Error::from(config);
+        // Transparent: the configuration error's own source comes through.
+        assert!(
+            error
+                .source()
+                .is_some_and(|source| source.is::<crate::config::LoadError>())
+        );
     }
 }

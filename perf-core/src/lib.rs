@@ -34,8 +34,11 @@ pub mod system;
 pub mod tasks;
 
 pub use cache::{CacheStats, MultiLevelCache, RemoteTier, Tier, TierStats};
-pub use config::{ConfigError, FieldError, PerformanceConfig};
-pub use error::{Error, InstallError, RemoteError, SharedFailure, StartError};
+pub use config::{ConfigError, FieldError, LoadError, PerformanceConfig};
+pub use error::{EncodeError, Error, InstallError, RemoteError, SharedFailure, StartError};
+pub use memory::CleanupSkipped;
 pub use optimizer::{
-    BackgroundTasks, OptimizerBuilder, PerformanceOptimizer, global, performance_context,
+    BackgroundTasks, HOT_FIELDS, OptimizerBuilder, PerformanceOptimizer, global,
+    performance_context,
 };
+pub use tasks::TaskError;

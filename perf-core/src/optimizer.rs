@@ -38,7 +38,7 @@ use crate::{
     Error, InstallError, StartError,
     alerts::{self, Alert, Recommendation, Snapshot},
     cache::{CacheBuilder, MultiLevelCache, RemoteTier, WeakCache},
-    config::{ConfigError, FieldError, HOT_FIELDS, PerformanceConfig},
+    config::{ConfigError, FieldError, PerformanceConfig},
     memory::{CleanupRequest, MemoryManager, UsageSource},
     monitor::{Monitor, PerformanceContext, performance_context_on},
     query::QueryOptimizer,
@@ -120,7 +120,7 @@ impl OptimizerBuilder {
             None => MemoryManager::new(&config),
         };
         memory.register_cleanup_hook("cache", cache_cleanup_hook(cache.downgrade()));
-        let monitor = Monitor::new(config.profiling_enabled);
+        let monitor = Monitor::new(config.monitor.profiling_enabled);
         let tasks = TaskManager::new(&config, &monitor);
         let query = QueryOptimizer::new(&config, cache.clone());
         Ok(PerformanceOptimizer {
@@ -135,6 +135,67 @@ impl OptimizerBuilder {
         })
     }
 }
+
+/// A field that a running optimizer can change: its key, how to take it from a new
+/// configuration, and how to give it to its component.
+struct HotField {
+    field: &'static str,
+    copy: fn(&mut PerformanceConfig, &PerformanceConfig),
+    apply: fn(&PerformanceOptimizer, &PerformanceConfig) -> Result<(), String>,
+}
+
+/// The one declaration of what can change at run time: [`HOT_FIELDS`] lists its keys and
+/// [`PerformanceOptimizer::update_config`] applies it, in this order: the one that can fail
+/// first, so that a refusal changes nothing.
+const HOT: [HotField; 4] = [
+    HotField {
+        field: "max_workers",
+        copy: |to, from| to.tasks.max_workers = from.tasks.max_workers,
+        apply: |optimizer, config| {
+            (optimizer.tasks)
+                .set_max_workers(config.tasks.max_workers)
+                .map_err(|error| error.to_string())
+        },
+    },
+    HotField {
+        field: "cache_enabled",
+        copy: |to, from| to.cache.enabled = from.cache.enabled,
+        apply: |optimizer, config| {
+            optimizer.cache.set_enabled(config.cache.enabled);
+            Ok(())
+        },
+    },
+    HotField {
+        field: "task_timeout",
+        copy: |to, from| to.tasks.timeout = from.tasks.timeout,
+        apply: |optimizer, config| {
+            optimizer.tasks.set_default_timeout(config.tasks.timeout);
+            Ok(())
+        },
+    },
+    HotField {
+        field: "profiling_enabled",
+        copy: |to, from| to.monitor.profiling_enabled = from.monitor.profiling_enabled,
+        apply: |optimizer, config| {
+            optimizer
+                .monitor
+                .set_profiling(config.monitor.profiling_enabled);
+            Ok(())
+        },
+    },
+];
+
+/// The keys of the fields a running optimizer can change
+/// ([`PerformanceOptimizer::update_config`]).
+pub const HOT_FIELDS: &[&str] = &{
+    let mut keys = [""; HOT.len()];
+    let mut i = 0;
+    while i < HOT.len() {
+        keys[i] = HOT[i].field;
+        i += 1;
+    }
+    keys
+};
 
 struct Global {
     optimizer: PerformanceOptimizer,
@@ -175,10 +236,15 @@ impl PerformanceOptimizer {
     pub fn update_config(&self, config: PerformanceConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let mut current = self.config.write();
-        let cold: Vec<FieldError> = current
+        // What may change is the current configuration with the hot fields taken from the new
+        // one; anything else that differs is a cold field.
+        let mut allowed = PerformanceConfig::clone(&current);
+        for hot in &HOT {
+            (hot.copy)(&mut allowed, &config);
+        }
+        let cold: Vec<FieldError> = allowed
             .changed_fields(&config)
             .into_iter()
-            .filter(|field| !HOT_FIELDS.contains(field))
             .map(|field| FieldError {
                 field,
                 reason: "cannot change while running; restart with it".into(),
@@ -187,15 +253,14 @@ impl PerformanceOptimizer {
         if !cold.is_empty() {
             return Err(ConfigError::Invalid(cold));
         }
-        if let Err(error) = self.tasks.set_max_workers(config.max_workers) {
-            return Err(ConfigError::Invalid(vec![FieldError {
-                field: "max_workers",
-                reason: error.to_string(),
-            }]));
+        for hot in &HOT {
+            (hot.apply)(self, &config).map_err(|reason| {
+                ConfigError::Invalid(vec![FieldError {
+                    field: hot.field,
+                    reason,
+                }])
+            })?;
         }
-        self.tasks.set_default_timeout(config.task_timeout);
-        self.cache.set_enabled(config.cache_enabled);
-        self.monitor.set_profiling(config.profiling_enabled);
         *current = Arc::new(config);
         Ok(())
     }
@@ -217,7 +282,7 @@ impl PerformanceOptimizer {
     /// Every component's statistics now, for alerts and the admin API. Samples memory and the
     /// machine: blocking, about a millisecond.
     pub fn snapshot(&self) -> Snapshot {
-        let window = self.config().alert_window;
+        let window = self.config().alerts.window;
         let since = std::time::SystemTime::now()
             .checked_sub(window)
             .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
@@ -292,7 +357,7 @@ impl PerformanceOptimizer {
             return Err(error.into());
         }
         crate::metrics::describe_all();
-        if !global.optimizer.config().allocation_tracking_enabled {
+        if !global.optimizer.config().memory.allocation_tracking_enabled {
             crate::memory::disable_tracking();
         }
         match global.optimizer.start_on(&runtime) {
@@ -332,8 +397,8 @@ impl PerformanceOptimizer {
             cache: self.cache.downgrade(),
             memory: self.memory.downgrade(),
             system: Arc::downgrade(&self.system),
-            sweep_every: config.cache_sweep_interval,
-            memory_every: config.memory_check_interval,
+            sweep_every: config.cache.sweep_interval,
+            memory_every: config.memory.check_interval,
         };
         self.background.start(runtime, targets)
     }
@@ -378,4 +443,82 @@ fn cache_cleanup_hook(cache: WeakCache) -> impl Fn(&CleanupRequest) -> String + 
 /// Times the scope it is held in as operation `name`, on the global optimizer's monitor.
 pub fn performance_context(name: &str) -> PerformanceContext {
     performance_context_on(global().monitor(), name)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{CacheConfig, MonitorConfig, TaskConfig};
+
+    /// The default configuration with every hot field changed.
+    fn every_hot_field_changed() -> PerformanceConfig {
+        PerformanceConfig {
+            cache: CacheConfig {
+                enabled: false,
+                ..CacheConfig::default()
+            },
+            tasks: TaskConfig {
+                max_workers: 3,
+                timeout: Duration::from_secs(7),
+                ..TaskConfig::default()
+            },
+            monitor: MonitorConfig {
+                profiling_enabled: true,
+            },
+            ..PerformanceConfig::default()
+        }
+    }
+
+    /// Each row of the table copies its own field and no other, so that [`HOT_FIELDS`] and
+    /// what `update_config` lets through cannot drift apart.
+    #[test]
+    fn each_hot_field_copies_exactly_the_field_it_names() {
+        let default = PerformanceConfig::default();
+        let changed = every_hot_field_changed();
+        let mut all = default.changed_fields(&changed);
+        let mut hot = HOT_FIELDS.to_vec();
+        all.sort_unstable();
+        hot.sort_unstable();
+        assert_eq!(all, hot, "every_hot_field_changed covers the table");
+        for row in &HOT {
+            let mut copied = default.clone();
+            (row.copy)(&mut copied, &changed);
+            assert_eq!(default.changed_fields(&copied), [row.field]);
+        }
+    }
+
+    /// Each row of the table gives its field to its component.
+    #[tokio::test]
+    async fn every_hot_field_reaches_its_component() {
+        let optimizer = PerformanceOptimizer::builder().build().expect("valid");
+        optimizer
+            .update_config(every_hot_field_changed())
+            .expect("only hot fields changed");
+        assert!(!optimizer.cache().is_enabled());
+        assert_eq!(optimizer.tasks().stats().max_workers, 3);
+        assert_eq!(optimizer.tasks().default_timeout(), Duration::from_secs(7));
+        assert!(optimizer.monitor().start("op").profiling());
+        assert_eq!(*optimizer.config(), every_hot_field_changed());
+    }
+
+    #[test]
+    fn a_cold_field_is_refused_by_name_and_nothing_changes() {
+        let optimizer = PerformanceOptimizer::builder().build().expect("valid");
+        let config = PerformanceConfig {
+            cache: CacheConfig {
+                max_size: 5,
+                ..every_hot_field_changed().cache
+            },
+            ..every_hot_field_changed()
+        };
+        let Err(ConfigError::Invalid(errors)) = optimizer.update_config(config) else {
+            panic!("cache_max_size is cold");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["cache_max_size"]);
+        assert!(optimizer.cache().is_enabled(), "nothing changed");
+        assert_eq!(*optimizer.config(), PerformanceConfig::default());
+    }
 }

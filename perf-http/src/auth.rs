@@ -20,7 +20,7 @@ pub(crate) async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let config = state.optimizer.config();
+    let admin = &state.admin;
     let mutation = !matches!(*request.method(), Method::GET | Method::HEAD);
     let presented = request
         .headers()
@@ -28,7 +28,7 @@ pub(crate) async fn require_token(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
     let Some(presented) = presented else {
-        if mutation || config.admin_require_token_for_reads {
+        if mutation || admin.require_token_for_reads {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "a bearer token is required",
@@ -38,7 +38,7 @@ pub(crate) async fn require_token(
     };
     // Every token is compared, whichever matches, so the time taken tells nothing.
     let mut matched = None;
-    for (name, token) in &config.admin_tokens {
+    for (name, token) in &admin.tokens {
         if bool::from(token.expose().as_bytes().ct_eq(presented.as_bytes())) {
             matched = Some(name.clone());
         }

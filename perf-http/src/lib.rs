@@ -2,15 +2,17 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let optimizer = perf_core::PerformanceOptimizer::builder().build()?.install()?;
-//! let app = axum::Router::new().nest("/performance", perf_http::router(optimizer));
+//! // perf-core's settings and the admin API's, from one file and the PERF_* environment.
+//! let (config, admin) = perf_http::load_config(Some("perf.toml".as_ref()))?;
+//! let optimizer = perf_core::PerformanceOptimizer::builder().config(config).build()?.install()?;
+//! let app = axum::Router::new().nest("/performance", perf_http::router(optimizer, admin)?);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
 //!
-//! Every answer is JSON. Each client (by address, when served with
-//! `into_make_service_with_connect_info::<SocketAddr>()`) may make
+//! Every answer is JSON. The [`AdminConfig`] sets access and limits: each client (by address,
+//! when served with `into_make_service_with_connect_info::<SocketAddr>()`) may make
 //! `admin_rate_limit_per_minute` requests a minute, then gets 429 with `Retry-After`.
 //! Mutating routes (POST, PUT) need `Authorization: Bearer <token>`
 //! with one of `admin_tokens`; read routes too when `admin_require_token_for_reads`. No token
@@ -20,6 +22,7 @@
 //! token's configured name (never the token).
 
 mod auth;
+mod config;
 mod error;
 mod limit;
 mod metrics;
@@ -35,9 +38,11 @@ use axum::{
     routing::{MethodRouter, get, post},
 };
 use perf_core::PerformanceOptimizer;
-pub use perf_core::metrics::CATALOGUE;
+/// Returned by [`load_config`], [`router`] and [`router_for`].
+pub use perf_core::{ConfigError, metrics::CATALOGUE};
 
 pub use self::{
+    config::{AdminConfig, Secret, load_config},
     error::ApiError,
     metrics::{install_prometheus, metrics_router},
 };
@@ -46,6 +51,7 @@ pub use self::{
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) optimizer: OptimizerRef,
+    pub(crate) admin: Arc<AdminConfig>,
 }
 
 /// The optimizer the API serves: the installed one, or one the caller keeps alive.
@@ -66,9 +72,13 @@ impl std::ops::Deref for OptimizerRef {
     }
 }
 
-/// The admin API over the installed optimizer (`install()`'s return value).
-pub fn router(optimizer: &'static PerformanceOptimizer) -> Router {
-    build(OptimizerRef::Static(optimizer))
+/// The admin API over the installed optimizer (`install()`'s return value). Errs, naming
+/// each bad field, if `admin` is not valid.
+pub fn router(
+    optimizer: &'static PerformanceOptimizer,
+    admin: AdminConfig,
+) -> Result<Router, ConfigError> {
+    build(OptimizerRef::Static(optimizer), admin)
 }
 
 /// The OpenAPI 3 document of [`router`]'s routes, as JSON.
@@ -79,9 +89,13 @@ pub fn openapi_json() -> String {
         .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
 }
 
-/// The admin API over an optimizer that is not installed (tests, several instances).
-pub fn router_for(optimizer: Arc<PerformanceOptimizer>) -> Router {
-    build(OptimizerRef::Shared(optimizer))
+/// The admin API over an optimizer that is not installed (tests, several instances). Errs,
+/// naming each bad field, if `admin` is not valid.
+pub fn router_for(
+    optimizer: Arc<PerformanceOptimizer>,
+    admin: AdminConfig,
+) -> Result<Router, ConfigError> {
+    build(OptimizerRef::Shared(optimizer), admin)
 }
 
 /// Every route, by path. The OpenAPI document must describe each (a test checks).
@@ -105,16 +119,20 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     ]
 }
 
-fn build(optimizer: OptimizerRef) -> Router {
-    let config = optimizer.config();
-    let body_limit = usize::try_from(config.admin_body_limit_bytes).unwrap_or(usize::MAX);
-    let limiter = limit::Limiter::per_minute(config.admin_rate_limit_per_minute);
-    let state = AppState { optimizer };
+fn build(optimizer: OptimizerRef, admin: AdminConfig) -> Result<Router, ConfigError> {
+    use perf_core::config::ConfigSection;
+    admin.validate()?;
+    let body_limit = usize::try_from(admin.body_limit_bytes).unwrap_or(usize::MAX);
+    let limiter = limit::Limiter::per_minute(admin.rate_limit_per_minute);
+    let state = AppState {
+        optimizer,
+        admin: Arc::new(admin),
+    };
     let mut router = Router::new();
     for (path, route) in routes() {
         router = router.route(path, route);
     }
-    router
+    Ok(router
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -122,7 +140,7 @@ fn build(optimizer: OptimizerRef) -> Router {
         // Outermost: a client over its rate is refused before anything else is done.
         .route_layer(middleware::from_fn_with_state(limiter, limit::limit))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .with_state(state))
 }
 
 #[cfg(test)]

@@ -289,18 +289,34 @@ pub(crate) async fn system_resources(State(state): State<AppState>) -> Answer {
     to_json(blocking(&state, |optimizer| optimizer.system().sample()).await?)
 }
 
-/// The configuration, admin tokens shown by name only.
+/// The configuration in force and the admin API's own, side by side as in the configuration
+/// file; admin tokens shown by name only.
 #[utoipa::path(get, path = "/config", tag = "config", responses((status = 200, description = "the configuration in force, tokens hidden")))]
 pub(crate) async fn get_config(State(state): State<AppState>) -> Answer {
-    let config = state.optimizer.config();
-    let mut value = serde_json::to_value(&*config)
-        .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
-    if let Some(tokens) = value.get_mut("admin_tokens").and_then(Value::as_object_mut) {
+    let mut fields = object(&*state.optimizer.config())?;
+    let mut admin = object(&*state.admin)?;
+    if let Some(tokens) = admin.get_mut("admin_tokens").and_then(Value::as_object_mut) {
         for token in tokens.values_mut() {
             *token = Value::String("***".into());
         }
     }
-    Ok(Json(value))
+    fields.extend(admin);
+    Ok(Json(Value::Object(fields)))
+}
+
+/// A configuration's fields as JSON.
+fn object(config: &impl serde::Serialize) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::to_value(config) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "config is not an object",
+        )),
+        Err(error) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            error.to_string(),
+        )),
+    }
 }
 
 /// A partial update: the fields given replace the current ones; only hot-updatable fields
@@ -313,16 +329,22 @@ pub(crate) async fn put_config(
 ) -> Answer {
     audited("/config", caller, async {
         let Json(changes) = body?;
-        let current = state.optimizer.config();
-        let mut merged = serde_json::to_value(&*current)
-            .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
-        let Some(fields) = merged.as_object_mut() else {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "config is not an object",
-            ));
-        };
+        let mut fields = object(&*state.optimizer.config())?;
+        // The admin API's settings are read once, when the router is built.
+        let admin = object(&*state.admin)?;
         for (field, value) in changes {
+            if let Some(current) = admin.get(&field) {
+                if *current != value {
+                    return Err(ApiError::invalid(
+                        field.clone(),
+                        format!(
+                            "invalid configuration: {field}: cannot change while running; \
+                             restart with it"
+                        ),
+                    ));
+                }
+                continue;
+            }
             if !fields.contains_key(&field) {
                 return Err(ApiError::invalid(
                     field.clone(),
@@ -331,7 +353,7 @@ pub(crate) async fn put_config(
             }
             fields.insert(field, value);
         }
-        let updated: PerformanceConfig = serde_json::from_value(merged)
+        let updated: PerformanceConfig = serde_json::from_value(Value::Object(fields))
             .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
         state
             .optimizer

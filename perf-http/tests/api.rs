@@ -8,24 +8,28 @@ use axum::{
     http::{Method, Request, StatusCode, header},
 };
 use http_body_util::BodyExt;
-use perf_core::{PerformanceConfig, PerformanceOptimizer, Tier, config::Secret};
+use perf_core::{PerformanceConfig, PerformanceOptimizer, Tier};
+use perf_http::{AdminConfig, Secret};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 const TOKEN: &str = "ops-token-0123456789";
 
 fn optimizer() -> Arc<PerformanceOptimizer> {
-    let config = PerformanceConfig {
-        admin_tokens: BTreeMap::from([("ops".to_string(), Secret::new(TOKEN))]),
-        admin_body_limit_bytes: 4096,
-        ..PerformanceConfig::default()
-    };
-    Arc::new(
-        PerformanceOptimizer::builder()
-            .config(config)
-            .build()
-            .expect("valid"),
-    )
+    Arc::new(PerformanceOptimizer::builder().build().expect("valid"))
+}
+
+fn admin() -> AdminConfig {
+    AdminConfig {
+        tokens: BTreeMap::from([("ops".to_string(), Secret::new(TOKEN))]),
+        body_limit_bytes: 4096,
+        ..AdminConfig::default()
+    }
+}
+
+/// The router with [`admin`]'s settings.
+fn app(optimizer: Arc<PerformanceOptimizer>) -> Router {
+    perf_http::router_for(optimizer, admin()).expect("valid admin settings")
 }
 
 async fn call(
@@ -69,7 +73,7 @@ async fn call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_route_answers_json() {
     let optimizer = optimizer();
-    let app = perf_http::router_for(Arc::clone(&optimizer));
+    let app = app(Arc::clone(&optimizer));
     optimizer
         .cache()
         .set("ad:1", 1u8, Tier::L2, None)
@@ -122,7 +126,7 @@ async fn every_read_route_answers_json() {
 
 #[tokio::test]
 async fn mutations_need_a_valid_token() {
-    let app = perf_http::router_for(optimizer());
+    let app = app(optimizer());
     let body = json!({ "action": "cancel" });
     let (status, error, authenticate) = call(
         &app,
@@ -151,18 +155,11 @@ async fn mutations_need_a_valid_token() {
 
 #[tokio::test]
 async fn reads_need_a_token_when_configured() {
-    let config = PerformanceConfig {
-        admin_tokens: BTreeMap::from([("ops".to_string(), Secret::new(TOKEN))]),
-        admin_require_token_for_reads: true,
-        ..PerformanceConfig::default()
+    let admin = AdminConfig {
+        require_token_for_reads: true,
+        ..admin()
     };
-    let optimizer = Arc::new(
-        PerformanceOptimizer::builder()
-            .config(config)
-            .build()
-            .expect("valid"),
-    );
-    let app = perf_http::router_for(optimizer);
+    let app = perf_http::router_for(optimizer(), admin).expect("valid");
     assert_eq!(
         call(&app, Method::GET, "/cache/stats", None, None).await.0,
         StatusCode::UNAUTHORIZED
@@ -178,7 +175,7 @@ async fn reads_need_a_token_when_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_memory_tasks_and_database_are_managed() {
     let optimizer = optimizer();
-    let app = perf_http::router_for(Arc::clone(&optimizer));
+    let app = app(Arc::clone(&optimizer));
     let cache = optimizer.cache();
     for key in ["ad:1", "ad:2", "user:1"] {
         cache.set(key, 1u8, Tier::L2, None).await.expect("stored");
@@ -293,7 +290,7 @@ async fn cache_memory_tasks_and_database_are_managed() {
 #[tokio::test]
 async fn a_config_update_applies_hot_fields_and_refuses_the_rest() {
     let optimizer = optimizer();
-    let app = perf_http::router_for(Arc::clone(&optimizer));
+    let app = app(Arc::clone(&optimizer));
     let put = |body: Value| call(&app, Method::PUT, "/config", Some(TOKEN), Some(body));
 
     let (status, config, _) = put(json!({ "max_workers": 7, "task_timeout": "45s" })).await;
@@ -305,6 +302,10 @@ async fn a_config_update_applies_hot_fields_and_refuses_the_rest() {
         (json!({ "cache_max_size": 5 }), "cache_max_size"),
         (json!({ "max_workers": 0 }), "max_workers"),
         (json!({ "bogus": 1 }), "bogus"),
+        (
+            json!({ "admin_body_limit_bytes": 8192 }),
+            "admin_body_limit_bytes",
+        ),
     ] {
         let (status, error, _) = put(body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
@@ -313,19 +314,19 @@ async fn a_config_update_applies_hot_fields_and_refuses_the_rest() {
     let (status, ..) = put(json!({ "max_workers": "many" })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
-        optimizer.config().max_workers,
+        optimizer.config().tasks.max_workers,
         7,
         "refused updates changed nothing"
     );
     assert_eq!(
-        optimizer.config().cache_max_size,
-        PerformanceConfig::default().cache_max_size
+        optimizer.config().cache.max_size,
+        PerformanceConfig::default().cache.max_size
     );
 }
 
 #[tokio::test]
 async fn an_oversized_body_is_refused() {
-    let app = perf_http::router_for(optimizer());
+    let app = app(optimizer());
     let huge = json!({ "action": "invalidate", "key": "k".repeat(10_000) });
     let (status, ..) = call(&app, Method::POST, "/cache/manage", Some(TOKEN), Some(huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -333,17 +334,11 @@ async fn an_oversized_body_is_refused() {
 
 #[tokio::test]
 async fn a_client_past_its_rate_gets_429_with_retry_after() {
-    let config = PerformanceConfig {
-        admin_rate_limit_per_minute: 5,
-        ..PerformanceConfig::default()
+    let admin = AdminConfig {
+        rate_limit_per_minute: 5,
+        ..admin()
     };
-    let optimizer = Arc::new(
-        PerformanceOptimizer::builder()
-            .config(config)
-            .build()
-            .expect("valid"),
-    );
-    let app = perf_http::router_for(optimizer);
+    let app = perf_http::router_for(optimizer(), admin).expect("valid");
     for _ in 0..5 {
         assert_eq!(
             call(&app, Method::GET, "/cache/stats", None, None).await.0,
@@ -369,4 +364,17 @@ async fn a_client_past_its_rate_gets_429_with_retry_after() {
         (1..=12).contains(&retry_after),
         "one request back every 12 s: {retry_after}"
     );
+}
+
+#[test]
+fn bad_admin_settings_are_refused_with_their_field() {
+    let admin = AdminConfig {
+        tokens: BTreeMap::from([("ops".to_string(), Secret::new("short"))]),
+        ..AdminConfig::default()
+    };
+    let Err(perf_http::ConfigError::Invalid(errors)) = perf_http::router_for(optimizer(), admin)
+    else {
+        panic!("a short token is refused");
+    };
+    assert_eq!(errors[0].field, "admin_tokens");
 }

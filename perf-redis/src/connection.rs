@@ -86,9 +86,7 @@ impl Target {
                 }
                 .map_err(config_error)?;
                 if clients.is_empty() {
-                    return Err(Error::Config(
-                        "a cluster needs at least one node URL".into(),
-                    ));
+                    return Err(Error::config("a cluster needs at least one node URL"));
                 }
                 let pool = config
                     .create_pool(Some(Runtime::Tokio1))
@@ -281,8 +279,8 @@ impl Scan {
     }
 }
 
-fn config_error(error: impl fmt::Display) -> Error {
-    Error::Config(error.to_string())
+fn config_error(error: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::config_from(error)
 }
 
 /// The positions of `keys` grouped by hash slot, slots in order of first appearance.
@@ -337,7 +335,10 @@ mod tests {
     fn a_cluster_needs_a_node() {
         let nowhere = Target::Cluster(cluster::Config::from_urls(Vec::<String>::new()));
         let refused = nowhere.connect(PoolConfig::default());
-        assert!(matches!(refused, Err(Error::Config(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(Error::Config { source: None, .. })),
+            "{refused:?}"
+        );
     }
 
     #[test]

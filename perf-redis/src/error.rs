@@ -6,9 +6,15 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The URL or pool configuration was refused.
-    #[error("invalid Redis configuration: {0}")]
-    Config(String),
+    /// The URL or pool configuration was refused: what was wrong, with the pool's or the
+    /// client's own error as the [`source`](std::error::Error::source) when one of them
+    /// refused it.
+    #[error("invalid Redis configuration: {message}")]
+    Config {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
     /// The tier needs a tokio runtime for its background tasks.
     #[error("the Redis tier must be built from within a tokio runtime")]
     NoRuntime,
@@ -28,6 +34,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// A configuration refused by perf-redis itself.
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Error::Config {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A configuration refused by the pool or the client, which said why.
+    pub(crate) fn config_from(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Config {
+            message: error.to_string(),
+            source: Some(Box::new(error)),
+        }
+    }
+
     /// Whether Redis answered, and the error is about the data or the command (a key holding
     /// another type, a reply of an unexpected shape) rather than Redis's health: such errors
     /// do not count against the circuit breaker.

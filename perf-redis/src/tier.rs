@@ -149,16 +149,15 @@ impl RedisTierBuilder {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         if self.namespace.is_empty() || self.namespace.contains(['*', '?', '[', ']']) {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "namespace {:?} must be non-empty and free of glob characters",
                 self.namespace
             )));
         }
         if self.server_assisted && matches!(self.target, Target::Cluster(_)) {
-            return Err(Error::Config(
+            return Err(Error::config(
                 "server-assisted invalidation is not supported on a cluster (Redis tracks \
-                 keys per node)"
-                    .into(),
+                 keys per node)",
             ));
         }
         // No pool timeouts: every call is bounded whole by `op_timeout` (see `guarded`), and

@@ -33,8 +33,7 @@ pub(crate) fn resp3_client(client: &redis::Client) -> Result<redis::Client, Erro
         .redis_settings()
         .clone()
         .set_protocol(ProtocolVersion::RESP3);
-    redis::Client::open(info.set_redis_settings(settings))
-        .map_err(|error| Error::Config(error.to_string()))
+    redis::Client::open(info.set_redis_settings(settings)).map_err(Error::config_from)
 }
 
 /// What one push asks of the cache: keys under `prefix` (stripped of it), or a resync when

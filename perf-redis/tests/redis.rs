@@ -492,7 +492,15 @@ async fn a_password_in_the_url_authenticates() {
     );
 
     let bad = RedisTier::builder("http://127.0.0.1/").build().await;
-    assert!(matches!(bad, Err(perf_redis::Error::Config(_))), "{bad:?}");
+    let Err(bad) = bad else {
+        panic!("an http:// URL is refused");
+    };
+    assert!(matches!(bad, perf_redis::Error::Config { .. }), "{bad:?}");
+    let source = std::error::Error::source(&bad).expect("the client's own error");
+    assert!(
+        source.is::<perf_redis::deadpool_redis::redis::RedisError>(),
+        "{source:?}"
+    );
 }
 
 #[cfg(feature = "tls")]

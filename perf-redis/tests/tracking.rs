@@ -207,7 +207,7 @@ async fn a_cluster_refuses_server_assisted_invalidation() {
         .build()
         .await;
     match refused {
-        Err(Error::Config(message)) => assert!(message.contains("cluster"), "{message}"),
+        Err(Error::Config { message, .. }) => assert!(message.contains("cluster"), "{message}"),
         other => panic!("expected a configuration error, got {other:?}"),
     }
 }

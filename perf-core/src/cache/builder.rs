@@ -8,7 +8,7 @@ use super::{
     codec::Codec,
     engine::{Engine, Parts},
     l1::L1,
-    l2::L2,
+    l2::{self, L2},
     options::Policy,
     stats::Counters,
 };
@@ -46,15 +46,16 @@ impl CacheBuilder {
 
     /// Validates the configuration and builds the cache.
     pub fn build(self) -> Result<MultiLevelCache, Error> {
-        let config = self.config;
-        config.validate()?;
+        self.config.validate()?;
+        let config = self.config.cache;
+        l2::check_budget(&config)?;
         let counters = Arc::new(Counters::default());
         let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         let engine = Engine::start(Parts {
-            l1: L1::new(config.cache_max_size, Arc::clone(&counters)),
+            l1: L1::new(config.max_size, Arc::clone(&counters)),
             l2: L2::new(
                 config.l2_max_bytes,
-                config.largest_l2_entry(),
+                l2::largest_entry(&config),
                 Arc::clone(&counters),
             ),
             remote: self.remote,
@@ -70,7 +71,7 @@ impl CacheBuilder {
                 .clock
                 .map_or_else(ExpiryClock::real, ExpiryClock::exact),
             counters,
-            enabled: config.cache_enabled,
+            enabled: config.enabled,
         });
         Ok(MultiLevelCache { engine })
     }

@@ -24,7 +24,7 @@ use std::{
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::Error;
+use crate::{EncodeError, Error};
 
 pub(crate) const HEADER_LEN: usize = 30;
 const VERSION: u8 = 2;
@@ -122,7 +122,8 @@ impl Codec {
         times: UnixTimes,
     ) -> Result<Vec<u8>, Error> {
         let mut out = vec![0u8; HEADER_LEN];
-        rmp_serde::encode::write(&mut out, value).map_err(Error::Encode)?;
+        rmp_serde::encode::write(&mut out, value)
+            .map_err(|error| Error::Encode(EncodeError::new(error)))?;
         let payload_len = out.len() - HEADER_LEN;
         if payload_len > self.max_value_bytes {
             return Err(Error::ValueTooLarge {

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter, sync::Cache};
 
 use super::Tier;
+use super::codec::HEADER_LEN;
 use super::entry::L2Entry;
 use super::quick::{CountEvictions, remove_counting, shrink_counting};
 use super::stamp::Stamp;
 use super::stats::Counters;
-use crate::config::L2_ENTRY_OVERHEAD;
+use crate::config::{CacheConfig, ConfigError, FieldError};
 
 /// An entry weighs its key, its encoded bytes and a fixed overhead.
 #[derive(Clone)]
@@ -22,7 +23,37 @@ impl Weighter<Box<str>, L2Entry> for ByteWeighter {
 }
 
 pub(crate) fn entry_weight(key_len: usize, value_len: usize) -> u64 {
-    (key_len + value_len) as u64 + L2_ENTRY_OVERHEAD
+    (key_len + value_len) as u64 + ENTRY_OVERHEAD
+}
+
+/// Bytes an L2 entry costs beyond its key and encoded value: the entry struct and its slot in
+/// the cache's table.
+const ENTRY_OVERHEAD: u64 = 64;
+
+/// The weight of the largest entry L2 must accept: the longest key and the largest value
+/// with its header.
+pub(crate) fn largest_entry(config: &CacheConfig) -> u64 {
+    config
+        .max_key_bytes
+        .saturating_add(config.max_value_bytes)
+        .saturating_add(HEADER_LEN as u64)
+        .saturating_add(ENTRY_OVERHEAD)
+}
+
+/// L2's budget must hold its largest entry. Checked here rather than with the other fields
+/// because only the cache knows the encoding's header and its own overhead.
+pub(crate) fn check_budget(config: &CacheConfig) -> Result<(), ConfigError> {
+    let largest = largest_entry(config);
+    if config.l2_max_bytes >= largest {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid(vec![FieldError {
+        field: "l2_max_bytes",
+        reason: format!(
+            "must hold at least one entry of max_key_bytes + max_value_bytes + overhead \
+             = {largest} bytes"
+        ),
+    }]))
 }
 
 pub(crate) struct L2 {
@@ -152,5 +183,28 @@ fn prev_power_of_two(n: u64) -> u64 {
         1
     } else {
         1 << (63 - n.leading_zeros())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Error, MultiLevelCache, PerformanceConfig};
+
+    #[test]
+    fn the_budget_must_hold_the_largest_value() {
+        let config = PerformanceConfig {
+            cache: CacheConfig {
+                l2_max_bytes: 1024,
+                max_value_bytes: 4096,
+                ..CacheConfig::default()
+            },
+            ..PerformanceConfig::default()
+        };
+        let Err(Error::Config(ConfigError::Invalid(errors))) = MultiLevelCache::new(&config) else {
+            panic!("expected an invalid configuration");
+        };
+        assert_eq!(errors[0].field, "l2_max_bytes");
+        check_budget(&CacheConfig::default()).expect("the defaults fit");
     }
 }

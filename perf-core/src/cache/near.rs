@@ -263,13 +263,17 @@ mod tests {
     use crate::{
         PerformanceConfig, Tier,
         cache::{MultiLevelCache, function_key},
+        config::CacheConfig,
     };
 
     const SITE: &str = "near::tests::f";
 
     fn cache(max_entries: u64) -> (MultiLevelCache, std::sync::Arc<quanta::Mock>) {
         let config = PerformanceConfig {
-            cache_max_size: max_entries,
+            cache: CacheConfig {
+                max_size: max_entries,
+                ..CacheConfig::default()
+            },
             ..PerformanceConfig::default()
         };
         let (clock, mock) = quanta::Clock::mock();
@@ -335,7 +339,7 @@ mod tests {
 
         store(4, 4);
         assert_eq!(read(&cache, 4), Some(4));
-        mock.increment(PerformanceConfig::default().cache_ttl);
+        mock.increment(CacheConfig::default().ttl);
         assert_eq!(read(&cache, 4), None, "expired");
     }
 

@@ -5,7 +5,7 @@
 use std::{any::Any, fmt, sync::Arc, time::Duration};
 
 use super::Tier;
-use crate::{Error, SharedFailure, config::PerformanceConfig};
+use crate::{Error, SharedFailure, config::CacheConfig};
 
 /// What a loader's error must allow: callers may receive the cache's own failures (a hard
 /// timeout, another caller's failure) converted with `From`, and a failure's message is shared.
@@ -179,18 +179,18 @@ pub(crate) struct Policy {
 
 impl Policy {
     /// The configuration's defaults (the tier is each call's).
-    pub(crate) fn from_config(config: &PerformanceConfig) -> Self {
+    pub(crate) fn from_config(config: &CacheConfig) -> Self {
         let on = |d: Duration| (!d.is_zero()).then_some(d);
         Self {
             tier: Tier::L1,
-            ttl: config.cache_ttl,
-            fail_safe: on(config.cache_fail_safe_max),
-            fail_safe_throttle: config.cache_fail_safe_throttle,
-            soft_timeout: on(config.cache_soft_timeout),
-            hard_timeout: on(config.cache_hard_timeout),
-            eager_refresh: config.cache_eager_refresh,
-            jitter: config.cache_ttl_jitter,
-            failure_ttl: on(config.cache_failure_ttl),
+            ttl: config.ttl,
+            fail_safe: on(config.fail_safe_max),
+            fail_safe_throttle: config.fail_safe_throttle,
+            soft_timeout: on(config.soft_timeout),
+            hard_timeout: on(config.hard_timeout),
+            eager_refresh: config.eager_refresh,
+            jitter: config.ttl_jitter,
+            failure_ttl: on(config.failure_ttl),
         }
     }
 
@@ -323,7 +323,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> Policy {
-        Policy::from_config(&PerformanceConfig::default())
+        Policy::from_config(&CacheConfig::default())
     }
 
     #[test]

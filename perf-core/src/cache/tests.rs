@@ -1,5 +1,6 @@
 //! Behaviour of the cache as a whole, with a mock clock and an in-memory remote tier.
 
+use crate::config::CacheConfig;
 use std::{
     collections::HashMap,
     sync::atomic::{AtomicUsize, Ordering},
@@ -29,11 +30,14 @@ impl From<Error> for TestError {
 
 pub(super) fn config() -> PerformanceConfig {
     PerformanceConfig {
-        cache_max_size: 1000,
-        l2_max_bytes: 1 << 20,
-        max_value_bytes: 64 * 1024,
-        max_key_bytes: 128,
-        compression_threshold_bytes: 256,
+        cache: CacheConfig {
+            max_size: 1000,
+            l2_max_bytes: 1 << 20,
+            max_value_bytes: 64 * 1024,
+            max_key_bytes: 128,
+            compression_threshold_bytes: 256,
+            ..CacheConfig::default()
+        },
         ..PerformanceConfig::default()
     }
 }
@@ -1132,8 +1136,11 @@ proptest! {
     #[test]
     fn l2_never_exceeds_its_byte_budget(sizes in proptest::collection::vec(0usize..100_000, 1..120)) {
         let config = PerformanceConfig {
-            l2_max_bytes: 128 * 1024,
-            max_value_bytes: 40_000,
+            cache: CacheConfig {
+                l2_max_bytes: 128 * 1024,
+                max_value_bytes: 40_000,
+                ..config().cache
+            },
             ..config()
         };
         let (cache, _) = mocked(&config);

@@ -161,7 +161,7 @@ impl CleanupAction {
 }
 
 /// Why a cleanup did not run.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CleanupSkipped {
     #[error("memory usage {usage:.3} is below the cleanup threshold {threshold:.3}")]
     BelowThreshold { usage: f64, threshold: f64 },
@@ -171,8 +171,9 @@ pub enum CleanupSkipped {
         /// The spacing in force: `memory_cleanup_min_interval`, doubled for each back-off.
         min_interval: Duration,
     },
+    /// Its source is the sampler's error (shared, so that the reason stays `Clone`).
     #[error("memory could not be sampled: {0}")]
-    NoSample(String),
+    NoSample(#[source] Arc<std::io::Error>),
 }
 
 /// The state the monitor keeps, for the admin API and alerts.
@@ -214,7 +215,7 @@ impl fmt::Debug for MemoryManager {
 impl MemoryManager {
     /// A manager sampling this process, with the configuration's limit and thresholds.
     pub fn new(config: &PerformanceConfig) -> Self {
-        Self::with_source(config, SystemUsage::new(config.memory_limit_bytes))
+        Self::with_source(config, SystemUsage::new(config.memory.limit_bytes))
     }
 
     /// A manager sampling `source` (tests inject their own figures).
@@ -222,9 +223,9 @@ impl MemoryManager {
         Self {
             inner: Arc::new(Inner {
                 source: Box::new(source),
-                threshold: config.memory_cleanup_threshold,
-                min_interval: config.memory_cleanup_min_interval,
-                shrink_fraction: config.memory_pressure_shrink_fraction,
+                threshold: config.memory.cleanup_threshold,
+                min_interval: config.memory.cleanup_min_interval,
+                shrink_fraction: config.memory.pressure_shrink_fraction,
                 hooks: Mutex::new(Vec::new()),
                 state: Mutex::new(State::default()),
                 cleaning: Mutex::new(()),
@@ -277,7 +278,7 @@ impl MemoryManager {
     pub fn cleanup_memory(&self, force: bool) -> Result<CleanupReport, CleanupSkipped> {
         let before = self
             .usage()
-            .map_err(|error| CleanupSkipped::NoSample(error.to_string()))?;
+            .map_err(|error| CleanupSkipped::NoSample(Arc::new(error)))?;
         self.cleanup_at(&before, force, Instant::now())
     }
 
@@ -362,7 +363,13 @@ impl MemoryManager {
         let manager = self.clone();
         tokio::task::spawn_blocking(move || manager.cleanup_memory(force))
             .await
-            .unwrap_or_else(|error| Err(CleanupSkipped::NoSample(error.to_string())))
+            .unwrap_or_else(|error| {
+                // The cleanup's thread ended without an answer (it panicked, or the runtime
+                // shut down): report it as the sample it could not give.
+                Err(CleanupSkipped::NoSample(Arc::new(std::io::Error::other(
+                    error,
+                ))))
+            })
     }
 
     /// What the monitor last saw and did.
@@ -444,7 +451,7 @@ impl MemoryManager {
     fn check_at(&self, now: Instant) -> Result<CleanupReport, CleanupSkipped> {
         let usage = self.usage().map_err(|error| {
             tracing::warn!(%error, "memory not sampled");
-            CleanupSkipped::NoSample(error.to_string())
+            CleanupSkipped::NoSample(Arc::new(error))
         })?;
         Self::publish_metrics(&usage);
         let cleaned = self.cleanup_at(&usage, false, now);

@@ -8,7 +8,7 @@ use std::sync::{
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 use super::*;
-use crate::{PerformanceOptimizer, Tier};
+use crate::{PerformanceOptimizer, Tier, config::MemoryConfig};
 
 const LIMIT: u64 = 1 << 30;
 
@@ -42,9 +42,12 @@ impl UsageSource for Scripted {
 
 fn config(min_interval: Duration) -> PerformanceConfig {
     PerformanceConfig {
-        memory_cleanup_threshold: 0.8,
-        memory_cleanup_min_interval: min_interval,
-        memory_pressure_shrink_fraction: 0.25,
+        memory: MemoryConfig {
+            cleanup_threshold: 0.8,
+            cleanup_min_interval: min_interval,
+            pressure_shrink_fraction: 0.25,
+            ..MemoryConfig::default()
+        },
         ..PerformanceConfig::default()
     }
 }
@@ -276,13 +279,16 @@ async fn the_monitor_samples_and_cleans_up_over_the_threshold() {
     let usage = Scripted::default();
     usage.set(0.9);
     let config = PerformanceConfig {
-        memory_check_interval: Duration::from_secs(5),
+        memory: MemoryConfig {
+            check_interval: Duration::from_secs(5),
+            ..config(Duration::ZERO).memory
+        },
         ..config(Duration::ZERO)
     };
     let manager = MemoryManager::with_source(&config, usage.clone());
     let monitor = tokio::spawn(MemoryManager::run_monitor(
         manager.downgrade(),
-        config.memory_check_interval,
+        config.memory.check_interval,
     ));
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -462,7 +468,10 @@ impl UsageSource for Baseline {
 
 fn below_the_baseline() -> PerformanceConfig {
     PerformanceConfig {
-        memory_limit_bytes: Some(1 << 20),
+        memory: MemoryConfig {
+            limit_bytes: Some(1 << 20),
+            ..config(Duration::from_secs(60)).memory
+        },
         ..config(Duration::from_secs(60))
     }
 }
@@ -470,7 +479,7 @@ fn below_the_baseline() -> PerformanceConfig {
 #[test]
 fn with_a_limit_below_the_baseline_the_cache_keeps_its_entries_after_the_first_shed() {
     let config = below_the_baseline();
-    let baseline = SystemUsage::new(config.memory_limit_bytes)
+    let baseline = SystemUsage::new(config.memory.limit_bytes)
         .sample()
         .expect("sampled");
     assert!(
@@ -544,4 +553,28 @@ fn with_a_limit_below_the_baseline_each_step_is_measured() {
         steps >= report.freed_bytes,
         "each step's change in RSS adds up to at least the whole: {report:?}"
     );
+}
+
+/// A source that cannot sample.
+struct Unreadable;
+
+impl UsageSource for Unreadable {
+    fn sample(&self) -> std::io::Result<MemoryUsage> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "no /proc",
+        ))
+    }
+}
+
+#[test]
+fn a_failed_sample_keeps_its_error_as_the_source() {
+    let manager = MemoryManager::with_source(&config(Duration::ZERO), Unreadable);
+    let skipped = manager.cleanup_memory(true).expect_err("no sample");
+    assert!(skipped.to_string().contains("no /proc"), "{skipped}");
+    let source = std::error::Error::source(&skipped).expect("the sampler's error");
+    let io = source
+        .downcast_ref::<Arc<std::io::Error>>()
+        .expect("an I/O error");
+    assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
 }

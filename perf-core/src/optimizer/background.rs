@@ -218,6 +218,7 @@ mod tests {
     use crate::{
         Error, PerformanceConfig, PerformanceOptimizer, Tier,
         cache::{Clock, Mock},
+        config::CacheConfig,
     };
 
     /// A runtime with timers, its clock paused: sleeps return as soon as it is idle.
@@ -232,7 +233,10 @@ mod tests {
     fn optimizer() -> (PerformanceOptimizer, Arc<Mock>) {
         let (clock, mock) = Clock::mock();
         let config = PerformanceConfig {
-            cache_sweep_interval: Duration::from_secs(30),
+            cache: CacheConfig {
+                sweep_interval: Duration::from_secs(30),
+                ..CacheConfig::default()
+            },
             ..PerformanceConfig::default()
         };
         let optimizer = PerformanceOptimizer::builder()

@@ -87,10 +87,10 @@ impl QueryOptimizer {
     pub fn new(config: &PerformanceConfig, cache: MultiLevelCache) -> Self {
         Self {
             inner: Arc::new(Inner {
-                slow_threshold: config.slow_query_threshold,
+                slow_threshold: config.query.slow_threshold,
                 shapes: Cache::new(MEMOIZED_TEXTS),
                 stats: Mutex::new(ShapeStats::new(
-                    usize::try_from(config.query_stats_max).unwrap_or(usize::MAX),
+                    usize::try_from(config.query.stats_max).unwrap_or(usize::MAX),
                 )),
                 slow: Mutex::new(SlowLog::new(SLOW_LOG_CAPACITY)),
                 histograms: RwLock::new(HashMap::new()),

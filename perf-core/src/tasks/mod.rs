@@ -109,17 +109,17 @@ impl TaskManager {
         };
         Self {
             inner: Arc::new(Inner {
-                queue: Arc::new(Semaphore::new(permits(config.max_queued))),
-                max_queued: config.max_queued,
-                workers: Arc::new(Semaphore::new(permits(config.max_workers))),
-                max_workers: Mutex::new(config.max_workers),
-                blocking: Arc::new(Semaphore::new(permits(config.max_blocking_workers))),
-                default_timeout_nanos: AtomicU64::new(nanos(config.task_timeout)),
+                queue: Arc::new(Semaphore::new(permits(config.tasks.max_queued))),
+                max_queued: config.tasks.max_queued,
+                workers: Arc::new(Semaphore::new(permits(config.tasks.max_workers))),
+                max_workers: Mutex::new(config.tasks.max_workers),
+                blocking: Arc::new(Semaphore::new(permits(config.tasks.max_blocking_workers))),
+                default_timeout_nanos: AtomicU64::new(nanos(config.tasks.timeout)),
                 generation: AtomicU64::new(0),
                 generation_changed: Notify::new(),
                 tracker: TaskTracker::new(),
                 next_id: AtomicU64::new(1),
-                max_blocking: config.max_blocking_workers,
+                max_blocking: config.tasks.max_blocking_workers,
                 submitted: AtomicU64::new(0),
                 run: monitor.handles(TASK_OPERATION),
                 queue_wait: OperationStats::default(),
@@ -290,6 +290,12 @@ impl TaskManager {
         self.inner
             .default_timeout_nanos
             .store(nanos(timeout), Ordering::Relaxed);
+    }
+
+    /// The timeout of tasks submitted without one of their own.
+    #[cfg(test)]
+    pub(crate) fn default_timeout(&self) -> Duration {
+        Duration::from_nanos(self.inner.default_timeout_nanos.load(Ordering::Relaxed))
     }
 
     /// Counts, and what is queued and running now (read off the pools' free permits, so

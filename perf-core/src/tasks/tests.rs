@@ -11,13 +11,16 @@ use std::{
 use tokio::sync::Notify;
 
 use super::*;
+use crate::config::TaskConfig;
 
 fn manager(max_workers: u64, max_queued: u64) -> TaskManager {
     let config = PerformanceConfig {
-        max_workers,
-        max_queued,
-        max_blocking_workers: 2,
-        task_timeout: Duration::from_secs(30),
+        tasks: TaskConfig {
+            max_workers,
+            max_queued,
+            max_blocking_workers: 2,
+            timeout: Duration::from_secs(30),
+        },
         ..PerformanceConfig::default()
     };
     TaskManager::new(&config, &Monitor::default())

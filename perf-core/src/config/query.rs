@@ -1,0 +1,58 @@
+//! [`QueryConfig`] and [`MonitorConfig`]: the query optimizer's and the operation monitor's
+//! settings.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigSection, FieldError, duration_serde, require};
+
+/// The query optimizer's settings; each field's key in brackets.
+///
+/// | field | default | meaning |
+/// |---|---|---|
+/// | `slow_threshold` (`slow_query_threshold`) | 1s | queries slower than this are logged as slow |
+/// | `stats_max` (`query_stats_max`) | 5000 | query shapes with statistics; the least called are evicted beyond |
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueryConfig {
+    #[serde(rename = "slow_query_threshold", with = "duration_serde")]
+    pub slow_threshold: Duration,
+    #[serde(rename = "query_stats_max")]
+    pub stats_max: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            slow_threshold: Duration::from_secs(1),
+            stats_max: 5000,
+        }
+    }
+}
+
+impl ConfigSection for QueryConfig {
+    fn check(&self, bad: &mut Vec<FieldError>) {
+        require(
+            bad,
+            self.stats_max > 0,
+            "query_stats_max",
+            "must be at least 1",
+        );
+    }
+}
+
+/// The operation monitor's settings.
+///
+/// | field | default | meaning |
+/// |---|---|---|
+/// | `profiling_enabled` | false | `#[performance_monitor]` calls run inside a `tracing` span named after the operation, for span-based profilers (changeable at run time) |
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MonitorConfig {
+    pub profiling_enabled: bool,
+}
+
+impl ConfigSection for MonitorConfig {
+    fn check(&self, _bad: &mut Vec<FieldError>) {}
+}

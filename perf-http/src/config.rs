@@ -1,0 +1,158 @@
+//! [`AdminConfig`]: the admin API's settings, kept in the same file and `PERF_*` environment
+//! as perf-core's [`PerformanceConfig`].
+
+use std::{collections::BTreeMap, fmt, path::Path};
+
+use perf_core::{
+    ConfigError, PerformanceConfig,
+    config::{ConfigSection, FieldError},
+};
+use serde::{Deserialize, Serialize};
+
+/// The admin API's settings; each field's key (in TOML, and after `PERF_` in the
+/// environment) in brackets.
+///
+/// | field | default | meaning |
+/// |---|---|---|
+/// | `tokens` (`admin_tokens`) | none | bearer tokens by name (`{ ops = "..." }`); mutations need one |
+/// | `require_token_for_reads` (`admin_require_token_for_reads`) | false | the read routes need a token too |
+/// | `body_limit_bytes` (`admin_body_limit_bytes`) | 65536 | largest request body |
+/// | `rate_limit_per_minute` (`admin_rate_limit_per_minute`) | 600 | requests a client may make a minute (burst included) |
+///
+/// Load it with perf-core's settings from one file and environment with [`load_config`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdminConfig {
+    #[serde(rename = "admin_tokens")]
+    pub tokens: BTreeMap<String, Secret>,
+    #[serde(rename = "admin_require_token_for_reads")]
+    pub require_token_for_reads: bool,
+    #[serde(rename = "admin_body_limit_bytes")]
+    pub body_limit_bytes: u64,
+    #[serde(rename = "admin_rate_limit_per_minute")]
+    pub rate_limit_per_minute: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            tokens: BTreeMap::new(),
+            require_token_for_reads: false,
+            body_limit_bytes: 64 * 1024,
+            rate_limit_per_minute: 600,
+        }
+    }
+}
+
+impl ConfigSection for AdminConfig {
+    fn check(&self, bad: &mut Vec<FieldError>) {
+        let mut require = |ok: bool, field: &'static str, reason: &str| {
+            if !ok {
+                bad.push(FieldError {
+                    field,
+                    reason: reason.into(),
+                });
+            }
+        };
+        require(
+            self.rate_limit_per_minute > 0 && self.rate_limit_per_minute <= u64::from(u32::MAX),
+            "admin_rate_limit_per_minute",
+            "must be between 1 and 4294967295",
+        );
+        require(
+            self.body_limit_bytes >= 1024,
+            "admin_body_limit_bytes",
+            "must be at least 1024",
+        );
+        require(
+            self.tokens.values().all(|token| token.expose().len() >= 16),
+            "admin_tokens",
+            "every token must be at least 16 characters",
+        );
+    }
+}
+
+/// perf-core's configuration and the admin API's, from one source: defaults, then the TOML
+/// file if given, then `PERF_*` environment variables; both validated, every bad field of
+/// either reported.
+pub fn load_config(path: Option<&Path>) -> Result<(PerformanceConfig, AdminConfig), ConfigError> {
+    PerformanceConfig::load_with(path)
+}
+
+/// A secret (an admin token): written out where the configuration is stored, never in logs
+/// or `Debug` output.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return its large error
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        AdminConfig::default().validate().expect("valid");
+    }
+
+    #[test]
+    fn the_flat_admin_keys_load_with_the_rest() {
+        let (config, admin) = PerformanceConfig::from_toml_str_with::<AdminConfig>(
+            "max_workers = 3\nadmin_require_token_for_reads = true\n\
+             admin_tokens = { ops = \"0123456789abcdef\" }",
+        )
+        .expect("valid");
+        assert_eq!(config.tasks.max_workers, 3);
+        assert!(admin.require_token_for_reads);
+        assert_eq!(admin.tokens["ops"].expose(), "0123456789abcdef");
+        assert_eq!(format!("{:?}", admin.tokens["ops"]), "Secret(***)");
+    }
+
+    #[test]
+    fn bad_admin_fields_are_named() {
+        let Err(ConfigError::Invalid(errors)) = PerformanceConfig::from_toml_str_with::<AdminConfig>(
+            "admin_rate_limit_per_minute = 0\nadmin_tokens = { ops = \"short\" }",
+        ) else {
+            panic!("expected an invalid configuration");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["admin_rate_limit_per_minute", "admin_tokens"]);
+    }
+
+    #[test]
+    fn the_environment_names_stay_flat() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "perf.toml",
+                "admin_body_limit_bytes = 2048\ncache_ttl = \"5m\"",
+            )?;
+            jail.set_env("PERF_ADMIN_RATE_LIMIT_PER_MINUTE", "30");
+            jail.set_env("PERF_ADMIN_TOKENS", "{ops=\"0123456789abcdef\"}");
+            jail.set_env("PERF_MAX_WORKERS", "6");
+            let (config, admin) =
+                load_config(Some(Path::new("perf.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.tasks.max_workers, 6);
+            assert_eq!(config.cache.ttl, std::time::Duration::from_secs(300));
+            assert_eq!(admin.body_limit_bytes, 2048);
+            assert_eq!(admin.rate_limit_per_minute, 30);
+            assert_eq!(admin.tokens["ops"].expose(), "0123456789abcdef");
+            Ok(())
+        });
+    }
+}
