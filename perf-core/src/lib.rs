@@ -12,6 +12,9 @@
 pub mod alerts;
 pub mod cache;
 pub mod config;
+#[cfg(any(test, feature = "conformance"))]
+#[doc(hidden)]
+pub mod conformance;
 mod error;
 pub mod memory;
 pub mod metrics;

@@ -441,7 +441,7 @@ async fn stale_values_reach_a_second_instance_through_the_remote_tier() {
         stale_until: now_ms.expires_at + 3_600_000,
     };
     let bytes = a.inner.codec.encode(&41u64, times).expect("encodes");
-    remote.map.lock().insert("shared".into(), bytes);
+    remote.put("shared", bytes);
     drop(a);
 
     let runs = AtomicUsize::new(0);
@@ -474,7 +474,7 @@ async fn a_value_written_with_fail_safe_keeps_its_stale_period_in_the_remote_tie
         })
         .await
         .expect("stored");
-    let bytes = remote
+    let (bytes, _) = remote
         .map
         .lock()
         .get("k")
