@@ -121,6 +121,15 @@ impl Flights {
             .count() as u64
     }
 
+    /// Callers waiting on the flight of `key`, for tests that start a race only once every
+    /// caller has joined.
+    #[cfg(test)]
+    pub(crate) fn waiters(&self, key: &str) -> usize {
+        let map = self.shared.map.lock();
+        map.get(key)
+            .map_or(0, |flight| flight.state.receiver_count())
+    }
+
     /// Forgets failures kept past their TTL.
     pub(crate) fn sweep(&self, now: quanta::Instant) {
         self.shared.map.lock().retain(|_, flight| {

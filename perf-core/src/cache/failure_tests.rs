@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use super::tests::{MemoryRemote, SECOND, TestError, config, mocked};
+use super::tests::{MemoryRemote, SECOND, TestError, config, mocked, until_waiting};
 use super::*;
 
 /// A loader that counts its runs, waits `delay` (paused time), then fails or yields `value`.
@@ -551,7 +551,7 @@ fn synchronous_loads_share_failures_and_fall_back_on_stale_values() {
                     barrier.wait();
                     cache.get_or_load_local("cold", Tier::L1, None, || {
                         runs.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(100));
+                        until_waiting(&cache, "cold", 3);
                         Err::<u64, _>(TestError::Source("down"))
                     })
                 })

@@ -47,6 +47,31 @@ pub(super) fn mocked(config: &PerformanceConfig) -> (MultiLevelCache, Arc<quanta
     (cache, mock)
 }
 
+/// Blocks until `waiters` callers wait on the load of `key`: a loader calls it, so that
+/// coalescing is tested by what joined, not by how long the loader took.
+pub(super) fn until_waiting(cache: &MultiLevelCache, key: &str, waiters: usize) {
+    let start = std::time::Instant::now();
+    while cache.inner.flights.waiters(key) < waiters {
+        assert!(
+            start.elapsed() < 10 * SECOND,
+            "{waiters} callers never joined the load of {key}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// [`until_waiting`] for an async loader.
+pub(super) async fn until_waiting_async(cache: &MultiLevelCache, key: &str, waiters: usize) {
+    let start = std::time::Instant::now();
+    while cache.inner.flights.waiters(key) < waiters {
+        assert!(
+            start.elapsed() < 10 * SECOND,
+            "{waiters} callers never joined the load of {key}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -330,7 +355,7 @@ async fn a_thousand_concurrent_misses_run_the_loader_once() {
                 cache
                     .get_or_load("cold", Tier::L2, None, || async {
                         runs.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        until_waiting_async(&cache, "cold", 999).await;
                         Ok::<_, TestError>(vec![42u64; 16])
                     })
                     .await
@@ -345,7 +370,7 @@ async fn a_thousand_concurrent_misses_run_the_loader_once() {
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let loads = cache.stats().loads;
-    assert_eq!(loads.loader_runs, 1);
+    assert_eq!((loads.loader_runs, loads.coalesced), (1, 999));
     assert_eq!(loads.in_flight, 0);
 }
 
@@ -434,7 +459,7 @@ fn concurrent_synchronous_misses_run_the_loader_once() {
                     barrier.wait();
                     cache.get_or_load_local("cold", Tier::L2, None, || {
                         runs.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(100));
+                        until_waiting(&cache, "cold", 7);
                         Ok::<_, TestError>(42u64)
                     })
                 })
@@ -458,7 +483,7 @@ fn a_panicking_synchronous_leader_hands_over_to_a_waiter() {
         let leader = scope.spawn(|| {
             cache.get_or_load_l1_local("k", None, || -> Result<u8, TestError> {
                 leading.wait();
-                std::thread::sleep(Duration::from_millis(100));
+                until_waiting(&cache, "k", 1);
                 panic!("loader failed")
             })
         });
