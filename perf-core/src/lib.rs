@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod optimizer;
 pub mod query;
 mod striped;
+mod sync;
 pub mod system;
 pub mod tasks;
 
