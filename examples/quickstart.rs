@@ -1,6 +1,7 @@
 //! The smallest useful program: install the optimizer, cache through two tiers, print stats.
 //!
 //! Run with `cargo run --example quickstart`.
+#![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)] // printing is what this example is for
 
 use std::time::Duration;

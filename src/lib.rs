@@ -25,6 +25,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 
 #[doc(inline)]
 pub use perf_core::memory::memory_context;

@@ -7,6 +7,7 @@
 //! `ADS_CACHE_ENABLED=false` makes every cached function call straight through, and
 //! `ADS_DB_FAULT=fail|slow` (or `POST /admin/db-fault` with the bearer token `ADS_ADMIN_TOKEN`)
 //! makes the database fail or stall, to watch fail-safe and the timeouts at work.
+#![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
 
 mod app;

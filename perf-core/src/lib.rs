@@ -21,6 +21,9 @@
 pub mod alerts;
 pub mod cache;
 pub mod config;
+#[cfg(any(test, feature = "conformance"))]
+#[doc(hidden)]
+pub mod conformance;
 mod error;
 #[doc(hidden)]
 pub mod macro_support;
@@ -30,6 +33,7 @@ pub mod monitor;
 pub mod optimizer;
 pub mod query;
 mod striped;
+mod sync;
 pub mod system;
 pub mod tasks;
 

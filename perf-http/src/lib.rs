@@ -20,6 +20,7 @@
 //! is 413; a body that does not parse is 400 and a field out of range 422, each naming the
 //! field, and nothing changes. Every mutation is logged with its route, outcome, and the
 //! token's configured name (never the token).
+#![forbid(unsafe_code)]
 
 mod auth;
 mod config;

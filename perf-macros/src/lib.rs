@@ -1,5 +1,6 @@
 //! Attribute macros for perf, re-exported as `perf::performance_monitor` and
 //! `perf::cache_result`. Generated code calls `::perf::__private`, which is not a stable API.
+#![forbid(unsafe_code)]
 
 mod attr;
 mod expand;

@@ -49,6 +49,7 @@
 //! let optimizer = PerformanceOptimizer::builder().remote_tier(redis).build()?.install()?;
 //! # Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
 
 mod backplane;
 mod breaker;

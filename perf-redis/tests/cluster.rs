@@ -2,7 +2,8 @@
 //!
 //! The checks that hold for any deployment run twice, on a cluster (`cluster::…`) and on a
 //! single server (`server::…`), and look at what every node holds directly (a server is one
-//! node). Failing over the backplane's subscription is the cluster's own test.
+//! node). Failing over the backplane's subscription is the cluster's own test; what every
+//! remote tier does is the conformance suite's (`conformance.rs`).
 
 mod support;
 
@@ -122,8 +123,6 @@ macro_rules! on_every_deployment {
 
 on_every_deployment!(
     many_keys_round_trip_and_spread_over_every_node,
-    get_many_keeps_the_asked_order_with_misses_in_place,
-    clear_and_invalidate_prefix_remove_keys_on_every_node,
     a_write_on_one_instance_drops_the_others_copy,
 );
 
@@ -152,89 +151,6 @@ async fn many_keys_round_trip_and_spread_over_every_node(deployment: Deployment)
         per_node.iter().map(Vec::len).collect::<Vec<_>>()
     );
     assert_eq!(per_node.iter().map(Vec::len).sum::<usize>(), 300);
-    let stats = tier.stats();
-    assert_eq!((stats.errors, stats.timeouts), (0, 0), "{stats:?}");
-}
-
-async fn get_many_keeps_the_asked_order_with_misses_in_place(deployment: Deployment) {
-    let tier = deployment.tier("many", 0).await;
-    let cache = cache(&tier);
-    // Every third key is missing.
-    for i in (0..100u32).filter(|i| i % 3 != 0) {
-        cache
-            .set(&format!("m:{i}"), i, Tier::Redis, None)
-            .await
-            .expect("stored");
-    }
-    cache.clear(Tier::L1).await.expect("ok");
-    cache.clear(Tier::L2).await.expect("ok");
-    // Asked in another order than written: the answer follows the question.
-    let keys: Vec<String> = (0..100u32).rev().map(|i| format!("m:{i}")).collect();
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let got = cache.get_many::<u32>(&keys, Tier::Redis).await.expect("ok");
-    let expected: Vec<Option<u32>> = (0..100u32)
-        .rev()
-        .map(|i| (i % 3 != 0).then_some(i))
-        .collect();
-    let got: Vec<Option<u32>> = got.into_iter().map(|v| v.map(|v| *v)).collect();
-    assert_eq!(got, expected);
-    assert_eq!(cache.stats().remote.expect("remote").hits, 66);
-
-    // The tier itself, with a key asked twice.
-    let raw = tier
-        .get_many(&["m:1", "m:0", "m:1", "m:99"])
-        .await
-        .expect("ok");
-    assert!(raw[0].is_some() && raw[1].is_none() && raw[2] == raw[0] && raw[3].is_none());
-    assert!(tier.get_many(&[]).await.expect("ok").is_empty());
-    let stats = tier.stats();
-    assert_eq!((stats.errors, stats.timeouts), (0, 0), "{stats:?}");
-}
-
-async fn clear_and_invalidate_prefix_remove_keys_on_every_node(deployment: Deployment) {
-    let tier = deployment.tier("wipe", 0).await;
-    let cache = cache(&tier);
-    let other = deployment.tier("other", 0).await;
-    for i in 0..30u32 {
-        other
-            .set(&format!("keep:{i}"), b"x", Duration::from_secs(60))
-            .await
-            .expect("stored");
-    }
-    // Enough keys that each node takes several SCAN pages.
-    for i in 0..1500u32 {
-        cache
-            .set(&format!("user:{i}"), i, Tier::Redis, None)
-            .await
-            .expect("stored");
-    }
-    for i in 0..300u32 {
-        cache
-            .set(&format!("item:{i}"), i, Tier::Redis, None)
-            .await
-            .expect("stored");
-    }
-
-    let removed = tier.invalidate_prefix("user:").await.expect("ok");
-    assert_eq!(removed, 1500);
-    let users = keys_per_node(&deployment, "wipe:user:*").await;
-    assert!(users.iter().all(Vec::is_empty), "users left: {users:?}");
-    let items = keys_per_node(&deployment, "wipe:item:*").await;
-    assert!(
-        items.iter().all(|keys| !keys.is_empty()),
-        "every node kept its items"
-    );
-    assert_eq!(items.iter().map(Vec::len).sum::<usize>(), 300);
-
-    cache.clear(Tier::Redis).await.expect("cleared");
-    let ours = keys_per_node(&deployment, "wipe:*").await;
-    assert!(ours.iter().all(Vec::is_empty), "keys left: {ours:?}");
-    let theirs = keys_per_node(&deployment, "other:*").await;
-    assert_eq!(
-        theirs.iter().map(Vec::len).sum::<usize>(),
-        30,
-        "other namespaces untouched"
-    );
     let stats = tier.stats();
     assert_eq!((stats.errors, stats.timeouts), (0, 0), "{stats:?}");
 }

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use deadpool_redis::redis::{self, AsyncCommands};
+use deadpool_redis::redis;
 use perf_core::{PerformanceConfig, RemoteTier, Tier, query::QueryOptimizer};
 use perf_redis::{BreakerState, RedisTier};
 use support::{RedisServer, cache_over as cache, within};
@@ -33,8 +33,10 @@ async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
         .expect("connects")
 }
 
+/// The TTL reaches Redis as milliseconds (`PX`); that Redis then expires the value is the
+/// conformance suite's check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_round_trip_through_three_tiers_with_the_ttl_in_redis() {
+async fn the_ttl_reaches_redis_in_milliseconds() {
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -61,23 +63,6 @@ async fn a_round_trip_through_three_tiers_with_the_ttl_in_redis() {
         (59_000..=60_000).contains(&ttl_ms),
         "PX TTL in Redis: {ttl_ms} ms"
     );
-
-    cache.clear(Tier::L1).await.expect("ok");
-    cache.clear(Tier::L2).await.expect("ok");
-    let hit = cache.get::<String>("ad:1", Tier::Redis).await.expect("ok");
-    assert_eq!(hit.as_deref().map(String::as_str), Some("banner"));
-    let stats = cache.stats();
-    assert_eq!(stats.remote.expect("remote").hits, 1);
-    assert_eq!(stats.l2.entries, Some(1), "promoted into L2");
-
-    // A short TTL expires in Redis itself.
-    cache
-        .set("short", 1u8, Tier::Redis, Some(Duration::from_millis(100)))
-        .await
-        .expect("stored");
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    let gone: Option<Vec<u8>> = conn.get("trip:short").await.expect("get");
-    assert_eq!(gone, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,74 +337,6 @@ async fn redis_down_at_start_is_not_an_error() {
         cache.get::<u8>("k", Tier::L2).await.expect("ok"),
         Some(Arc::new(5))
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_at_a_key_is_a_counted_miss_and_is_deleted() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
-    let tier = tier(&server, "junk").await;
-    let cache = cache(&tier);
-    let mut conn = raw(&server).await;
-    let _: () = conn
-        .set("junk:foreign", b"not ours".as_slice())
-        .await
-        .expect("set");
-    assert_eq!(
-        cache
-            .get::<String>("foreign", Tier::Redis)
-            .await
-            .expect("ok"),
-        None
-    );
-    assert_eq!(cache.stats().remote.expect("remote").decode_errors, 1);
-    let left: Option<Vec<u8>> = conn.get("junk:foreign").await.expect("get");
-    assert_eq!(left, None, "the key was deleted");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_many_clear_and_prefixes_stay_in_the_namespace() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
-    let tier = tier(&server, "ns").await;
-    let cache = cache(&tier);
-    let mut conn = raw(&server).await;
-    let _: () = conn.set("other:keep", 1u8).await.expect("set");
-    for i in 0..1200u32 {
-        cache
-            .set(&format!("k:{i}"), i, Tier::Redis, None)
-            .await
-            .expect("stored");
-    }
-    cache
-        .set("k*[x]", 1u32, Tier::Redis, None)
-        .await
-        .expect("stored");
-    cache.clear(Tier::L1).await.expect("ok");
-    cache.clear(Tier::L2).await.expect("ok");
-    let got = cache
-        .get_many::<u32>(&["k:1", "k:none", "k:1199"], Tier::Redis)
-        .await
-        .expect("ok");
-    let got: Vec<_> = got.into_iter().map(|v| v.map(|v| *v)).collect();
-    assert_eq!(got, [Some(1), None, Some(1199)]);
-
-    // Glob characters in a prefix match only themselves.
-    assert_eq!(
-        cache.invalidate_prefix("k*").await.expect("ok"),
-        0,
-        "local tiers were empty"
-    );
-    let still: Option<Vec<u8>> = conn.get("ns:k:5").await.expect("get");
-    assert!(still.is_some(), "k* is a literal prefix, not a pattern");
-
-    cache.clear(Tier::Redis).await.expect("cleared");
-    let ours: Vec<String> = conn.keys("ns:*").await.expect("keys");
-    assert!(ours.is_empty(), "{} keys left", ours.len());
-    let theirs: Option<u8> = conn.get("other:keep").await.expect("get");
-    assert_eq!(theirs, Some(1), "other namespaces untouched: no FLUSHDB");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

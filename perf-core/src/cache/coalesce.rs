@@ -9,11 +9,13 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
 use super::entry::AnyValue;
-use crate::SharedFailure;
+use crate::{
+    SharedFailure,
+    sync::{Condvar, Mutex},
+};
 
 #[derive(Clone)]
 pub(crate) enum FlightState {
@@ -122,6 +124,15 @@ impl Flights {
             .count() as u64
     }
 
+    /// Callers waiting on the flight of `key`, for tests that start a race only once every
+    /// caller has joined.
+    #[cfg(test)]
+    pub(crate) fn waiters(&self, key: &str) -> usize {
+        let map = self.shared.map.lock();
+        map.get(key)
+            .map_or(0, |flight| flight.state.receiver_count())
+    }
+
     /// Forgets failures kept past their TTL.
     pub(crate) fn sweep(&self, now: quanta::Instant) {
         self.shared.map.lock().retain(|_, flight| {
@@ -212,5 +223,79 @@ impl Drop for LeaderGuard {
         if self.flight.blocking {
             self.shared.ended.notify_all();
         }
+    }
+}
+
+/// Model checks of the blocking wait: run with `RUSTFLAGS="--cfg shuttle" cargo test -p
+/// perf-core --lib model`, which explores thread interleavings at every lock, wait and notify.
+#[cfg(all(test, shuttle))]
+mod model {
+    use std::sync::Arc;
+
+    use shuttle::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+
+    const ITERATIONS: usize = 2000;
+
+    /// Three blocking callers of one key; the first leader is dropped unfinished (a panicking
+    /// loader), the next one loads. Everyone ends with the value: a waiter of the dropped
+    /// leader tries again, and none waits for ever (shuttle fails a run whose threads all
+    /// block).
+    #[test]
+    fn every_blocking_caller_gets_the_value_even_when_a_leader_is_dropped() {
+        shuttle::check_random(
+            || {
+                let flights = Arc::new(Flights::default());
+                let abandoned = Arc::new(AtomicBool::new(false));
+                let loads = Arc::new(AtomicUsize::new(0));
+                let (clock, _) = quanta::Clock::mock();
+                let callers: Vec<_> = (0..3)
+                    .map(|_| {
+                        let (flights, abandoned, loads, clock) = (
+                            Arc::clone(&flights),
+                            Arc::clone(&abandoned),
+                            Arc::clone(&loads),
+                            clock.clone(),
+                        );
+                        shuttle::thread::spawn(move || {
+                            loop {
+                                match flights.join("k", Caller::Blocking, clock.now(), |_| true) {
+                                    Role::Leader(guard) => {
+                                        if abandoned.swap(true, Ordering::SeqCst) {
+                                            loads.fetch_add(1, Ordering::SeqCst);
+                                            let value: AnyValue = Arc::new(7u64);
+                                            guard.finish(FlightState::Loaded(value));
+                                            return 7;
+                                        }
+                                        drop(guard);
+                                    }
+                                    Role::Waiter(receiver) => {
+                                        match flights.wait_blocking(receiver) {
+                                            Outcome::Loaded(value) => {
+                                                return *value
+                                                    .downcast_ref::<u64>()
+                                                    .expect("a u64");
+                                            }
+                                            Outcome::Abandoned => {}
+                                            _ => panic!("nothing failed or timed out"),
+                                        }
+                                    }
+                                    Role::Alone | Role::Failed(_) => {
+                                        panic!("blocking callers of a blocking flight wait")
+                                    }
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for caller in callers {
+                    assert_eq!(caller.join().expect("no panic"), 7);
+                }
+                assert!(loads.load(Ordering::SeqCst) >= 1);
+                assert_eq!(flights.in_flight(), 0, "no flight left behind");
+            },
+            ITERATIONS,
+        );
     }
 }

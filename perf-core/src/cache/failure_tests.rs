@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use super::tests::{MemoryRemote, SECOND, TestError, config, mocked};
+use super::tests::{MemoryRemote, SECOND, TestError, config, mocked, until_waiting};
 use super::*;
 
 /// A loader that counts its runs, waits `delay` (paused time), then fails or yields `value`.
@@ -444,7 +444,7 @@ async fn stale_values_reach_a_second_instance_through_the_remote_tier() {
         stale_until: now_ms.expires_at + 3_600_000,
     };
     let bytes = a.engine.codec.encode(&41u64, times).expect("encodes");
-    remote.map.lock().insert("shared".into(), bytes);
+    remote.put("shared", bytes);
     drop(a);
 
     let runs = AtomicUsize::new(0);
@@ -477,7 +477,7 @@ async fn a_value_written_with_fail_safe_keeps_its_stale_period_in_the_remote_tie
         })
         .await
         .expect("stored");
-    let bytes = remote
+    let (bytes, _) = remote
         .map
         .lock()
         .get("k")
@@ -556,7 +556,7 @@ fn synchronous_loads_share_failures_and_fall_back_on_stale_values() {
                     barrier.wait();
                     cache.get_or_load_local("cold", Tier::L1, None, || {
                         runs.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(100));
+                        until_waiting(&cache, "cold", 3);
                         Err::<u64, _>(TestError::Source("down"))
                     })
                 })

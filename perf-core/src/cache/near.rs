@@ -28,13 +28,12 @@ use std::{
     any::{Any, TypeId},
     cell::RefCell,
     hash::BuildHasher,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
 };
 
 use thread_local::ThreadLocal;
+
+use crate::sync::AtomicU64;
 
 use super::{
     clock::ExpiryClock,
@@ -515,5 +514,109 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+/// Model checks of the coherence protocol: run with `RUSTFLAGS="--cfg shuttle" cargo test -p
+/// perf-core --lib model`, which explores thread interleavings at every counter read and bump.
+/// shuttle runs its threads on one OS thread, so they share one near table: the protocol does
+/// not depend on whose table a slot is in.
+#[cfg(all(test, shuttle))]
+mod model {
+    use std::{sync::Arc, time::Duration};
+
+    use shuttle::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::cache::{entry::Lookup, l1::L1, stamp::Stamp, stats::Counters};
+
+    const ITERATIONS: usize = 2000;
+    /// What the writer publishes once it removed the key.
+    const REMOVED: u64 = u64::MAX;
+
+    fn entry(value: u64, clock: &ExpiryClock) -> L1Entry {
+        let until = clock.now() + Duration::from_secs(3600);
+        L1Entry {
+            value: Arc::new(value),
+            stamp: Stamp {
+                fresh_until: until,
+                expires_at: until,
+                stale_until: until,
+                shared: false,
+            },
+        }
+    }
+
+    /// A cached function's read: the near copy, else L1 (keeping a near copy).
+    fn read(l1: &L1, clock: &ExpiryClock, counters: &Counters, print: &Fingerprint) -> Option<u64> {
+        let key = NearKey {
+            site: WHOLE_KEY,
+            print,
+        };
+        if let Some(value) = l1.get_cloned_near::<u64>(key, clock) {
+            return Some(value);
+        }
+        match l1.get_cloned_remembered::<u64>(key, "k", clock, counters) {
+            Lookup::Hit(value) => Some(value),
+            Lookup::Miss | Lookup::WrongType => None,
+        }
+    }
+
+    /// A writer replaces the value twice, then removes it, publishing each change once it
+    /// returned; readers never get a value older than the last change they saw published.
+    #[test]
+    fn a_read_after_a_change_returned_never_gets_the_value_it_replaced() {
+        shuttle::check_random(
+            || {
+                let counters = Arc::new(Counters::default());
+                let l1 = Arc::new(L1::new(100, Arc::clone(&counters)));
+                let (clock, _) = quanta::Clock::mock();
+                let clock = ExpiryClock::exact(clock);
+                let print = Fingerprint::with_bytes(b"k", |print| print.copied()).expect("fits");
+                let published = Arc::new(AtomicU64::new(1));
+                l1.insert("k", entry(1, &clock));
+
+                let writer = {
+                    let (l1, clock, published) =
+                        (Arc::clone(&l1), clock.clone(), Arc::clone(&published));
+                    shuttle::thread::spawn(move || {
+                        for value in [2, 3] {
+                            l1.insert("k", entry(value, &clock));
+                            published.store(value, Ordering::SeqCst);
+                        }
+                        l1.remove("k");
+                        published.store(REMOVED, Ordering::SeqCst);
+                    })
+                };
+                let readers: Vec<_> = (0..2)
+                    .map(|_| {
+                        let (l1, clock, counters, published) = (
+                            Arc::clone(&l1),
+                            clock.clone(),
+                            Arc::clone(&counters),
+                            Arc::clone(&published),
+                        );
+                        shuttle::thread::spawn(move || {
+                            for _ in 0..4 {
+                                let seen = published.load(Ordering::SeqCst);
+                                let got = read(&l1, &clock, &counters, &print);
+                                if let Some(got) = got {
+                                    assert!(
+                                        seen != REMOVED && got >= seen,
+                                        "read {got} after change {seen} had returned"
+                                    );
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                writer.join().expect("no panic");
+                for reader in readers {
+                    reader.join().expect("no panic");
+                }
+                assert_eq!(read(&l1, &clock, &counters, &print), None, "removed");
+            },
+            ITERATIONS,
+        );
     }
 }

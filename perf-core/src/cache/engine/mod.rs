@@ -46,7 +46,7 @@ pub(crate) struct Engine {
     max_key_bytes: usize,
     pub(super) clock: ExpiryClock,
     pub(super) counters: Arc<Counters>,
-    flights: Flights,
+    pub(super) flights: Flights,
     /// Slots for background refreshes.
     background: Arc<tokio::sync::Semaphore>,
     /// Brackets every change to local copies (a write, a delete, another instance's
