@@ -32,7 +32,9 @@
 //! | values without serde (`_l1`: L1 only) | [`get_or_load_l1`] | [`get_l1_local`], [`set_l1_local`], [`get_or_load_l1_local`] |
 //!
 //! Removals ([`delete`], [`invalidate_prefix`], [`invalidate_tag`], [`clear`]) are async: they
-//! reach the remote tier.
+//! reach the remote tier. The reads return the engine's future itself (`impl Future`, an
+//! `async fn` in all but name), so that a hit polls one future rather than one wrapped in
+//! another.
 //!
 //! ## Layout
 //!
@@ -154,12 +156,13 @@ impl MultiLevelCache {
     /// entries are counted misses. Errs only on a key over `max_key_bytes`.
     ///
     /// Values come back as `Arc<T>`: an L1 hit copies a pointer, never the value.
-    pub async fn get<T: SharedValue>(
+    ///
+    pub fn get<T: SharedValue>(
         &self,
         key: &str,
         tier: Tier,
-    ) -> Result<Option<Arc<T>>, Error> {
-        self.engine.get(key, tier).await
+    ) -> impl Future<Output = Result<Option<Arc<T>>, Error>> {
+        self.engine.get(key, tier)
     }
 
     /// The L1 value at `key`, for values without serde (L1 never encodes).
@@ -230,20 +233,20 @@ impl MultiLevelCache {
     /// Caching never fails the call: a key, TTL or value the cache refuses is loaded and
     /// returned uncached, counted and logged. See [`get_or_load_with`](Self::get_or_load_with)
     /// for per-call settings and whether the value was stale.
-    pub async fn get_or_load<T, E, F, Fut>(
+    pub fn get_or_load<T, E, F, Fut>(
         &self,
         key: &str,
         tier: Tier,
         ttl: Option<Duration>,
         loader: F,
-    ) -> Result<Arc<T>, E>
+    ) -> impl Future<Output = Result<Arc<T>, E>>
     where
         T: SharedValue,
         E: LoaderError,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.engine.get_or_load(key, tier, ttl, loader).await
+        self.engine.get_or_load(key, tier, ttl, loader)
     }
 
     /// [`get_or_load`](Self::get_or_load) with per-call [`LoadOptions`], telling whether the
@@ -251,54 +254,54 @@ impl MultiLevelCache {
     /// borrow; a load given up at a timeout is dropped, and a refresh-ahead is run by the
     /// first caller past the refresh point (the others keep the current value). Options that
     /// cannot work together are refused with [`Error::InvalidLoadOptions`].
-    pub async fn get_or_load_with<T, E, F, Fut>(
+    pub fn get_or_load_with<T, E, F, Fut>(
         &self,
         key: &str,
         options: &LoadOptions,
         loader: F,
-    ) -> Result<Loaded<T>, E>
+    ) -> impl Future<Output = Result<Loaded<T>, E>>
     where
         T: SharedValue,
         E: LoaderError,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.engine.get_or_load_with(key, options, loader).await
+        self.engine.get_or_load_with(key, options, loader)
     }
 
     /// [`get_or_load_with`](Self::get_or_load_with) with a loader that runs in a tokio task:
     /// a load that passes the soft timeout goes on and fills the cache when it finishes (until
     /// the hard timeout, where it is dropped), and refresh-ahead reloads in the background
     /// while every caller keeps the current value.
-    pub async fn get_or_load_detached<T, E, F, Fut>(
+    pub fn get_or_load_detached<T, E, F, Fut>(
         &self,
         key: &str,
         options: &LoadOptions,
         loader: F,
-    ) -> Result<Loaded<T>, E>
+    ) -> impl Future<Output = Result<Loaded<T>, E>>
     where
         T: SharedValue,
         E: LoaderError,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        self.engine.get_or_load_detached(key, options, loader).await
+        self.engine.get_or_load_detached(key, options, loader)
     }
 
     /// [`get_or_load`](Self::get_or_load) in L1 only, for values without serde.
-    pub async fn get_or_load_l1<T, E, F, Fut>(
+    pub fn get_or_load_l1<T, E, F, Fut>(
         &self,
         key: &str,
         ttl: Option<Duration>,
         loader: F,
-    ) -> Result<Arc<T>, E>
+    ) -> impl Future<Output = Result<Arc<T>, E>>
     where
         T: CacheValue,
         E: LoaderError,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.engine.get_or_load_l1(key, ttl, loader).await
+        self.engine.get_or_load_l1(key, ttl, loader)
     }
 
     /// [`get_or_load`](Self::get_or_load) for synchronous code: L1, then L2 when `tier`
@@ -340,12 +343,12 @@ impl MultiLevelCache {
 
     /// Values for many keys at once, looking from L1 down to `tier`, in the order asked. Keys
     /// that miss locally go to the remote tier in one round trip (MGET for Redis).
-    pub async fn get_many<T: SharedValue>(
+    pub fn get_many<T: SharedValue>(
         &self,
         keys: &[&str],
         tier: Tier,
-    ) -> Result<Vec<Option<Arc<T>>>, Error> {
-        self.engine.get_many(keys, tier).await
+    ) -> impl Future<Output = Result<Vec<Option<Arc<T>>>, Error>> {
+        self.engine.get_many(keys, tier)
     }
 
     // ----- removal -----
