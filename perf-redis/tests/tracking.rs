@@ -69,6 +69,12 @@ async fn a_foreign_delete_or_set_drops_the_local_copy_of_an_instance_that_tracks
     let tier_c = tier(&server, "ns", false).await;
     let (a, b, c) = (cache(&tier_a), cache(&tier_b), cache(&tier_c));
     tracking(&[&tier_b]).await;
+    // C's first subscription drops every shared copy (a resync): its copies are taken after.
+    let c_subscribed = within(Duration::from_secs(5), async || {
+        tier_c.stats().backplane.subscribed
+    })
+    .await;
+    assert!(c_subscribed.is_some(), "C subscribed");
     for (key, value) in [("deleted", 1u32), ("overwritten", 2), ("donor", 3)] {
         a.set(key, value, Tier::Redis, None).await.expect("stored");
     }
