@@ -35,6 +35,9 @@ use crate::{Error, error::RemoteError};
 /// One cache: its tiers, settings, counters and loads in flight. [`MultiLevelCache`] is an
 /// `Arc` of it.
 ///
+/// The `pub(super)` fields are for the cache's own tests, which look inside the tiers; the
+/// API in `cache/mod.rs` calls methods only.
+///
 /// [`MultiLevelCache`]: super::MultiLevelCache
 pub(crate) struct Engine {
     pub(super) l1: L1,
