@@ -200,15 +200,47 @@ impl Repository {
     }
 }
 
+/// Another type in the same module with a cached method of the same name and arguments.
+#[derive(Debug, Clone, PartialEq)]
+struct Archive;
+
+impl Archive {
+    #[cache_result(ttl = 60, optimizer = perf::global())]
+    async fn load(&self, name: String) -> Vec<String> {
+        vec![format!("archived {name}")]
+    }
+
+    #[cache_result(ttl = 60, optimizer = perf::global())]
+    fn count(&self, name: String) -> usize {
+        name.len() * 10
+    }
+
+    /// An associated function that names `Self`: keyed by the type too.
+    #[cache_result(ttl = 60, optimizer = perf::global())]
+    fn named(name: String) -> Option<Self> {
+        (!name.is_empty()).then_some(Archive)
+    }
+}
+
+impl Repository {
+    #[cache_result(ttl = 60, optimizer = perf::global())]
+    fn count(&self, name: String) -> usize {
+        name.len()
+    }
+}
+
 #[tokio::test]
-async fn methods_are_cached_without_self_in_the_key() {
+async fn methods_are_keyed_by_their_type_and_arguments_not_by_self() {
     let repository = Repository {
         loads: AtomicUsize::new(0),
     };
     assert_eq!(repository.load("a".into()).await, ["a", "a"]);
     assert_eq!(repository.load("a".into()).await, ["a", "a"]);
     assert_eq!(repository.loads.load(Ordering::SeqCst), 1);
-    let key = perf::cache::function_key(concat!(module_path!(), "::load"), &(&"a".to_string(),));
+    let key = perf::cache::function_key(
+        concat!(module_path!(), "::load"),
+        &(std::any::type_name::<Repository>(), &"a".to_string()),
+    );
     assert!(
         perf::global()
             .cache()
@@ -217,6 +249,23 @@ async fn methods_are_cached_without_self_in_the_key() {
             .is_some(),
         "{key}"
     );
+}
+
+#[tokio::test]
+async fn two_impls_in_one_module_never_share_a_memoized_result() {
+    let repository = Repository {
+        loads: AtomicUsize::new(0),
+    };
+    // Each warms its own entry first, then reads it again: neither sees the other's value.
+    assert_eq!(repository.load("b".into()).await, ["b", "b"]);
+    assert_eq!(Archive.load("b".into()).await, ["archived b"]);
+    assert_eq!(repository.load("b".into()).await, ["b", "b"]);
+    assert_eq!(Archive.load("b".into()).await, ["archived b"]);
+    assert_eq!(repository.count("abc".into()), 3);
+    assert_eq!(Archive.count("abc".into()), 30);
+    assert_eq!(repository.count("abc".into()), 3);
+    assert_eq!(Archive.count("abc".into()), 30);
+    assert_eq!(Archive::named("x".into()), Some(Archive));
 }
 
 static SWITCHED: AtomicUsize = AtomicUsize::new(0);

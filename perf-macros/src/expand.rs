@@ -145,6 +145,9 @@ struct Analysis {
     cached_type: Type,
     /// The arguments that make up the key: all but the skipped ones.
     key_parts: Vec<(syn::Ident, Type)>,
+    /// A method (or an associated function naming `Self`): its key starts with the type's
+    /// name, so that two `impl`s in one module never share keys.
+    in_impl: bool,
 }
 
 /// The code generated for one `#[cache_result]` function, stage by stage.
@@ -263,6 +266,7 @@ fn analyze(args: &crate::attr::CacheArgs, function: &ItemFn) -> syn::Result<Anal
         .filter(|(name, _)| !args.skip.contains(name))
         .cloned()
         .collect();
+    let in_impl = function.sig.receiver().is_some() || names_self(&function.sig);
     Ok(Analysis {
         ident,
         is_async,
@@ -270,6 +274,7 @@ fn analyze(args: &crate::attr::CacheArgs, function: &ItemFn) -> syn::Result<Anal
         returns,
         cached_type,
         key_parts,
+        in_impl,
     })
 }
 
@@ -355,10 +360,21 @@ impl CacheExpansion<'_> {
             },
             None => {
                 let path = &self.path;
-                let names = self.sig.key_parts.iter().map(|(name, _)| name);
-                quote!(#private::write_call_key(__perf_buf, #path, &(#(&#names,)*)))
+                let arguments = self.key_arguments();
+                quote!(#private::write_call_key(__perf_buf, #path, &#arguments))
             }
         }
+    }
+
+    /// The tuple a call's key is made of: its key arguments, after the type's name for a
+    /// method (`type_name::<Self>()`, generic parameters included).
+    fn key_arguments(&self) -> TokenStream {
+        let names = self.sig.key_parts.iter().map(|(name, _)| name);
+        let receiver_type = self
+            .sig
+            .in_impl
+            .then(|| quote!(::core::any::type_name::<Self>(),));
+        quote!((#receiver_type #(&#names,)*))
     }
 
     /// The key as an `Option<String>`: `None` when the arguments could not be written (a
@@ -442,9 +458,9 @@ impl CacheExpansion<'_> {
             }
             None => {
                 let path = &self.path;
-                let names = self.sig.key_parts.iter().map(|(name, _)| name);
+                let arguments = self.key_arguments();
                 quote! {
-                    #private::hit_for_call::<#cached_type, _>(__perf_cache, #path, &(#(&#names,)*))
+                    #private::hit_for_call::<#cached_type, _>(__perf_cache, #path, &#arguments)
                 }
             }
         }
@@ -597,6 +613,19 @@ fn placeholders(template: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// Whether the signature names `Self` (an associated function of an `impl`, judged from the
+/// tokens: the macro cannot see the `impl` around it).
+fn names_self(sig: &syn::Signature) -> bool {
+    fn walk(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|token| match token {
+            proc_macro2::TokenTree::Ident(ident) => ident == "Self",
+            proc_macro2::TokenTree::Group(group) => walk(group.stream()),
+            _ => false,
+        })
+    }
+    walk(quote!(#sig))
 }
 
 /// Refuses failure settings that cannot work for this function.

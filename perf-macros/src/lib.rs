@@ -38,8 +38,12 @@ pub fn performance_monitor(args: TokenStream, item: TokenStream) -> TokenStream 
 /// - `cache_type`: `"l1"` (default; values need `Clone + Send + Sync + 'static`), `"l2"` or
 ///   `"redis"` (values also need serde; `"redis"` only on async fns).
 /// - `key = "user:{user_id}"`: a template over argument names; default the function's path
-///   plus a stable encoding of its arguments (which then need `Serialize`). `self` is never
-///   part of the key; `skip(pool, ..)` leaves out more.
+///   plus a stable encoding of its arguments (which then need `Serialize`). A method's key
+///   also carries its type's name (`type_name::<Self>()`), so two `impl`s in one module never
+///   share results; `self` itself is never part of the key: a result that depends on `self`'s
+///   state needs that state as an argument or in a `key` template. (An associated function
+///   without `self` is known to be a method only when its signature names `Self`; give such
+///   functions of two types in one module a `key`.) `skip(pool, ..)` leaves out arguments.
 /// - `tags = ["ads", "campaign:{campaign_id}"]`: templates over argument names; every call
 ///   is dropped, on every instance, by `cache.invalidate_tag` of any of its tags. Async fns
 ///   only; each call then looks up its tags' generations (L1 hits, bar the first after a
