@@ -361,3 +361,38 @@ fn with_profiling_each_call_runs_in_a_span_named_after_its_operation() {
         "the metrics are recorded either way"
     );
 }
+
+static ORDER_LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[performance_monitor("order.monitor_first")]
+#[perf::cache_result(ttl = 60)]
+fn monitor_written_first(id: u64) -> u64 {
+    ORDER_LOADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    id * 2
+}
+
+#[perf::cache_result(ttl = 60)]
+#[performance_monitor("order.cache_first")]
+async fn cache_written_first(id: u64) -> u64 {
+    id * 3
+}
+
+/// The monitor times every call, hits included, whichever of the two attributes comes first.
+#[tokio::test]
+async fn the_monitor_times_every_call_of_a_cached_fn_in_either_order() {
+    snapshotter();
+    for call in 0..10u64 {
+        assert_eq!(monitor_written_first(call % 3), (call % 3) * 2);
+        assert_eq!(cache_written_first(call % 3).await, (call % 3) * 3);
+    }
+    assert_eq!(
+        ORDER_LOADS.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "three misses, seven hits"
+    );
+    for operation in ["order.monitor_first", "order.cache_first"] {
+        assert_eq!(stats(operation).count, 10, "{operation}");
+        let (statuses, _) = recorded(operation);
+        assert_eq!(statuses.get("success"), Some(&10), "{operation}");
+    }
+}

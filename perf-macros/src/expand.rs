@@ -109,6 +109,32 @@ pub(crate) fn performance_monitor(
     Ok(quote!(#function))
 }
 
+/// When `function` still carries `#[cache_result]` (it was written below the monitor, so it
+/// expands after it and would take the monitored body as its loader), the function again with
+/// the cache attribute first and the monitor below it: the cache's expansion keeps the monitor
+/// attribute, which then wraps the whole cached body.
+pub(crate) fn monitor_below_cache(
+    args: &MonitorArgs,
+    raw_args: TokenStream,
+    function: &ItemFn,
+) -> Option<TokenStream> {
+    let is_cache = |attr: &syn::Attribute| {
+        attr.path()
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "cache_result")
+    };
+    let at = function.attrs.iter().position(is_cache)?;
+    let mut function = function.clone();
+    let cache = function.attrs.remove(at);
+    let perf = krate(args.krate.as_ref());
+    Some(quote! {
+        #cache
+        #[#perf::performance_monitor(#raw_args)]
+        #function
+    })
+}
+
 /// How the return type is cached.
 enum Returns {
     /// Cache every value.

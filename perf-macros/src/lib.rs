@@ -15,13 +15,22 @@ use syn::parse_macro_input;
 /// `#[performance_monitor]` names the operation after the function's path;
 /// `#[performance_monitor("ads.fetch")]` names it. `optimizer = <expr>` records into a given
 /// `PerformanceOptimizer` instead of the global one; `crate = "path"` relocates `perf`.
+///
+/// With `#[cache_result]` on the same function, in either order, it times every call, hits
+/// included.
 #[proc_macro_attribute]
 pub fn performance_monitor(args: TokenStream, item: TokenStream) -> TokenStream {
+    let raw_args = proc_macro2::TokenStream::from(args.clone());
     let args = parse_macro_input!(args as attr::MonitorArgs);
     let function = match attr::function("performance_monitor", item.into()) {
         Ok(function) => function,
         Err(error) => return error.into_compile_error().into(),
     };
+    // Above `#[cache_result]`, the monitor would wrap only the load: it steps below it
+    // instead, so that it times every call, hits included, in either order.
+    if let Some(reordered) = expand::monitor_below_cache(&args, raw_args, &function) {
+        return reordered.into();
+    }
     expand::performance_monitor(args, function)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
