@@ -396,3 +396,54 @@ async fn the_monitor_times_every_call_of_a_cached_fn_in_either_order() {
         assert_eq!(statuses.get("success"), Some(&10), "{operation}");
     }
 }
+
+/// The shape of an axum handler: a `Result` around an `impl Trait`, with `?` in the body.
+trait IntoReply {
+    fn into_reply(self) -> String;
+}
+
+impl IntoReply for u32 {
+    fn into_reply(self) -> String {
+        format!("reply {self}")
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct HttpStatus(u16);
+
+impl From<std::num::ParseIntError> for HttpStatus {
+    fn from(_: std::num::ParseIntError) -> Self {
+        HttpStatus(400)
+    }
+}
+
+#[performance_monitor("handler.shape")]
+async fn handler(query: &str) -> Result<impl IntoReply, HttpStatus> {
+    let id: u32 = query.parse()?;
+    if id == 0 {
+        return Err(HttpStatus(404));
+    }
+    Ok(id)
+}
+
+#[performance_monitor("handler.shape_sync")]
+fn sync_handler(query: &str) -> Result<(impl IntoReply, Vec<impl IntoReply>), HttpStatus> {
+    let id: u32 = query.parse()?;
+    Ok((id, vec![id]))
+}
+
+#[tokio::test]
+async fn a_handler_returning_a_result_of_impl_trait_is_monitored() {
+    snapshotter();
+    assert_eq!(
+        handler("7").await.map(IntoReply::into_reply),
+        Ok("reply 7".to_string())
+    );
+    assert_eq!(handler("0").await.err(), Some(HttpStatus(404)));
+    assert_eq!(handler("x").await.err(), Some(HttpStatus(400)));
+    assert!(sync_handler("3").is_ok());
+    let (statuses, _) = recorded("handler.shape");
+    assert_eq!(statuses.get("success"), Some(&1));
+    assert_eq!(statuses.get("error"), Some(&2));
+    assert_eq!(stats("handler.shape_sync").count, 1);
+}

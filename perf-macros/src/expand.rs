@@ -28,11 +28,47 @@ fn returns_result(output: &ReturnType) -> bool {
         .is_some_and(|segment| segment.ident == "Result")
 }
 
-/// The declared return type, where it can annotate a `let` (not `impl Trait`).
-fn nameable_return(output: &ReturnType) -> Option<&Type> {
+/// The declared return type as a `let` or closure can be annotated with it: every
+/// `impl Trait` in it (`Result<impl IntoResponse, StatusCode>`) left to inference as `_`, the
+/// rest kept, so that `?` in the body still knows its error type.
+fn nameable_return(output: &ReturnType) -> Option<Type> {
     match output {
-        ReturnType::Type(_, ty) if !matches!(ty.as_ref(), Type::ImplTrait(_)) => Some(ty),
-        _ => None,
+        ReturnType::Type(_, ty) => Some(infer_impl_traits(ty)),
+        ReturnType::Default => None,
+    }
+}
+
+/// `ty` with each `impl Trait` replaced by `_`.
+fn infer_impl_traits(ty: &Type) -> Type {
+    let mut ty = ty.clone();
+    replace_impl_traits(&mut ty);
+    ty
+}
+
+fn replace_impl_traits(ty: &mut Type) {
+    match ty {
+        Type::ImplTrait(_) => {
+            *ty = Type::Infer(syn::TypeInfer {
+                underscore_token: Default::default(),
+            })
+        }
+        Type::Path(path) => {
+            for segment in &mut path.path.segments {
+                if let syn::PathArguments::AngleBracketed(arguments) = &mut segment.arguments {
+                    for argument in &mut arguments.args {
+                        if let syn::GenericArgument::Type(inner) = argument {
+                            replace_impl_traits(inner);
+                        }
+                    }
+                }
+            }
+        }
+        Type::Tuple(tuple) => tuple.elems.iter_mut().for_each(replace_impl_traits),
+        Type::Array(array) => replace_impl_traits(&mut array.elem),
+        Type::Slice(slice) => replace_impl_traits(&mut slice.elem),
+        Type::Paren(paren) => replace_impl_traits(&mut paren.elem),
+        Type::Group(group) => replace_impl_traits(&mut group.elem),
+        _ => {}
     }
 }
 

@@ -69,10 +69,18 @@ impl Service {
     }
 }
 
+/// An axum handler's shape: `Result<impl Trait, E>` with `?` in the body.
+#[performance_monitor("handler")]
+async fn handler(query: String) -> Result<impl std::fmt::Display, std::num::ParseIntError> {
+    let id: u32 = query.parse()?;
+    Ok(id)
+}
+
 fn main() {
     unnamed();
     let _ = (named(1), fallible("1"), generic(&2), impl_trait().count(), relocated());
     let _ = asynchronous(1);
+    let _ = handler(String::from("1"));
     let mut service = Service(1);
     service.by_mut();
     let _ = service.by_ref();
