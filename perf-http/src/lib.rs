@@ -75,10 +75,13 @@ impl std::ops::Deref for OptimizerRef {
 
 /// The admin API over the installed optimizer (`install()`'s return value). Errs, naming
 /// each bad field, if `admin` is not valid.
-pub fn router(
+///
+/// The router carries its own state, so it fits an app of any state type `S`: nest or merge
+/// it into a `Router<AppState>` as it is.
+pub fn router<S: Clone + Send + Sync + 'static>(
     optimizer: &'static PerformanceOptimizer,
     admin: AdminConfig,
-) -> Result<Router, ConfigError> {
+) -> Result<Router<S>, ConfigError> {
     build(OptimizerRef::Static(optimizer), admin)
 }
 
@@ -92,10 +95,10 @@ pub fn openapi_json() -> String {
 
 /// The admin API over an optimizer that is not installed (tests, several instances). Errs,
 /// naming each bad field, if `admin` is not valid.
-pub fn router_for(
+pub fn router_for<S: Clone + Send + Sync + 'static>(
     optimizer: Arc<PerformanceOptimizer>,
     admin: AdminConfig,
-) -> Result<Router, ConfigError> {
+) -> Result<Router<S>, ConfigError> {
     build(OptimizerRef::Shared(optimizer), admin)
 }
 
@@ -120,7 +123,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     ]
 }
 
-fn build(optimizer: OptimizerRef, admin: AdminConfig) -> Result<Router, ConfigError> {
+fn build<S: Clone + Send + Sync + 'static>(
+    optimizer: OptimizerRef,
+    admin: AdminConfig,
+) -> Result<Router<S>, ConfigError> {
     use perf_core::config::ConfigSection;
     admin.validate()?;
     let body_limit = usize::try_from(admin.body_limit_bytes).unwrap_or(usize::MAX);

@@ -34,8 +34,8 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
     Ok(handle)
 }
 
-/// `GET /metrics`: the Prometheus text of `handle`.
-pub fn metrics_router(handle: PrometheusHandle) -> Router {
+/// `GET /metrics`: the Prometheus text of `handle`, for an app of any state type `S`.
+pub fn metrics_router<S: Clone + Send + Sync + 'static>(handle: PrometheusHandle) -> Router<S> {
     Router::new().route(
         "/metrics",
         get(move || {

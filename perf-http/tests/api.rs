@@ -372,9 +372,59 @@ fn bad_admin_settings_are_refused_with_their_field() {
         tokens: BTreeMap::from([("ops".to_string(), Secret::new("short"))]),
         ..AdminConfig::default()
     };
-    let Err(perf_http::ConfigError::Invalid(errors)) = perf_http::router_for(optimizer(), admin)
+    let Err(perf_http::ConfigError::Invalid(errors)) =
+        perf_http::router_for::<()>(optimizer(), admin)
     else {
         panic!("a short token is refused");
     };
     assert_eq!(errors[0].field, "admin_tokens");
+}
+
+/// An app's own state, as an axum service has one.
+#[derive(Clone)]
+struct ServiceState {
+    greeting: &'static str,
+}
+
+#[tokio::test]
+async fn the_admin_api_nests_and_merges_into_an_app_with_its_own_state() {
+    use axum::{extract::State, routing::get};
+
+    let app: Router<ServiceState> = Router::new()
+        .route(
+            "/hello",
+            get(|State(state): State<ServiceState>| async move { state.greeting }),
+        )
+        .nest(
+            "/performance",
+            perf_http::router_for(optimizer(), admin()).expect("valid"),
+        )
+        .merge(perf_http::metrics_router(
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+        ));
+    let app: Router = app.with_state(ServiceState { greeting: "hi" });
+
+    let (status, body, _) = call(&app, Method::GET, "/performance/health", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, _) = call(&app, Method::GET, "/performance/stats", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let hello = app
+        .clone()
+        .oneshot(Request::get("/hello").body(Body::empty()).expect("request"))
+        .await
+        .expect("answered");
+    assert_eq!(hello.status(), StatusCode::OK);
+    let text = hello.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&text[..], b"hi");
+    let metrics = app
+        .oneshot(
+            Request::get("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(metrics.status(), StatusCode::OK);
 }
