@@ -45,7 +45,7 @@ pub use perf_core::{ConfigError, metrics::CATALOGUE};
 pub use self::{
     config::{AdminConfig, Secret, load_config},
     error::ApiError,
-    metrics::{install_prometheus, metrics_router},
+    metrics::{install_prometheus, metrics_router, with_perf_buckets},
 };
 
 /// What the handlers share.

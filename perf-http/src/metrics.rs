@@ -10,17 +10,33 @@ use perf_core::metrics::{CATALOGUE, MetricKind};
 /// How often the exporter's histograms are compacted.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Installs the Prometheus recorder as the `metrics` recorder, with every catalogue histogram
-/// given its buckets (so that Prometheus receives `_bucket` series), and starts its upkeep on
-/// the current tokio runtime. Call it first thing in `main`, before `install()`.
-pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
-    let mut builder = PrometheusBuilder::new();
+/// `builder` with perf's histogram buckets: each of the catalogue's histograms gets its own,
+/// so that Prometheus receives `_bucket` series rather than summaries. For a service that
+/// builds its own recorder; the buckets it set for other metrics stay.
+///
+/// ```
+/// use metrics_exporter_prometheus::PrometheusBuilder;
+///
+/// let builder = perf_http::with_perf_buckets(PrometheusBuilder::new())?
+///     .add_global_label("service", "ads");
+/// let recorder = builder.build_recorder(); // or .install_recorder()
+/// # drop(recorder);
+/// # Ok::<_, metrics_exporter_prometheus::BuildError>(())
+/// ```
+pub fn with_perf_buckets(mut builder: PrometheusBuilder) -> Result<PrometheusBuilder, BuildError> {
     for metric in CATALOGUE {
         if let (MetricKind::Histogram, Some(buckets)) = (metric.kind, metric.buckets) {
             builder = builder.set_buckets_for_metric(Matcher::Full(metric.name.into()), buckets)?;
         }
     }
-    let handle = builder.install_recorder()?;
+    Ok(builder)
+}
+
+/// Installs the Prometheus recorder as the `metrics` recorder, with every catalogue histogram
+/// given its buckets (so that Prometheus receives `_bucket` series), and starts its upkeep on
+/// the current tokio runtime. Call it first thing in `main`, before `install()`.
+pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
+    let handle = with_perf_buckets(PrometheusBuilder::new())?.install_recorder()?;
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         let upkeep = handle.clone();
         runtime.spawn(async move {

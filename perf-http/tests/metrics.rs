@@ -80,3 +80,31 @@ async fn the_catalogue_is_exported_with_histogram_buckets() {
         "the catalogue's buckets, not summaries"
     );
 }
+
+/// A service that builds its own recorder gets perf's buckets on it, and keeps its own.
+#[test]
+fn a_users_own_recorder_gets_perfs_buckets() {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full("app_latency_seconds".into()), &[0.5, 1.0])
+        .expect("buckets");
+    let recorder = perf_http::with_perf_buckets(builder)
+        .expect("perf's buckets")
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let monitor = PerformanceOptimizer::builder().build().expect("valid");
+        drop(monitor.monitor().start("own.recorder"));
+        metrics::histogram!("app_latency_seconds").record(0.7);
+    });
+    let text = handle.render();
+    assert!(
+        text.contains("processing_time_seconds_bucket{operation=\"own.recorder\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("app_latency_seconds_bucket{le=\"1\"}"),
+        "{text}"
+    );
+}
