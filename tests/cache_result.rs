@@ -424,4 +424,74 @@ async fn a_tag_drops_every_memoized_call_made_under_it() {
         "a tag every call carries"
     );
     assert_eq!(CAMPAIGN_LOADS.load(Ordering::SeqCst), 4);
+
+    // One call of a tagged function, by its arguments.
+    let held = campaign_ad(&optimizer, 4, 2).await;
+    assert_eq!(campaign_ad(&optimizer, 4, 2).await, held, "cached");
+    let dropped = campaign_ad::invalidate_in(optimizer.cache(), 4, 2).await;
+    assert_eq!(dropped.ok(), Some(true));
+    assert_ne!(campaign_ad(&optimizer, 4, 2).await, held, "ran again");
+    assert_eq!(CAMPAIGN_LOADS.load(Ordering::SeqCst), 6);
+}
+
+static PRICE_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_result(ttl = 60, cache_type = "l2")]
+async fn price(ad: u64, region: String) -> u64 {
+    PRICE_LOADS.fetch_add(1, Ordering::SeqCst);
+    ad * 10 + region.len() as u64
+}
+
+#[cache_result(ttl = 60, key = "slot:{slot}", optimizer = optimizer, skip(optimizer))]
+fn slot_name(optimizer: &PerformanceOptimizer, slot: u8, verbose: bool) -> String {
+    let _ = verbose;
+    format!("slot {slot}")
+}
+
+#[tokio::test]
+async fn one_memoized_call_is_invalidated_by_its_arguments() {
+    assert_eq!(price(1, "eu".into()).await, 12);
+    assert_eq!(price(1, "eu".into()).await, 12);
+    assert_eq!(price(2, "eu".into()).await, 22);
+    assert_eq!(PRICE_LOADS.load(Ordering::SeqCst), 2);
+
+    assert_eq!(price::invalidate(1, "eu".into()).await.ok(), Some(true));
+    assert_eq!(
+        price::invalidate(9, "us".into()).await.ok(),
+        Some(false),
+        "nothing held for it"
+    );
+    assert_eq!(price(1, "eu".into()).await, 12);
+    assert_eq!(price(2, "eu".into()).await, 22);
+    assert_eq!(
+        PRICE_LOADS.load(Ordering::SeqCst),
+        3,
+        "only the invalidated call ran again"
+    );
+
+    // The key is the one `#[cache_result]` stores under.
+    let key = price::key(1, "eu".into()).expect("encodable");
+    let expected = perf::cache::function_key(
+        concat!(module_path!(), "::price"),
+        &(&1u64, &"eu".to_string()),
+    );
+    assert_eq!(key, expected);
+    assert!(
+        perf::global()
+            .cache()
+            .get::<u64>(&key, perf::Tier::L2)
+            .await
+            .expect("ok")
+            .is_some()
+    );
+
+    // A key template: the companion takes the arguments the template names.
+    let optimizer = optimizer();
+    assert_eq!(slot_name(&optimizer, 3, true), "slot 3");
+    assert_eq!(slot_name::key(3).as_deref(), Some("slot:3"));
+    assert!(
+        slot_name::invalidate_in(optimizer.cache(), 3)
+            .await
+            .expect("ok")
+    );
 }

@@ -11,14 +11,15 @@ use std::{future::Future, sync::Arc};
 
 use serde::Serialize;
 
-use crate::{
-    MultiLevelCache, PerformanceOptimizer,
-    cache::{CacheValue, SharedValue},
-    global,
-};
 pub use crate::{
+    Error, MultiLevelCache,
     cache::{ErrorSharing, LoadOptions, LoaderError, Tier, with_key},
     monitor::{CallSite, Status, Timing},
+};
+use crate::{
+    PerformanceOptimizer,
+    cache::{CacheValue, SharedValue},
+    global,
 };
 
 // ----- where the generated code finds its optimizer -----
@@ -80,6 +81,11 @@ pub fn hit_for_key<T: CacheValue + Clone>(cache: &MultiLevelCache, key: &str) ->
 /// `key` under `tags` ([`MultiLevelCache::tagged_key`]).
 pub async fn tagged_key(cache: &MultiLevelCache, key: &str, tags: &[&str]) -> String {
     cache.engine().tagged_key(key, tags).await
+}
+
+/// Drops one memoized call's result everywhere ([`MultiLevelCache::delete`]).
+pub async fn invalidate(cache: &MultiLevelCache, key: &str) -> Result<bool, Error> {
+    cache.delete(key).await
 }
 
 // ----- #[cache_result]: loads -----

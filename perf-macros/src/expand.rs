@@ -205,6 +205,8 @@ struct Analysis {
     ret: Type,
     returns: Returns,
     cached_type: Type,
+    /// Every named argument, with its type.
+    arguments: Vec<(syn::Ident, Type)>,
     /// The arguments that make up the key: all but the skipped ones.
     key_parts: Vec<(syn::Ident, Type)>,
     /// A method (or an associated function naming `Self`): its key starts with the type's
@@ -239,8 +241,9 @@ pub(crate) fn cache_result(
         sig,
     };
     let body = expansion.body(&function);
+    let companion = expansion.companion(&function);
     function.block = syn::parse2(body)?;
-    Ok(quote!(#function))
+    Ok(quote!(#function #companion))
 }
 
 /// Signature analysis: the return type's shape and the arguments, and every refusal that
@@ -335,12 +338,132 @@ fn analyze(args: &crate::attr::CacheArgs, function: &ItemFn) -> syn::Result<Anal
         ret,
         returns,
         cached_type,
+        arguments,
         key_parts,
         in_impl,
     })
 }
 
 impl CacheExpansion<'_> {
+    /// A module named after a free, non-generic function, beside it: `key(..)` (without tags)
+    /// and `invalidate(..)` / `invalidate_in(cache, ..)`, which drop one call's memoized result
+    /// in every tier and on every instance. They take the arguments the key is made of.
+    /// Methods get none: a module cannot sit in an `impl`.
+    fn companion(&self, function: &ItemFn) -> TokenStream {
+        if self.sig.in_impl || !function.sig.generics.params.is_empty() {
+            return quote!();
+        }
+        let private = &self.private;
+        let (ident, vis) = (&self.sig.ident, &function.vis);
+        let mut used: Vec<String> = self
+            .args
+            .tags
+            .iter()
+            .flat_map(|tag| placeholders(&tag.value()))
+            .collect();
+        match &self.args.key {
+            Some(template) => used.extend(placeholders(&template.value())),
+            None => used.extend(self.sig.key_parts.iter().map(|(name, _)| name.to_string())),
+        }
+        let params: Vec<_> = self
+            .sig
+            .arguments
+            .iter()
+            .filter(|(name, _)| used.contains(&name.to_string()))
+            .collect();
+        let names: Vec<_> = params.iter().map(|(name, _)| name).collect();
+        let declared: Vec<_> = params.iter().map(|(name, ty)| quote!(#name: #ty)).collect();
+        // Inside the module, `module_path!()` is the function's own path.
+        let write_key = match &self.args.key {
+            Some(template) => quote! {
+                ::std::fmt::Write::write_fmt(__perf_buf, ::std::format_args!(#template)).is_ok()
+            },
+            None => {
+                let key_names = self.sig.key_parts.iter().map(|(name, _)| name);
+                quote! {
+                    #private::write_call_key(__perf_buf, ::core::module_path!(), &(#(&#key_names,)*))
+                }
+            }
+        };
+        let written = quote! {{
+            let mut __perf_owned = ::std::string::String::new();
+            let __perf_buf = &mut __perf_owned;
+            if #write_key {
+                ::core::option::Option::Some(__perf_owned)
+            } else {
+                ::core::option::Option::None
+            }
+        }};
+        let tags = &self.args.tags;
+        let (key_fn, find_key) = if tags.is_empty() {
+            (
+                quote! {
+                    /// The cache key of this call, or `None` when its arguments cannot be
+                    /// written into one (such calls are never cached).
+                    pub fn key(#(#declared),*) -> ::core::option::Option<::std::string::String> {
+                        #written
+                    }
+                },
+                quote!(key(#(#names),*)),
+            )
+        } else {
+            let tagged = quote! {
+                match #written {
+                    ::core::option::Option::Some(__perf_key) => ::core::option::Option::Some(
+                        #private::tagged_key(
+                            __perf_cache,
+                            &__perf_key,
+                            &[#(::std::format!(#tags).as_str()),*],
+                        )
+                        .await,
+                    ),
+                    ::core::option::Option::None => ::core::option::Option::None,
+                }
+            };
+            (quote!(), tagged)
+        };
+        let global = self.args.optimizer.is_none().then(|| {
+            quote! {
+                /// [`invalidate_in`] on the global optimizer's cache, the one the function uses.
+                pub async fn invalidate(
+                    #(#declared),*
+                ) -> ::core::result::Result<bool, #private::Error> {
+                    invalidate_in(#private::global_cache(), #(#names),*).await
+                }
+            }
+        });
+        let doc = format!(
+            "Keys and invalidation of [`{ident}`](fn@super::{ident})'s memoized results \
+             (made by `#[cache_result]`)."
+        );
+        quote! {
+            #[doc = #doc]
+            #[allow(dead_code, non_snake_case)]
+            #vis mod #ident {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #key_fn
+
+                /// Drops the memoized result of this call from every tier of `cache`, and from
+                /// the other instances sharing its remote tier; whether a local tier held it.
+                pub async fn invalidate_in(
+                    __perf_cache: &#private::MultiLevelCache,
+                    #(#declared),*
+                ) -> ::core::result::Result<bool, #private::Error> {
+                    match #find_key {
+                        ::core::option::Option::Some(__perf_key) => {
+                            #private::invalidate(__perf_cache, &__perf_key).await
+                        }
+                        ::core::option::Option::None => ::core::result::Result::Ok(false),
+                    }
+                }
+
+                #global
+            }
+        }
+    }
+
     /// The new body: type checks, the cache, the hit, else the load.
     fn body(&self, function: &ItemFn) -> TokenStream {
         let checks = self.type_checks();

@@ -70,6 +70,12 @@ pub fn performance_monitor(args: TokenStream, item: TokenStream) -> TokenStream 
 ///   finish and fill the cache after its caller stopped waiting.
 /// - A `Result`'s error type needs `From<perf::Error>` and `Display` (a failed call's error
 ///   reaches the calls that waited on it: itself when it is `Clone`, else its message).
+/// - Beside a free, non-generic function `f`, a module `f` holds `f::invalidate(args..)`
+///   (when `f` uses the global optimizer), `f::invalidate_in(&cache, args..)` and, without
+///   tags, `f::key(args..)`: they drop one call's result in every tier and on every instance,
+///   taking the arguments the key is made of (the non-skipped ones, or those the `key`
+///   template and tags name). Methods get none; a module or type named like the function in
+///   the same scope clashes with it.
 /// - `optimizer = <expr>` uses that optimizer's cache; `crate = "path"` relocates `perf`.
 ///
 /// Async calls go through the cache's coalesced load: concurrent misses on one key run the
