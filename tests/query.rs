@@ -218,3 +218,24 @@ async fn cached_results_are_served_until_their_table_is_invalidated() {
         "same shape, same entry"
     );
 }
+
+/// Fingerprints reach JSON as strings: above 2^53 a number loses digits in JavaScript and jq.
+#[test]
+fn fingerprints_are_strings_in_json() {
+    let optimizer = PerformanceOptimizer::builder().build().expect("valid");
+    let query = optimizer.query();
+    query.record(
+        "select",
+        Some("SELECT * FROM json_check WHERE id = 1"),
+        std::time::Duration::from_millis(2),
+        false,
+        None,
+    );
+    let stats = query.stats();
+    let json = serde_json::to_value(&stats).expect("serializes");
+    let first = &json.as_array().expect("a list")[0];
+    assert_eq!(
+        first["fingerprint"],
+        serde_json::Value::String(stats[0].fingerprint.to_string())
+    );
+}

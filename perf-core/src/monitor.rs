@@ -157,6 +157,7 @@ impl OperationStats {
             .collect();
         let count: u64 = counts.iter().sum();
         let total = self.counters.sum(TOTAL_NANOS);
+        let max_seconds = self.max_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         OperationSnapshot {
             operation: operation.to_owned(),
             count: Status::ALL.iter().map(|&s| by_status(s)).sum(),
@@ -169,10 +170,11 @@ impl OperationStats {
             } else {
                 total as f64 / count as f64 / 1e9
             },
-            p50_seconds: quantile_seconds(&counts, 0.50),
-            p95_seconds: quantile_seconds(&counts, 0.95),
-            p99_seconds: quantile_seconds(&counts, 0.99),
-            max_seconds: self.max_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            // A bucket's upper bound can pass the largest value seen in it.
+            p50_seconds: quantile_seconds(&counts, 0.50).min(max_seconds),
+            p95_seconds: quantile_seconds(&counts, 0.95).min(max_seconds),
+            p99_seconds: quantile_seconds(&counts, 0.99).min(max_seconds),
+            max_seconds,
         }
     }
 }
@@ -490,6 +492,24 @@ mod tests {
         );
         assert!((snap.mean_seconds - 0.0505).abs() < 1e-9);
         assert!((snap.max_seconds - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn percentiles_never_pass_the_maximum() {
+        let stats = OperationStats::default();
+        // 70 ms sits low in its bucket, whose upper bound is above it.
+        for _ in 0..10 {
+            stats.record(Status::Success, 70_000_000);
+        }
+        let snap = stats.snapshot("op");
+        assert!((snap.max_seconds - 0.07).abs() < 1e-9);
+        for p in [snap.p50_seconds, snap.p95_seconds, snap.p99_seconds] {
+            assert!(p <= snap.max_seconds, "{p} > {}", snap.max_seconds);
+        }
+        assert!(
+            (snap.p99_seconds - 0.07).abs() < 1e-9,
+            "capped at the maximum"
+        );
     }
 
     #[test]

@@ -11,9 +11,15 @@ use serde::Serialize;
 use super::shape::Shape;
 use crate::monitor::{BUCKETS, bucket_of, quantile_seconds};
 
-/// One shape's statistics.
+/// A fingerprint as a JSON string: above 2^53 a number loses digits in JavaScript and jq.
+fn fingerprint_string<S: serde::Serializer>(fingerprint: &u64, out: S) -> Result<S::Ok, S::Error> {
+    out.collect_str(fingerprint)
+}
+
+/// One shape's statistics. Percentiles are bucket bounds, never above `max_seconds`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueryStats {
+    #[serde(serialize_with = "fingerprint_string")]
     pub fingerprint: u64,
     pub normalized: Arc<str>,
     pub query_type: String,
@@ -34,6 +40,7 @@ pub struct QueryStats {
 /// A query over `slow_query_threshold`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SlowQuery {
+    #[serde(serialize_with = "fingerprint_string")]
     pub fingerprint: u64,
     pub normalized: Arc<str>,
     pub query_type: String,
@@ -108,9 +115,10 @@ impl Entry {
             } else {
                 (self.squared_deviations / self.calls as f64).sqrt()
             },
-            p50_seconds: quantile_seconds(&self.buckets[..], 0.50),
-            p95_seconds: quantile_seconds(&self.buckets[..], 0.95),
-            p99_seconds: quantile_seconds(&self.buckets[..], 0.99),
+            // A bucket's upper bound can pass the largest value seen in it.
+            p50_seconds: quantile_seconds(&self.buckets[..], 0.50).min(self.max),
+            p95_seconds: quantile_seconds(&self.buckets[..], 0.95).min(self.max),
+            p99_seconds: quantile_seconds(&self.buckets[..], 0.99).min(self.max),
         }
     }
 }
