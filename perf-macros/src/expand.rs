@@ -374,28 +374,8 @@ impl CacheExpansion<'_> {
         let names: Vec<_> = params.iter().map(|(name, _)| name).collect();
         let declared: Vec<_> = params.iter().map(|(name, ty)| quote!(#name: #ty)).collect();
         // Inside the module, `module_path!()` is the function's own path.
-        let write_key = match &self.args.key {
-            Some(template) => quote! {
-                ::std::fmt::Write::write_fmt(__perf_buf, ::std::format_args!(#template)).is_ok()
-            },
-            None => {
-                let key_names = self.sig.key_parts.iter().map(|(name, _)| name);
-                quote! {
-                    #private::write_call_key(__perf_buf, ::core::module_path!(), &(#(&#key_names,)*))
-                }
-            }
-        };
-        let written = quote! {{
-            let mut __perf_owned = ::std::string::String::new();
-            let __perf_buf = &mut __perf_owned;
-            if #write_key {
-                ::core::option::Option::Some(__perf_owned)
-            } else {
-                ::core::option::Option::None
-            }
-        }};
-        let tags = &self.args.tags;
-        let (key_fn, find_key) = if tags.is_empty() {
+        let written = self.written_key_at(&quote!(::core::module_path!()));
+        let (key_fn, find_key) = if self.args.tags.is_empty() {
             (
                 quote! {
                     /// The cache key of this call, or `None` when its arguments cannot be
@@ -407,20 +387,7 @@ impl CacheExpansion<'_> {
                 quote!(key(#(#names),*)),
             )
         } else {
-            let tagged = quote! {
-                match #written {
-                    ::core::option::Option::Some(__perf_key) => ::core::option::Option::Some(
-                        #private::tagged_key(
-                            __perf_cache,
-                            &__perf_key,
-                            &[#(::std::format!(#tags).as_str()),*],
-                        )
-                        .await,
-                    ),
-                    ::core::option::Option::None => ::core::option::Option::None,
-                }
-            };
-            (quote!(), tagged)
+            (quote!(), self.tagged(written))
         };
         let global = self.args.optimizer.is_none().then(|| {
             quote! {
@@ -538,13 +505,18 @@ impl CacheExpansion<'_> {
 
     /// Writes the key into `__perf_buf: &mut String`; evaluates to whether it could.
     fn write_key(&self) -> TokenStream {
+        self.write_key_at(&self.path)
+    }
+
+    /// [`write_key`](Self::write_key) with the function's path written as `path` (the
+    /// companion module names it `module_path!()`, which is the same string there).
+    fn write_key_at(&self, path: &TokenStream) -> TokenStream {
         let private = &self.private;
         match &self.args.key {
             Some(template) => quote! {
                 ::std::fmt::Write::write_fmt(__perf_buf, ::std::format_args!(#template)).is_ok()
             },
             None => {
-                let path = &self.path;
                 let arguments = self.key_arguments();
                 quote!(#private::write_call_key(__perf_buf, #path, &#arguments))
             }
@@ -575,7 +547,11 @@ impl CacheExpansion<'_> {
 
     /// The key written by [`write_key`](Self::write_key), as an `Option<String>`.
     fn written_key(&self) -> TokenStream {
-        let write_key = self.write_key();
+        self.written_key_at(&self.path)
+    }
+
+    fn written_key_at(&self, path: &TokenStream) -> TokenStream {
+        let write_key = self.write_key_at(path);
         quote! {{
             let mut __perf_owned = ::std::string::String::new();
             let __perf_buf = &mut __perf_owned;
@@ -594,10 +570,18 @@ impl CacheExpansion<'_> {
         if tags.is_empty() {
             return quote!();
         }
-        let private = &self.private;
-        let untagged = self.written_key();
+        let tagged = self.tagged(self.written_key());
         quote! {
-            let __perf_tagged: ::core::option::Option<::std::string::String> = match #untagged {
+            let __perf_tagged: ::core::option::Option<::std::string::String> = #tagged;
+        }
+    }
+
+    /// `untagged` (an `Option<String>` key) under the tags' generations, read from
+    /// `__perf_cache`; an expression to `.await` inside.
+    fn tagged(&self, untagged: TokenStream) -> TokenStream {
+        let (private, tags) = (&self.private, &self.args.tags);
+        quote! {
+            match #untagged {
                 ::core::option::Option::Some(__perf_key) => ::core::option::Option::Some(
                     #private::tagged_key(
                         __perf_cache,
@@ -607,7 +591,7 @@ impl CacheExpansion<'_> {
                     .await,
                 ),
                 ::core::option::Option::None => ::core::option::Option::None,
-            };
+            }
         }
     }
 
