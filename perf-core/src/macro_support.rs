@@ -4,8 +4,9 @@
 //! engine: a change here is a change to what the macros may emit.
 //!
 //! The cache's fast path (near cache, fingerprint, key writing) is reached through
-//! [`hit_for_call`] and [`hit_for_key`]; the loads through the `load*` functions, which take
-//! the caller's [`ErrorSharing`] so that a `Clone` error reaches coalesced callers whole.
+//! [`hit_for_call`] and [`hit_for_key`], keys are written by [`write_function_key`], and the
+//! loads go through the `load*` functions, which take the caller's [`ErrorSharing`] so that a
+//! `Clone` error reaches coalesced callers whole.
 
 use std::{future::Future, sync::Arc};
 
@@ -13,7 +14,7 @@ use serde::Serialize;
 
 pub use crate::{
     Error, MultiLevelCache,
-    cache::{ErrorSharing, LoadOptions, LoaderError, Tier, with_key},
+    cache::{ErrorSharing, LoadOptions, LoaderError, Tier, with_key, write_function_key},
     monitor::{CallSite, Status, Timing},
 };
 use crate::{
@@ -51,15 +52,6 @@ pub fn start_on(optimizer: &PerformanceOptimizer, name: &str) -> Timing {
 }
 
 // ----- #[cache_result]: keys and hits -----
-
-/// Writes the key of the call of `path` with `arguments` ([`function_key`]'s) into `out`;
-/// whether the arguments could be written.
-///
-/// [`function_key`]: crate::cache::function_key
-#[inline]
-pub fn write_call_key<A: Serialize + ?Sized>(out: &mut String, path: &str, arguments: &A) -> bool {
-    crate::cache::write_function_key(out, path, arguments)
-}
 
 /// A copy of the L1 value of the call of `path` with `arguments`, counted as a hit; repeats
 /// come from this thread's near cache. A miss is not counted: the load that follows counts it.

@@ -518,7 +518,7 @@ impl CacheExpansion<'_> {
             },
             None => {
                 let arguments = self.key_arguments();
-                quote!(#private::write_call_key(__perf_buf, #path, &#arguments))
+                quote!(#private::write_function_key(__perf_buf, #path, &#arguments))
             }
         }
     }
