@@ -48,6 +48,19 @@ pub use perf_http as http;
 #[doc(inline)]
 pub use perf_redis as redis;
 
+/// serde, which values cached in L2 and Redis implement: a crate whose only dependency is perf
+/// derives it through this path.
+///
+/// ```
+/// use perf::serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Serialize, Deserialize)]
+/// #[serde(crate = "perf::serde")] // the derive's code names serde through perf
+/// struct Ad { id: u64 }
+/// # let _ = Ad { id: 1 }.clone();
+/// ```
+pub use serde;
+
 /// Not a stable API: what the attribute macros' generated code calls.
 #[doc(hidden)]
 pub mod __private;
