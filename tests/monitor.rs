@@ -336,6 +336,7 @@ fn with_profiling_each_call_runs_in_a_span_named_after_its_operation() {
     let config = perf::PerformanceConfig {
         monitor: perf::config::MonitorConfig {
             profiling_enabled: true,
+            ..optimizer.config().monitor.clone()
         },
         ..(*optimizer.config()).clone()
     };

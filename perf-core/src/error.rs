@@ -124,6 +124,9 @@ pub enum InstallError {
     /// `install()` starts background loops and needs a tokio runtime.
     #[error("install() must be called from within a tokio runtime")]
     NoRuntime,
+    /// The configuration's `metrics_prefix` could not be set.
+    #[error(transparent)]
+    MetricsPrefix(#[from] crate::metrics::PrefixError),
 }
 
 /// Why [`PerformanceOptimizer::start`](crate::PerformanceOptimizer::start) (or `install()`)

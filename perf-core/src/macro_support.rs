@@ -14,7 +14,11 @@ use serde::Serialize;
 
 pub use crate::{
     Error, MultiLevelCache,
-    cache::{ErrorSharing, LoadOptions, LoaderError, Tier, with_key, write_function_key},
+    cache::{
+        ErrorSharing, LoadOptions, LoaderError, Tier,
+        memoized::{BodyRan, Memoized},
+        with_key, write_function_key,
+    },
     monitor::{CallSite, Status, Timing},
 };
 use crate::{

@@ -5,12 +5,18 @@
 //! buckets here so that a Prometheus exporter can be configured to emit `_bucket` series
 //! (perf-http does this with [`CATALOGUE`]).
 
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicBool, Ordering},
+};
+
 use metrics::Unit;
 
 pub const CACHE_HITS_TOTAL: &str = "cache_hits_total";
 pub const CACHE_MISSES_TOTAL: &str = "cache_misses_total";
 pub const CACHE_SIZE_BYTES: &str = "cache_size_bytes";
 pub const CACHE_LOAD_EVENTS_TOTAL: &str = "cache_load_events_total";
+pub const CACHE_FUNCTION_CALLS_TOTAL: &str = "cache_function_calls_total";
 pub const MEMORY_USAGE_BYTES: &str = "memory_usage_bytes";
 pub const MEMORY_CLEANUPS_TOTAL: &str = "memory_cleanups_total";
 pub const PROCESSING_TIME_SECONDS: &str = "processing_time_seconds";
@@ -32,6 +38,8 @@ pub mod labels {
     pub const QUERY_TYPE: &str = "query_type";
     pub const DIRECTION: &str = "direction";
     pub const EVENT: &str = "event";
+    pub const FUNCTION: &str = "function";
+    pub const RESULT: &str = "result";
 }
 
 /// Buckets for operation latencies, 100 us to 30 s.
@@ -95,6 +103,15 @@ pub const CATALOGUE: &[MetricDef] = &[
         labels: &[EVENT],
         help: "Cache loads by event: loader_run, coalesced, loader_error, stale_served, \
                soft_timeout, hard_timeout, refresh, shared_failure",
+        buckets: None,
+    },
+    MetricDef {
+        name: CACHE_FUNCTION_CALLS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[FUNCTION, RESULT],
+        help: "Calls of #[cache_result] functions: hit (answered without running the body) \
+               or miss (the body ran); at most 128 functions, later ones as function=\"other\"",
         buckets: None,
     },
     MetricDef {
@@ -179,13 +196,124 @@ pub const CATALOGUE: &[MetricDef] = &[
     },
 ];
 
-/// Describes every catalogue metric to the installed recorder (help text and unit).
+/// Describes every catalogue metric to the installed recorder (help text and unit), under
+/// the names it is emitted with ([`name`]).
 pub fn describe_all() {
     for def in CATALOGUE {
+        let name = self::name(def.name);
         match def.kind {
-            MetricKind::Counter => metrics::describe_counter!(def.name, def.unit, def.help),
-            MetricKind::Gauge => metrics::describe_gauge!(def.name, def.unit, def.help),
-            MetricKind::Histogram => metrics::describe_histogram!(def.name, def.unit, def.help),
+            MetricKind::Counter => metrics::describe_counter!(name, def.unit, def.help),
+            MetricKind::Gauge => metrics::describe_gauge!(name, def.unit, def.help),
+            MetricKind::Histogram => metrics::describe_histogram!(name, def.unit, def.help),
+        }
+    }
+}
+
+// ----- the name prefix -----
+
+/// The catalogue's names with the prefix before them, made once when the prefix is set.
+#[derive(Debug)]
+struct Prefixed {
+    prefix: String,
+    names: Vec<(&'static str, &'static str)>,
+}
+
+static PREFIX: OnceLock<Prefixed> = OnceLock::new();
+/// Set when a name was emitted without a prefix: setting one then would split the series.
+static EMITTED_UNPREFIXED: AtomicBool = AtomicBool::new(false);
+
+/// Why [`set_prefix`] refused a prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrefixError {
+    /// Prometheus names are `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+    #[error("metric prefix {0:?} is not a Prometheus name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*)")]
+    Invalid(String),
+    /// Another prefix was set first; metric names are process-wide.
+    #[error("the metric prefix is already {current:?}; it is set once per process")]
+    AlreadySet {
+        /// The prefix in force.
+        current: String,
+    },
+    /// perf emitted a metric before the prefix was set.
+    #[error(
+        "perf already emitted metrics without a prefix; set metrics_prefix before the \
+         first metric (install() sets it from the configuration)"
+    )]
+    AlreadyEmitted,
+}
+
+/// Checks `prefix` as the start of a Prometheus metric name (empty means none).
+pub fn check_prefix(prefix: &str) -> Result<(), PrefixError> {
+    let mut chars = prefix.chars();
+    let valid_start = chars
+        .next()
+        .is_none_or(|c| c.is_ascii_alphabetic() || c == '_' || c == ':');
+    if valid_start && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+        Ok(())
+    } else {
+        Err(PrefixError::Invalid(prefix.to_owned()))
+    }
+}
+
+/// Puts `prefix` before the name of every metric perf emits, from now on, for the whole
+/// process (`ads_` gives `ads_cache_hits_total`), so that perf's series can be told from
+/// others of the same name. Set it before perf emits anything: `install()` does, from
+/// `metrics_prefix` in the configuration. Setting the prefix in force again is a no-op; an
+/// empty prefix means none.
+pub fn set_prefix(prefix: &str) -> Result<(), PrefixError> {
+    check_prefix(prefix)?;
+    if let Some(set) = PREFIX.get() {
+        return match set.prefix == prefix {
+            true => Ok(()),
+            false => Err(PrefixError::AlreadySet {
+                current: set.prefix.clone(),
+            }),
+        };
+    }
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    if EMITTED_UNPREFIXED.load(Ordering::Acquire) {
+        return Err(PrefixError::AlreadyEmitted);
+    }
+    let set = PREFIX.get_or_init(|| Prefixed {
+        prefix: prefix.to_owned(),
+        // Once per process, and only the catalogue's few names: leaking them lets every
+        // emission site keep a `&'static str`.
+        names: CATALOGUE
+            .iter()
+            .map(|def| {
+                let prefixed: &'static str =
+                    Box::leak(format!("{prefix}{}", def.name).into_boxed_str());
+                (def.name, prefixed)
+            })
+            .collect(),
+    });
+    match set.prefix == prefix {
+        true => Ok(()),
+        false => Err(PrefixError::AlreadySet {
+            current: set.prefix.clone(),
+        }),
+    }
+}
+
+/// The prefix in force (empty when none).
+pub fn prefix() -> &'static str {
+    PREFIX.get().map_or("", |set| set.prefix.as_str())
+}
+
+/// The name catalogue metric `metric` is emitted under: with the prefix, if one is set.
+pub fn name(metric: &'static str) -> &'static str {
+    match PREFIX.get() {
+        Some(set) => set
+            .names
+            .iter()
+            .find(|(plain, _)| *plain == metric)
+            .map_or(metric, |(_, prefixed)| prefixed),
+        None => {
+            EMITTED_UNPREFIXED.store(true, Ordering::Release);
+            metric
         }
     }
 }

@@ -271,10 +271,10 @@ impl Handles {
     fn resolve(name: &str, monitor: &Monitor) -> Self {
         let operation = name.to_owned();
         Self {
-            latency: metrics::histogram!(PROCESSING_TIME_SECONDS, labels::OPERATION => operation.clone()),
+            latency: metrics::histogram!(crate::metrics::name(PROCESSING_TIME_SECONDS), labels::OPERATION => operation.clone()),
             outcomes: Status::ALL.map(|status| {
                 metrics::counter!(
-                    ASYNC_OPERATIONS_TOTAL,
+                    crate::metrics::name(ASYNC_OPERATIONS_TOTAL),
                     labels::OPERATION => operation.clone(),
                     labels::STATUS => status.as_str()
                 )

@@ -339,6 +339,11 @@ impl PerformanceOptimizer {
         if !background::has_timers(&runtime) {
             return Err(StartError::TimersDisabled.into());
         }
+        if GLOBAL.get().is_none() {
+            // Before anything of the installed optimizer emits a metric.
+            crate::metrics::set_prefix(&self.config().monitor.metrics_prefix)
+                .map_err(InstallError::MetricsPrefix)?;
+        }
         let mut fresh = false;
         let global = GLOBAL.get_or_init(|| {
             fresh = true;
@@ -466,6 +471,7 @@ mod tests {
             },
             monitor: MonitorConfig {
                 profiling_enabled: true,
+                ..MonitorConfig::default()
             },
             ..PerformanceConfig::default()
         }

@@ -122,7 +122,7 @@ impl SystemResources {
             ("memory", self.memory_percent),
             ("disk", self.disk_percent),
         ] {
-            ::metrics::gauge!(crate::metrics::RESOURCE_USAGE_PERCENT, crate::metrics::labels::TYPE => kind)
+            ::metrics::gauge!(crate::metrics::name(crate::metrics::RESOURCE_USAGE_PERCENT), crate::metrics::labels::TYPE => kind)
                 .set(percent);
         }
     }

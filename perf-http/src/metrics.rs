@@ -12,7 +12,8 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// `builder` with perf's histogram buckets: each of the catalogue's histograms gets its own,
 /// so that Prometheus receives `_bucket` series rather than summaries. For a service that
-/// builds its own recorder; the buckets it set for other metrics stay.
+/// builds its own recorder; the buckets it set for other metrics stay. The buckets match the
+/// names by their end, so that they apply whether `metrics_prefix` is set before or after.
 ///
 /// ```
 /// use metrics_exporter_prometheus::PrometheusBuilder;
@@ -26,7 +27,8 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 pub fn with_perf_buckets(mut builder: PrometheusBuilder) -> Result<PrometheusBuilder, BuildError> {
     for metric in CATALOGUE {
         if let (MetricKind::Histogram, Some(buckets)) = (metric.kind, metric.buckets) {
-            builder = builder.set_buckets_for_metric(Matcher::Full(metric.name.into()), buckets)?;
+            builder =
+                builder.set_buckets_for_metric(Matcher::Suffix(metric.name.into()), buckets)?;
         }
     }
     Ok(builder)

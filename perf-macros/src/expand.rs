@@ -443,11 +443,14 @@ impl CacheExpansion<'_> {
             Returns::Plain => quote!(__perf_hit),
         };
         let miss = self.miss(function);
+        let (private, path) = (&self.private, &self.path);
         quote! {{
             #checks
+            static __PERF_MEMOIZED: #private::Memoized = #private::Memoized::new(#path);
             let __perf_cache = #cache;
             #tagged
             if let ::core::option::Option::Some(__perf_hit) = #hit {
+                __PERF_MEMOIZED.hit();
                 return #give_hit;
             }
             #miss
@@ -652,9 +655,14 @@ impl CacheExpansion<'_> {
         let miss = if self.sig.is_async {
             quote! {
                 let __perf_key: ::core::option::Option<::std::string::String> = #key;
-                let __perf_loader = move || async move {
-                    let __perf_value: #ret = async move #block.await;
-                    #loader_value
+                let __perf_ran = #private::BodyRan::default();
+                let __perf_loader = {
+                    let __perf_ran = __perf_ran.clone();
+                    move || async move {
+                        __perf_ran.set();
+                        let __perf_value: #ret = async move #block.await;
+                        #loader_value
+                    }
                 };
                 let __perf_loaded = match __perf_key {
                     ::core::option::Option::Some(__perf_key) => {
@@ -665,15 +673,21 @@ impl CacheExpansion<'_> {
                         #private::load_unkeyed(__perf_cache, #path, __perf_loader).await
                     }
                 };
+                __PERF_MEMOIZED.record(&__perf_ran);
                 #finish
             }
         } else {
             quote! {
                 let __perf_key: ::core::option::Option<::std::string::String> = #key;
-                let __perf_loader = move || {
-                    #[allow(clippy::redundant_closure_call)]
-                    let __perf_value: #ret = (move || -> #ret #block)();
-                    #loader_value
+                let __perf_ran = #private::BodyRan::default();
+                let __perf_loader = {
+                    let __perf_ran = __perf_ran.clone();
+                    move || {
+                        __perf_ran.set();
+                        #[allow(clippy::redundant_closure_call)]
+                        let __perf_value: #ret = (move || -> #ret #block)();
+                        #loader_value
+                    }
                 };
                 let __perf_loaded = match __perf_key {
                     ::core::option::Option::Some(__perf_key) => {
@@ -683,6 +697,7 @@ impl CacheExpansion<'_> {
                         #private::load_unkeyed_local(__perf_cache, #path, __perf_loader)
                     }
                 };
+                __PERF_MEMOIZED.record(&__perf_ran);
                 #finish
             }
         };

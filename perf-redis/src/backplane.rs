@@ -111,7 +111,7 @@ pub(crate) async fn publish_loop(
         let published = matches!(tokio::time::timeout(timeout, publish).await, Ok(Some(_)));
         if published {
             state.sent.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(BACKPLANE_MESSAGES_TOTAL, DIRECTION => "sent").increment(1);
+            metrics::counter!(perf_core::metrics::name(BACKPLANE_MESSAGES_TOTAL), DIRECTION => "sent").increment(1);
             batch.clear();
         } else {
             state.send_errors.fetch_add(1, Ordering::Relaxed);
@@ -248,7 +248,7 @@ pub(crate) async fn subscribe_loop(
             }
             // Counted once applied, so whoever sees the count also sees its effect.
             state.received.fetch_add(1, Ordering::Release);
-            metrics::counter!(BACKPLANE_MESSAGES_TOTAL, DIRECTION => "received").increment(1);
+            metrics::counter!(perf_core::metrics::name(BACKPLANE_MESSAGES_TOTAL), DIRECTION => "received").increment(1);
         }
         state.subscribed.store(false, Ordering::Release);
         tracing::warn!(%channel, "backplane subscription dropped; resubscribing");

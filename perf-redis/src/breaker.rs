@@ -183,7 +183,8 @@ impl Breaker {
     }
 
     fn publish_state(&self) {
-        metrics::gauge!(CACHE_BREAKER_STATE).set(f64::from(self.state() as u8));
+        metrics::gauge!(perf_core::metrics::name(CACHE_BREAKER_STATE))
+            .set(f64::from(self.state() as u8));
     }
 
     fn on_success(&self) -> Transition {
@@ -234,7 +235,7 @@ impl Breaker {
             *self.since.lock() = Some(Instant::now());
             self.openings.fetch_add(1, Ordering::Relaxed);
             self.publish_state();
-            metrics::counter!(CACHE_BREAKER_OPENINGS_TOTAL).increment(1);
+            metrics::counter!(perf_core::metrics::name(CACHE_BREAKER_OPENINGS_TOTAL)).increment(1);
             tracing::warn!(breaker = %self.name, "Redis circuit breaker opened");
         }
         opened

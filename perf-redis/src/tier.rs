@@ -418,7 +418,7 @@ impl RedisTier {
     {
         let Some(permit) = self.breaker.permit(self.op_timeout / 2) else {
             self.counts.short_circuited.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(CACHE_REMOTE_ERRORS_TOTAL, REASON => "unavailable").increment(1);
+            metrics::counter!(perf_core::metrics::name(CACHE_REMOTE_ERRORS_TOTAL), REASON => "unavailable").increment(1);
             return Err(Error::Unavailable);
         };
         let result = match tokio::time::timeout(self.op_timeout, call).await {
@@ -434,7 +434,7 @@ impl RedisTier {
                     _ => (&self.counts.errors, "error"),
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(CACHE_REMOTE_ERRORS_TOTAL, REASON => reason).increment(1);
+                metrics::counter!(perf_core::metrics::name(CACHE_REMOTE_ERRORS_TOTAL), REASON => reason).increment(1);
                 error.is_about_data()
             }
         };

@@ -75,6 +75,7 @@ mod fingerprint;
 mod key;
 mod l1;
 mod l2;
+pub(crate) mod memoized;
 mod near;
 mod options;
 mod quick;
@@ -99,6 +100,7 @@ pub(crate) use self::engine::Engine;
 pub use self::{
     builder::CacheBuilder,
     key::{function_key, random_id, with_key, write_function_key},
+    memoized::{FunctionStats, MAX_FUNCTIONS, function_stats},
     options::{ErrorSharing, Freshness, LoadOptions, Loaded, LoaderError},
     remote::{BoxFuture, Invalidation, InvalidationSink, RemoteTier},
     stats::{CacheStats, LoadStats, TierStats},

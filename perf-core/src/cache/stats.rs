@@ -323,7 +323,7 @@ impl MetricsPublisher {
                     let now = counters.sum_slot(slot);
                     let delta = now.saturating_sub(published[slot]);
                     if delta > 0 {
-                        metrics::counter!(name, labels::TIER => tier.as_str(), labels::OPERATION => op.label())
+                        metrics::counter!(crate::metrics::name(name), labels::TIER => tier.as_str(), labels::OPERATION => op.label())
                             .increment(delta);
                         published[slot] = now;
                     }
@@ -335,12 +335,13 @@ impl MetricsPublisher {
             let now = counters.sum_slot(slot);
             let delta = now.saturating_sub(published[slot]);
             if delta > 0 {
-                metrics::counter!(CACHE_LOAD_EVENTS_TOTAL, labels::EVENT => event.label())
+                metrics::counter!(crate::metrics::name(CACHE_LOAD_EVENTS_TOTAL), labels::EVENT => event.label())
                     .increment(delta);
                 published[slot] = now;
             }
         }
-        metrics::gauge!(CACHE_SIZE_BYTES, labels::TIER => Tier::L2.as_str()).set(l2_bytes as f64);
+        metrics::gauge!(crate::metrics::name(CACHE_SIZE_BYTES), labels::TIER => Tier::L2.as_str())
+            .set(l2_bytes as f64);
     }
 }
 

@@ -47,12 +47,21 @@ impl ConfigSection for QueryConfig {
 /// | field | default | meaning |
 /// |---|---|---|
 /// | `profiling_enabled` | false | `#[performance_monitor]` calls run inside a `tracing` span named after the operation, for span-based profilers (changeable at run time) |
+/// | `metrics_prefix` | `""` | put before the name of every metric perf emits (`ads_` gives `ads_cache_hits_total`); set by `install()`, process-wide ([`crate::metrics::set_prefix`]) |
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MonitorConfig {
     pub profiling_enabled: bool,
+    pub metrics_prefix: String,
 }
 
 impl ConfigSection for MonitorConfig {
-    fn check(&self, _bad: &mut Vec<FieldError>) {}
+    fn check(&self, bad: &mut Vec<FieldError>) {
+        if let Err(error) = crate::metrics::check_prefix(&self.metrics_prefix) {
+            bad.push(FieldError {
+                field: "metrics_prefix",
+                reason: error.to_string(),
+            });
+        }
+    }
 }

@@ -320,7 +320,7 @@ impl MemoryManager {
         };
         let shed = under_pressure && (force || !backoff.is_backed_off());
         let report = self.clean(reason, before, under_pressure, shed);
-        ::metrics::counter!(metrics::MEMORY_CLEANUPS_TOTAL, metrics::labels::REASON => reason.as_str())
+        ::metrics::counter!(metrics::name(metrics::MEMORY_CLEANUPS_TOTAL), metrics::labels::REASON => reason.as_str())
             .increment(1);
         tracing::info!(
             reason = reason.as_str(),
@@ -406,7 +406,7 @@ impl MemoryManager {
     /// Sets `memory_usage_bytes{type}` from a sample.
     pub(crate) fn publish_metrics(usage: &MemoryUsage) {
         let gauge = |kind: &'static str, bytes: u64| {
-            ::metrics::gauge!(metrics::MEMORY_USAGE_BYTES, metrics::labels::TYPE => kind)
+            ::metrics::gauge!(metrics::name(metrics::MEMORY_USAGE_BYTES), metrics::labels::TYPE => kind)
                 .set(bytes as f64);
         };
         gauge("rss", usage.rss_bytes);

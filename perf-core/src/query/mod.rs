@@ -185,7 +185,7 @@ impl QueryOptimizer {
             return histogram.clone();
         }
         let histogram = metrics::histogram!(
-            DATABASE_QUERY_TIME_SECONDS,
+            crate::metrics::name(DATABASE_QUERY_TIME_SECONDS),
             labels::QUERY_TYPE => query_type.to_owned()
         );
         self.inner

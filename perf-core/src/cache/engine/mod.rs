@@ -298,6 +298,7 @@ impl Engine {
         };
         self.publisher
             .publish(&self.counters, tiers, self.l2.bytes());
+        super::memoized::publish();
     }
 
     pub(crate) fn encoded_len<T: SharedValue>(&self, value: &T) -> Result<usize, Error> {
