@@ -89,7 +89,8 @@ pub struct Recommendation {
     /// A stable name: `raise_cache_max_size`, `raise_l2_max_bytes`, `raise_max_workers`,
     /// `review_task_timeout`, `review_slow_queries` or `reduce_memory`.
     pub kind: &'static str,
-    /// For people: what to change, from what to what where it can say.
+    /// For people: what to change and the figures behind it; for a setting, its value now and
+    /// the one suggested.
     pub message: String,
     /// The figures that triggered it, by name.
     pub figures: Vec<(&'static str, f64)>,

@@ -471,7 +471,8 @@ impl MultiLevelCache {
     }
 
     /// Feeds what changed since the last call into the `metrics` facade:
-    /// `cache_hits_total` and `cache_misses_total` {tier, operation}, `cache_size_bytes` {tier}.
+    /// `cache_hits_total` and `cache_misses_total` {tier, operation},
+    /// `cache_load_events_total` {event}, `cache_size_bytes` {tier}.
     pub(crate) fn publish_metrics(&self) {
         self.engine.publish_metrics()
     }

@@ -243,7 +243,8 @@ impl Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Freshness {
-    /// Within its TTL, or just loaded.
+    /// Just loaded, or read within its TTL; a stale value re-armed for `fail_safe_throttle`
+    /// after a failure counts as fresh to the calls that read it later.
     Fresh,
     /// Past its TTL, served because the source failed or timed out (fail-safe).
     Stale,
