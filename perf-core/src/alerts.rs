@@ -11,51 +11,86 @@ use crate::{
     tasks::TaskStats,
 };
 
-/// What the alerts and recommendations are computed from.
+/// What the alerts and recommendations are computed from: every component's statistics at
+/// one moment, as [`PerformanceOptimizer::snapshot`](crate::PerformanceOptimizer::snapshot)
+/// takes them. To try thresholds, take one and change its fields.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Snapshot {
+    /// The cache's counters since it was built.
     pub cache: CacheStats,
+    /// The process's memory against its limit; `None` when it could not be sampled.
     pub memory: Option<MemoryUsage>,
+    /// The task pool: what it ran since it was built, what runs and waits now, latencies.
     pub tasks: TaskStats,
     /// Slow queries logged within `alert_window`.
     pub recent_slow_queries: u64,
+    /// The machine's CPU, memory and disks; `None` when not sampled.
     pub system: Option<SystemResources>,
 }
 
+/// How urgent an [`Alert`] is. Ordered: `Warning < Critical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Severity {
+    /// The threshold is reached.
     Warning,
+    /// Well past the threshold: half the remaining way to 100% for a usage or failure rate,
+    /// under half the threshold for the hit rate, over twice the limit for slow queries.
     Critical,
 }
 
+/// Which rule raised an [`Alert`]; each compares one figure with one `alert_*` threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AlertKind {
-    /// The process's memory against its limit.
+    /// The process's memory against its limit (`alert_memory_usage`).
     MemoryUsage,
+    /// The whole cache's hit rate under `alert_cache_hit_rate`, once L1 has seen
+    /// `alert_cache_min_lookups` lookups.
     CacheHitRate,
+    /// More than `alert_slow_queries` slow queries within `alert_window`.
     SlowQueries,
+    /// The share of finished tasks that failed, panicked or timed out, against
+    /// `alert_task_failure_rate`.
     TaskFailureRate,
-    /// The machine's CPU, memory or disk.
+    /// The machine's CPU use against `alert_resource_usage`.
     CpuExhaustion,
+    /// The machine's memory use against `alert_resource_usage`.
     SystemMemoryExhaustion,
+    /// The fullest disk's use against `alert_resource_usage`.
     DiskExhaustion,
 }
 
+/// Something wrong now: the figure observed and the threshold it crossed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Alert {
+    /// The rule that raised it.
     pub kind: AlertKind,
+    /// Warning, or critical when well past the threshold.
     pub severity: Severity,
+    /// For people: the figures in words, such as `memory at 95% of its cgroup limit (973 MiB
+    /// of 1024 MiB)`.
     pub message: String,
+    /// The figure, in the threshold's unit: a fraction (0 to 1) for usages and rates, a count
+    /// for slow queries.
     pub observed: f64,
+    /// The configured threshold it was compared with.
     pub threshold: f64,
 }
 
+/// A concrete change to make, with the figures behind it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Recommendation {
-    /// A stable name: `raise_cache_max_size`, `raise_max_workers`, ...
+    /// A stable name: `raise_cache_max_size`, `raise_l2_max_bytes`, `raise_max_workers`,
+    /// `review_task_timeout`, `review_slow_queries` or `reduce_memory`.
     pub kind: &'static str,
+    /// For people: what to change and the figures behind it; for a setting, its value now and
+    /// the one suggested.
     pub message: String,
     /// The figures that triggered it, by name.
     pub figures: Vec<(&'static str, f64)>,

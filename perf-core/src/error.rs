@@ -30,18 +30,30 @@ pub type RemoteError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum Error {
     /// A cache key longer than `max_key_bytes`.
     #[error("cache key is {len} bytes, over the limit max_key_bytes = {limit}")]
-    KeyTooLong { len: usize, limit: usize },
+    KeyTooLong {
+        /// The key's length, in bytes of UTF-8.
+        len: usize,
+        /// `max_key_bytes`.
+        limit: usize,
+    },
     /// An encoded value larger than `max_value_bytes` (or than one L2 shard can hold).
     #[error("cache value is {len} bytes encoded, over the limit {limit_name} = {limit}")]
     ValueTooLarge {
+        /// The size that was over: the serialized payload for `max_value_bytes`; the whole L2
+        /// entry (key, encoded value and overhead) for a shard.
         len: usize,
+        /// The limit it was over, in bytes.
         limit: usize,
+        /// Which limit: `"max_value_bytes"` or `"L2 shard capacity"` (raise `l2_max_bytes`).
         limit_name: &'static str,
     },
     /// A function's arguments could not be written into a key (their `Serialize` or
     /// `Display` failed): such a call runs uncached.
     #[error("the arguments of {function} could not be written into a cache key")]
-    UnkeyableArguments { function: &'static str },
+    UnkeyableArguments {
+        /// The function's path (`module_path!()` and its name).
+        function: &'static str,
+    },
     /// A TTL of zero: the entry would be expired before it is stored.
     #[error("cache TTL must be greater than zero")]
     ZeroTtl,
@@ -65,7 +77,11 @@ pub enum Error {
     RemoteQueued(#[source] RemoteError),
     /// A load's callers stopped waiting at its hard timeout, with no stale value to serve.
     #[error("the loader gave no value within its hard timeout of {after:?}")]
-    LoaderTimeout { after: Duration },
+    LoaderTimeout {
+        /// The hard timeout in force: the call's
+        /// [`hard_timeout`](crate::cache::LoadOptions::hard_timeout), else `cache_hard_timeout`.
+        after: Duration,
+    },
     /// The load this call was coalesced with failed; every caller of that load gets its
     /// failure, and the loader ran once.
     #[error("the load this call waited on failed: {0}")]

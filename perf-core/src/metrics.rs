@@ -12,33 +12,85 @@ use std::sync::{
 
 use metrics::Unit;
 
+/// Counter `{tier, operation}`: lookups a tier answered. `operation` is the read that asked:
+/// `get`, `get_or_load` or `get_many`. Published as deltas every second by the background
+/// loops, or by [`PerformanceOptimizer::publish_metrics`](crate::PerformanceOptimizer::publish_metrics).
 pub const CACHE_HITS_TOTAL: &str = "cache_hits_total";
+/// Counter `{tier, operation}`: lookups that reached a tier and found nothing usable (absent,
+/// expired, undecodable or of another type). Labels and publishing as [`CACHE_HITS_TOTAL`].
 pub const CACHE_MISSES_TOTAL: &str = "cache_misses_total";
+/// Gauge `{tier}`: bytes held by L2 (keys, encoded values and a per-entry overhead); the only
+/// byte-bounded local tier, so `tier` is `l2`.
 pub const CACHE_SIZE_BYTES: &str = "cache_size_bytes";
+/// Counter `{event}`: what the get_or_load family's loads did. `event` is `loader_run`,
+/// `coalesced`, `loader_error`, `stale_served`, `soft_timeout`, `hard_timeout`, `refresh` or
+/// `shared_failure`, the counts of [`LoadStats`](crate::cache::LoadStats).
 pub const CACHE_LOAD_EVENTS_TOTAL: &str = "cache_load_events_total";
+/// Counter `{function, result}`: calls of `#[cache_result]` functions, `result` `hit` (the
+/// call returned without running the body: any tier, or another caller's load) or `miss`
+/// (the body ran for it). `function` is the function's path, for the first
+/// [`MAX_FUNCTIONS`](crate::cache::MAX_FUNCTIONS) functions called, `other` after.
 pub const CACHE_FUNCTION_CALLS_TOTAL: &str = "cache_function_calls_total";
+/// Gauge `{type}`: the process's memory from the memory monitor's samples, in bytes. `type`
+/// is `rss`, `virtual`, `limit`, `system_total`, `system_available`, and with jemalloc
+/// `allocator_allocated` and `allocator_held_free`, with allocation tracking `tracked_live`
+/// and `tracked_peak`.
 pub const MEMORY_USAGE_BYTES: &str = "memory_usage_bytes";
+/// Counter `{reason}`: memory cleanups run, `reason` `threshold` (usage reached
+/// `memory_cleanup_threshold`) or `forced` (asked for with `force`, by the admin API or a
+/// caller). Rust has no garbage collector: this takes the place of the seed's
+/// `gc_collections_total`.
 pub const MEMORY_CLEANUPS_TOTAL: &str = "memory_cleanups_total";
+/// Histogram `{operation}`, seconds: the duration of every monitored call
+/// (`#[performance_monitor]`, `performance_context`, managed tasks), whatever its outcome.
 pub const PROCESSING_TIME_SECONDS: &str = "processing_time_seconds";
+/// Counter `{operation, status}`: monitored calls by how they ended, `status` one of
+/// [`Status`](crate::monitor::Status)'s labels (`success`, `error`, `panic`, `cancelled`,
+/// `timeout`).
 pub const ASYNC_OPERATIONS_TOTAL: &str = "async_operations_total";
+/// Histogram `{query_type}`, seconds: database queries timed by the
+/// [`QueryOptimizer`](crate::query::QueryOptimizer), `query_type` as its caller names it.
 pub const DATABASE_QUERY_TIME_SECONDS: &str = "database_query_time_seconds";
+/// Gauge `{type}`, percent (0 to 100): the machine's `cpu`, `memory` and fullest `disk`, sampled
+/// every 15 s by the background loops.
 pub const RESOURCE_USAGE_PERCENT: &str = "resource_usage_percent";
+/// Counter `{reason}`: remote tier calls that failed, `reason` `error`, `timeout` (past the
+/// tier's operation timeout) or `unavailable` (refused at once by an open circuit breaker).
+/// Recorded by the remote tier (perf-redis).
 pub const CACHE_REMOTE_ERRORS_TOTAL: &str = "cache_remote_errors_total";
+/// Gauge, no labels: the remote tier's circuit breaker, 0 closed, 1 half-open (one probe
+/// deciding), 2 open (calls refused until the cool-down ends). Recorded by perf-redis.
 pub const CACHE_BREAKER_STATE: &str = "cache_breaker_state";
+/// Counter, no labels: times the remote tier's circuit breaker opened. Recorded by perf-redis.
 pub const CACHE_BREAKER_OPENINGS_TOTAL: &str = "cache_breaker_openings_total";
+/// Counter `{direction}`: messages on the Redis backplane, each a batch of invalidations;
+/// `direction` `sent` (published) or `received` (from another instance, and applied).
+/// Recorded by perf-redis.
 pub const CACHE_BACKPLANE_MESSAGES_TOTAL: &str = "cache_backplane_messages_total";
 
-/// Label names.
+/// Label names, as the metric constants above use them.
 pub mod labels {
+    /// The cache tier: `l1`, `l2` or `redis` ([`Tier::as_str`](crate::Tier::as_str)).
     pub const TIER: &str = "tier";
+    /// A monitored operation's name, or the cache read that asked (`get`, `get_or_load`,
+    /// `get_many`).
     pub const OPERATION: &str = "operation";
+    /// How a monitored call ended ([`Status::as_str`](crate::monitor::Status::as_str)).
     pub const STATUS: &str = "status";
+    /// Which figure of a family: `rss`, `virtual`, ... for memory; `cpu`, `memory`, `disk` for
+    /// resources.
     pub const TYPE: &str = "type";
+    /// Why: what triggered a memory cleanup, or how a remote call failed.
     pub const REASON: &str = "reason";
+    /// The kind of database query, as the code that timed it names it.
     pub const QUERY_TYPE: &str = "query_type";
+    /// `sent` or `received`, for backplane messages.
     pub const DIRECTION: &str = "direction";
+    /// What a cache load did (`loader_run`, `coalesced`, ...).
     pub const EVENT: &str = "event";
+    /// A memoized function's path.
     pub const FUNCTION: &str = "function";
+    /// A memoized call's outcome, `hit` or `miss`.
     pub const RESULT: &str = "result";
 }
 
@@ -51,18 +103,27 @@ pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
 /// What kind of series a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
+    /// Only goes up; exported with a `_total` name.
     Counter,
+    /// Set to the latest value.
     Gauge,
+    /// A distribution of observations, exported with the buckets of [`MetricDef::buckets`].
     Histogram,
 }
 
-/// One entry of the catalogue.
+/// One entry of the catalogue: what an exporter needs to describe a metric.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct MetricDef {
+    /// The series name, one of this module's constants.
     pub name: &'static str,
+    /// Counter, gauge or histogram.
     pub kind: MetricKind,
+    /// The unit passed to `describe_*` (bytes, seconds, percent, count).
     pub unit: Unit,
+    /// The label names every series of this metric carries, from [`labels`].
     pub labels: &'static [&'static str],
+    /// The description passed to `describe_*` (Prometheus's `# HELP`).
     pub help: &'static str,
     /// Explicit buckets, for histograms.
     pub buckets: Option<&'static [f64]>,

@@ -33,10 +33,14 @@ use crate::{
 /// How a monitored call ended (the `status` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Status {
+    /// It returned (`Ok`, for a `Result`); a context dropped without
+    /// [`fail`](PerformanceContext::fail); a managed task that completed.
     Success = 0,
     /// It returned an `Err`, or its context was marked failed.
     Error = 1,
+    /// It panicked: the timing or context was dropped while unwinding.
     Panic = 2,
     /// An async call dropped before it finished.
     Cancelled = 3,
@@ -53,6 +57,7 @@ impl Status {
         Status::Timeout,
     ];
 
+    /// The `status` label: `success`, `error`, `panic`, `cancelled` or `timeout`.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Success => "success",
@@ -179,20 +184,33 @@ impl OperationStats {
     }
 }
 
-/// One operation's statistics at a moment. Percentiles are bucket upper bounds: within 25%
-/// above the true value.
+/// One operation's statistics at a moment, counted since its first call. Percentiles are
+/// bucket upper bounds: within 25% above the true value, and never above the maximum.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct OperationSnapshot {
+    /// The operation's name: the `#[performance_monitor]` argument, or the name given to
+    /// `performance_context` or [`Monitor::start`].
     pub operation: String,
+    /// Calls recorded, of every [`Status`] (cancelled ones included).
     pub count: u64,
+    /// Calls that ended with [`Status::Error`].
     pub errors: u64,
+    /// Calls that panicked.
     pub panics: u64,
+    /// Async calls dropped before they finished.
     pub cancelled: u64,
+    /// Calls stopped at their timeout (managed tasks).
     pub timeouts: u64,
+    /// Mean duration over every call, in seconds; 0 before the first.
     pub mean_seconds: f64,
+    /// Median duration, in seconds.
     pub p50_seconds: f64,
+    /// 95th percentile duration, in seconds.
     pub p95_seconds: f64,
+    /// 99th percentile duration, in seconds.
     pub p99_seconds: f64,
+    /// The longest call, in seconds (exact, not bucketed).
     pub max_seconds: f64,
 }
 
@@ -327,6 +345,7 @@ pub struct CallSite {
 }
 
 impl CallSite {
+    /// A call site timing operation `name`; `const`, so that it can be the site's `static`.
     pub const fn new(name: &'static str) -> Self {
         Self {
             name,
@@ -379,6 +398,7 @@ impl Timing {
         self.handles.profiling.load(Ordering::Relaxed)
     }
 
+    /// Records the call as ended with `status`, with the time since it started.
     pub fn finish(mut self, status: Status) {
         self.finished = true;
         self.handles.record(status, self.started);

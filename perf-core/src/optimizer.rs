@@ -46,7 +46,44 @@ use crate::{
     tasks::TaskManager,
 };
 
-/// Owns the configuration and the components. Later components join the cache here.
+/// One of each component over one configuration: the cache, the memory manager, the task
+/// pool, the query optimizer, the operation monitor and the machine's sampler.
+///
+/// Build it with [`builder`](Self::builder). A service then [`install`](Self::install)s it,
+/// first thing in `main`: it becomes the instance that `#[performance_monitor]`,
+/// `#[cache_result]` and [`performance_context`] use ([`global`]), and its background loops
+/// start. Tests and tools keep it to themselves, and [`start`](Self::start) its loops if they
+/// want them.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use perf_core::{PerformanceConfig, PerformanceOptimizer, Tier};
+///
+/// let config = PerformanceConfig::from_toml_str(
+///     r#"
+///     cache_max_size = 50000
+///     cache_ttl = "10m"
+///     "#,
+/// )?;
+/// let optimizer = PerformanceOptimizer::builder().config(config).build()?;
+/// // A service would go on with `.install()?` here.
+///
+/// async fn fetch_ad(id: u64) -> Result<String, std::io::Error> {
+///     Ok(format!("ad {id}"))
+/// }
+/// let cache = optimizer.cache();
+/// for _ in 0..2 {
+///     // One loader run per key, however many requests miss at once.
+///     let ad = cache.get_or_load("ad:42", Tier::L2, None, || fetch_ad(42)).await?;
+///     assert_eq!(*ad, "ad 42");
+/// }
+/// let stats = cache.stats();
+/// assert_eq!(stats.loads.loader_runs, 1);
+/// assert_eq!(stats.hit_rate, 0.5);
+/// assert_eq!(optimizer.config().cache.max_size, 50000);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct PerformanceOptimizer {
     config: RwLock<Arc<PerformanceConfig>>,
@@ -221,6 +258,8 @@ pub fn global() -> &'static PerformanceOptimizer {
 }
 
 impl PerformanceOptimizer {
+    /// A builder with the default configuration, no remote tier, the real clock and this
+    /// process's memory figures; [`OptimizerBuilder::build`] validates and builds.
     pub fn builder() -> OptimizerBuilder {
         OptimizerBuilder::default()
     }
@@ -265,6 +304,9 @@ impl PerformanceOptimizer {
         Ok(())
     }
 
+    /// The multi-level cache. The query optimizer's result cache keeps its entries here, and
+    /// so does `#[cache_result]` when this is the global instance or is named with
+    /// `optimizer = ..`.
     pub fn cache(&self) -> &MultiLevelCache {
         &self.cache
     }

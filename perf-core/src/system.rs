@@ -7,28 +7,43 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, Networks, System};
 
-/// The machine at one moment.
+/// The machine at one moment, from [`SystemMonitor::sample`]. Percentages are 0 to 100.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct SystemResources {
     /// Over all cores, since the previous sample (0 on the first).
     pub cpu_percent: f64,
+    /// Logical CPUs the operating system reports.
     pub cpu_cores: usize,
+    /// The machine's RAM, in bytes (not a container's limit: see
+    /// [`MemoryUsage`](crate::memory::MemoryUsage) for the process's).
     pub memory_total_bytes: u64,
+    /// RAM that can be given to programs without swapping, in bytes (reclaimable caches
+    /// included).
     pub memory_available_bytes: u64,
+    /// RAM not available: `(total - available) / total`, in percent.
     pub memory_percent: f64,
+    /// Every mounted disk with a size, in the operating system's order.
     pub disks: Vec<DiskUsage>,
     /// The fullest disk's use.
     pub disk_percent: f64,
-    /// Since boot, over every interface.
+    /// Bytes received since boot, over every interface.
     pub network_received_bytes: u64,
+    /// Bytes sent since boot, over every interface.
     pub network_transmitted_bytes: u64,
 }
 
+/// One mounted disk in [`SystemResources::disks`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct DiskUsage {
+    /// Where it is mounted, such as `/` or `/var/lib/data`.
     pub mount_point: String,
+    /// Its size, in bytes.
     pub total_bytes: u64,
+    /// Bytes this process could still write (space reserved for root excluded).
     pub available_bytes: u64,
+    /// `(total - available) / total`, in percent.
     pub used_percent: f64,
 }
 

@@ -148,6 +148,8 @@ impl MultiLevelCache {
         Self::builder(config).build()
     }
 
+    /// A builder for a cache with the configuration's settings, to add a remote tier or a
+    /// test clock before [`build`](CacheBuilder::build).
     pub fn builder(config: &PerformanceConfig) -> CacheBuilder {
         CacheBuilder::new(config)
     }
@@ -440,12 +442,39 @@ impl MultiLevelCache {
         self.engine.set_enabled(enabled)
     }
 
+    /// Every tier's counters and the loaders', since the cache was built. Cheap enough for
+    /// every scrape: sums of per-thread counters and the tiers' sizes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), perf_core::Error> {
+    /// use perf_core::{MultiLevelCache, PerformanceConfig, Tier};
+    ///
+    /// let cache = MultiLevelCache::new(&PerformanceConfig::default())?;
+    /// for _ in 0..3 {
+    ///     let value = cache
+    ///         .get_or_load("ad:7", Tier::L2, None, || async { Ok::<_, perf_core::Error>(7u64) })
+    ///         .await?;
+    ///     assert_eq!(*value, 7);
+    /// }
+    /// let stats = cache.stats();
+    /// // The first call missed both local tiers and ran the loader; the other two hit L1.
+    /// assert_eq!((stats.l1.hits, stats.l1.misses), (2, 1));
+    /// assert_eq!(stats.l2.misses, 1);
+    /// assert_eq!(stats.loads.loader_runs, 1);
+    /// assert_eq!(stats.l1.entries, Some(1));
+    /// assert!(stats.l2.bytes.is_some_and(|bytes| bytes > 0));
+    /// assert_eq!(stats.remote, None); // no remote tier
+    /// assert!((stats.hit_rate - 2.0 / 3.0).abs() < 1e-9);
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> CacheStats {
         self.engine.stats()
     }
 
     /// Feeds what changed since the last call into the `metrics` facade:
-    /// `cache_hits_total` and `cache_misses_total` {tier, operation}, `cache_size_bytes` {tier}.
+    /// `cache_hits_total` and `cache_misses_total` {tier, operation},
+    /// `cache_load_events_total` {event}, `cache_size_bytes` {tier}.
     pub(crate) fn publish_metrics(&self) {
         self.engine.publish_metrics()
     }
@@ -461,6 +490,8 @@ impl MultiLevelCache {
         self.engine.l2_capacity_bytes()
     }
 
+    /// Whether a remote tier was given to the builder; without one, [`Tier::Redis`] stops at
+    /// L2.
     pub fn has_remote_tier(&self) -> bool {
         self.engine.has_remote_tier()
     }

@@ -243,15 +243,23 @@ impl Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Freshness {
+    /// Just loaded, or read within its TTL; a stale value re-armed for `fail_safe_throttle`
+    /// after a failure counts as fresh to the calls that read it later.
     Fresh,
     /// Past its TTL, served because the source failed or timed out (fail-safe).
     Stale,
 }
 
-/// A loaded value and whether it is fresh.
+/// A value from [`get_or_load_with`](super::MultiLevelCache::get_or_load_with) or
+/// [`get_or_load_detached`](super::MultiLevelCache::get_or_load_detached), and whether it is
+/// fresh.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Loaded<T> {
+    /// The cached or loaded value, shared with the cache.
     pub value: Arc<T>,
+    /// [`Stale`](Freshness::Stale) when fail-safe served an expired value because the loader
+    /// failed or timed out.
     pub freshness: Freshness,
 }
 
@@ -272,6 +280,7 @@ impl<T> Loaded<T> {
         }
     }
 
+    /// Whether fail-safe served this value past its TTL ([`Freshness::Stale`]).
     pub fn is_stale(&self) -> bool {
         self.freshness == Freshness::Stale
     }

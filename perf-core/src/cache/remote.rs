@@ -66,7 +66,12 @@ pub trait RemoteTier: Send + Sync + fmt::Debug + 'static {
 }
 
 /// What another instance changed in the shared tier.
+///
+/// More kinds may come. Code that forwards invalidations and meets one it does not know can
+/// send [`Resync`](Self::Resync) in its place: the receiving cache then drops every local copy
+/// of a shared value, which is always safe.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Invalidation {
     /// These keys were set or deleted.
     Keys(Vec<String>),

@@ -211,8 +211,9 @@ fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Statistics of one tier.
+/// Statistics of one tier, counted since the cache was built.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct TierStats {
     /// Lookups this tier answered.
     pub hits: u64,
@@ -220,6 +221,7 @@ pub struct TierStats {
     pub misses: u64,
     /// `hits / (hits + misses)`, 0 when there were no lookups.
     pub hit_rate: f64,
+    /// Entries stored: writes, loaded values, and hits from a lower tier copied into this one.
     pub inserts: u64,
     /// Entries pushed out to make room.
     pub evictions: u64,
@@ -229,12 +231,13 @@ pub struct TierStats {
     pub decode_errors: u64,
     /// Entries read back as a type other than the one stored (counted as misses).
     pub type_mismatches: u64,
-    /// Writes refused because the entry could never fit.
+    /// Values not stored: in L2, entries larger than a shard holds; in L1, loads whose key,
+    /// TTL or value the cache refused (their loaders ran uncached).
     pub refused: u64,
-    /// Failed operations (remote tier).
+    /// Calls to the tier that failed (the remote tier only; reads count as misses too).
     pub errors: u64,
-    /// Values read from the remote tier whose local copies were not kept, because the key was
-    /// written or invalidated while the read ran.
+    /// Values read from this tier whose copies in the tiers above were dropped, because the
+    /// key was written or invalidated while the read ran.
     pub raced_invalidations: u64,
     /// Entries held, where the tier can count them (the remote tier does not).
     pub entries: Option<u64>,
@@ -242,8 +245,10 @@ pub struct TierStats {
     pub bytes: Option<u64>,
 }
 
-/// Statistics of `get_or_load`'s loaders.
+/// Statistics of the get_or_load family's loaders (and `#[cache_result]`'s), counted since the
+/// cache was built; `cache_load_events_total` publishes the same counts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct LoadStats {
     /// Loader calls made.
     pub loader_runs: u64,
@@ -265,13 +270,18 @@ pub struct LoadStats {
     pub in_flight: u64,
 }
 
-/// A snapshot of the whole cache's statistics.
+/// A snapshot of the whole cache's statistics, from [`MultiLevelCache::stats`](super::MultiLevelCache::stats).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct CacheStats {
+    /// The typed in-process tier. Every lookup starts here, so its hits and misses together
+    /// are all lookups.
     pub l1: TierStats,
+    /// The encoded in-process tier: lookups L1 missed that reached it.
     pub l2: TierStats,
     /// Present when a remote tier is configured.
     pub remote: Option<TierStats>,
+    /// What the loaders did.
     pub loads: LoadStats,
     /// Lookups answered by any tier, over all lookups.
     pub hit_rate: f64,
