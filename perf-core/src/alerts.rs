@@ -19,6 +19,7 @@ pub struct Snapshot {
     pub tasks: TaskStats,
     /// Slow queries logged within `alert_window`.
     pub recent_slow_queries: u64,
+    /// The machine; `None` without the `system` feature, which leaves out the resource alerts.
     pub system: Option<SystemResources>,
 }
 
