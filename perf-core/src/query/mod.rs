@@ -2,8 +2,9 @@
 //! does, logs the slow ones, and caches query results in the multi-level cache.
 //!
 //! A query's shape ([`Shape`]) is its SQL with literals as placeholders, lexed by sqlparser's
-//! tokenizer (the `sql` feature; without it, its text as given); it is computed once per distinct SQL text and then looked up, so a repeated
-//! query costs one hash lookup before its statistics are updated.
+//! tokenizer (the `sql` feature; without it, the query's text as given); it is computed once
+//! per distinct SQL text and then looked up, so a repeated query costs one hash lookup before
+//! its statistics are updated.
 //!
 //! Cached results are keyed by their shape, their parameters and the current *generation* of
 //! every table the query touches. A table's generation is a random id kept in the cache
