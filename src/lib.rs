@@ -2,10 +2,18 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | (always) | [`MultiLevelCache`] (L1 typed TTL tier, L2 zstd byte tier), [`memory`] (usage, limit, cleanup, allocation tracking), [`tasks`] (bounded task pool), [`query`] (query statistics, slow log, result cache), [`PerformanceConfig`], the metric catalogue, [`PerformanceOptimizer`] and [`global`] |
+//! | (always) | [`MultiLevelCache`] (L1 typed TTL tier, L2 zstd byte tier), [`memory`] (usage, limit, cleanup, allocation tracking), [`tasks`] (bounded task pool), [`query`] (query statistics, slow log, result cache), [`PerformanceConfig`], the metric catalogue, [`PerformanceOptimizer`] and [`global`], the macros |
+//! | `sql` (default) | query shapes: literals as placeholders, the tables a query names (sqlparser); without it a shape is the query's text and invalidating a table drops every cached query result |
+//! | `system` (default) | the machine's CPU, memory, disks and network (`perf::global().system()`, sysinfo) and the resource alerts |
+//! | `config-load` (default) | `PerformanceConfig::load`, `from_env`, `from_toml_*`: TOML and `PERF_*` variables (figment) |
 //! | `redis` | `perf::redis`: the Redis tier shared by every instance |
 //! | `http` | `perf::http`: the admin API and `/metrics` |
 //! | `jemalloc` | memory cleanup also purges jemalloc's arenas; usage reports jemalloc's figures |
+//! | `sqlx` | `sqlx::Error` as a cache loader's error |
+//!
+//! With `default-features = false`, perf builds the cache, the memory manager, the task pool,
+//! the query optimizer and the macros without sqlparser, figment and (on Linux) sysinfo (the
+//! README gives the crate counts).
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,14 +34,18 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "config-load")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config-load")))]
+pub use perf_core::LoadError;
 #[doc(inline)]
 pub use perf_core::memory::memory_context;
 #[doc(inline)]
 pub use perf_core::performance_context;
 pub use perf_core::{
     BackgroundTasks, CacheStats, CleanupSkipped, ConfigError, EncodeError, Error, FieldError,
-    HOT_FIELDS, InstallError, LoadError, MultiLevelCache, OptimizerBuilder, PerformanceConfig,
+    HOT_FIELDS, InstallError, MultiLevelCache, OptimizerBuilder, PerformanceConfig,
     PerformanceOptimizer, RemoteError, RemoteTier, SharedFailure, StartError, TaskError, Tier,
     TierStats, alerts, cache, config, global, memory, metrics, monitor, optimizer, query, system,
     tasks,

@@ -25,7 +25,8 @@ pub struct Snapshot {
     pub tasks: TaskStats,
     /// Slow queries logged within `alert_window`.
     pub recent_slow_queries: u64,
-    /// The machine's CPU, memory and disks; `None` when not sampled.
+    /// The machine's CPU, memory and disks; `None` when not sampled, and always without the
+    /// `system` feature (which leaves out the resource alerts).
     pub system: Option<SystemResources>,
 }
 

@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::config::ConfigError;
-#[cfg(doc)]
+#[cfg(all(doc, feature = "config-load"))]
 use crate::config::LoadError;
 
 /// A remote tier's failure, as the tier reports it.
@@ -291,6 +291,7 @@ mod tests {
         assert!(inner.is::<rmp_serde::encode::Error>(), "{inner:?}");
     }
 
+    #[cfg(feature = "config-load")]
     #[test]
     fn a_config_error_in_error_keeps_its_source() {
         let config = PerformanceConfig::from_toml_str("max_workers = \"many\"").expect_err("bad");

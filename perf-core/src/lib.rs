@@ -11,12 +11,19 @@
 //! | [`monitor`] | operation timing behind `#[performance_monitor]` and [`performance_context`] |
 //! | [`metrics`] | the metric catalogue and [`metrics::describe_all`] |
 //! | [`alerts`] | alert rules and recommendations from a stats snapshot |
-//! | [`system`] | the machine's CPU, memory, disks and network, through sysinfo |
+//! | [`system`] | the machine's CPU, memory, disks and network, through sysinfo (feature `system`) |
 //! | [`optimizer`] | [`PerformanceOptimizer`]: one of each component, [`global`], background loops ([`BackgroundTasks`]) |
 //!
 //! Dependencies point one way: the optimizer uses the components, never the reverse, and no
 //! two modules import each other (`tests/module_graph.rs` checks). The macros' generated code
 //! reaches this crate only through the `macro_support` module (not a stable API).
+//!
+//! | feature (default on) | adds |
+//! |---|---|
+//! | `sql` | query shapes through sqlparser's tokenizer; without it a shape is the query's text, and invalidating a table drops every cached query result |
+//! | `system` | [`system::SystemMonitor`] (sysinfo) and the resource alerts; without it the memory manager still samples the process (from `/proc` on Linux) |
+//! | `config-load` | [`PerformanceConfig::load`] and the other loaders: TOML and `PERF_*` variables (figment) |
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod alerts;
 pub mod cache;
@@ -38,7 +45,10 @@ pub mod system;
 pub mod tasks;
 
 pub use cache::{CacheStats, MultiLevelCache, RemoteTier, Tier, TierStats};
-pub use config::{ConfigError, FieldError, LoadError, PerformanceConfig};
+#[cfg(feature = "config-load")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config-load")))]
+pub use config::LoadError;
+pub use config::{ConfigError, FieldError, PerformanceConfig};
 pub use error::{EncodeError, Error, InstallError, RemoteError, SharedFailure, StartError};
 pub use memory::CleanupSkipped;
 pub use optimizer::{

@@ -4,7 +4,8 @@
 //!
 //! An optimizer's background loops sweep expired cache entries (every
 //! `cache_sweep_interval`), publish cache metrics (every second), run the memory monitor
-//! (every `memory_check_interval`) and sample the machine (every 15 s). They run only when
+//! (every `memory_check_interval`) and sample the machine (every 15 s, with the `system`
+//! feature). They run only when
 //! started, on one tokio runtime:
 //!
 //! - [`PerformanceOptimizer::install`] starts them on the current runtime, for as long as it
@@ -34,6 +35,8 @@ use tokio::runtime::Handle;
 
 pub use self::background::BackgroundTasks;
 use self::background::{Runs, Targets};
+#[cfg(feature = "system")]
+use crate::system::SystemMonitor;
 use crate::{
     Error, InstallError, StartError,
     alerts::{self, Alert, Recommendation, Snapshot},
@@ -42,7 +45,6 @@ use crate::{
     memory::{CleanupRequest, MemoryManager, UsageSource},
     monitor::{Monitor, PerformanceContext, performance_context_on},
     query::QueryOptimizer,
-    system::SystemMonitor,
     tasks::TaskManager,
 };
 
@@ -92,6 +94,7 @@ pub struct PerformanceOptimizer {
     tasks: TaskManager,
     query: QueryOptimizer,
     monitor: Monitor,
+    #[cfg(feature = "system")]
     system: Arc<SystemMonitor>,
     background: Runs,
 }
@@ -166,6 +169,7 @@ impl OptimizerBuilder {
             tasks,
             query,
             monitor,
+            #[cfg(feature = "system")]
             system: Arc::new(SystemMonitor::default()),
             config: RwLock::new(Arc::new(config)),
             background: Runs::default(),
@@ -317,12 +321,14 @@ impl PerformanceOptimizer {
     }
 
     /// The machine's CPU, memory, disks and network.
+    #[cfg(feature = "system")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "system")))]
     pub fn system(&self) -> &SystemMonitor {
         &self.system
     }
 
     /// Every component's statistics now, for alerts and the admin API. Samples memory and the
-    /// machine: blocking, about a millisecond.
+    /// machine (the machine with the `system` feature): blocking, about a millisecond.
     pub fn snapshot(&self) -> Snapshot {
         let window = self.config().alerts.window;
         let since = std::time::SystemTime::now()
@@ -339,7 +345,10 @@ impl PerformanceOptimizer {
             memory: self.memory.usage().ok(),
             tasks: self.tasks.stats(),
             recent_slow_queries,
+            #[cfg(feature = "system")]
             system: Some(self.system.sample()),
+            #[cfg(not(feature = "system"))]
+            system: None,
         }
     }
 
@@ -443,6 +452,7 @@ impl PerformanceOptimizer {
         let targets = Targets {
             cache: self.cache.downgrade(),
             memory: self.memory.downgrade(),
+            #[cfg(feature = "system")]
             system: Arc::downgrade(&self.system),
             sweep_every: config.cache.sweep_interval,
             memory_every: config.memory.check_interval,
@@ -451,7 +461,8 @@ impl PerformanceOptimizer {
     }
 
     /// Feeds every component's figures to the `metrics` recorder now: the cache's counters
-    /// and sizes, a fresh memory sample and the machine's resources, as the background loops
+    /// and sizes, a fresh memory sample and (with the `system` feature) the machine's
+    /// resources, as the background loops
     /// do on their own schedule. For programs that run no loops, or a scrape that must see
     /// the latest. Blocking: samples memory and the machine, about a millisecond.
     pub fn publish_metrics(&self) {
@@ -460,6 +471,7 @@ impl PerformanceOptimizer {
             Ok(usage) => MemoryManager::publish_metrics(&usage),
             Err(error) => tracing::debug!(%error, "memory not sampled"),
         }
+        #[cfg(feature = "system")]
         self.system.sample().publish_metrics();
     }
 }

@@ -1,10 +1,16 @@
 //! The machine's resources (CPU, memory, disks, network), through sysinfo, for the admin
 //! API's `/system/resources` and the resource alerts.
+//!
+//! The sampler, [`SystemMonitor`], needs the `system` feature (on by default); the figures'
+//! types are here without it.
 
+#[cfg(feature = "system")]
 use std::time::Instant;
 
+#[cfg(feature = "system")]
 use parking_lot::Mutex;
 use serde::Serialize;
+#[cfg(feature = "system")]
 use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, Networks, System};
 
 /// The machine at one moment, from [`SystemMonitor::sample`]. Percentages are 0 to 100.
@@ -48,10 +54,13 @@ pub struct DiskUsage {
 }
 
 /// Samples the machine; keeps sysinfo's state between samples, which CPU usage needs.
+#[cfg(feature = "system")]
+#[cfg_attr(docsrs, doc(cfg(feature = "system")))]
 pub struct SystemMonitor {
     state: Mutex<State>,
 }
 
+#[cfg(feature = "system")]
 struct State {
     system: System,
     disks: Disks,
@@ -59,12 +68,14 @@ struct State {
     last_cpu_refresh: Option<Instant>,
 }
 
+#[cfg(feature = "system")]
 impl std::fmt::Debug for SystemMonitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SystemMonitor").finish_non_exhaustive()
     }
 }
 
+#[cfg(feature = "system")]
 impl Default for SystemMonitor {
     fn default() -> Self {
         Self {
@@ -78,6 +89,7 @@ impl Default for SystemMonitor {
     }
 }
 
+#[cfg(feature = "system")]
 impl SystemMonitor {
     /// A fresh sample (a few /proc reads; blocking, but short).
     pub fn sample(&self) -> SystemResources {
@@ -129,6 +141,7 @@ impl SystemMonitor {
     }
 }
 
+#[cfg(feature = "system")]
 impl SystemResources {
     /// Sets `resource_usage_percent{type}` (`cpu`, `memory`, `disk`).
     pub(crate) fn publish_metrics(&self) {
@@ -143,6 +156,7 @@ impl SystemResources {
     }
 }
 
+#[cfg(feature = "system")]
 fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -151,7 +165,7 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "system"))]
 mod tests {
     use super::*;
 

@@ -10,6 +10,10 @@
 //! overriding the one before. Durations are written either as whole seconds (`3600`) or as a
 //! human-readable string (`"1h"`, `"30m"`, `"250ms"`).
 //!
+//! Loading needs the `config-load` feature (on by default). Without it, build the
+//! configuration in code, or deserialize it with any serde format: unknown keys are refused
+//! either way.
+//!
 //! Other crates keep their settings in the same file and environment with a
 //! [`ConfigSection`] of their own, loaded alongside with [`PerformanceConfig::load_with`].
 
@@ -21,8 +25,11 @@ mod memory;
 mod query;
 mod tasks;
 
-use std::{collections::BTreeMap, fmt, path::Path};
+#[cfg(feature = "config-load")]
+use std::path::Path;
+use std::{collections::BTreeMap, fmt};
 
+#[cfg(feature = "config-load")]
 use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
@@ -149,28 +156,38 @@ impl<'de> Deserialize<'de> for PerformanceConfig {
 
 impl PerformanceConfig {
     /// Defaults overridden by `PERF_*` environment variables (`PERF_CACHE_TTL=30m`), validated.
+    #[cfg(feature = "config-load")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config-load")))]
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::load(None)
     }
 
     /// Defaults overridden by a TOML file, validated. Environment variables are not read.
+    #[cfg(feature = "config-load")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config-load")))]
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let figment = Self::defaults::<NoSection>().merge(Toml::file_exact(path.as_ref()));
         Ok(Self::extract::<NoSection>(&figment)?.0)
     }
 
     /// Defaults, then the TOML file if given, then `PERF_*` environment variables; validated.
+    #[cfg(feature = "config-load")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config-load")))]
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         Ok(Self::load_with::<NoSection>(path)?.0)
     }
 
     /// Parses a TOML document over the defaults, validated.
+    #[cfg(feature = "config-load")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config-load")))]
     pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
         Ok(Self::from_toml_str_with::<NoSection>(toml)?.0)
     }
 
     /// As [`load`](Self::load), together with another crate's section written in the same
     /// file and environment; both validated, every bad field of either reported.
+    #[cfg(feature = "config-load")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config-load")))]
     pub fn load_with<S: ConfigSection>(path: Option<&Path>) -> Result<(Self, S), ConfigError> {
         let mut figment = Self::defaults::<S>();
         if let Some(path) = path {
@@ -182,6 +199,8 @@ impl PerformanceConfig {
     }
 
     /// As [`from_toml_str`](Self::from_toml_str), together with another crate's section.
+    #[cfg(feature = "config-load")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config-load")))]
     pub fn from_toml_str_with<S: ConfigSection>(toml: &str) -> Result<(Self, S), ConfigError> {
         Self::extract(&Self::defaults::<S>().merge(Toml::string(toml)))
     }
@@ -200,6 +219,7 @@ impl PerformanceConfig {
         .concat()
     }
 
+    #[cfg(feature = "config-load")]
     fn defaults<S: ConfigSection>() -> Figment {
         Figment::from(Serialized::defaults(Self::default()))
             .join(Serialized::defaults(S::default()))
@@ -207,6 +227,7 @@ impl PerformanceConfig {
 
     /// Each section is read from the whole figment (ignoring the other sections' keys), so
     /// that a bad value's error names its key and where it came from.
+    #[cfg(feature = "config-load")]
     fn extract<S: ConfigSection>(figment: &Figment) -> Result<(Self, S), ConfigError> {
         let keys = Self::keys::<S>();
         let given: Dict = figment.extract().map_err(LoadError::new)?;
@@ -250,13 +271,7 @@ impl PerformanceConfig {
     /// The keys of the fields in which `other` differs from this configuration.
     pub fn changed_fields(&self, other: &PerformanceConfig) -> Vec<&'static str> {
         let keys = Self::keys::<NoSection>();
-        let (Ok(ours), Ok(theirs)) = (
-            figment::value::Value::serialize(self),
-            figment::value::Value::serialize(other),
-        ) else {
-            return keys;
-        };
-        let (Some(ours), Some(theirs)) = (ours.into_dict(), theirs.into_dict()) else {
+        let (Some(ours), Some(theirs)) = (fields::values(self), fields::values(other)) else {
             return keys;
         };
         keys.into_iter()
@@ -284,6 +299,8 @@ impl fmt::Display for FieldError {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file or environment could not be read or parsed; the message names the field.
+    #[cfg(feature = "config-load")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config-load")))]
     #[error("could not load configuration: {0}")]
     Load(#[source] LoadError),
     /// One or more fields are out of range.
@@ -312,9 +329,12 @@ fn join(errors: &[FieldError]) -> String {
 /// Why the file or environment could not be read or parsed. Its message names the key and
 /// where the value came from (the file, or the `PERF_*` variable); its
 /// [`source`](std::error::Error::source) is the loader's own error.
+#[cfg(feature = "config-load")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config-load")))]
 #[derive(Debug)]
 pub struct LoadError(Box<figment::Error>);
 
+#[cfg(feature = "config-load")]
 impl LoadError {
     /// Not `From`: figment stays out of the public API.
     fn new(error: figment::Error) -> Self {
@@ -322,18 +342,21 @@ impl LoadError {
     }
 }
 
+#[cfg(feature = "config-load")]
 impl From<LoadError> for ConfigError {
     fn from(error: LoadError) -> Self {
         Self::Load(error)
     }
 }
 
+#[cfg(feature = "config-load")]
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
     }
 }
 
+#[cfg(feature = "config-load")]
 impl std::error::Error for LoadError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.0)
@@ -343,7 +366,9 @@ impl std::error::Error for LoadError {
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closures return its large error
 mod tests {
-    use std::{error::Error as _, time::Duration};
+    #[cfg(feature = "config-load")]
+    use std::error::Error as _;
+    use std::time::Duration;
 
     use super::*;
 
@@ -434,15 +459,19 @@ mod tests {
                 "cache_soft_timeout"
             ]
         );
-        let seeded = PerformanceConfig::from_toml_str(
-            "cache_fail_safe_max = \"1h\"\ncache_soft_timeout = \"100ms\"\ncache_hard_timeout = 2",
-        )
-        .expect("valid");
-        assert_eq!(seeded.cache.fail_safe_max, Duration::from_secs(3600));
-        assert_eq!(seeded.cache.soft_timeout, Duration::from_millis(100));
-        assert_eq!(seeded.cache.hard_timeout, Duration::from_secs(2));
+        #[cfg(feature = "config-load")]
+        {
+            let seeded = PerformanceConfig::from_toml_str(
+                "cache_fail_safe_max = \"1h\"\ncache_soft_timeout = \"100ms\"\ncache_hard_timeout = 2",
+            )
+            .expect("valid");
+            assert_eq!(seeded.cache.fail_safe_max, Duration::from_secs(3600));
+            assert_eq!(seeded.cache.soft_timeout, Duration::from_millis(100));
+            assert_eq!(seeded.cache.hard_timeout, Duration::from_secs(2));
+        }
     }
 
+    #[cfg(feature = "config-load")]
     #[test]
     fn toml_accepts_seconds_and_duration_strings() {
         let config = PerformanceConfig::from_toml_str(
@@ -459,6 +488,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "config-load")]
     #[test]
     fn toml_errors_name_the_field() {
         let err = PerformanceConfig::from_toml_str("cache_ttl = \"soon\"").expect_err("invalid");
@@ -472,6 +502,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "config-load")]
     #[test]
     fn a_load_error_keeps_its_source() {
         let err = PerformanceConfig::from_toml_str("cache_ttl = \"soon\"").expect_err("invalid");
@@ -485,6 +516,7 @@ mod tests {
         assert!(figment.to_string().contains("cache_ttl"), "{figment}");
     }
 
+    #[cfg(feature = "config-load")]
     #[test]
     fn file_then_environment_override_defaults() {
         figment::Jail::expect_with(|jail| {
@@ -506,6 +538,7 @@ mod tests {
     }
 
     /// The flat keys reach the nested sections, from a file and from the environment alike.
+    #[cfg(feature = "config-load")]
     #[test]
     fn flat_keys_fill_every_section() {
         figment::Jail::expect_with(|jail| {
@@ -555,6 +588,7 @@ mod tests {
         });
     }
 
+    #[cfg(feature = "config-load")]
     #[test]
     fn bad_environment_value_names_the_variable() {
         figment::Jail::expect_with(|jail| {
@@ -567,12 +601,14 @@ mod tests {
     }
 
     /// Another crate's section.
+    #[cfg(feature = "config-load")]
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     #[serde(default)]
     struct Extra {
         extra_limit: u64,
     }
 
+    #[cfg(feature = "config-load")]
     impl ConfigSection for Extra {
         fn check(&self, bad: &mut Vec<FieldError>) {
             require(
@@ -584,6 +620,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "config-load")]
     #[test]
     fn a_section_of_another_crate_loads_alongside() {
         let (config, extra) =
@@ -618,9 +655,8 @@ mod tests {
             },
             ..PerformanceConfig::default()
         };
-        let value = figment::value::Value::serialize(&config).expect("serializable");
-        let dict = value.into_dict().expect("a table");
-        let mut serialized: Vec<_> = dict.keys().map(String::as_str).collect();
+        let values = fields::values(&config).expect("a map");
+        let mut serialized: Vec<_> = values.keys().map(String::as_str).collect();
         let mut keys = PerformanceConfig::keys::<NoSection>();
         serialized.sort_unstable();
         keys.sort_unstable();
@@ -638,6 +674,7 @@ mod tests {
         assert!(err.to_string().contains("cach_ttl"), "{err}");
     }
 
+    #[cfg(feature = "config-load")]
     #[test]
     fn round_trips_through_toml() {
         let config = PerformanceConfig::default();

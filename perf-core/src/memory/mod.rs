@@ -24,6 +24,7 @@
 mod allocator;
 mod backoff;
 mod context;
+mod machine;
 mod tracking;
 mod usage;
 

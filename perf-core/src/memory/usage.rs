@@ -2,11 +2,9 @@
 
 use std::fmt;
 
-use parking_lot::Mutex;
 use serde::Serialize;
-use sysinfo::{MemoryRefreshKind, System};
 
-use super::{allocator, tracking};
+use super::{allocator, machine, tracking};
 
 /// The process's memory, sampled at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -73,10 +71,9 @@ impl UsageSource for Box<dyn UsageSource> {
 }
 
 /// Samples this process from the operating system. On Linux the process figures come from
-/// `/proc/self/statm` and the system's from `/proc/meminfo` (through sysinfo); the limit is
-/// resolved once, when the source is made.
+/// `/proc/self/statm` and the system's from `/proc/meminfo` (elsewhere through sysinfo); the
+/// limit is resolved once, when the source is made.
 pub struct SystemUsage {
-    system: Mutex<System>,
     limit_bytes: u64,
     limit_source: LimitSource,
 }
@@ -94,21 +91,15 @@ impl SystemUsage {
     /// A source measuring against `configured_limit`, else the cgroup's limit, else physical
     /// memory.
     pub fn new(configured_limit: Option<u64>) -> Self {
-        let mut system = System::new();
-        system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
-        let physical = system.total_memory();
-        // sysinfo reports an unlimited cgroup as the machine's memory.
-        let cgroup = system
-            .cgroup_limits()
-            .map(|limits| limits.total_memory)
-            .filter(|&limit| limit > 0 && limit < physical);
+        let physical = machine::machine_memory().unwrap_or_default().total;
+        // cgroup v1 writes an unlimited cgroup as a number past the machine's memory.
+        let cgroup = machine::cgroup_limit().filter(|&limit| limit > 0 && limit < physical);
         let (limit_bytes, limit_source) = match (configured_limit, cgroup) {
             (Some(limit), _) => (limit, LimitSource::Configured),
             (None, Some(limit)) => (limit, LimitSource::Cgroup),
             (None, None) => (physical.max(1), LimitSource::Physical),
         };
         Self {
-            system: Mutex::new(system),
             limit_bytes,
             limit_source,
         }
@@ -118,18 +109,15 @@ impl SystemUsage {
 impl UsageSource for SystemUsage {
     fn sample(&self) -> std::io::Result<MemoryUsage> {
         let process = process_memory()?;
-        let (system_total_bytes, system_available_bytes) = {
-            let mut system = self.system.lock();
-            system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
-            (system.total_memory(), system.available_memory())
-        };
+        // The machine's figures are 0 where they cannot be read; the process's still count.
+        let machine = machine::machine_memory().unwrap_or_default();
         Ok(MemoryUsage {
             rss_bytes: process.rss,
             virtual_bytes: process.virtual_size,
             allocator: allocator::stats(),
             tracked: tracking::tracked_stats(),
-            system_total_bytes,
-            system_available_bytes,
+            system_total_bytes: machine.total,
+            system_available_bytes: machine.available,
             limit_bytes: self.limit_bytes,
             limit_source: self.limit_source,
             usage_fraction: process.rss as f64 / self.limit_bytes as f64,
@@ -178,7 +166,7 @@ fn page_size() -> u64 {
 /// The process's resident and virtual size, through sysinfo (this process only).
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn process_memory() -> std::io::Result<ProcessMemory> {
-    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate};
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
 
     let pid = sysinfo::get_current_pid()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::Unsupported, e))?;

@@ -1,9 +1,11 @@
 //! The optimizer's background loops, and [`BackgroundTasks`], the handle that keeps them
 //! running. See the [module docs](super) for when they run.
 
+#[cfg(feature = "system")]
+use std::sync::Weak;
 use std::{
     sync::{
-        Arc, Weak,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -13,11 +15,12 @@ use parking_lot::Mutex;
 use tokio::{runtime::Handle, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "system")]
+use crate::system::SystemMonitor;
 use crate::{
     StartError,
     cache::WeakCache,
     memory::{MemoryManager, WeakMemoryManager},
-    system::SystemMonitor,
 };
 
 /// How often counters are fed to the `metrics` facade: well inside a Prometheus scrape
@@ -25,6 +28,7 @@ use crate::{
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often `resource_usage_percent` is sampled.
+#[cfg(feature = "system")]
 const SYSTEM_INTERVAL: Duration = Duration::from_secs(15);
 
 /// The running background loops of one [`PerformanceOptimizer`](super::PerformanceOptimizer),
@@ -92,6 +96,7 @@ impl Drop for EndsRun {
 pub(super) struct Targets {
     pub(super) cache: WeakCache,
     pub(super) memory: WeakMemoryManager,
+    #[cfg(feature = "system")]
     pub(super) system: Weak<SystemMonitor>,
     pub(super) sweep_every: Duration,
     pub(super) memory_every: Duration,
@@ -147,16 +152,22 @@ async fn run_loops(ends: EndsRun, targets: Targets) {
     let Targets {
         cache,
         memory,
+        #[cfg(feature = "system")]
         system,
         sweep_every,
         memory_every,
     } = targets;
+    #[cfg(feature = "system")]
+    let system = system_loop(system);
+    // Without the `system` feature there is no machine sampler to run.
+    #[cfg(not(feature = "system"))]
+    let system = std::future::ready(());
     let loops = async {
         tokio::join!(
             sweep_loop(cache.clone(), sweep_every),
             publish_loop(cache),
             MemoryManager::run_monitor(memory, memory_every),
-            system_loop(system),
+            system,
         )
     };
     tokio::select! {
@@ -185,6 +196,7 @@ async fn sweep_loop(cache: WeakCache, every: Duration) {
 }
 
 /// Every [`SYSTEM_INTERVAL`]: publish the machine's CPU, memory and disk use.
+#[cfg(feature = "system")]
 async fn system_loop(system: Weak<SystemMonitor>) {
     let mut ticker = ticker(SYSTEM_INTERVAL);
     loop {

@@ -2,8 +2,9 @@
 //! does, logs the slow ones, and caches query results in the multi-level cache.
 //!
 //! A query's shape ([`Shape`]) is its SQL with literals as placeholders, lexed by sqlparser's
-//! tokenizer; it is computed once per distinct SQL text and then looked up, so a repeated
-//! query costs one hash lookup before its statistics are updated.
+//! tokenizer (the `sql` feature; without it, the query's text as given); it is computed once
+//! per distinct SQL text and then looked up, so a repeated query costs one hash lookup before
+//! its statistics are updated.
 //!
 //! Cached results are keyed by their shape, their parameters and the current *generation* of
 //! every table the query touches. A table's generation is a random id kept in the cache
@@ -321,11 +322,16 @@ impl QueryOptimizer {
     /// While the Redis tier is unavailable this still returns `Ok`: this instance uses the new
     /// generation at once, and the tier drops the old one in Redis and on every instance once
     /// Redis answers again. A caller whose database write committed can report success.
+    ///
+    /// Without the `sql` feature, which cannot tell which tables a query names, this drops
+    /// every cached query result. (Instances sharing a Redis tier should agree on `sql`.)
     pub async fn invalidate_table(&self, table: &str) -> Result<(), crate::Error> {
-        self.inner
-            .cache
-            .invalidate_tag(&table_tag(&table.to_lowercase()))
-            .await
+        let table = if cfg!(feature = "sql") {
+            table.to_lowercase()
+        } else {
+            ANY_TABLE.to_owned()
+        };
+        self.inner.cache.invalidate_tag(&table_tag(&table)).await
     }
 
     /// Drops every cached query result, on every instance sharing the Redis tier; returns how
@@ -338,7 +344,7 @@ impl QueryOptimizer {
     async fn result_key<P: Serialize + ?Sized>(&self, sql: &str, params: &P) -> String {
         let shape = self.shape(sql);
         let mut prefix = format!("{RESULT_PREFIX}{:016x}", shape.fingerprint);
-        for table in shape.tables.iter() {
+        for table in result_tables(&shape) {
             let generation = self
                 .inner
                 .cache
@@ -353,6 +359,23 @@ impl QueryOptimizer {
 
 /// Every cached query result's key starts with this.
 const RESULT_PREFIX: &str = "query:";
+
+/// Without the `sql` feature: the one table every query may read, whose generation keys
+/// every cached result and which invalidating any table replaces.
+const ANY_TABLE: &str = "*";
+
+/// The tables whose generations key the cached results of `shape`: those it names.
+#[cfg(feature = "sql")]
+fn result_tables(shape: &Shape) -> impl Iterator<Item = &str> {
+    shape.tables.iter().map(String::as_str)
+}
+
+/// Without the `sql` feature a shape names no tables: its results are kept under
+/// [`ANY_TABLE`]'s generation.
+#[cfg(not(feature = "sql"))]
+fn result_tables(_: &Shape) -> impl Iterator<Item = &str> {
+    std::iter::once(ANY_TABLE)
+}
 
 /// The key of `table`'s generation.
 /// The tag of a table's cached results (see `cache/tags.rs`).
@@ -419,4 +442,43 @@ pub(crate) fn serialize_system_time<S: Serializer>(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64());
     serializer.serialize_f64(seconds)
+}
+
+#[cfg(all(test, not(feature = "sql")))]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// Without the tokenizer no query names a table, so invalidating any table must drop
+    /// every cached result: never a stale one.
+    #[tokio::test]
+    async fn without_the_tokenizer_invalidating_any_table_drops_every_result() {
+        let config = PerformanceConfig::default();
+        let cache = MultiLevelCache::new(&config).expect("valid");
+        let query = QueryOptimizer::new(&config, cache);
+        let loads = AtomicU32::new(0);
+        let read = async |sql: &str| {
+            query
+                .cached_query(sql, &(), None, || async {
+                    Ok::<_, std::io::Error>(loads.fetch_add(1, Ordering::SeqCst))
+                })
+                .await
+                .expect("loaded")
+        };
+        let ads = "SELECT title FROM ads";
+        let clicks = "SELECT count(*) FROM clicks";
+        assert_eq!((*read(ads).await, *read(clicks).await), (0, 1));
+        assert_eq!((*read(ads).await, *read(clicks).await), (0, 1), "cached");
+        assert_eq!(
+            *read("select title from ads").await,
+            2,
+            "another text, another entry"
+        );
+        query
+            .invalidate_table("campaigns")
+            .await
+            .expect("invalidated");
+        assert_eq!((*read(ads).await, *read(clicks).await), (3, 4));
+    }
 }

@@ -1,16 +1,21 @@
 //! A query's shape: its SQL with literals replaced by placeholders, as pg_stat_statements
 //! normalizes it, the fingerprint of that text, and the tables it reads or writes.
+//!
+//! Normalizing takes sqlparser's tokenizer: the `sql` feature. Without it a query's shape is
+//! its text as given, and names no tables.
 
 use std::sync::Arc;
 
 use serde::Serialize;
+#[cfg(feature = "sql")]
 use sqlparser::{
     dialect::GenericDialect,
     keywords::Keyword,
     tokenizer::{Token, Tokenizer},
 };
 
-/// What all queries of one shape share.
+/// What all queries of one shape share. Without the `sql` feature, `normalized` is the query's
+/// text as given and `tables` is empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Shape {
     /// xxh3 of `normalized`: the same in every process and build.
@@ -23,6 +28,7 @@ pub struct Shape {
 
 /// The shape of `sql`. SQL the tokenizer rejects (an unterminated string, say) is shaped
 /// from its text with whitespace collapsed, so that it still has stable statistics.
+#[cfg(feature = "sql")]
 pub(crate) fn shape_of(sql: &str) -> Shape {
     let tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize();
     let (words, tables) = match tokens {
@@ -40,8 +46,20 @@ pub(crate) fn shape_of(sql: &str) -> Shape {
     }
 }
 
+/// The shape of `sql` without a tokenizer: its text, which names no tables it can tell.
+#[cfg(not(feature = "sql"))]
+pub(crate) fn shape_of(sql: &str) -> Shape {
+    Shape {
+        fingerprint: xxhash_rust::xxh3::xxh3_64(sql.as_bytes()),
+        normalized: sql.into(),
+        tables: Arc::new([]),
+    }
+}
+
+#[cfg(feature = "sql")]
 const PLACEHOLDER: &str = "?";
 
+#[cfg(feature = "sql")]
 fn is_literal(token: &Token) -> bool {
     match token {
         Token::Number(..)
@@ -69,6 +87,7 @@ fn is_literal(token: &Token) -> bool {
 }
 
 /// The normalized words of a tokenized query.
+#[cfg(feature = "sql")]
 fn normalize(tokens: &[Token]) -> Vec<String> {
     let mut words: Vec<String> = Vec::with_capacity(tokens.len());
     let significant: Vec<&Token> = tokens
@@ -97,6 +116,7 @@ fn normalize(tokens: &[Token]) -> Vec<String> {
 }
 
 /// Whether an operand can follow `word` (so that a sign after it belongs to a number).
+#[cfg(feature = "sql")]
 fn starts_operand(word: &str) -> bool {
     !(word == PLACEHOLDER || word == ")" || word.chars().next().is_some_and(char::is_alphanumeric))
         || matches!(
@@ -124,6 +144,7 @@ fn starts_operand(word: &str) -> bool {
 }
 
 /// `in ( ? , ? , ? )` just completed at the end of `words` becomes `in ( ? )`.
+#[cfg(feature = "sql")]
 fn collapse_in_list(words: &mut Vec<String>) {
     if words.last().map(String::as_str) != Some(")") {
         return;
@@ -152,6 +173,7 @@ fn collapse_in_list(words: &mut Vec<String>) {
 
 /// The tables a query names after FROM, JOIN, INTO, UPDATE or TABLE (and after commas in a
 /// FROM list).
+#[cfg(feature = "sql")]
 fn tables_of(tokens: &[Token]) -> Vec<String> {
     let words: Vec<&Token> = tokens
         .iter()
@@ -207,7 +229,23 @@ fn tables_of(tokens: &[Token]) -> Vec<String> {
     tables
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(feature = "sql")))]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn without_the_tokenizer_a_shape_is_the_text() {
+        let sql = "SELECT * FROM ads WHERE id = 1";
+        let shape = shape_of(sql);
+        assert_eq!(&*shape.normalized, sql);
+        assert!(shape.tables.is_empty());
+        assert_eq!(shape, shape_of(sql), "stable");
+        let other = shape_of("SELECT * FROM ads WHERE id = 2");
+        assert_ne!(shape.fingerprint, other.fingerprint);
+    }
+}
+
+#[cfg(all(test, feature = "sql"))]
 mod tests {
     use super::*;
 
