@@ -9,16 +9,30 @@ use std::{collections::HashSet, process::Command};
 
 use serde_json::Value;
 
-const PUBLISHED: [&str; 5] = ["perf", "perf-core", "perf-macros", "perf-redis", "perf-http"];
+const PUBLISHED: [&str; 5] = [
+    "perf",
+    "perf-core",
+    "perf-macros",
+    "perf-redis",
+    "perf-http",
+];
 
 fn version(text: &str) -> Vec<u64> {
-    text.split('.').filter_map(|part| part.parse().ok()).collect()
+    text.split('.')
+        .filter_map(|part| part.parse().ok())
+        .collect()
 }
 
 #[test]
 fn rust_version_is_the_newest_any_dependency_needs() {
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--all-features", "--locked"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--all-features",
+            "--locked",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo runs");

@@ -203,19 +203,29 @@ async fn cached_results_are_served_until_their_table_is_invalidated() {
     );
     assert_eq!(reads.load(Ordering::SeqCst), 3);
 
-    // The manual pair.
+    // The manual pair, keyed by the exact text: literals and spelling are part of the key.
     query
-        .cache_query_result("SELECT 1 FROM ads", &(), vec![1u8], None)
+        .cache_query_result("SELECT 1 FROM ads WHERE id = 1", &(), vec![1u8], None)
         .await
         .expect("cached");
-    let cached: Option<std::sync::Arc<Vec<u8>>> = query
-        .get_cached_query("select 1 from ADS", &())
-        .await
-        .expect("read");
+    let read = |sql: &'static str| async move {
+        let cached: Option<std::sync::Arc<Vec<u8>>> =
+            query.get_cached_query(sql, &()).await.expect("read");
+        cached.as_deref().cloned()
+    };
     assert_eq!(
-        cached.as_deref(),
-        Some(&vec![1u8]),
-        "same shape, same entry"
+        read("SELECT 1 FROM ads WHERE id = 1").await,
+        Some(vec![1u8])
+    );
+    assert_eq!(
+        read("SELECT 1 FROM ads WHERE id = 2").await,
+        None,
+        "same shape, another literal: another result"
+    );
+    assert_eq!(
+        read("select 1 from ADS where id = 1").await,
+        None,
+        "another spelling may be another table to the database"
     );
 }
 

@@ -6,7 +6,7 @@
 //! per distinct SQL text and then looked up, so a repeated query costs one hash lookup before
 //! its statistics are updated.
 //!
-//! Cached results are keyed by their shape, their parameters and the current *generation* of
+//! Cached results are keyed by their SQL text, their parameters and the current *generation* of
 //! every table the query touches. A table's generation is a random id kept in the cache
 //! beside the results (in Redis too, when there is a Redis tier), and `invalidate_table`
 //! replaces it: every result that read the table, on any instance, is then under a key no
@@ -340,10 +340,14 @@ impl QueryOptimizer {
         self.inner.cache.invalidate_prefix(RESULT_PREFIX).await
     }
 
-    /// The result's key: its shape, the generation of each table it touches, its parameters.
+    /// The result's key: its shape, its exact text, the generation of each table it touches,
+    /// its parameters. The text and not only the shape: the shape writes literals as `?`, so
+    /// `WHERE id = 1` and `WHERE id = 2` share one, and lower-cases names, which some
+    /// databases (MySQL's table names on Linux) tell apart.
     async fn result_key<P: Serialize + ?Sized>(&self, sql: &str, params: &P) -> String {
         let shape = self.shape(sql);
-        let mut prefix = format!("{RESULT_PREFIX}{:016x}", shape.fingerprint);
+        let text = xxhash_rust::xxh3::xxh3_128(sql.as_bytes());
+        let mut prefix = format!("{RESULT_PREFIX}{:016x}:{text:032x}", shape.fingerprint);
         for table in result_tables(&shape) {
             let generation = self
                 .inner
