@@ -4,7 +4,9 @@
 //! |---|---|
 //! | (always) | [`MultiLevelCache`] (L1 typed TTL tier, L2 zstd byte tier), [`memory`] (usage, limit, cleanup, allocation tracking), [`tasks`] (bounded task pool), [`query`] (query statistics, slow log, result cache), [`PerformanceConfig`], the metric catalogue, [`PerformanceOptimizer`] and [`global`] |
 //! | `redis` | `perf::redis`: the Redis tier shared by every instance |
+//! | `redis-tls` | `redis`, with `rediss://` URLs (rustls) |
 //! | `http` | `perf::http`: the admin API and `/metrics` |
+//! | `sqlx` | `sqlx::Error` can be a cache loader's error |
 //! | `jemalloc` | memory cleanup also purges jemalloc's arenas; usage reports jemalloc's figures |
 //!
 //! ```
@@ -26,6 +28,8 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(inline)]
 pub use perf_core::memory::memory_context;
@@ -42,9 +46,11 @@ pub use perf_core::{
 pub use perf_macros::{cache_result, performance_monitor};
 
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 #[doc(inline)]
 pub use perf_http as http;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
 pub use perf_redis as redis;
 

@@ -17,11 +17,13 @@
 //! Dependencies point one way: the optimizer uses the components, never the reverse, and no
 //! two modules import each other (`tests/module_graph.rs` checks). The macros' generated code
 //! reaches this crate only through the `macro_support` module (not a stable API).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod alerts;
 pub mod cache;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 #[doc(hidden)]
 pub mod conformance;
 mod error;
