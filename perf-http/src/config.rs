@@ -42,8 +42,9 @@ pub struct AdminConfig {
     #[serde(rename = "admin_body_limit_bytes")]
     pub body_limit_bytes: u64,
     /// `admin_rate_limit_per_minute`, default 600. Requests each client (by address, when
-    /// served with connection info; otherwise all clients together) may make a minute, all
-    /// of them at once if it likes; past that, 429 with `Retry-After`. Between 1 and 2^32 - 1.
+    /// served with connection info; otherwise all clients together) may make a minute, the
+    /// whole allowance usable in one burst; past it, 429 with `Retry-After`. Between 1 and
+    /// 2^32 - 1.
     #[serde(rename = "admin_rate_limit_per_minute")]
     pub rate_limit_per_minute: u64,
 }

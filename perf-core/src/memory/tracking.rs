@@ -42,7 +42,7 @@ pub struct TrackingAllocator<A = System> {
 }
 
 impl TrackingAllocator<System> {
-    /// Counting around the system allocator (glibc's malloc on Linux).
+    /// Counting around the system allocator (the C library's `malloc` on Unix).
     pub const fn system() -> Self {
         Self { inner: System }
     }
