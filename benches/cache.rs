@@ -23,7 +23,7 @@ use std::{
 
 use common::{median_ns, slowest_thread};
 use criterion::Criterion;
-use perf::{MultiLevelCache, PerformanceConfig, Tier, config::CacheConfig};
+use perf::{MultiLevelCache, PerformanceConfig, Tier};
 use rand::{Rng, SeedableRng, rngs::SmallRng, seq::SliceRandom};
 use rand_distr::{Distribution, Zipf};
 use serde::{Deserialize, Serialize};
@@ -265,13 +265,8 @@ struct L1Caches {
 fn l1_caches(entries: u64) -> L1Caches {
     // Headroom: quick_cache splits capacity across shards, which fill unevenly.
     let capacity = entries * 3 / 2 + 1000;
-    let config = PerformanceConfig {
-        cache: CacheConfig {
-            max_size: capacity,
-            ..CacheConfig::default()
-        },
-        ..PerformanceConfig::default()
-    };
+    let mut config = PerformanceConfig::default();
+    config.cache.max_size = capacity;
     let ours = MultiLevelCache::new(&config).unwrap();
     let raw = quick_cache::sync::Cache::new(capacity as usize);
     let moka = moka::sync::Cache::new(capacity);
@@ -347,13 +342,8 @@ fn l1_hit(c: &mut Criterion, entries: u64, name: &str) -> Option<L1Caches> {
 /// 10k records in L2 behind a tiny L1, so that every read of a round misses L1 and decodes
 /// from L2.
 fn l2_cache() -> (MultiLevelCache, Vec<String>) {
-    let config = PerformanceConfig {
-        cache: CacheConfig {
-            max_size: 16,
-            ..CacheConfig::default()
-        },
-        ..PerformanceConfig::default()
-    };
+    let mut config = PerformanceConfig::default();
+    config.cache.max_size = 16;
     let cache = MultiLevelCache::new(&config).unwrap();
     let keys: Vec<String> = (0..10_000).map(key).collect();
     for (id, k) in keys.iter().enumerate() {
@@ -428,13 +418,8 @@ fn interleaved(caches: &L1Caches, threads: usize) -> [f64; 4] {
 fn record_sizes() -> (usize, usize, usize, usize) {
     let record = ad_record(1);
     let stored = |compress_literals| {
-        let config = PerformanceConfig {
-            cache: CacheConfig {
-                zstd_compress_literals: compress_literals,
-                ..CacheConfig::default()
-            },
-            ..PerformanceConfig::default()
-        };
+        let mut config = PerformanceConfig::default();
+        config.cache.zstd_compress_literals = compress_literals;
         MultiLevelCache::new(&config)
             .unwrap()
             .encoded_len(&record)
@@ -477,23 +462,13 @@ fn equal_memory() -> (f64, f64, u64) {
     // Per-entry bookkeeping beside the value: the key and quick_cache's slot.
     let l1_entry = memory + 24 + 24 + 64;
     let budget = (keys as usize / 10 * l1_entry) as u64;
-    let l1_alone = MultiLevelCache::new(&PerformanceConfig {
-        cache: CacheConfig {
-            max_size: budget / l1_entry as u64,
-            ..CacheConfig::default()
-        },
-        ..PerformanceConfig::default()
-    })
-    .unwrap();
-    let two_tier = MultiLevelCache::new(&PerformanceConfig {
-        cache: CacheConfig {
-            max_size: budget / 10 / l1_entry as u64,
-            l2_max_bytes: budget - budget / 10,
-            ..CacheConfig::default()
-        },
-        ..PerformanceConfig::default()
-    })
-    .unwrap();
+    let mut alone_config = PerformanceConfig::default();
+    alone_config.cache.max_size = budget / l1_entry as u64;
+    let l1_alone = MultiLevelCache::new(&alone_config).unwrap();
+    let mut two_tier_config = PerformanceConfig::default();
+    two_tier_config.cache.max_size = budget / 10 / l1_entry as u64;
+    two_tier_config.cache.l2_max_bytes = budget - budget / 10;
+    let two_tier = MultiLevelCache::new(&two_tier_config).unwrap();
     let alone = zipf_hit_ratio(&l1_alone, Tier::L1, gets, keys);
     let both = zipf_hit_ratio(&two_tier, Tier::L2, gets, keys);
     (alone, both, budget)

@@ -24,9 +24,7 @@ use std::{
 
 use common::median_ns;
 use criterion::Criterion;
-use perf::{
-    MultiLevelCache, PerformanceConfig, Tier, cache::LoadOptions, cache_result, config::CacheConfig,
-};
+use perf::{MultiLevelCache, PerformanceConfig, Tier, cache::LoadOptions, cache_result};
 
 #[derive(Debug, Clone)]
 struct DbError;
@@ -155,13 +153,8 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .sample_size(20);
     let rt = runtime();
-    let config = PerformanceConfig {
-        cache: CacheConfig {
-            max_size: 1_000_000,
-            ..CacheConfig::default()
-        },
-        ..PerformanceConfig::default()
-    };
+    let mut config = PerformanceConfig::default();
+    config.cache.max_size = 1_000_000;
     let cache = MultiLevelCache::new(&config).unwrap();
     let moka_cache: moka::future::Cache<String, u64> = moka::future::Cache::new(1_000_000);
     let sweep = [(100, 1), (1000, 1), (1000, 100)];

@@ -32,9 +32,7 @@ use common::median_ns;
 use criterion::{BenchmarkId, Criterion};
 use deadpool_redis::redis;
 use futures_util::future::BoxFuture;
-use perf::{
-    MultiLevelCache, PerformanceConfig, RemoteTier, Tier, config::CacheConfig, redis::RedisTier,
-};
+use perf::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier, redis::RedisTier};
 use support::{RedisServer, cluster::RedisCluster};
 
 const TASKS: usize = 64;
@@ -231,14 +229,9 @@ fn main() {
     group.finish();
 
     // get_many through the cache, with L1 and L2 too small to help.
-    let config = PerformanceConfig {
-        cache: CacheConfig {
-            max_size: 1,
-            l2_max_bytes: 8 * 1024 * 1024,
-            ..CacheConfig::default()
-        },
-        ..PerformanceConfig::default()
-    };
+    let mut config = PerformanceConfig::default();
+    config.cache.max_size = 1;
+    config.cache.l2_max_bytes = 8 * 1024 * 1024;
     let cache = MultiLevelCache::builder(&config)
         .remote_tier(Arc::clone(&tier) as Arc<dyn RemoteTier>)
         .build()

@@ -19,7 +19,6 @@ use common::median_ns;
 use criterion::Criterion;
 use perf::{
     PerformanceConfig,
-    config::TaskConfig,
     monitor::Monitor,
     tasks::{TaskManager, TaskOutcome},
 };
@@ -68,14 +67,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let config = PerformanceConfig {
-        tasks: TaskConfig {
-            max_workers: WORKERS,
-            max_queued: TASKS,
-            ..TaskConfig::default()
-        },
-        ..PerformanceConfig::default()
-    };
+    let mut config = PerformanceConfig::default();
+    config.tasks.max_workers = WORKERS;
+    config.tasks.max_queued = TASKS;
     let manager = TaskManager::new(&config, &Monitor::default());
     assert_eq!(
         runtime.block_on(perf_pool(&manager)),

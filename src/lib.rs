@@ -7,7 +7,9 @@
 //! | `system` (default) | the machine's CPU, memory, disks and network (`perf::global().system()`, sysinfo) and the resource alerts |
 //! | `config-load` (default) | `PerformanceConfig::load`, `from_env`, `from_toml_*`: TOML and `PERF_*` variables (figment) |
 //! | `redis` | `perf::redis`: the Redis tier shared by every instance |
+//! | `redis-tls` | `redis`, with `rediss://` URLs (rustls) |
 //! | `http` | `perf::http`: the admin API and `/metrics` |
+//! | `sqlx` | `sqlx::Error` can be a cache loader's error |
 //! | `jemalloc` | memory cleanup also purges jemalloc's arenas; usage reports jemalloc's figures |
 //! | `sqlx` | `sqlx::Error` as a cache loader's error |
 //!
@@ -34,6 +36,7 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "config-load")]
@@ -54,9 +57,11 @@ pub use perf_core::{
 pub use perf_macros::{cache_result, performance_monitor};
 
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 #[doc(inline)]
 pub use perf_http as http;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
 pub use perf_redis as redis;
 

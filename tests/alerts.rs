@@ -5,7 +5,6 @@ use std::time::Duration;
 use perf::{
     PerformanceConfig, PerformanceOptimizer,
     alerts::{AlertKind, Severity},
-    config::{AlertConfig, CacheConfig, QueryConfig},
     memory::{LimitSource, MemoryUsage, UsageSource},
 };
 
@@ -30,22 +29,11 @@ impl UsageSource for NearlyFull {
 
 #[tokio::test]
 async fn a_struggling_service_gets_alerts_and_recommendations() {
-    let config = PerformanceConfig {
-        cache: CacheConfig {
-            max_size: 50,
-            ..CacheConfig::default()
-        },
-        query: QueryConfig {
-            slow_threshold: Duration::from_millis(1),
-            ..QueryConfig::default()
-        },
-        alerts: AlertConfig {
-            cache_min_lookups: 100,
-            slow_queries: 2,
-            ..AlertConfig::default()
-        },
-        ..PerformanceConfig::default()
-    };
+    let mut config = PerformanceConfig::default();
+    config.cache.max_size = 50;
+    config.query.slow_threshold = Duration::from_millis(1);
+    config.alerts.cache_min_lookups = 100;
+    config.alerts.slow_queries = 2;
     let optimizer = PerformanceOptimizer::builder()
         .config(config)
         .memory_source(NearlyFull)

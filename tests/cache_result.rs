@@ -278,13 +278,8 @@ async fn switched(optimizer: &PerformanceOptimizer, id: u8) -> u8 {
 
 #[tokio::test]
 async fn with_caching_off_every_call_runs_the_body() {
-    let config = perf::PerformanceConfig {
-        cache: perf::config::CacheConfig {
-            enabled: false,
-            ..perf::config::CacheConfig::default()
-        },
-        ..perf::PerformanceConfig::default()
-    };
+    let mut config = perf::PerformanceConfig::default();
+    config.cache.enabled = false;
     let optimizer = PerformanceOptimizer::builder()
         .config(config.clone())
         .build()
@@ -295,15 +290,8 @@ async fn with_caching_off_every_call_runs_the_body() {
     assert_eq!(SWITCHED.load(Ordering::SeqCst), 3, "no call was cached");
     assert_eq!(optimizer.cache().stats().l1.entries, Some(0));
 
-    optimizer
-        .update_config(perf::PerformanceConfig {
-            cache: perf::config::CacheConfig {
-                enabled: true,
-                ..config.cache.clone()
-            },
-            ..config
-        })
-        .expect("a hot field");
+    config.cache.enabled = true;
+    optimizer.update_config(config).expect("a hot field");
     for _ in 0..3 {
         assert_eq!(switched(&optimizer, 4).await, 4);
     }

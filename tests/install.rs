@@ -2,19 +2,11 @@
 
 use std::time::Duration;
 
-use perf::{
-    Error, InstallError, PerformanceConfig, PerformanceOptimizer, StartError,
-    config::{CacheConfig, TaskConfig},
-};
+use perf::{Error, InstallError, PerformanceConfig, PerformanceOptimizer, StartError};
 
 fn optimizer(max_workers: u64) -> PerformanceOptimizer {
-    let config = PerformanceConfig {
-        tasks: TaskConfig {
-            max_workers,
-            ..TaskConfig::default()
-        },
-        ..PerformanceConfig::default()
-    };
+    let mut config = PerformanceConfig::default();
+    config.tasks.max_workers = max_workers;
     PerformanceOptimizer::builder()
         .config(config)
         .build()
@@ -85,13 +77,8 @@ fn install_once_inside_a_runtime() {
 
 #[test]
 fn bad_configuration_is_refused_at_build() {
-    let config = PerformanceConfig {
-        cache: CacheConfig {
-            ttl: Duration::ZERO,
-            ..CacheConfig::default()
-        },
-        ..PerformanceConfig::default()
-    };
+    let mut config = PerformanceConfig::default();
+    config.cache.ttl = Duration::ZERO;
     let err = PerformanceOptimizer::builder()
         .config(config)
         .build()

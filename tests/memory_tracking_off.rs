@@ -3,7 +3,6 @@
 
 use perf::{
     PerformanceConfig, PerformanceOptimizer,
-    config::MemoryConfig,
     memory::{TrackingAllocator, memory_context, tracked_stats},
 };
 
@@ -15,13 +14,8 @@ async fn tracking_switched_off_at_install_reports_nothing() {
     let warm = Box::new([0u8; 100]);
     assert!(tracked_stats().is_some(), "counting before install");
     drop(warm);
-    let config = PerformanceConfig {
-        memory: MemoryConfig {
-            allocation_tracking_enabled: false,
-            ..MemoryConfig::default()
-        },
-        ..PerformanceConfig::default()
-    };
+    let mut config = PerformanceConfig::default();
+    config.memory.allocation_tracking_enabled = false;
     PerformanceOptimizer::builder()
         .config(config)
         .build()

@@ -333,13 +333,8 @@ fn with_profiling_each_call_runs_in_a_span_named_after_its_operation() {
     run();
     assert_eq!(spans.take(), Vec::<&str>::new(), "off by default: no spans");
 
-    let config = perf::PerformanceConfig {
-        monitor: perf::config::MonitorConfig {
-            profiling_enabled: true,
-            ..optimizer.config().monitor.clone()
-        },
-        ..(*optimizer.config()).clone()
-    };
+    let mut config = (*optimizer.config()).clone();
+    config.monitor.profiling_enabled = true;
     optimizer.update_config(config).expect("a hot field");
     run();
     let entered = spans.take();

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use perf::{PerformanceConfig, PerformanceOptimizer, config::QueryConfig};
+use perf::{PerformanceConfig, PerformanceOptimizer};
 use sqlx::{Row, SqlitePool, sqlite::SqlitePoolOptions};
 
 async fn database() -> SqlitePool {
@@ -32,13 +32,8 @@ async fn database() -> SqlitePool {
 }
 
 fn optimizer(slow: Duration) -> PerformanceOptimizer {
-    let config = PerformanceConfig {
-        query: QueryConfig {
-            slow_threshold: slow,
-            ..QueryConfig::default()
-        },
-        ..PerformanceConfig::default()
-    };
+    let mut config = PerformanceConfig::default();
+    config.query.slow_threshold = slow;
     PerformanceOptimizer::builder()
         .config(config)
         .build()

@@ -2,18 +2,13 @@
 
 use std::time::Duration;
 
-use perf::{PerformanceConfig, PerformanceOptimizer, Tier, config::CacheConfig};
+use perf::{PerformanceConfig, PerformanceOptimizer, Tier};
 
 #[tokio::test(start_paused = true)]
 async fn the_sweeper_removes_expired_entries() {
     let (clock, mock) = perf::cache::Clock::mock();
-    let config = PerformanceConfig {
-        cache: CacheConfig {
-            sweep_interval: Duration::from_secs(30),
-            ..CacheConfig::default()
-        },
-        ..PerformanceConfig::default()
-    };
+    let mut config = PerformanceConfig::default();
+    config.cache.sweep_interval = Duration::from_secs(30);
     let optimizer = PerformanceOptimizer::builder()
         .config(config)
         .clock(clock)

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use perf::{
-    ConfigError, PerformanceConfig, PerformanceOptimizer, config::TaskConfig, tasks::TaskOutcome,
-};
+use perf::{ConfigError, PerformanceOptimizer, tasks::TaskOutcome};
 
 fn optimizer() -> PerformanceOptimizer {
     PerformanceOptimizer::builder().build().expect("valid")
@@ -92,13 +90,8 @@ async fn max_workers_follows_the_configuration_and_other_fields_are_refused() {
     );
     assert_eq!(optimizer.tasks().stats().max_workers, 25, "nothing changed");
 
-    let zero = PerformanceConfig {
-        tasks: TaskConfig {
-            max_workers: 0,
-            ..config.tasks.clone()
-        },
-        ..config
-    };
+    let mut zero = config;
+    zero.tasks.max_workers = 0;
     let Err(ConfigError::Invalid(errors)) = optimizer.update_config(zero) else {
         panic!("max_workers = 0 is invalid");
     };

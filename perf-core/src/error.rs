@@ -185,6 +185,7 @@ impl From<Error> for std::io::Error {
 /// With feature `sqlx`: so that `sqlx::Error` can be a cache loader's error. The cache's own
 /// failures arrive as `sqlx::Error::Io`, of kind `TimedOut` for a hard timeout.
 #[cfg(feature = "sqlx")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 impl From<Error> for sqlx_core::Error {
     fn from(error: Error) -> Self {
         sqlx_core::Error::Io(error.into())

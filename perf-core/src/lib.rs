@@ -24,11 +24,13 @@
 //! | `system` | [`system::SystemMonitor`] (sysinfo) and the resource alerts; without it the memory manager still samples the process (from `/proc` on Linux) |
 //! | `config-load` | [`PerformanceConfig::load`] and the other loaders: TOML and `PERF_*` variables (figment) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs)]
 
 pub mod alerts;
 pub mod cache;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 #[doc(hidden)]
 pub mod conformance;
 mod error;

@@ -9,26 +9,42 @@ use perf_core::{
 };
 use serde::{Deserialize, Serialize};
 
-/// The admin API's settings; each field's key (in TOML, and after `PERF_` in the
-/// environment) in brackets.
-///
-/// | field | default | meaning |
-/// |---|---|---|
-/// | `tokens` (`admin_tokens`) | none | bearer tokens by name (`{ ops = "..." }`); mutations need one |
-/// | `require_token_for_reads` (`admin_require_token_for_reads`) | false | the read routes need a token too |
-/// | `body_limit_bytes` (`admin_body_limit_bytes`) | 65536 | largest request body |
-/// | `rate_limit_per_minute` (`admin_rate_limit_per_minute`) | 600 | requests a client may make a minute (burst included) |
+/// The admin API's settings. Each field's documentation starts with its key (in TOML, and
+/// upper-cased after `PERF_` in the environment) and its default.
 ///
 /// Load it with perf-core's settings from one file and environment with [`load_config`].
+/// Settings may be added in any release, so the struct cannot be written as a literal
+/// outside this crate: start from [`Default`] and set fields.
+///
+/// ```
+/// use perf_http::{AdminConfig, Secret};
+///
+/// let mut admin = AdminConfig::default();
+/// admin.tokens.insert("ops".into(), Secret::new("a-token-of-16-chars-or-more"));
+/// admin.require_token_for_reads = true;
+/// assert!(perf_core::config::ConfigSection::validate(&admin).is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct AdminConfig {
+    /// `admin_tokens`, default none. Bearer tokens by name (`{ ops = "..." }` in TOML): a
+    /// request presenting one is logged under its name. Mutating routes (POST, PUT) need one;
+    /// with none configured, they are refused. Each at least 16 characters.
     #[serde(rename = "admin_tokens")]
     pub tokens: BTreeMap<String, Secret>,
+    /// `admin_require_token_for_reads`, default false. The read routes (GET) need a token
+    /// too.
     #[serde(rename = "admin_require_token_for_reads")]
     pub require_token_for_reads: bool,
+    /// `admin_body_limit_bytes`, default 65 536. Larger request bodies are refused with 413.
+    /// At least 1024.
     #[serde(rename = "admin_body_limit_bytes")]
     pub body_limit_bytes: u64,
+    /// `admin_rate_limit_per_minute`, default 600. Requests each client (by address, when
+    /// served with connection info; otherwise all clients together) may make a minute, the
+    /// whole allowance usable in one burst; past it, 429 with `Retry-After`. Between 1 and
+    /// 2^32 - 1.
     #[serde(rename = "admin_rate_limit_per_minute")]
     pub rate_limit_per_minute: u64,
 }
@@ -86,10 +102,12 @@ pub fn load_config(path: Option<&Path>) -> Result<(PerformanceConfig, AdminConfi
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps `secret`; it is shown as `Secret(***)` by `Debug`.
     pub fn new(secret: impl Into<String>) -> Self {
         Self(secret.into())
     }
 
+    /// The secret itself, for comparing or storing it: keep it out of logs.
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -11,7 +11,13 @@ use serde::Serialize;
 /// An error answer: `{"error": "...", "field": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// The answer's HTTP status. The request's fault: 400 a body that does not parse, 401 no
+    /// token (with `WWW-Authenticate: Bearer`), 403 a wrong one, 409 a cleanup that did not
+    /// run, 413 a body over the limit, 422 a field out of range, 429 past the rate limit.
+    /// Otherwise 5xx: 502 when the cache's tiers failed, 503 when memory could not be
+    /// sampled, 500 for the rest.
     pub status: StatusCode,
+    /// What was wrong, for a person: the `error` of the JSON body.
     pub message: String,
     /// The request field at fault, when there is one.
     pub field: Option<String>,

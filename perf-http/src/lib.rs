@@ -21,6 +21,8 @@
 //! field, and nothing changes. Every mutation is logged with its route, outcome, and the
 //! token's configured name (never the token).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod auth;
 mod config;

@@ -20,11 +20,10 @@ fn optimizer() -> Arc<PerformanceOptimizer> {
 }
 
 fn admin() -> AdminConfig {
-    AdminConfig {
-        tokens: BTreeMap::from([("ops".to_string(), Secret::new(TOKEN))]),
-        body_limit_bytes: 4096,
-        ..AdminConfig::default()
-    }
+    let mut admin = AdminConfig::default();
+    admin.tokens = BTreeMap::from([("ops".to_string(), Secret::new(TOKEN))]);
+    admin.body_limit_bytes = 4096;
+    admin
 }
 
 /// The router with [`admin`]'s settings.
@@ -155,10 +154,8 @@ async fn mutations_need_a_valid_token() {
 
 #[tokio::test]
 async fn reads_need_a_token_when_configured() {
-    let admin = AdminConfig {
-        require_token_for_reads: true,
-        ..admin()
-    };
+    let mut admin = admin();
+    admin.require_token_for_reads = true;
     let app = perf_http::router_for(optimizer(), admin).expect("valid");
     assert_eq!(
         call(&app, Method::GET, "/cache/stats", None, None).await.0,
@@ -334,10 +331,8 @@ async fn an_oversized_body_is_refused() {
 
 #[tokio::test]
 async fn a_client_past_its_rate_gets_429_with_retry_after() {
-    let admin = AdminConfig {
-        rate_limit_per_minute: 5,
-        ..admin()
-    };
+    let mut admin = admin();
+    admin.rate_limit_per_minute = 5;
     let app = perf_http::router_for(optimizer(), admin).expect("valid");
     for _ in 0..5 {
         assert_eq!(
@@ -368,10 +363,8 @@ async fn a_client_past_its_rate_gets_429_with_retry_after() {
 
 #[test]
 fn bad_admin_settings_are_refused_with_their_field() {
-    let admin = AdminConfig {
-        tokens: BTreeMap::from([("ops".to_string(), Secret::new("short"))]),
-        ..AdminConfig::default()
-    };
+    let mut admin = AdminConfig::default();
+    admin.tokens = BTreeMap::from([("ops".to_string(), Secret::new("short"))]);
     let Err(perf_http::ConfigError::Invalid(errors)) =
         perf_http::router_for::<()>(optimizer(), admin)
     else {

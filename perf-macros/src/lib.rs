@@ -1,6 +1,8 @@
 //! Attribute macros for perf, re-exported as `perf::performance_monitor` and
 //! `perf::cache_result`. Generated code calls `::perf::__private`, which is not a stable API.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod attr;
 mod expand;
@@ -18,6 +20,32 @@ use syn::parse_macro_input;
 ///
 /// With `#[cache_result]` on the same function, in either order, it times every call, hits
 /// included.
+///
+/// ```
+/// use perf::performance_monitor;
+///
+/// #[performance_monitor("ads.parse")]
+/// fn parse_id(text: &str) -> Result<u64, std::num::ParseIntError> {
+///     text.parse()
+/// }
+///
+/// #[performance_monitor("ads.fetch")]
+/// async fn fetch(id: u64) -> String {
+///     format!("ad {id}")
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(parse_id("42"), Ok(42));
+/// assert!(parse_id("forty-two").is_err()); // counted with status `error`
+/// assert_eq!(fetch(7).await, "ad 7");
+///
+/// let monitor = perf::global().monitor();
+/// let parse = monitor.operation_snapshot("ads.parse").expect("it ran");
+/// assert_eq!((parse.count, parse.errors), (2, 1));
+/// assert_eq!(monitor.operation_snapshot("ads.fetch").map(|s| s.count), Some(1));
+/// # }
+/// ```
 #[proc_macro_attribute]
 pub fn performance_monitor(args: TokenStream, item: TokenStream) -> TokenStream {
     let raw_args = proc_macro2::TokenStream::from(args.clone());
@@ -38,9 +66,38 @@ pub fn performance_monitor(args: TokenStream, item: TokenStream) -> TokenStream 
 
 /// Caches a function's results, keyed by its arguments, through the multi-level cache.
 ///
-/// ```ignore
-/// #[cache_result(ttl = 3600, cache_type = "l2")]
-/// async fn ad(id: u64) -> Result<Ad, DbError> { .. }
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+///
+/// use perf::cache_result;
+///
+/// #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// struct Ad {
+///     id: u64,
+///     title: String,
+/// }
+///
+/// static LOADS: AtomicU32 = AtomicU32::new(0);
+///
+/// // Kept in L1 and L2 for ten minutes; only `Ok` values are cached.
+/// #[cache_result(ttl = "10m", cache_type = "l2")]
+/// async fn ad(id: u64) -> Result<Ad, std::io::Error> {
+///     LOADS.fetch_add(1, Ordering::SeqCst);
+///     Ok(Ad { id, title: format!("ad {id}") })
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let first = ad(7).await?;
+/// assert_eq!(ad(7).await?, first, "a hit: the body did not run again");
+/// assert_eq!(LOADS.load(Ordering::SeqCst), 1);
+///
+/// // The companion module drops one call's result, in every tier and on every instance.
+/// assert!(ad::invalidate(7).await?);
+/// ad(7).await?;
+/// assert_eq!(LOADS.load(Ordering::SeqCst), 2);
+/// # Ok(())
+/// # }
 /// ```
 ///
 /// - `ttl`: seconds or a duration string (`"30m"`); default the configuration's `cache_ttl`.

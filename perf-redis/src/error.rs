@@ -11,7 +11,9 @@ pub enum Error {
     /// refused it.
     #[error("invalid Redis configuration: {message}")]
     Config {
+        /// What was refused and why.
         message: String,
+        /// The pool's or the client's own error, when one of them refused the configuration.
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },

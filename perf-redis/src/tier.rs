@@ -274,10 +274,15 @@ impl Drop for RedisTier {
 pub struct RedisStats {
     /// The breaker is closed: Redis is being asked.
     pub available: bool,
+    /// Where the circuit breaker stands now.
     pub breaker: BreakerState,
+    /// Times the breaker opened since the tier was built (also
+    /// `cache_breaker_openings_total`).
     pub breaker_openings: u64,
     /// Calls that failed (Redis errors, no connection).
     pub errors: u64,
+    /// Calls that got no answer within the operation timeout
+    /// ([`op_timeout`](RedisTierBuilder::op_timeout)).
     pub timeouts: u64,
     /// Calls refused at once because the breaker was open.
     pub short_circuited: u64,
@@ -285,16 +290,24 @@ pub struct RedisStats {
     pub pending_changes: u64,
     /// Times waiting changes were applied once Redis answered.
     pub replays: u64,
+    /// The invalidation messages between instances.
     pub backplane: BackplaneStats,
 }
 
 /// Invalidation traffic between instances.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackplaneStats {
+    /// The subscription to the namespace's channel is up: other instances' changes arrive.
     pub subscribed: bool,
+    /// Messages published; each carries a batch of changed keys.
     pub messages_sent: u64,
+    /// Messages from other instances applied (this instance's own are ignored, uncounted).
     pub messages_received: u64,
+    /// Messages that could not be published in time; their changes wait for Redis and are
+    /// announced by the replay.
     pub send_errors: u64,
+    /// Times the subscription was reopened after dropping (each drops every local copy of a
+    /// shared value, since messages may have been missed).
     pub resubscriptions: u64,
     /// Server-assisted invalidation: the tracking connection is up.
     pub tracking: bool,
@@ -377,10 +390,13 @@ impl RedisTier {
         }
     }
 
+    /// This instance's id on the backplane: its messages carry it, so that it ignores its
+    /// own. Random unless set with [`RedisTierBuilder::instance_id`].
     pub fn instance_id(&self) -> u64 {
         self.instance_id
     }
 
+    /// The tier's health and traffic counts now, since it was built.
     pub fn stats(&self) -> RedisStats {
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         let backplane = &self.backplane;

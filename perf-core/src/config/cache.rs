@@ -6,60 +6,85 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigSection, FieldError, duration_serde, require};
 
-/// The cache's settings. Each field's key (in TOML, and after `PERF_` in the environment) is
-/// given in brackets.
-///
-/// | field | default | meaning |
-/// |---|---|---|
-/// | `enabled` (`cache_enabled`) | true | false: `get_or_load` and `#[cache_result]` call straight through (changeable at run time) |
-/// | `ttl` (`cache_ttl`) | 1h | TTL of cache entries stored without an explicit one |
-/// | `max_size` (`cache_max_size`) | 10 000 | L1 capacity in entries |
-/// | `l2_max_bytes` | 128 MiB | L2 capacity in bytes (keys, encoded values, per-entry overhead) |
-/// | `compression_threshold_bytes` | 512 | encoded values larger than this are zstd-compressed |
-/// | `zstd_level` | 3 | zstd compression level |
-/// | `zstd_compress_literals` | false | also Huffman-code literals: ~1/6 smaller values, ~1/4 slower L2 hits |
-/// | `max_key_bytes` | 1024 | longer keys are refused |
-/// | `max_value_bytes` | 4 MiB | larger serialized values are refused |
-/// | `sweep_interval` (`cache_sweep_interval`) | 30s | how often expired entries are swept out of L1 and L2 |
-/// | `fail_safe_max` (`cache_fail_safe_max`) | 0 (off) | loads keep values this long past their TTL, served as stale when a reload fails or times out |
-/// | `fail_safe_throttle` (`cache_fail_safe_throttle`) | 30s | a stale value served after a failure is served as fresh this long before the source is asked again |
-/// | `soft_timeout` (`cache_soft_timeout`) | 0 (off) | with a stale value at hand, a load's callers get it after this long while the load goes on |
-/// | `hard_timeout` (`cache_hard_timeout`) | 0 (off) | a load's callers stop waiting after this long: stale value, else `Error::LoaderTimeout` |
-/// | `eager_refresh` (`cache_eager_refresh`) | 0 (off) | a value read after this fraction of its TTL is reloaded in the background |
-/// | `ttl_jitter` (`cache_ttl_jitter`) | 0 | each TTL is shortened by a random share of up to this fraction |
-/// | `failure_ttl` (`cache_failure_ttl`) | 0 (off) | a failed load's error is handed to the callers of the next this-long without a reload |
+/// The cache's settings. Each field's documentation starts with its key (in TOML, and
+/// upper-cased after `PERF_` in the environment) and its default.
 ///
 /// `l2_max_bytes` must hold the largest entry (`max_key_bytes + max_value_bytes` plus the
 /// encoding's header and L2's per-entry overhead); the cache checks that when it is built.
+///
+/// Settings may be added in any release, so the struct cannot be written as a literal
+/// outside perf-core: start from [`Default`] and set fields (see [`PerformanceConfig`](super::PerformanceConfig)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct CacheConfig {
+    /// `cache_enabled`, default true. When false, the `get_or_load` family and
+    /// `#[cache_result]` call straight through to their loader, neither reading nor filling
+    /// the cache; plain `get` and `set` still work. Changeable at run time
+    /// ([`HOT_FIELDS`](crate::HOT_FIELDS)).
     #[serde(rename = "cache_enabled")]
     pub enabled: bool,
+    /// `cache_ttl`, default 1 h. How long an entry stored without a TTL of its own stays
+    /// fresh. Must be above zero.
     #[serde(rename = "cache_ttl", with = "duration_serde")]
     pub ttl: Duration,
+    /// `cache_max_size`, default 10 000. L1's capacity, in entries (not bytes); beyond it
+    /// L1 evicts. At least 1.
     #[serde(rename = "cache_max_size")]
     pub max_size: u64,
+    /// `l2_max_bytes`, default 128 MiB. L2's capacity in bytes, counting each entry's key,
+    /// encoded (possibly compressed) value and a fixed per-entry overhead.
     pub l2_max_bytes: u64,
+    /// `compression_threshold_bytes`, default 512. Encoded values (L2 and Redis) larger than
+    /// this many bytes are zstd-compressed.
     pub compression_threshold_bytes: u64,
+    /// `zstd_level`, default 3. The zstd compression level, within zstd's own range
+    /// (negative levels are faster and compress less).
     pub zstd_level: i32,
+    /// `zstd_compress_literals`, default false. Also Huffman-code literals: compressed values
+    /// about a sixth smaller, L2 hits about a quarter slower (building the Huffman table
+    /// dominates small frames).
     pub zstd_compress_literals: bool,
+    /// `max_key_bytes`, default 1024. Longer keys are refused with an error. Between 1 and
+    /// 65 535.
     pub max_key_bytes: u64,
+    /// `max_value_bytes`, default 4 MiB. Values whose serialized form is larger are refused
+    /// with an error and not stored. Between 1 and 4 GiB.
     pub max_value_bytes: u64,
+    /// `cache_sweep_interval`, default 30 s. How often the background sweeper removes expired
+    /// entries from L1 and L2 (an expired entry is never served, but holds capacity until
+    /// swept or evicted).
     #[serde(rename = "cache_sweep_interval", with = "duration_serde")]
     pub sweep_interval: Duration,
+    /// `cache_fail_safe_max`, default 0 (off). Loaded values are kept this long past their
+    /// TTL, and served as stale when a reload fails or times out.
     #[serde(rename = "cache_fail_safe_max", with = "duration_serde")]
     pub fail_safe_max: Duration,
+    /// `cache_fail_safe_throttle`, default 30 s. After a failed reload served a stale value,
+    /// that value is served as fresh for this long before the source is asked again. Must be
+    /// above zero.
     #[serde(rename = "cache_fail_safe_throttle", with = "duration_serde")]
     pub fail_safe_throttle: Duration,
+    /// `cache_soft_timeout`, default 0 (off). With a stale value at hand, a load's callers get
+    /// it after this long while the load goes on and fills the cache when it ends. Not above
+    /// `hard_timeout` when that is set.
     #[serde(rename = "cache_soft_timeout", with = "duration_serde")]
     pub soft_timeout: Duration,
+    /// `cache_hard_timeout`, default 0 (off). A load's callers stop waiting after this long:
+    /// they get the stale value if there is one, else
+    /// [`Error::LoaderTimeout`](crate::Error::LoaderTimeout).
     #[serde(rename = "cache_hard_timeout", with = "duration_serde")]
     pub hard_timeout: Duration,
+    /// `cache_eager_refresh`, default 0 (off). A value read after this fraction of its TTL
+    /// is reloaded in the background while callers keep getting it. In `[0, 1)`.
     #[serde(rename = "cache_eager_refresh")]
     pub eager_refresh: f64,
+    /// `cache_ttl_jitter`, default 0 (off). Each TTL is shortened by a random share of up to
+    /// this fraction, so that keys written together do not expire together. In `[0, 1)`.
     #[serde(rename = "cache_ttl_jitter")]
     pub ttl_jitter: f64,
+    /// `cache_failure_ttl`, default 0 (off). A failed load's error is handed to the callers
+    /// of the next this-long without running the loader again.
     #[serde(rename = "cache_failure_ttl", with = "duration_serde")]
     pub failure_ttl: Duration,
 }

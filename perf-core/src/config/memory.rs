@@ -6,29 +6,45 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigSection, FieldError, duration_serde, require};
 
-/// The memory manager's settings; each field's key in brackets.
+/// The memory manager's settings ([`MemoryManager`](crate::memory::MemoryManager)). Each
+/// field's documentation starts with its key (in TOML, and upper-cased after `PERF_` in the
+/// environment) and its default.
 ///
-/// | field | default | meaning |
-/// |---|---|---|
-/// | `cleanup_threshold` (`memory_cleanup_threshold`) | 0.8 | fraction of the memory limit at which cleanup runs |
-/// | `limit_bytes` (`memory_limit_bytes`) | none | memory limit; none means the cgroup limit, else physical memory |
-/// | `check_interval` (`memory_check_interval`) | 30s | how often the memory monitor samples |
-/// | `cleanup_min_interval` (`memory_cleanup_min_interval`) | 60s | cleanups not forced run at most this often |
-/// | `pressure_shrink_fraction` (`memory_pressure_shrink_fraction`) | 0.25 | share of L1 and L2 entries a cleanup under pressure drops |
-/// | `allocation_tracking_enabled` | true | with `TrackingAllocator` as the global allocator, count allocations; false at `install()` stops counting for good |
+/// Settings may be added in any release: start from [`Default`] and set fields (see
+/// [`PerformanceConfig`](super::PerformanceConfig)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct MemoryConfig {
+    /// `memory_cleanup_threshold`, default 0.8. The memory monitor cleans up while the
+    /// process's RSS is at or over this fraction of the limit. In `(0, 1]`.
     #[serde(rename = "memory_cleanup_threshold")]
     pub cleanup_threshold: f64,
+    /// `memory_limit_bytes`, default none. The limit usage is measured against, in bytes;
+    /// none means the process's cgroup limit (a container's), else the machine's physical
+    /// memory. Above zero when set.
     #[serde(rename = "memory_limit_bytes")]
     pub limit_bytes: Option<u64>,
+    /// `memory_check_interval`, default 30 s. How often the memory monitor samples usage,
+    /// publishes `memory_usage_bytes` and decides whether to clean up. Must be above zero.
     #[serde(rename = "memory_check_interval", with = "duration_serde")]
     pub check_interval: Duration,
+    /// `memory_cleanup_min_interval`, default 60 s. Cleanups not forced start at least this
+    /// far apart; up to 32 times as far while backed off because they freed little.
     #[serde(rename = "memory_cleanup_min_interval", with = "duration_serde")]
     pub cleanup_min_interval: Duration,
+    /// `memory_pressure_shrink_fraction`, default 0.25. The share of L1's and L2's entries a
+    /// cleanup under pressure asks the cache to drop ([`CleanupRequest::shrink_fraction`]);
+    /// 0 drops only expired entries. In `[0, 1)`.
+    ///
+    /// [`CleanupRequest::shrink_fraction`]: crate::memory::CleanupRequest::shrink_fraction
     #[serde(rename = "memory_pressure_shrink_fraction")]
     pub pressure_shrink_fraction: f64,
+    /// `allocation_tracking_enabled`, default true. With
+    /// [`TrackingAllocator`](crate::memory::TrackingAllocator) as the global allocator, count
+    /// allocations. False when `install()` runs stops counting for the rest of the process
+    /// ([`disable_tracking`](crate::memory::disable_tracking)); without that allocator it has
+    /// no effect.
     pub allocation_tracking_enabled: bool,
 }
 

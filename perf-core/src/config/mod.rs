@@ -46,32 +46,40 @@ pub use self::{
 };
 
 /// The configuration of a [`PerformanceOptimizer`](crate::PerformanceOptimizer): one section
-/// per component. Each section's documentation lists its fields, their keys and defaults.
+/// per component. Each section's fields are documented with their key and default.
 ///
-/// Build one with struct update syntax:
+/// Settings may be added in any release, so neither this struct nor its sections can be
+/// written as a literal outside perf-core: start from [`Default`] (or a loaded
+/// configuration) and set the fields to change.
 ///
 /// ```
 /// use std::time::Duration;
-/// use perf_core::{PerformanceConfig, config::CacheConfig};
+/// use perf_core::PerformanceConfig;
 ///
-/// let config = PerformanceConfig {
-///     cache: CacheConfig { ttl: Duration::from_secs(300), ..CacheConfig::default() },
-///     ..PerformanceConfig::default()
-/// };
+/// let mut config = PerformanceConfig::default();
+/// config.cache.ttl = Duration::from_secs(300);
+/// config.tasks.max_workers = 32;
 /// assert!(config.validate().is_ok());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct PerformanceConfig {
+    /// The multi-level cache: TTLs, capacities, encoding, failure handling.
     #[serde(flatten)]
     pub cache: CacheConfig,
+    /// The task manager: pool sizes, queue length, default timeout.
     #[serde(flatten)]
     pub tasks: TaskConfig,
+    /// The memory manager: limit, cleanup threshold and spacing, allocation tracking.
     #[serde(flatten)]
     pub memory: MemoryConfig,
+    /// The query optimizer: slow-query threshold, statistics capacity.
     #[serde(flatten)]
     pub query: QueryConfig,
+    /// The alert rules' thresholds.
     #[serde(flatten)]
     pub alerts: AlertConfig,
+    /// The operation monitor: profiling spans.
     #[serde(flatten)]
     pub monitor: MonitorConfig,
 }
@@ -285,6 +293,7 @@ impl PerformanceConfig {
 pub struct FieldError {
     /// The field's key, as written in TOML.
     pub field: &'static str,
+    /// What the value must be, as a phrase that follows the key (`must be at least 1`).
     pub reason: String,
 }
 

@@ -7,17 +7,23 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigSection, FieldError, duration_serde, require};
 
-/// The query optimizer's settings; each field's key in brackets.
+/// The query optimizer's settings ([`QueryOptimizer`](crate::query::QueryOptimizer)). Each
+/// field's documentation starts with its key (in TOML, and upper-cased after `PERF_` in the
+/// environment) and its default.
 ///
-/// | field | default | meaning |
-/// |---|---|---|
-/// | `slow_threshold` (`slow_query_threshold`) | 1s | queries slower than this are logged as slow |
-/// | `stats_max` (`query_stats_max`) | 5000 | query shapes with statistics; the least called are evicted beyond |
+/// Settings may be added in any release: start from [`Default`] and set fields (see
+/// [`PerformanceConfig`](super::PerformanceConfig)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct QueryConfig {
+    /// `slow_query_threshold`, default 1 s. A query timed with its SQL that takes at least
+    /// this long is logged (a `tracing` warning), kept in the slow-query log and counted by
+    /// the slow-query alert.
     #[serde(rename = "slow_query_threshold", with = "duration_serde")]
     pub slow_threshold: Duration,
+    /// `query_stats_max`, default 5000. How many query shapes keep statistics; a new shape
+    /// arriving when it is full evicts the least-called twentieth. At least 1.
     #[serde(rename = "query_stats_max")]
     pub stats_max: u64,
 }
@@ -42,16 +48,24 @@ impl ConfigSection for QueryConfig {
     }
 }
 
-/// The operation monitor's settings.
+/// The operation monitor's settings (`#[performance_monitor]`,
+/// [`performance_context`](crate::performance_context)). Each field's documentation starts
+/// with its key (in TOML, and upper-cased after `PERF_` in the environment) and its default.
 ///
-/// | field | default | meaning |
-/// |---|---|---|
-/// | `profiling_enabled` | false | `#[performance_monitor]` calls run inside a `tracing` span named after the operation, for span-based profilers (changeable at run time) |
-/// | `metrics_prefix` | `""` | put before the name of every metric perf emits (`ads_` gives `ads_cache_hits_total`); set by `install()`, process-wide ([`crate::metrics::set_prefix`]) |
+/// Settings may be added in any release: start from [`Default`] and set fields (see
+/// [`PerformanceConfig`](super::PerformanceConfig)).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct MonitorConfig {
+    /// `profiling_enabled`, default false. Each `#[performance_monitor]` call also runs
+    /// inside a `tracing` span named after its operation, for span-based profilers.
+    /// Changeable at run time ([`HOT_FIELDS`](crate::HOT_FIELDS)).
     pub profiling_enabled: bool,
+    /// `metrics_prefix`, default empty (none). Put before the name of every metric perf
+    /// emits (`ads_` gives `ads_cache_hits_total`): `[a-zA-Z_:][a-zA-Z0-9_:]*`. Process-wide
+    /// and set once, by `install()` ([`crate::metrics::set_prefix`]); not changeable at run
+    /// time.
     pub metrics_prefix: String,
 }
 

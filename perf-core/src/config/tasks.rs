@@ -6,20 +6,30 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigSection, FieldError, duration_serde, require};
 
-/// The task manager's settings; each field's key in brackets where it differs.
+/// The task manager's settings ([`TaskManager`](crate::tasks::TaskManager)). Each field's
+/// documentation starts with its key (in TOML, and upper-cased after `PERF_` in the
+/// environment) and its default. Counts are between 1 and 2^32.
 ///
-/// | field | default | meaning |
-/// |---|---|---|
-/// | `max_workers` | 10 | async tasks the task manager runs at once (changeable at run time) |
-/// | `max_queued` | 10 000 | tasks waiting for a worker before `submit` waits and `try_submit` fails |
-/// | `max_blocking_workers` | 4 | blocking (CPU-bound) tasks the task manager runs at once |
-/// | `timeout` (`task_timeout`) | 30s | default timeout of a managed task (changeable at run time) |
+/// Settings may be added in any release: start from [`Default`] and set fields (see
+/// [`PerformanceConfig`](super::PerformanceConfig)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct TaskConfig {
+    /// `max_workers`, default 10. How many async tasks run at once; the rest wait in the
+    /// queue. Changeable at run time ([`HOT_FIELDS`](crate::HOT_FIELDS)).
     pub max_workers: u64,
+    /// `max_queued`, default 10 000. How many submitted tasks may wait for a worker; when
+    /// that many wait, `submit` waits for room and `try_submit` fails with
+    /// [`TaskError::QueueFull`](crate::TaskError::QueueFull).
     pub max_queued: u64,
+    /// `max_blocking_workers`, default 4. How many blocking (CPU-bound) tasks run at once on
+    /// tokio's blocking threads.
     pub max_blocking_workers: u64,
+    /// `task_timeout`, default 30 s. The timeout of a task submitted without one of its own;
+    /// a task still running then ends [`TimedOut`](crate::tasks::TaskOutcome::TimedOut).
+    /// Changeable at run time, for tasks submitted afterwards
+    /// ([`HOT_FIELDS`](crate::HOT_FIELDS)). Must be above zero.
     #[serde(rename = "task_timeout", with = "duration_serde")]
     pub timeout: Duration,
 }

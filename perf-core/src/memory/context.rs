@@ -15,14 +15,19 @@ use super::{tracking, usage::process_memory};
 /// What a scope did to memory.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct MemoryReport {
+    /// The name the scope was given.
     pub name: &'static str,
     /// The process's RSS at the end minus at the start: every thread's doing, not only this
     /// scope's.
     pub rss_delta_bytes: i64,
-    /// With [`TrackingAllocator`](super::TrackingAllocator) installed: bytes this scope
-    /// allocated, and of those (net of what it freed) still live at its end.
+    /// With [`TrackingAllocator`](super::TrackingAllocator) installed and counting: bytes
+    /// this scope allocated (a reallocation counts its new size). None otherwise.
     pub allocated_bytes: Option<u64>,
+    /// With [`TrackingAllocator`](super::TrackingAllocator) installed and counting: bytes the
+    /// scope allocated minus bytes it freed, negative when it freed more than it allocated
+    /// (memory allocated before it began). None otherwise.
     pub live_bytes: Option<i64>,
+    /// How long the scope lasted.
     pub duration: Duration,
 }
 

@@ -103,6 +103,7 @@ pub struct CleanupRequest {
 /// Why a cleanup ran; the `reason` label of `memory_cleanups_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CleanupReason {
     /// Usage reached the threshold.
     Threshold,
@@ -111,6 +112,7 @@ pub enum CleanupReason {
 }
 
 impl CleanupReason {
+    /// The label value: `threshold` or `forced`, as serialized.
     pub fn as_str(self) -> &'static str {
         match self {
             CleanupReason::Threshold => "threshold",
@@ -123,8 +125,11 @@ impl CleanupReason {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct CleanupReport {
+    /// Why it ran.
     pub reason: CleanupReason,
+    /// The process's RSS in the sample that started the cleanup.
     pub rss_before_bytes: u64,
+    /// The process's RSS after the last step.
     pub rss_after_bytes: u64,
     /// `rss_before_bytes - rss_after_bytes`, or 0 if RSS grew meanwhile.
     pub freed_bytes: u64,
@@ -132,6 +137,7 @@ pub struct CleanupReport {
     pub shed: bool,
     /// Each hook's and the allocator's step, in order, with what it reported and freed.
     pub actions: Vec<CleanupAction>,
+    /// How long the steps took; a humantime string (`"1ms 250us"`) when serialized.
     #[serde(serialize_with = "crate::config::duration_serde::serialize")]
     pub duration: Duration,
 }
@@ -140,6 +146,8 @@ pub struct CleanupReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct CleanupAction {
+    /// The hook's name as registered (`cache` for the optimizer's own), or the allocator's
+    /// step: `malloc_trim` (glibc) or `jemalloc_purge`.
     pub name: String,
     /// What the step says it released.
     pub detail: String,
@@ -163,16 +171,28 @@ impl CleanupAction {
 
 /// Why a cleanup did not run.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum CleanupSkipped {
+    /// Not forced, and usage is not under pressure: below `memory_cleanup_threshold` (or,
+    /// leaving pressure, more than [`HYSTERESIS`] below it).
     #[error("memory usage {usage:.3} is below the cleanup threshold {threshold:.3}")]
-    BelowThreshold { usage: f64, threshold: f64 },
+    BelowThreshold {
+        /// RSS as a fraction of the limit, in the sample just taken.
+        usage: f64,
+        /// `memory_cleanup_threshold`.
+        threshold: f64,
+    },
+    /// Not forced, and the last cleanup was too recent.
     #[error("the last cleanup was {since:?} ago; cleanups not forced are {min_interval:?} apart")]
     TooSoon {
+        /// Time since the last cleanup started.
         since: Duration,
         /// The spacing in force: `memory_cleanup_min_interval`, doubled for each back-off.
         min_interval: Duration,
     },
-    /// Its source is the sampler's error (shared, so that the reason stays `Clone`).
+    /// Memory could not be sampled, so no cleanup ran, forced or not (also when
+    /// [`cleanup_memory_async`](MemoryManager::cleanup_memory_async)'s thread ended without an
+    /// answer). Its source is the sampler's error (shared, so that the reason stays `Clone`).
     #[error("memory could not be sampled: {0}")]
     NoSample(#[source] Arc<std::io::Error>),
 }
@@ -181,10 +201,16 @@ pub enum CleanupSkipped {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct MemoryState {
+    /// The latest sample, from the monitor or any [`MemoryManager::usage`] call; none before
+    /// the first.
     pub last_sample: Option<MemoryUsage>,
+    /// Usage is at or over the threshold, or has not yet fallen [`HYSTERESIS`] below it.
     pub under_pressure: bool,
+    /// `memory_cleanup_threshold`: the fraction of the limit at which cleanups run.
     pub threshold: f64,
+    /// What the latest cleanup did; none before the first.
     pub last_cleanup: Option<CleanupReport>,
+    /// Cleanups run since the manager was made, forced ones included.
     pub cleanups: u64,
     /// How many times the spacing of cleanups not forced has doubled because they freed
     /// little; 0 when not backed off. While backed off, cleanups not forced do not shed.

@@ -42,12 +42,14 @@ pub struct TrackingAllocator<A = System> {
 }
 
 impl TrackingAllocator<System> {
+    /// Counting around the system allocator (the C library's `malloc` on Unix).
     pub const fn system() -> Self {
         Self { inner: System }
     }
 }
 
 impl<A> TrackingAllocator<A> {
+    /// Counting around `inner`, which does the allocating.
     pub const fn new(inner: A) -> Self {
         Self { inner }
     }
@@ -98,7 +100,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
 /// What [`TrackingAllocator`] has counted since the program started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TrackedStats {
+    /// Bytes allocated, in total (a reallocation counts its new size).
     pub allocated_bytes: u64,
+    /// Bytes freed, in total (a reallocation counts its old size).
     pub freed_bytes: u64,
     /// `allocated_bytes - freed_bytes`.
     pub live_bytes: u64,

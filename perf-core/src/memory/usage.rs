@@ -17,10 +17,13 @@ pub struct MemoryUsage {
     pub allocator: Option<allocator::AllocatorStats>,
     /// Counts from [`TrackingAllocator`](super::TrackingAllocator), when it is installed.
     pub tracked: Option<tracking::TrackedStats>,
+    /// The machine's memory (`MemTotal` on Linux).
     pub system_total_bytes: u64,
+    /// Memory the machine can give new work without swapping (`MemAvailable` on Linux).
     pub system_available_bytes: u64,
     /// The limit usage is measured against.
     pub limit_bytes: u64,
+    /// Where `limit_bytes` comes from.
     pub limit_source: LimitSource,
     /// `rss_bytes / limit_bytes`.
     pub usage_fraction: f64,
@@ -29,6 +32,7 @@ pub struct MemoryUsage {
 /// Where the effective memory limit comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LimitSource {
     /// `memory_limit_bytes` in the configuration.
     Configured,
@@ -51,6 +55,8 @@ impl fmt::Display for LimitSource {
 /// Where [`MemoryManager`](super::MemoryManager) gets its samples: the operating system, or a
 /// test's own figures.
 pub trait UsageSource: Send + Sync + 'static {
+    /// The process's memory now. An error makes the sample missing: no pressure change, and
+    /// a cleanup reports [`CleanupSkipped::NoSample`](super::CleanupSkipped::NoSample).
     fn sample(&self) -> std::io::Result<MemoryUsage>;
 
     /// The resident set size alone, read around each step of a cleanup to say what the step

@@ -69,16 +69,21 @@ impl std::fmt::Debug for QueryOptimizer {
     }
 }
 
-/// What [`QueryOptimizer::analyze`] finds.
+/// What [`QueryOptimizer::analyze`] finds. Each list holds at most 10 shapes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueryReport {
+    /// Shapes with statistics now (at most `query_stats_max`).
     pub shapes: usize,
+    /// Shapes whose statistics were dropped to make room for new ones, since the last
+    /// [`clear`](QueryOptimizer::clear).
     pub evictions: u64,
+    /// The shapes with the most time spent in all, most first.
     pub by_total_time: Vec<QueryStats>,
-    /// By mean time.
+    /// The shapes with the highest mean time, slowest first.
     pub slowest: Vec<QueryStats>,
+    /// The shapes with failed queries, most failures first.
     pub most_errors: Vec<QueryStats>,
-    /// Newest first.
+    /// The slow-query log (its last 100 entries), newest first.
     pub slow_queries: Vec<SlowQuery>,
 }
 

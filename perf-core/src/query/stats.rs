@@ -16,36 +16,59 @@ fn fingerprint_string<S: serde::Serializer>(fingerprint: &u64, out: S) -> Result
     out.collect_str(fingerprint)
 }
 
-/// One shape's statistics. Percentiles are bucket bounds, never above `max_seconds`.
+/// One shape's statistics, as pg_stat_statements keeps them, since the shape was first
+/// seen (or since [`QueryOptimizer::clear`](super::QueryOptimizer::clear)). Times are in
+/// seconds. Percentiles are the upper bounds of histogram buckets (within 25% above the true
+/// value), never above `max_seconds`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueryStats {
+    /// The shape's [`fingerprint`](super::Shape::fingerprint); a decimal string in JSON,
+    /// since JavaScript numbers lose digits above 2^53.
     #[serde(serialize_with = "fingerprint_string")]
     pub fingerprint: u64,
+    /// The shape's normalized SQL (literals as `?`).
     pub normalized: Arc<str>,
+    /// The `query_type` label of the shape's first recorded call.
     pub query_type: String,
+    /// Queries of this shape recorded, failed ones included.
     pub calls: u64,
+    /// Queries counted as failed: an `Err` from [`timed`](super::QueryOptimizer::timed), a
+    /// [`fail`](super::QueryTimer::fail)ed timer, a panic while timed, or `failed` passed to
+    /// [`record`](super::QueryOptimizer::record).
     pub errors: u64,
     /// Rows returned or affected, where the caller gave them.
     pub rows: u64,
+    /// Time spent in all calls.
     pub total_seconds: f64,
+    /// The fastest call; 0 before any call.
     pub min_seconds: f64,
+    /// The slowest call.
     pub max_seconds: f64,
+    /// The mean call time.
     pub mean_seconds: f64,
+    /// The population standard deviation of call times.
     pub stddev_seconds: f64,
+    /// The median call time.
     pub p50_seconds: f64,
+    /// The 95th percentile of call times.
     pub p95_seconds: f64,
+    /// The 99th percentile of call times.
     pub p99_seconds: f64,
 }
 
-/// A query over `slow_query_threshold`.
+/// A query that took at least `slow_query_threshold`, as the slow-query log keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SlowQuery {
+    /// Its shape's [`fingerprint`](super::Shape::fingerprint); a decimal string in JSON.
     #[serde(serialize_with = "fingerprint_string")]
     pub fingerprint: u64,
+    /// Its shape's normalized SQL (literals as `?`, so no parameter values are kept).
     pub normalized: Arc<str>,
+    /// The `query_type` label it was timed under.
     pub query_type: String,
+    /// How long it took, in seconds.
     pub seconds: f64,
-    /// Seconds since the Unix epoch, when serialized.
+    /// When it was recorded (at its end). Seconds since the Unix epoch, when serialized.
     #[serde(serialize_with = "super::serialize_system_time")]
     pub at: SystemTime,
 }

@@ -25,8 +25,9 @@ impl fmt::Display for TaskId {
 /// How a task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskOutcome<T, E> {
+    /// The task returned `Ok`; its value.
     Completed(T),
-    /// The task returned an `Err`.
+    /// The task returned an `Err`; its error.
     Failed(E),
     /// The task panicked; the panic's message.
     Panicked(String),
@@ -37,6 +38,7 @@ pub enum TaskOutcome<T, E> {
 }
 
 impl<T, E> TaskOutcome<T, E> {
+    /// Whether the task returned `Ok`.
     pub fn is_completed(&self) -> bool {
         matches!(self, TaskOutcome::Completed(_))
     }
@@ -83,6 +85,7 @@ impl<T, E> TaskHandle<T, E> {
         Self { id, join }
     }
 
+    /// The task's number, unique within its manager (shown as `task-<n>`).
     pub fn id(&self) -> TaskId {
         self.id
     }
@@ -94,6 +97,8 @@ impl<T, E> TaskHandle<T, E> {
         self.join.abort();
     }
 
+    /// Whether the task has ended, so that awaiting the handle returns at once. A cancelled
+    /// blocking task counts as ended although its thread may still run.
     pub fn is_finished(&self) -> bool {
         self.join.is_finished()
     }

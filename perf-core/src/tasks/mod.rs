@@ -52,13 +52,21 @@ const QUEUE_WAIT_SAMPLE: u64 = 8;
 
 /// Why a task was not accepted, or a setting not changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TaskError {
+    /// [`try_submit`](TaskManager::try_submit) found every queue slot taken; the number is
+    /// `max_queued`. [`submit`](TaskManager::submit) waits for room instead.
     #[error("the task queue is full ({0} tasks waiting)")]
     QueueFull(u64),
+    /// The manager was [`shutdown`](TaskManager::shutdown): it accepts no more tasks, and
+    /// callers waiting for a queue slot get this too.
     #[error("the task manager is shut down")]
     ShutDown,
+    /// [`set_max_workers`](TaskManager::set_max_workers) was given 0.
     #[error("max_workers must be at least 1")]
     NoWorkers,
+    /// [`set_max_workers`](TaskManager::set_max_workers) was asked to shrink the pool outside
+    /// a tokio runtime, which retiring busy workers needs.
     #[error("changing max_workers needs a tokio runtime")]
     NoRuntime,
 }

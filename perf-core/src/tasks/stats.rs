@@ -5,8 +5,12 @@ use serde::Serialize;
 use crate::monitor::OperationSnapshot;
 
 /// Counts since the manager was made, and what is queued and running now.
+///
+/// The counts by outcome (`completed` to `cancelled`) are of tasks that ended; a task
+/// cancelled while still queued counts as `cancelled`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskStats {
+    /// Tasks accepted, async and blocking.
     pub submitted: u64,
     /// Waiting for a worker now.
     pub queued: u64,
@@ -14,11 +18,17 @@ pub struct TaskStats {
     pub running: u64,
     /// Blocking tasks running now.
     pub running_blocking: u64,
+    /// The async pool's size now (`max_workers`, as last set).
     pub max_workers: u64,
+    /// Tasks that returned `Ok`.
     pub completed: u64,
+    /// Tasks that returned `Err`.
     pub failed: u64,
+    /// Tasks that panicked (the pool caught it).
     pub panicked: u64,
+    /// Tasks still running at their timeout.
     pub timed_out: u64,
+    /// Tasks cancelled, queued or running: by their handle, `cancel_all` or a shutdown.
     pub cancelled: u64,
     /// `(failed + panicked + timed_out) / finished`, 0 before any task finished.
     pub failure_rate: f64,
@@ -28,13 +38,19 @@ pub struct TaskStats {
     pub run_time: LatencyStats,
 }
 
-/// A latency distribution, in seconds (percentiles within 25% above the true value).
+/// A latency distribution, in seconds; each percentile is a histogram bucket's upper bound,
+/// within 25% above the true value. All 0 before anything was timed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct LatencyStats {
+    /// The mean.
     pub mean: f64,
+    /// The median.
     pub p50: f64,
+    /// The 95th percentile.
     pub p95: f64,
+    /// The 99th percentile.
     pub p99: f64,
+    /// The longest.
     pub max: f64,
 }
 
