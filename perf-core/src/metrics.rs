@@ -324,20 +324,15 @@ pub fn check_prefix(prefix: &str) -> Result<(), PrefixError> {
 /// empty prefix means none.
 pub fn set_prefix(prefix: &str) -> Result<(), PrefixError> {
     check_prefix(prefix)?;
-    if let Some(set) = PREFIX.get() {
-        return match set.prefix == prefix {
-            true => Ok(()),
-            false => Err(PrefixError::AlreadySet {
-                current: set.prefix.clone(),
-            }),
-        };
+    if PREFIX.get().is_none() {
+        if prefix.is_empty() {
+            return Ok(());
+        }
+        if EMITTED_UNPREFIXED.load(Ordering::Acquire) {
+            return Err(PrefixError::AlreadyEmitted);
+        }
     }
-    if prefix.is_empty() {
-        return Ok(());
-    }
-    if EMITTED_UNPREFIXED.load(Ordering::Acquire) {
-        return Err(PrefixError::AlreadyEmitted);
-    }
+    // The first prefix set stays, whoever set it: a later call only checks it is the same.
     let set = PREFIX.get_or_init(|| Prefixed {
         prefix: prefix.to_owned(),
         // Once per process, and only the catalogue's few names: leaking them lets every
@@ -351,11 +346,12 @@ pub fn set_prefix(prefix: &str) -> Result<(), PrefixError> {
             })
             .collect(),
     });
-    match set.prefix == prefix {
-        true => Ok(()),
-        false => Err(PrefixError::AlreadySet {
+    if set.prefix == prefix {
+        Ok(())
+    } else {
+        Err(PrefixError::AlreadySet {
             current: set.prefix.clone(),
-        }),
+        })
     }
 }
 
