@@ -8,6 +8,7 @@ use super::{
     Tier,
     clock::ExpiryClock,
     entry::{AnyValue, Found, L1Entry, Lookup},
+    key::with_key,
     near::{Epochs, Near, NearKey},
     quick::{CountEvictions, remove_counting, shrink_counting},
     stamp::{Age, Stamp},
@@ -66,7 +67,7 @@ impl L1 {
                 DefaultHashBuilder::default(),
                 lifecycle,
             ),
-            near: Near::new(Arc::clone(&epochs)),
+            near: Near::new(Arc::clone(&epochs), max_entries),
             epochs,
         }
     }
@@ -147,13 +148,15 @@ impl L1 {
 
     /// A copy of this thread's near copy of a value of type `T`, if it is current (see
     /// [`near`]); `None` sends the caller to [`get_cloned_remembered`](Self::get_cloned_remembered).
+    /// `write_l1_key` writes the entry's L1 key, for the reads that keep it hot in L1.
     #[inline(always)]
     pub(crate) fn get_cloned_near<T: Clone + Send + Sync + 'static>(
         &self,
         key: NearKey<'_>,
         clock: &ExpiryClock,
+        write_l1_key: impl FnOnce(&mut String),
     ) -> Option<T> {
-        let touch = |l1_key: &str| drop(self.map.get(l1_key));
+        let touch = || with_key(write_l1_key, |l1_key| drop(self.map.get(l1_key)));
         self.near.lookup(key, clock, touch)
     }
 
@@ -264,6 +267,13 @@ impl L1 {
     pub(crate) fn clear(&self) {
         self.map.clear();
         self.epochs.all_changed();
+        self.near.release();
+    }
+
+    /// How many near slots this thread has.
+    #[cfg(test)]
+    pub(crate) fn near_capacity(&self) -> usize {
+        self.near.thread_capacity()
     }
 
     /// Whether `key` is held, without making it look used.
@@ -278,6 +288,8 @@ impl L1 {
 
     /// Evicts about `fraction` of the entries (by the eviction policy); returns how many went.
     pub(crate) fn shrink(&self, fraction: f64) -> u64 {
+        // Near copies would keep the evicted values alive: memory is what the shrink is for.
+        self.near.release();
         shrink_counting(&self.map, fraction)
     }
 }

@@ -13,10 +13,20 @@
 //! a write, `delete`, `invalidate_prefix`, `clear` or remote invalidation that has returned is
 //! never answered from here with the value it replaced. Expiry is checked as in L1.
 //!
+//! A thread's table starts at [`INITIAL_SLOTS`] slots (four-way sets, the tags apart from the
+//! slots) and grows four-fold whenever most of a table's worth of fills pushed another key
+//! out, up to as many slots as L1 has entries and at most [`MAX_SLOTS`]: a thread reading a
+//! thousand keys, or a hundred thousand, keeps them all here as a thread reading a hundred
+//! does (a fixed 512 slots made every read past them a string key, an L1 lookup and a fill,
+//! slower than `cached`'s mutex and map). A table that may grow no further and still thrashes
+//! keeps only one fill in [`THRASHING_FILLS`]. Slots are 128 bytes: a table costs a thread up
+//! to 128 bytes per L1 entry, and only as much as its working set needs.
+//!
 //! quick_cache learns which entries are hot from its own reads, so every [`TOUCH_EVERY`]th
 //! near hit of a slot also reads L1; a key is not evicted for being served from here. A slot
-//! holds a reference to its value until the slot is reused or found stale: at most
-//! `SETS * WAYS` values a thread outlive their removal from L1.
+//! holds a reference to its value until the slot is reused: values L1 dropped can outlive it
+//! in tables. When L1 sheds entries for memory (a shrink) or is cleared, every thread drops
+//! its table at its next read ([`Near::release`]), so the memory really goes.
 //!
 //! A hit inlines whole into its caller, and the copy of the value is its last step. Behind
 //! `std`'s `thread_local!` (whose `with` was not inlined here), or with work after it, the
@@ -41,10 +51,16 @@ use super::{
     fingerprint::Fingerprint,
 };
 
-/// Sets of slots per thread, allocated on a thread's first near read.
-const SETS: usize = 128;
+/// Slots a thread's table starts with, allocated on its first fill.
+const INITIAL_SLOTS: usize = 512;
+/// The most slots a thread's table grows to, whatever L1's capacity: 32 MiB of slots.
+pub(crate) const MAX_SLOTS: usize = 1 << 18;
 /// Slots per set: a key may sit in any slot of the set its hash picks.
 const WAYS: usize = 4;
+/// A table grows four-fold at a time: a working set far past it grows it in a few steps.
+const GROWTH: usize = 4;
+/// A table that thrashes keeps one value in this many that reads of L1 find.
+const THRASHING_FILLS: usize = 8;
 /// One near hit of a slot in this many also reads L1, keeping the entry hot there.
 const TOUCH_EVERY: u16 = 16;
 /// Buckets of [`Epochs`]: enough that unrelated writes rarely share one, few enough that
@@ -63,12 +79,9 @@ pub(crate) struct NearKey<'a> {
 }
 
 impl NearKey<'_> {
-    /// The key's set, and its tag within the set (never 0, which marks a free slot).
     #[inline]
-    fn place(&self) -> (usize, u16) {
-        let hasher = foldhash::fast::FixedState::with_seed(self.site.as_ptr() as u64);
-        let hash = hasher.hash_one(self.print);
-        ((hash as usize) % SETS, (hash >> 48) as u16 | 1)
+    fn hash(&self) -> u64 {
+        foldhash::fast::FixedState::with_seed(self.site.as_ptr() as u64).hash_one(self.print)
     }
 
     #[inline]
@@ -109,8 +122,7 @@ impl Epochs {
     }
 }
 
-/// One remembered value, its most used fields first: a near hit reads the first two of its
-/// cache lines.
+/// One remembered value, in two cache lines: its key and what a near hit checks.
 #[repr(C, align(64))]
 struct Slot {
     print: Fingerprint,
@@ -125,8 +137,6 @@ struct Slot {
     bucket: u16,
     near_hits: u16,
     expires_at: quanta::Instant,
-    /// The entry's key in L1, for the reads that keep it hot there.
-    l1_key: String,
 }
 
 impl Slot {
@@ -143,50 +153,187 @@ impl Slot {
     }
 }
 
-#[derive(Default)]
-struct Set {
-    /// Each slot's tag ([`NearKey::place`]), 0 when free: a lookup compares these first.
-    tags: [u16; WAYS],
-    /// The slot the next fill replaces, round robin.
+/// One thread's slots, `WAYS` a set, grown as the thread's working set needs.
+struct Table {
+    /// Each slot's tag, 0 when free: a lookup compares these first. Apart from the slots, so
+    /// that they stay in the processor's cache when the slots do not.
+    tags: Box<[[u16; WAYS]]>,
+    slots: Box<[[Option<Slot>; WAYS]]>,
+    /// Fills in the current window of `capacity()` fills, and how many of them replaced
+    /// another key's slot.
+    fills: usize,
+    displaced: usize,
+    /// Set when the table cannot grow and most fills push another key out: then only one
+    /// fill in [`THRASHING_FILLS`] is kept, the rest would only churn the slots.
+    thrashing: bool,
+    skipped: usize,
+    /// Turns the way a full set gives up next.
     next_victim: usize,
-    slots: [Option<Slot>; WAYS],
+    /// The [`Near::releases`] count the table was made under.
+    release: u64,
+}
+
+impl Table {
+    fn with_sets(sets: usize, release: u64) -> Self {
+        Self {
+            release,
+            tags: vec![[0; WAYS]; sets].into_boxed_slice(),
+            slots: (0..sets).map(|_| Default::default()).collect(),
+            fills: 0,
+            displaced: 0,
+            thrashing: false,
+            skipped: 0,
+            next_victim: 0,
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.slots.len() * WAYS
+    }
+
+    /// The key's set, and its tag within the set (never 0, which marks a free slot).
+    #[inline]
+    fn place(&self, key: &NearKey<'_>) -> (usize, u16) {
+        let hash = key.hash();
+        // The number of sets is a power of two.
+        (
+            hash as usize & (self.slots.len() - 1),
+            (hash >> 48) as u16 | 1,
+        )
+    }
+
+    #[inline(always)]
+    fn find(&mut self, key: &NearKey<'_>) -> Option<&mut Slot> {
+        let (set, tag) = self.place(key);
+        let tags = self.tags.get(set)?;
+        let slots = self.slots.get_mut(set)?;
+        tags.iter()
+            .zip(slots.iter_mut())
+            .filter(|(t, _)| **t == tag)
+            .find_map(|(_, slot)| slot.as_mut().filter(|slot| key.matches(slot)))
+    }
+
+    /// Keeps `fresh` in the slot of its key: the key's own (stale) slot, else a free one, else
+    /// another key's. Returns the slot's previous content, and whether it held another key.
+    fn put(&mut self, key: &NearKey<'_>, fresh: Slot) -> (Option<Slot>, bool) {
+        let (set, tag) = self.place(key);
+        let (Some(tags), Some(slots)) = (self.tags.get_mut(set), self.slots.get_mut(set)) else {
+            return (Some(fresh), false);
+        };
+        let own = slots
+            .iter()
+            .position(|slot| slot.as_ref().is_some_and(|slot| key.matches(slot)));
+        let free = || slots.iter().position(Option::is_none);
+        let (way, displacing) = match own.or_else(free) {
+            Some(way) => (way, false),
+            None => {
+                self.next_victim = self.next_victim.wrapping_add(1);
+                (self.next_victim % WAYS, true)
+            }
+        };
+        tags[way] = tag;
+        (slots[way].replace(fresh), displacing)
+    }
+
+    /// Whether to keep the value a read of L1 found: always, unless the table thrashes.
+    fn admits(&mut self) -> bool {
+        if !self.thrashing {
+            return true;
+        }
+        self.skipped = self.skipped.wrapping_add(1);
+        self.skipped.is_multiple_of(THRASHING_FILLS)
+    }
+
+    /// Counts a fill; true when most of the last `capacity()` fills pushed another key out
+    /// (the thread's working set is larger than the table) and the table may grow. If it may
+    /// not, it is thrashing.
+    fn outgrown(&mut self, displacing: bool, max_slots: usize) -> bool {
+        self.fills += 1;
+        self.displaced += usize::from(displacing);
+        if self.fills < self.capacity() {
+            return false;
+        }
+        let overfull = self.displaced > self.fills / 2;
+        let may_grow = self.capacity() < max_slots;
+        self.thrashing = overfull && !may_grow;
+        (self.fills, self.displaced) = (0, 0);
+        overfull && may_grow
+    }
+
+    /// A table `GROWTH` times larger (at most `max_slots`) holding this one's slots.
+    fn grown(&mut self, max_slots: usize) -> Self {
+        let sets = (self.slots.len() * GROWTH).min(max_slots / WAYS);
+        let mut grown = Self::with_sets(sets, self.release);
+        for slot in self.slots.iter_mut().flatten().filter_map(Option::take) {
+            let print = slot.print;
+            let key = NearKey {
+                site: slot.site,
+                print: &print,
+            };
+            // A slot that finds its new set full is dropped: the table is rebuilt once in a
+            // while, and a later read refills it.
+            drop(grown.put(&key, slot));
+        }
+        grown
+    }
 }
 
 /// One cache's near tables, a table a thread, and the change counters they are checked
 /// against.
 pub(crate) struct Near {
     epochs: Arc<Epochs>,
-    /// `SETS` sets, allocated on a thread's first fill.
-    tables: ThreadLocal<RefCell<Box<[Set]>>>,
+    /// The most slots a thread's table grows to.
+    max_slots: usize,
+    tables: ThreadLocal<RefCell<Table>>,
+    /// Bumped to have every thread drop its table at its next read ([`Near::release`]).
+    releases: AtomicU64,
 }
 
 impl Near {
-    pub(crate) fn new(epochs: Arc<Epochs>) -> Self {
+    /// Near tables for an L1 of `l1_capacity` entries: a table grows to at most as many slots
+    /// as L1 has entries (a power of two), and [`MAX_SLOTS`].
+    pub(crate) fn new(epochs: Arc<Epochs>, l1_capacity: u64) -> Self {
+        let wanted = usize::try_from(l1_capacity)
+            .unwrap_or(usize::MAX)
+            .clamp(WAYS, MAX_SLOTS);
         Self {
             epochs,
+            max_slots: 1 << wanted.ilog2(),
             tables: ThreadLocal::new(),
+            releases: AtomicU64::new(0),
         }
     }
 
+    /// Has every thread drop its table, and the references to values it holds, at its next
+    /// read: values L1 let go of (a shrink under memory pressure, a clear) are then freed
+    /// rather than kept alive by near slots.
+    pub(crate) fn release(&self) {
+        self.releases.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many slots this thread's table has.
+    #[cfg(test)]
+    pub(crate) fn thread_capacity(&self) -> usize {
+        self.tables
+            .get()
+            .map_or(0, |table| table.borrow().capacity())
+    }
+
     /// A copy of this thread's copy of the value at `key`, if it has one that is a live `T`
-    /// unchanged in L1. Every [`TOUCH_EVERY`]th near hit of a slot also `touch`es L1 at the
-    /// entry's key.
+    /// unchanged in L1. Every [`TOUCH_EVERY`]th near hit of a slot also `touch`es L1's entry.
     #[inline(always)]
     pub(crate) fn lookup<T: Clone + 'static>(
         &self,
         key: NearKey<'_>,
         clock: &ExpiryClock,
-        touch: impl FnOnce(&str),
+        touch: impl FnOnce(),
     ) -> Option<T> {
         // Re-entered (a value's Clone or Drop calling a cached function): not from here.
-        let mut sets = self.tables.get()?.try_borrow_mut().ok()?;
-        let (set, tag) = key.place();
-        let Set { tags, slots, .. } = sets.get_mut(set)?;
-        let held = tags
-            .iter()
-            .zip(slots.iter_mut())
-            .filter(|(t, _)| **t == tag)
-            .find_map(|(_, slot)| slot.as_mut().filter(|slot| key.matches(slot)))?;
+        let mut table = self.tables.get()?.try_borrow_mut().ok()?;
+        if table.release != self.releases.load(Ordering::Relaxed) {
+            return None;
+        }
+        let held = table.find(&key)?;
         if self.epochs.buckets[usize::from(held.bucket)].load(Ordering::Acquire) != held.epoch
             || !(clock.before_coarse_deadline(held.coarse_deadline)
                 || clock.is_live(held.expires_at))
@@ -195,7 +342,7 @@ impl Near {
         }
         held.near_hits = held.near_hits.wrapping_add(1);
         if held.near_hits % TOUCH_EVERY == 0 {
-            touch(&held.l1_key);
+            touch();
         }
         // The copy last, straight into the value returned: see the module documentation.
         held.value::<T>().cloned()
@@ -216,6 +363,19 @@ impl Near {
         // Read before L1 is: a change after this read makes the slot stale.
         let epoch = epochs.buckets[usize::from(bucket)].load(Ordering::Acquire);
         let entry = read_l1()?;
+        let release = self.releases.load(Ordering::Relaxed);
+        let new_table = || Table::with_sets(INITIAL_SLOTS.min(self.max_slots) / WAYS, release);
+        let table = self.tables.get_or(|| RefCell::new(new_table()));
+        let Ok(mut table) = table.try_borrow_mut() else {
+            return Some(entry);
+        };
+        let released =
+            (table.release != release).then(|| std::mem::replace(&mut *table, new_table()));
+        if !table.admits() {
+            drop(table);
+            drop(released);
+            return Some(entry);
+        }
         let fresh = Slot {
             print: *key.print,
             site: key.site,
@@ -227,28 +387,15 @@ impl Near {
             bucket,
             near_hits: 0,
             expires_at: entry.stamp.fresh_until,
-            l1_key: l1_key.to_owned(),
         };
-        let table = self
-            .tables
-            .get_or(|| RefCell::new((0..SETS).map(|_| Set::default()).collect()));
-        let replaced = (|| {
-            let mut sets = table.try_borrow_mut().ok()?;
-            let (set, tag) = key.place();
-            let set = sets.get_mut(set)?;
-            // The key's own (stale) slot, else a free one, else the next victim.
-            let own = set
-                .slots
-                .iter()
-                .position(|slot| slot.as_ref().is_some_and(|slot| key.matches(slot)));
-            let free = || set.slots.iter().position(Option::is_none);
-            let way = own.or_else(free).unwrap_or(set.next_victim);
-            set.next_victim = (way + 1) % WAYS;
-            *set.tags.get_mut(way)? = tag;
-            set.slots.get_mut(way)?.replace(fresh)
-        })();
+        let (replaced, displacing) = table.put(&key, fresh);
+        let outgrown = table.outgrown(displacing, self.max_slots).then(|| {
+            let grown = table.grown(self.max_slots);
+            std::mem::replace(&mut *table, grown)
+        });
+        drop(table);
         // Dropped outside the borrow: the last reference to a value runs its Drop here.
-        drop(replaced);
+        drop((replaced, outgrown, released));
         Some(entry)
     }
 }
@@ -458,11 +605,11 @@ mod tests {
         Advance { secs: u64 },
     }
 
-    fn step() -> impl Strategy<Value = Step> {
+    fn step(ids: u8) -> impl Strategy<Value = Step> {
         prop_oneof![
-            3 => (0u8..6, any::<u64>()).prop_map(|(id, value)| Step::Set { id, value }),
-            4 => (0u8..6).prop_map(|id| Step::Read { id }),
-            1 => (0u8..6).prop_map(|id| Step::Delete { id }),
+            3 => (0..ids, any::<u64>()).prop_map(|(id, value)| Step::Set { id, value }),
+            4 => (0..ids).prop_map(|id| Step::Read { id }),
+            1 => (0..ids).prop_map(|id| Step::Delete { id }),
             1 => Just(Step::InvalidateAll),
             1 => Just(Step::Clear),
             1 => (0u64..40).prop_map(|secs| Step::Advance { secs }),
@@ -474,9 +621,24 @@ mod tests {
         /// 6 keys), a read returns the latest value written, or nothing: never an older one.
         #[test]
         fn a_read_never_returns_a_replaced_or_removed_value(
-            steps in proptest::collection::vec(step(), 1..120)
+            steps in proptest::collection::vec(step(6), 1..120)
         ) {
-            let (cache, mock) = cache(4);
+            check_coherence(4, steps)?;
+        }
+
+        /// The same with more keys than near slots (an L1 of 16 entries gets 16 near slots a
+        /// thread): slots are taken over by other keys, and the table thrashes.
+        #[test]
+        fn a_read_never_returns_a_replaced_value_with_more_keys_than_slots(
+            steps in proptest::collection::vec(step(48), 1..400)
+        ) {
+            check_coherence(16, steps)?;
+        }
+    }
+
+    fn check_coherence(capacity: u64, steps: Vec<Step>) -> Result<(), TestCaseError> {
+        {
+            let (cache, mock) = cache(capacity);
             let ttl = Duration::from_secs(60);
             let mut now = 0;
             // id -> (value, expiry in seconds)
@@ -484,7 +646,9 @@ mod tests {
             for step in steps {
                 match step {
                     Step::Set { id, value } => {
-                        cache.set_l1_local(&key(id), value, Some(ttl)).expect("stored");
+                        cache
+                            .set_l1_local(&key(id), value, Some(ttl))
+                            .expect("stored");
                         model.insert(id, (value, now + ttl.as_secs()));
                     }
                     Step::Read { id } => {
@@ -492,7 +656,9 @@ mod tests {
                         match (read(&cache, id), current) {
                             (None, _) => {}
                             (Some(got), Some(&(value, _))) => prop_assert_eq!(got, value),
-                            (Some(got), None) => prop_assert!(false, "served {} for a removed key", got),
+                            (Some(got), None) => {
+                                prop_assert!(false, "served {} for a removed key", got)
+                            }
                         }
                     }
                     Step::Delete { id } => {
@@ -514,6 +680,65 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_table_grows_to_the_working_set_and_stays_coherent() {
+        let (cache, _) = cache(8192);
+        let key = |id: u16| function_key(SITE, &(&id,));
+        let read = |id: u16| cache.engine.hit_for_call::<u64, _>(SITE, &(&id,));
+        const KEYS: u16 = 3000;
+        for id in 0..KEYS {
+            cache
+                .set_l1_local(&key(id), u64::from(id), None)
+                .expect("stored");
+        }
+        let mut rounds = 0;
+        while cache.engine.l1.near_capacity() < usize::from(KEYS) {
+            rounds += 1;
+            assert!(
+                rounds <= 10,
+                "grew only to {}",
+                cache.engine.l1.near_capacity()
+            );
+            for id in 0..KEYS {
+                assert_eq!(read(id), Some(u64::from(id)));
+            }
+        }
+        assert!(
+            cache.engine.l1.near_capacity() <= 8192,
+            "no more slots than L1 has entries"
+        );
+
+        // Every value replaced after the growth: no read gets an old one.
+        for id in 0..KEYS {
+            cache
+                .set_l1_local(&key(id), u64::from(id) + 1, None)
+                .expect("stored");
+        }
+        for id in 0..KEYS {
+            assert_eq!(read(id), Some(u64::from(id) + 1));
+        }
+        // Read again: from the near table now, hits all the same.
+        let before = cache.stats().l1.hits;
+        for id in 0..KEYS {
+            assert_eq!(read(id), Some(u64::from(id) + 1));
+        }
+        assert_eq!(cache.stats().l1.hits - before, u64::from(KEYS));
+
+        // A shrink under memory pressure: the thread drops its table (and the values it kept
+        // alive) at its next read, and starts small again.
+        cache.engine.l1.shrink(0.5);
+        let kept: Vec<u16> = (0..KEYS)
+            .filter(|&id| cache.engine.l1.contains(&key(id)))
+            .collect();
+        assert!(kept.len() < usize::from(KEYS));
+        for id in 0..KEYS {
+            let expected = kept.contains(&id).then_some(u64::from(id) + 1);
+            assert_eq!(read(id), expected);
+        }
+        assert!(cache.engine.l1.near_capacity() < usize::from(KEYS));
     }
 }
 
@@ -553,7 +778,7 @@ mod model {
             site: WHOLE_KEY,
             print,
         };
-        if let Some(value) = l1.get_cloned_near::<u64>(key, clock) {
+        if let Some(value) = l1.get_cloned_near::<u64>(key, clock, |out| out.push('k')) {
             return Some(value);
         }
         match l1.get_cloned_remembered::<u64>(key, "k", clock, counters) {

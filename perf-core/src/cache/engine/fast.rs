@@ -58,9 +58,12 @@ impl Engine {
     fn hit_near<T: CacheValue + Clone>(
         &self,
         near_key: NearKey<'_>,
-        write_l1_key: impl FnOnce(&mut String),
+        write_l1_key: impl Fn(&mut String) + Copy,
     ) -> Option<T> {
-        if let Some(value) = self.l1.get_cloned_near::<T>(near_key, &self.clock) {
+        if let Some(value) = self
+            .l1
+            .get_cloned_near::<T>(near_key, &self.clock, write_l1_key)
+        {
             self.counters.record(Tier::L1, Event::Hit(Op::GetOrLoad));
             return Some(value);
         }

@@ -1,0 +1,267 @@
+//! `#[cache_result]` hits at every key-set size: perf against `cached`'s `#[cached(time = 60)]`
+//! on a one-argument async fn returning a 40-byte `String`, at 100, 1k, 10k and 100k distinct
+//! keys read in a random precomputed order (not cyclic), on 1 and 2 threads, with a floor (a
+//! thread-local `Vec<String>` index and clone) for what any memoizer must pay. Prints the
+//! medians and `cached`/perf for each size (goal: at least 2x on 1 thread, above 1x on 2).
+//!
+//! Then the hit ratio that memoizing keeps: a Zipf(1.0) trace over 100k keys through
+//! `#[cache_result]` with L1 bounded to 10k entries, against moka bounded the same.
+//!
+//! `SWEEP_THREADS=1,2` (default both), `SWEEP_SIZES=100,1000` (default all four);
+//! `SWEEP_PROFILE=<keys>` runs a plain loop of hits for `SWEEP_SECONDS`, for `perf record`.
+//! `cargo bench --bench hit_sweep -- --warm-up-time 1 --measurement-time 3`.
+#![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::{
+    hint::black_box,
+    sync::LazyLock,
+    time::{Duration, Instant},
+};
+
+use common::{median_ns, slowest_thread};
+use criterion::Criterion;
+
+fn value(id: u64) -> String {
+    format!("campaign {id:>12} creative banner-728x90")
+}
+
+/// Random draws from `0..n`, precomputed; 1M of them, read in sequence.
+const ORDER_LEN: usize = 1 << 20;
+
+fn order(n: u64, seed: u64) -> Vec<u64> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    (0..ORDER_LEN).map(|_| rng.random_range(0..n)).collect()
+}
+
+macro_rules! sized {
+    ($($module:ident = $n:expr),*) => {$(
+        mod $module {
+            use super::*;
+            pub(crate) const KEYS: u64 = $n;
+            pub(crate) static OPTIMIZER: LazyLock<perf::PerformanceOptimizer> = LazyLock::new(|| {
+                let mut config = perf::PerformanceConfig::default();
+                config.cache.max_size = 2 * KEYS + 1000;
+                perf::PerformanceOptimizer::builder().config(config).build().unwrap()
+            });
+
+            #[perf::cache_result(ttl = 60, cache_type = "l1", optimizer = *OPTIMIZER)]
+            pub(crate) async fn ours(id: u64) -> String {
+                value(id)
+            }
+
+            #[cached::proc_macro::cached(time = 60)]
+            pub(crate) async fn theirs(id: u64) -> String {
+                value(id)
+            }
+
+            thread_local! {
+                static FLOOR: Vec<String> = (0..KEYS).map(value).collect();
+            }
+
+            pub(crate) async fn floor(id: u64) -> String {
+                FLOOR.with(|v| v[id as usize].clone())
+            }
+        }
+    )*};
+}
+
+sized!(k100 = 100, k1k = 1_000, k10k = 10_000, k100k = 100_000);
+
+mod zipf {
+    use std::sync::{
+        LazyLock,
+        atomic::{AtomicU64, Ordering},
+    };
+
+    pub(crate) const KEYS: u64 = 100_000;
+    pub(crate) const BOUND: u64 = 10_000;
+    pub(crate) static LOADS: AtomicU64 = AtomicU64::new(0);
+
+    pub(crate) static OPTIMIZER: LazyLock<perf::PerformanceOptimizer> = LazyLock::new(|| {
+        let mut config = perf::PerformanceConfig::default();
+        config.cache.max_size = BOUND;
+        perf::PerformanceOptimizer::builder()
+            .config(config)
+            .build()
+            .unwrap()
+    });
+
+    #[perf::cache_result(ttl = 3600, cache_type = "l1", optimizer = *OPTIMIZER)]
+    pub(crate) async fn ours(id: u64) -> String {
+        LOADS.fetch_add(1, Ordering::Relaxed);
+        super::value(id)
+    }
+
+    pub(crate) fn loads() -> u64 {
+        LOADS.load(Ordering::Relaxed)
+    }
+}
+
+/// Hit ratios on a Zipf(1.0) trace of 2M calls over 100k keys, both memoizers bounded to 10k.
+fn zipf_hit_ratio() {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Zipf};
+
+    const CALLS: usize = 2_000_000;
+    let zipf = Zipf::new(zipf::KEYS as f64, 1.0).unwrap();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let trace: Vec<u64> = (0..CALLS)
+        .map(|_| zipf.sample(&mut rng) as u64 - 1)
+        .collect();
+
+    runtime().block_on(async {
+        for &id in &trace {
+            black_box(zipf::ours(id).await);
+        }
+    });
+    let ours = 1.0 - zipf::loads() as f64 / CALLS as f64;
+
+    let moka = moka::sync::Cache::new(zipf::BOUND);
+    let mut moka_loads = 0u64;
+    for &id in &trace {
+        black_box(moka.get_with(id, || {
+            moka_loads += 1;
+            value(id)
+        }));
+    }
+    let theirs = 1.0 - moka_loads as f64 / CALLS as f64;
+    println!(
+        "\n== Zipf(1.0), 100k keys, 10k bound, 2M calls: hit ratio perf {ours:.3}, moka {theirs:.3} =="
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn concurrent<F, Fut>(threads: usize, iters: u64, n: u64, call: F) -> Duration
+where
+    F: Fn(u64) -> Fut + Sync,
+    Fut: Future<Output = String>,
+{
+    slowest_thread(threads, |thread, barrier| {
+        let order = order(n, 17 + thread as u64);
+        let runtime = runtime();
+        barrier.wait();
+        let start = Instant::now();
+        runtime.block_on(async {
+            let mut at = (iters as usize).wrapping_mul(0x9E37) % ORDER_LEN;
+            for _ in 0..iters {
+                black_box(call(order[at]).await);
+                at = (at + 1) & (ORDER_LEN - 1);
+            }
+        });
+        start.elapsed()
+    })
+}
+
+macro_rules! bench_size {
+    ($c:expr, $threads:expr, $sizes:expr, $module:ident) => {{
+        let n = $module::KEYS;
+        if $sizes.contains(&n) {
+            runtime().block_on(async {
+                for id in 0..n {
+                    assert_eq!($module::ours(id).await, $module::theirs(id).await);
+                }
+            });
+            let group_name = format!("sweep_{}t_{n}", $threads);
+            let mut group = $c.benchmark_group(&group_name);
+            group.bench_function("perf", |b| {
+                b.iter_custom(|iters| concurrent($threads, iters, n, $module::ours))
+            });
+            group.bench_function("cached", |b| {
+                b.iter_custom(|iters| concurrent($threads, iters, n, $module::theirs))
+            });
+            group.bench_function("floor", |b| {
+                b.iter_custom(|iters| concurrent($threads, iters, n, $module::floor))
+            });
+            group.finish();
+            let stats = $module::OPTIMIZER.cache().stats();
+            println!(
+                "  L1 after {group_name}: hits {} misses {}",
+                stats.l1.hits, stats.l1.misses
+            );
+        }
+    }};
+}
+
+fn list(var: &str, default: &[u64]) -> Vec<u64> {
+    std::env::var(var).map_or_else(
+        |_| default.to_vec(),
+        |v| v.split(',').map(|s| s.trim().parse().unwrap()).collect(),
+    )
+}
+
+/// `SWEEP_PROFILE=<keys>`: a plain loop of hits for `SWEEP_SECONDS` (default 10), for perf record.
+macro_rules! profile_size {
+    ($n:expr, $module:ident) => {{
+        if $n == $module::KEYS {
+            let seconds: u64 = std::env::var("SWEEP_SECONDS").map_or(10, |s| s.parse().unwrap());
+            let order = order($module::KEYS, 17);
+            runtime().block_on(async {
+                for id in 0..$module::KEYS {
+                    black_box($module::ours(id).await);
+                }
+                let start = Instant::now();
+                let mut calls = 0u64;
+                while start.elapsed() < Duration::from_secs(seconds) {
+                    for &id in &order {
+                        black_box($module::ours(id).await);
+                    }
+                    calls += order.len() as u64;
+                }
+                println!(
+                    "{} keys: {:.1} ns a hit",
+                    $module::KEYS,
+                    start.elapsed().as_nanos() as f64 / calls as f64
+                );
+            });
+            return;
+        }
+    }};
+}
+
+fn main() {
+    if let Ok(n) = std::env::var("SWEEP_PROFILE") {
+        let n: u64 = n.parse().unwrap();
+        profile_size!(n, k100);
+        profile_size!(n, k1k);
+        profile_size!(n, k10k);
+        profile_size!(n, k100k);
+    }
+    let threads = list("SWEEP_THREADS", &[1, 2]);
+    let sizes = list("SWEEP_SIZES", &[100, 1_000, 10_000, 100_000]);
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+        .configure_from_args();
+    for &t in &threads {
+        let t = t as usize;
+        bench_size!(c, t, sizes, k100);
+        bench_size!(c, t, sizes, k1k);
+        bench_size!(c, t, sizes, k10k);
+        bench_size!(c, t, sizes, k100k);
+    }
+    c.final_summary();
+    zipf_hit_ratio();
+    println!("\n== sweep medians (ns per call per thread) ==");
+    println!("| threads | keys | perf | cached | floor | cached/perf |");
+    for &t in &threads {
+        for &n in &sizes {
+            let group = format!("sweep_{t}t_{n}");
+            let m = |b| median_ns(&group, b).unwrap_or(f64::NAN);
+            let (ours, theirs, floor) = (m("perf"), m("cached"), m("floor"));
+            println!(
+                "| {t} | {n} | {ours:.1} | {theirs:.1} | {floor:.1} | {:.2}x |",
+                theirs / ours
+            );
+        }
+    }
+}
