@@ -10,12 +10,11 @@
 
 use std::{future::Future, sync::Arc};
 
-use serde::Serialize;
-
 pub use crate::{
     Error, MultiLevelCache,
     cache::{
         ErrorSharing, LoadOptions, LoaderError, Tier,
+        fingerprint::CallArguments,
         memoized::{BodyRan, Memoized},
         with_key, write_function_key,
     },
@@ -60,7 +59,7 @@ pub fn start_on(optimizer: &PerformanceOptimizer, name: &str) -> Timing {
 /// A copy of the L1 value of the call of `path` with `arguments`, counted as a hit; repeats
 /// come from this thread's near cache. A miss is not counted: the load that follows counts it.
 #[inline(always)]
-pub fn hit_for_call<T: CacheValue + Clone, A: Serialize + ?Sized>(
+pub fn hit_for_call<T: CacheValue + Clone, A: CallArguments>(
     cache: &MultiLevelCache,
     path: &'static str,
     arguments: &A,

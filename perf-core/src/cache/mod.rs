@@ -71,7 +71,7 @@ mod engine;
 mod entry;
 #[cfg(test)]
 mod failure_tests;
-mod fingerprint;
+pub(crate) mod fingerprint;
 mod key;
 mod l1;
 mod l2;

@@ -1,13 +1,11 @@
 //! The `#[cache_result]` hit path: a copy of the L1 value, from this thread's near cache
 //! when it has a current one (see `near.rs`), else from L1 with the key written once.
 
-use serde::Serialize;
-
 use super::Engine;
 use crate::cache::{
     CacheValue, Tier,
     entry::Lookup,
-    fingerprint::Fingerprint,
+    fingerprint::{CallArguments, Fingerprint},
     key::{with_key, write_function_key},
     near::{self, NearKey},
     stats::{Event, Op},
@@ -19,7 +17,7 @@ impl Engine {
     /// miss is not counted, since the load that follows counts it. Repeats are served from
     /// this thread's near cache, which every L1 change keeps coherent.
     #[inline(always)]
-    pub(crate) fn hit_for_call<T: CacheValue + Clone, A: Serialize + ?Sized>(
+    pub(crate) fn hit_for_call<T: CacheValue + Clone, A: CallArguments>(
         &self,
         path: &'static str,
         arguments: &A,
@@ -31,7 +29,7 @@ impl Engine {
             // Unencodable arguments give a key nothing is stored under: a miss.
             let _encoded = write_function_key(out, path, arguments);
         };
-        Fingerprint::with(arguments, |print| match print {
+        Fingerprint::of_arguments(arguments, |print| match print {
             Some(print) => self.hit_near(NearKey { site: path, print }, write_l1_key),
             None => with_key(write_l1_key, |l1_key| self.hit_l1_for_load(l1_key)),
         })
