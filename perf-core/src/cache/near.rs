@@ -62,7 +62,7 @@ const GROWTH: usize = 4;
 /// A table that thrashes keeps one value in this many that reads of L1 find.
 const THRASHING_FILLS: usize = 8;
 /// One near hit of a slot in this many also reads L1, keeping the entry hot there.
-const TOUCH_EVERY: u16 = 16;
+const TOUCH_EVERY: u16 = 64;
 /// Buckets of [`Epochs`]: enough that unrelated writes rarely share one, few enough that
 /// the counters stay in the processor's cache.
 const BUCKETS: usize = 2048;
