@@ -228,7 +228,11 @@ impl Table {
         while ways != 0 {
             let way = ways.trailing_zeros() as usize;
             ways &= ways - 1;
-            if slots.get(way)?.as_ref().is_some_and(|slot| key.matches(slot)) {
+            if slots
+                .get(way)?
+                .as_ref()
+                .is_some_and(|slot| key.matches(slot))
+            {
                 let slot = slots.get_mut(way)?.as_mut()?;
                 return Some((slot, *index.values.get(way)?));
             }

@@ -29,8 +29,10 @@ impl Engine {
             // Unencodable arguments give a key nothing is stored under: a miss.
             let _encoded = write_function_key(out, path, arguments);
         };
+        // By reference: a copy of the closure (the path and the arguments' address) was read
+        // back wider than it was written, stalling the processor's store forwarding.
         Fingerprint::of_arguments(arguments, |print| match print {
-            Some(print) => self.hit_near(NearKey { site: path, print }, write_l1_key),
+            Some(print) => self.hit_near(NearKey { site: path, print }, &write_l1_key),
             None => with_key(write_l1_key, |l1_key| self.hit_l1_for_load(l1_key)),
         })
     }
@@ -46,7 +48,7 @@ impl Engine {
                     site: near::WHOLE_KEY,
                     print,
                 },
-                |out| out.push_str(key),
+                &|out: &mut String| out.push_str(key),
             ),
             None => self.hit_l1_for_load(key),
         })
@@ -56,7 +58,7 @@ impl Engine {
     fn hit_near<T: CacheValue + Clone>(
         &self,
         near_key: NearKey<'_>,
-        write_l1_key: impl Fn(&mut String) + Copy,
+        write_l1_key: &impl Fn(&mut String),
     ) -> Option<T> {
         if let Some(value) = self
             .l1
