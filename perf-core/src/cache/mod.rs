@@ -161,6 +161,7 @@ impl MultiLevelCache {
     ///
     /// Values come back as `Arc<T>`: an L1 hit copies a pointer, never the value.
     ///
+    #[inline]
     pub fn get<'a, T: SharedValue>(
         &'a self,
         key: &'a str,
@@ -170,6 +171,7 @@ impl MultiLevelCache {
     }
 
     /// The L1 value at `key`, for values without serde (L1 never encodes).
+    #[inline]
     pub fn get_l1_local<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>, Error> {
         self.engine.get_l1_local(key)
     }

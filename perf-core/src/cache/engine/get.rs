@@ -54,9 +54,9 @@ impl<T: SharedValue> Future for Get<'_, T> {
                     return Poll::Ready(Ok(Some(value)));
                 }
                 match (&engine.remote, tier) {
-                    (Some(remote), Tier::Redis) => {
-                        this.remote.insert(Box::pin(remote_lookup(engine, &**remote, key)))
-                    }
+                    (Some(remote), Tier::Redis) => this
+                        .remote
+                        .insert(Box::pin(remote_lookup(engine, &**remote, key))),
                     _ => return Poll::Ready(Ok(None)),
                 }
             }

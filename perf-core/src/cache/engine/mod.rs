@@ -134,6 +134,7 @@ impl WritePlan {
 impl Engine {
     // ----- reads -----
 
+    #[inline]
     pub(crate) fn get<'a, T: SharedValue>(&'a self, key: &'a str, tier: Tier) -> Get<'a, T> {
         Get::new(self, key, tier)
     }
@@ -309,6 +310,7 @@ impl Engine {
     // ----- internals -----
 
     /// `Tier::Redis` without a remote tier means the deepest tier there is.
+    #[inline]
     fn effective(&self, tier: Tier) -> Tier {
         if tier == Tier::Redis && self.remote.is_none() {
             Tier::L2
@@ -317,6 +319,7 @@ impl Engine {
         }
     }
 
+    #[inline]
     fn check_key(&self, key: &str) -> Result<(), Error> {
         if key.len() > self.max_key_bytes {
             return Err(Error::KeyTooLong {
