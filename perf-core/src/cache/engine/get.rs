@@ -14,7 +14,7 @@ use std::{
 
 use super::Engine;
 use crate::Error;
-use crate::cache::{RemoteTier, SharedValue, Tier, stats::Op};
+use crate::cache::{BoxFuture, RemoteTier, SharedValue, Tier, stats::Op};
 
 /// The future of [`MultiLevelCache::get`](crate::cache::MultiLevelCache::get).
 pub(crate) struct Get<'a, T> {
@@ -22,7 +22,7 @@ pub(crate) struct Get<'a, T> {
     key: &'a str,
     tier: Tier,
     /// The remote read, once the local tiers missed.
-    remote: Option<Pin<Box<dyn Future<Output = Option<Arc<T>>> + Send + 'a>>>,
+    remote: Option<BoxFuture<'a, Option<Arc<T>>>>,
 }
 
 impl<'a, T: SharedValue> Get<'a, T> {
