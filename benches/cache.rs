@@ -1,8 +1,10 @@
 //! Cache benchmarks, each against its rival in the same run, printing the ratios at the end.
 //!
-//! - L1 hit: `get` of an `Arc`-held ~2 KiB ad record with a ~24-byte key in a warm 100k-entry
-//!   cache, against raw `quick_cache::sync::Cache::get` and `moka::sync::Cache::get`, on 1 and
-//!   on 2 threads.
+//! - L1 hit: `get` and `get_l1_local` of an `Arc`-held value with a 24-byte key, against raw
+//!   `quick_cache::sync::Cache::get` and `moka::sync::Cache::get`, on 1 and on 2 threads: ~2 KiB
+//!   ad records in a warm 100k-entry cache (memory-bound), and 256-byte values in a hot
+//!   1k-entry one (CPU-bound). Besides criterion's figures, the contenders are measured in
+//!   alternation (`interleaved`), the ratio to trust on a shared machine.
 //! - L2 hit: the same record decompressed and decoded (and copied back into L1).
 //! - Equal memory: a Zipf(0.9) trace of 1M gets over 200k keys, L1 + L2 (L1 a tenth of the
 //!   budget) against L1 alone given the same byte budget; prints both hit ratios.
@@ -23,7 +25,7 @@ use std::{
 
 use common::{median_ns, slowest_thread};
 use criterion::Criterion;
-use perf::{MultiLevelCache, PerformanceConfig, Tier};
+use perf::{MultiLevelCache, PerformanceConfig, Tier, cache::SharedValue};
 use rand::{Rng, SeedableRng, rngs::SmallRng, seq::SliceRandom};
 use rand_distr::{Distribution, Zipf};
 use serde::{Deserialize, Serialize};
@@ -252,17 +254,23 @@ fn concurrent(
 
 // ----- benchmarks -----
 
-const ENTRIES: u64 = 100_000;
+/// A 256-byte value, for the hot set: small enough that a hit's cost is the caches' own work.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Small([u64; 32]);
 
-/// The three caches of the L1 benchmark, warm with the same 100k records.
-struct L1Caches {
+fn small(id: u64) -> Small {
+    Small(std::array::from_fn(|i| id ^ i as u64))
+}
+
+/// The three caches of an L1 benchmark, warm with the same values.
+struct L1Caches<V> {
     ours: MultiLevelCache,
-    raw: quick_cache::sync::Cache<String, Arc<AdRecord>>,
-    moka: moka::sync::Cache<String, Arc<AdRecord>>,
+    raw: quick_cache::sync::Cache<String, Arc<V>>,
+    moka: moka::sync::Cache<String, Arc<V>>,
     keys: Vec<String>,
 }
 
-fn l1_caches(entries: u64) -> L1Caches {
+fn l1_caches<V: SharedValue>(entries: u64, value: fn(u64) -> V) -> L1Caches<V> {
     // Headroom: quick_cache splits capacity across shards, which fill unevenly.
     let capacity = entries * 3 / 2 + 1000;
     let mut config = PerformanceConfig::default();
@@ -271,20 +279,20 @@ fn l1_caches(entries: u64) -> L1Caches {
     let raw = quick_cache::sync::Cache::new(capacity as usize);
     let moka = moka::sync::Cache::new(capacity);
     let mut keys: Vec<String> = (0..entries).map(key).collect();
-    // Each cache holds its own copy of each record, allocated side by side, so that no cache
+    // Each cache holds its own copy of each value, allocated side by side, so that no cache
     // gets a friendlier memory layout than the others.
     for (id, k) in keys.iter().enumerate() {
         let id = id as u64;
-        ours.set_l1_local(k, ad_record(id), None).unwrap();
-        raw.insert(k.clone(), Arc::new(ad_record(id)));
-        moka.insert(k.clone(), Arc::new(ad_record(id)));
+        ours.set_l1_local(k, value(id), None).unwrap();
+        raw.insert(k.clone(), Arc::new(value(id)));
+        moka.insert(k.clone(), Arc::new(value(id)));
     }
     moka.run_pending_tasks();
     keys.shuffle(&mut SmallRng::seed_from_u64(7));
     assert_eq!(
         ours.stats().l1.entries,
         Some(entries),
-        "every record is resident"
+        "every value is resident"
     );
     L1Caches {
         ours,
@@ -294,19 +302,25 @@ fn l1_caches(entries: u64) -> L1Caches {
     }
 }
 
-/// `entries` records; the main benchmark uses 100k (memory-bound: most of a hit is cache
-/// misses), a 1k variant shows the CPU cost of a hit when everything is in the CPU's caches.
-fn l1_hit(c: &mut Criterion, entries: u64, name: &str) -> Option<L1Caches> {
+/// An L1 hit of `entries` values made by `value`: 100k ad records (memory-bound: most of a
+/// hit is cache misses), and 1k 256-byte values (everything in the CPU's caches: the CPU cost
+/// of a hit).
+fn l1_hit<V: SharedValue>(
+    c: &mut Criterion,
+    entries: u64,
+    value: fn(u64) -> V,
+    name: &str,
+) -> Option<L1Caches<V>> {
     // Built on first use, so that a filtered run that skips these benchmarks skips this too.
     let built = OnceLock::new();
-    let caches = || built.get_or_init(|| l1_caches(entries));
+    let caches = || built.get_or_init(|| l1_caches(entries, value));
     for threads in [1, 2] {
         let mut group = c.benchmark_group(format!("{name}_{threads}_thread"));
         group.bench_function("perf_get_l1", |b| {
             let L1Caches { ours, keys, .. } = caches();
             b.iter_custom(|iters| {
                 concurrent(threads, iters, keys, |k| {
-                    black_box(ours.get_l1_local::<AdRecord>(k).unwrap().unwrap());
+                    black_box(ours.get_l1_local::<V>(k).unwrap().unwrap());
                 })
             })
         });
@@ -314,7 +328,7 @@ fn l1_hit(c: &mut Criterion, entries: u64, name: &str) -> Option<L1Caches> {
             let L1Caches { ours, keys, .. } = caches();
             b.iter_custom(|iters| {
                 concurrent(threads, iters, keys, |k| {
-                    black_box(ready(ours.get::<AdRecord>(k, Tier::L1)).unwrap().unwrap());
+                    black_box(ready(ours.get::<V>(k, Tier::L1)).unwrap().unwrap());
                 })
             })
         });
@@ -381,7 +395,7 @@ fn l2_hit(c: &mut Criterion) {
 /// round, so that drift in a shared machine's speed hits them all alike. Criterion measures
 /// each contender in one stretch, which on a noisy machine can favour whichever ran in a
 /// quiet moment; this is the robust ratio.
-fn interleaved(caches: &L1Caches, threads: usize) -> [f64; 4] {
+fn interleaved<V: SharedValue>(caches: &L1Caches<V>, threads: usize) -> [f64; 4] {
     let L1Caches {
         ours,
         raw,
@@ -395,10 +409,10 @@ fn interleaved(caches: &L1Caches, threads: usize) -> [f64; 4] {
         let keys = &keys[start % keys.len()..];
         let per_op = |d: Duration| d.as_nanos() as f64 / lookups as f64;
         times[0].push(per_op(concurrent(threads, lookups, keys, |k| {
-            black_box(ours.get_l1_local::<AdRecord>(k).unwrap().unwrap());
+            black_box(ours.get_l1_local::<V>(k).unwrap().unwrap());
         })));
         times[1].push(per_op(concurrent(threads, lookups, keys, |k| {
-            black_box(ready(ours.get::<AdRecord>(k, Tier::L1)).unwrap().unwrap());
+            black_box(ready(ours.get::<V>(k, Tier::L1)).unwrap().unwrap());
         })));
         times[2].push(per_op(concurrent(threads, lookups, keys, |k| {
             black_box(raw.get(k).unwrap());
@@ -411,6 +425,20 @@ fn interleaved(caches: &L1Caches, threads: usize) -> [f64; 4] {
         t.sort_by(f64::total_cmp);
         t[t.len() / 2]
     })
+}
+
+fn print_interleaved<V: SharedValue>(name: &str, caches: &L1Caches<V>) {
+    for threads in [1, 2] {
+        let [get_l1, get, raw, moka] = interleaved(caches, threads);
+        println!(
+            "{name}, {threads} thread(s), interleaved: perf get_l1 {get_l1:.1} ns, perf get \
+             {get:.1} ns, quick_cache {raw:.1} ns, moka {moka:.1} ns | get_l1/quick_cache \
+             {:.2}x, get/quick_cache {:.2}x, get/moka {:.2}x",
+            get_l1 / raw,
+            get / raw,
+            get / moka,
+        );
+    }
 }
 
 /// Sizes of one record: in memory (L1), as MessagePack, as L2 stores it by default, and as
@@ -485,8 +513,8 @@ fn main() {
             .measurement_time(Duration::from_secs(3))
             .sample_size(50)
     };
-    let cold = l1_hit(&mut c, ENTRIES, "l1_hit");
-    let hot = l1_hit(&mut c, 1_000, "l1_hit_hot");
+    let cold = l1_hit(&mut c, 100_000, ad_record, "l1_hit");
+    let hot = l1_hit(&mut c, 1_000, small, "l1_hit_hot");
     l2_hit(&mut c);
     c.final_summary();
 
@@ -512,19 +540,11 @@ fn main() {
             );
         }
     }
-    for (name, caches) in [("l1_hit", &cold), ("l1_hit_hot", &hot)] {
-        let Some(caches) = caches else { continue };
-        for threads in [1, 2] {
-            let [get_l1, get, raw, moka] = interleaved(caches, threads);
-            println!(
-                "{name}, {threads} thread(s), interleaved: perf get_l1 {get_l1:.1} ns, perf get \
-                 {get:.1} ns, quick_cache {raw:.1} ns, moka {moka:.1} ns | get_l1/quick_cache \
-                 {:.2}x, get/quick_cache {:.2}x, get/moka {:.2}x",
-                get_l1 / raw,
-                get / raw,
-                get / moka,
-            );
-        }
+    if let Some(caches) = &cold {
+        print_interleaved("l1_hit", caches);
+    }
+    if let Some(caches) = &hot {
+        print_interleaved("l1_hit_hot", caches);
     }
     if let Some(l2) = median_ns("l2_hit", "perf_get") {
         println!("L2 hit: {:.2} us (target <= 10 us)", l2 / 1000.0);

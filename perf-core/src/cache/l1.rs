@@ -1,4 +1,8 @@
 //! L1: typed values in process. A hit is a lookup, an expiry check, a downcast and a clone.
+//!
+//! The expiry check is one load and a compare: each entry is held with its freshness as a
+//! deadline on the coarse clock (see `clock.rs`), and only entries within a second of it, or
+//! under a mock clock, read the precise clock.
 
 use std::sync::Arc;
 
@@ -22,19 +26,27 @@ pub(crate) struct L1Lifecycle {
     epochs: Arc<Epochs>,
 }
 
-impl Lifecycle<Box<str>, L1Entry> for L1Lifecycle {
+impl Lifecycle<Box<str>, Held> for L1Lifecycle {
     type RequestState = ();
 
-    fn on_evict(&self, state: &mut (), key: Box<str>, entry: L1Entry) {
+    fn on_evict(&self, state: &mut (), key: Box<str>, held: Held) {
         self.epochs.changed(&key);
-        self.evictions.on_evict(state, key, entry);
+        self.evictions.on_evict(state, key, held);
     }
+}
+
+/// An entry as the map holds it.
+#[derive(Clone)]
+pub(crate) struct Held {
+    entry: L1Entry,
+    /// `entry.stamp.fresh_until` as [`ExpiryClock::coarse_deadline`] gives it.
+    fresh_coarse: u64,
 }
 
 /// Every change to the map is followed by an [`Epochs`] bump for the keys it touched, which
 /// is what keeps the per-thread near caches ([`Near`]) coherent.
 pub(crate) struct L1 {
-    map: Cache<Box<str>, L1Entry, UnitWeighter, DefaultHashBuilder, L1Lifecycle>,
+    map: Cache<Box<str>, Held, UnitWeighter, DefaultHashBuilder, L1Lifecycle>,
     epochs: Arc<Epochs>,
     near: Near,
 }
@@ -117,7 +129,7 @@ impl L1 {
         clock: &ExpiryClock,
         counters: &Counters,
     ) -> Lookup<Found<Arc<T>>> {
-        let Some(entry) = self.map.get(key) else {
+        let Some(Held { entry, .. }) = self.map.get(key) else {
             return Lookup::Miss;
         };
         let Some(age) = entry.stamp.age(clock) else {
@@ -137,13 +149,13 @@ impl L1 {
     /// Stores `value` (a stale or current value kept after a failed load) with a new
     /// lifetime, unless another live value was stored meanwhile.
     pub(crate) fn rearm(&self, key: &str, value: AnyValue, stamp: Stamp, clock: &ExpiryClock) {
-        if let Some(entry) = self.map.get(key)
+        if let Some(Held { entry, .. }) = self.map.get(key)
             && !Arc::ptr_eq(&entry.value, &value)
             && entry.stamp.age(clock).is_some_and(Age::is_live)
         {
             return;
         }
-        self.insert(key, L1Entry { value, stamp });
+        self.store(key, L1Entry { value, stamp }, clock);
     }
 
     /// A copy of this thread's near copy of a value of type `T`, if it is current (see
@@ -189,17 +201,21 @@ impl L1 {
         counters: &Counters,
         wanted: Wanted,
     ) -> Option<L1Entry> {
-        let entry = self.map.get(key)?;
-        if !clock.is_live(entry.stamp.fresh_until) {
-            return self.past_fresh(key, entry, clock, counters, wanted);
+        let Held {
+            entry,
+            fresh_coarse,
+        } = self.map.get(key)?;
+        if clock.before_coarse_deadline(fresh_coarse) {
+            return Some(entry);
         }
-        Some(entry)
+        self.past_coarse_deadline(key, entry, clock, counters, wanted)
     }
 
-    /// An entry past its freshness: live until its expiry (for `get`, not the fast paths);
-    /// kept but not served while stale; removed after.
+    /// An entry the coarse clock cannot vouch for: fresh if the precise clock says so; past
+    /// its freshness, live until its expiry (for `get`, not the fast paths), kept but not
+    /// served while stale, and removed after.
     #[cold]
-    fn past_fresh(
+    fn past_coarse_deadline(
         &self,
         key: &str,
         entry: L1Entry,
@@ -208,6 +224,7 @@ impl L1 {
         wanted: Wanted,
     ) -> Option<L1Entry> {
         match entry.stamp.age(clock) {
+            Some(Age::Fresh) => Some(entry),
             Some(age) if age.is_live() && wanted == Wanted::Live => Some(entry),
             Some(_) => None,
             None => {
@@ -221,7 +238,7 @@ impl L1 {
         // Only if still expired: another thread may have stored a fresh value meanwhile.
         if self
             .map
-            .remove_if(key, |e| !e.stamp.is_kept(clock))
+            .remove_if(key, |held| !held.entry.stamp.is_kept(clock))
             .is_some()
         {
             self.epochs.changed(key);
@@ -229,8 +246,33 @@ impl L1 {
         }
     }
 
+    /// Stores `entry`; hits check its freshness against `clock`'s coarse time.
+    pub(crate) fn store(&self, key: &str, entry: L1Entry, clock: &ExpiryClock) {
+        let fresh_coarse = clock.coarse_deadline(entry.stamp.fresh_until);
+        self.insert_held(
+            key,
+            Held {
+                entry,
+                fresh_coarse,
+            },
+        );
+    }
+
+    /// [`store`](Self::store) without a coarse deadline, for the near cache's model checks,
+    /// which drive L1 alone: every hit reads the precise clock.
+    #[cfg(all(test, shuttle))]
     pub(crate) fn insert(&self, key: &str, entry: L1Entry) {
-        self.map.insert(key.into(), entry);
+        self.insert_held(
+            key,
+            Held {
+                entry,
+                fresh_coarse: 0,
+            },
+        );
+    }
+
+    fn insert_held(&self, key: &str, held: Held) {
+        self.map.insert(key.into(), held);
         self.epochs.changed(key);
     }
 
@@ -238,7 +280,7 @@ impl L1 {
     pub(crate) fn remove_value(&self, key: &str, value: &AnyValue) {
         if self
             .map
-            .remove_if(key, |entry| Arc::ptr_eq(&entry.value, value))
+            .remove_if(key, |held| Arc::ptr_eq(&held.entry.value, value))
             .is_some()
         {
             self.epochs.changed(key);
@@ -255,8 +297,8 @@ impl L1 {
     pub(crate) fn remove_where(&self, remove: impl Fn(&str, &L1Entry) -> bool) -> u64 {
         // The bump comes before quick_cache drops the entry, but under the shard's write lock:
         // a reader that sees it then waits for that lock, and finds the entry gone.
-        remove_counting(&self.map, |key, entry| {
-            let gone = remove(key, entry);
+        remove_counting(&self.map, |key, held| {
+            let gone = remove(key, &held.entry);
             if gone {
                 self.epochs.changed(key);
             }
@@ -291,5 +333,39 @@ impl L1 {
         // Near copies would keep the evicted values alive: memory is what the shrink is for.
         self.near.release();
         shrink_counting(&self.map, fraction)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// With the real clock a hit is checked against the coarse deadline, which ends a second
+    /// before the entry's freshness; past it, the precise clock decides.
+    #[test]
+    fn a_hit_checked_by_the_coarse_clock_ends_with_the_ttl() {
+        let clock = ExpiryClock::real();
+        let counters = Counters::default();
+        let l1 = L1::new(10, Arc::new(Counters::default()));
+        let until = clock.now() + Duration::from_millis(1100);
+        let stamp = Stamp {
+            fresh_until: until,
+            expires_at: until,
+            stale_until: until,
+            shared: false,
+        };
+        let value: AnyValue = Arc::new(7u32);
+        l1.store("k", L1Entry { value, stamp }, &clock);
+        assert!(matches!(l1.get::<u32>("k", &clock, &counters), Lookup::Hit(v) if *v == 7));
+
+        std::thread::sleep(Duration::from_millis(1200));
+        assert!(matches!(
+            l1.get::<u32>("k", &clock, &counters),
+            Lookup::Miss
+        ));
+        assert!(!l1.contains("k"), "the expired entry is removed");
+        assert_eq!(counters.count(Tier::L1, Event::Expiration), 1);
     }
 }

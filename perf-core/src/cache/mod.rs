@@ -32,9 +32,9 @@
 //! | values without serde (`_l1`: L1 only) | [`get_or_load_l1`] | [`get_l1_local`], [`set_l1_local`], [`get_or_load_l1_local`] |
 //!
 //! Removals ([`delete`], [`invalidate_prefix`], [`invalidate_tag`], [`clear`]) are async: they
-//! reach the remote tier. The reads return the engine's future itself (`impl Future`, an
-//! `async fn` in all but name), so that a hit polls one future rather than one wrapped in
-//! another.
+//! reach the remote tier. The reads return the engine's future itself (`impl Future`), so that
+//! a hit polls one future rather than one wrapped in another; `get`'s is written by hand and
+//! answers an L1 hit in its first poll without building the remote read (`engine/get.rs`).
 //!
 //! ## Layout
 //!
@@ -161,15 +161,17 @@ impl MultiLevelCache {
     ///
     /// Values come back as `Arc<T>`: an L1 hit copies a pointer, never the value.
     ///
-    pub fn get<T: SharedValue>(
-        &self,
-        key: &str,
+    #[inline]
+    pub fn get<'a, T: SharedValue>(
+        &'a self,
+        key: &'a str,
         tier: Tier,
     ) -> impl Future<Output = Result<Option<Arc<T>>, Error>> {
         self.engine.get(key, tier)
     }
 
     /// The L1 value at `key`, for values without serde (L1 never encodes).
+    #[inline]
     pub fn get_l1_local<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>, Error> {
         self.engine.get_l1_local(key)
     }

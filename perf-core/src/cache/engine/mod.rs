@@ -1,7 +1,7 @@
 //! The cache's engine: what [`MultiLevelCache`](super::MultiLevelCache)'s methods do.
 //!
-//! `mod.rs` holds the tiers and the plain reads and writes through them; the rest of a load is
-//! in its own files: `load.rs` the entry points, `attempt.rs` a caller's way through a load,
+//! `mod.rs` holds the tiers and the plain reads and writes through them, `get.rs` the future
+//! of `get`; the rest of a load is in its own files: `load.rs` the entry points, `attempt.rs` a caller's way through a load,
 //! `background.rs` loads run in a task, `target.rs` where a load reads and stores,
 //! `shared.rs` reads that reach the remote tier and invalidations from other instances,
 //! `tags.rs` tag generations, `fast.rs` the `#[cache_result]` hit path through the near cache.
@@ -9,6 +9,7 @@
 mod attempt;
 mod background;
 mod fast;
+mod get;
 mod load;
 mod shared;
 mod tags;
@@ -16,7 +17,7 @@ mod target;
 
 use std::{fmt, sync::Arc, time::Duration};
 
-pub(crate) use self::load::MAX_BACKGROUND_LOADS;
+pub(crate) use self::{get::Get, load::MAX_BACKGROUND_LOADS};
 use super::{
     CacheStats, CacheValue, RemoteTier, SharedValue, Tier,
     changes::Changes,
@@ -133,19 +134,12 @@ impl WritePlan {
 impl Engine {
     // ----- reads -----
 
-    pub(crate) async fn get<T: SharedValue>(
-        &self,
-        key: &str,
-        tier: Tier,
-    ) -> Result<Option<Arc<T>>, Error> {
-        self.check_key(key)?;
-        let tier = self.effective(tier);
-        if let Some(value) = self.local_lookup(key, tier, Op::Get) {
-            return Ok(Some(value));
-        }
-        Ok(self.remote_lookup_at(key, tier, Op::Get).await)
+    #[inline]
+    pub(crate) fn get<'a, T: SharedValue>(&'a self, key: &'a str, tier: Tier) -> Get<'a, T> {
+        Get::new(self, key, tier)
     }
 
+    #[inline]
     pub(crate) fn get_l1_local<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>, Error> {
         self.check_key(key)?;
         Ok(self.l1_lookup(key, Op::Get))
@@ -316,6 +310,7 @@ impl Engine {
     // ----- internals -----
 
     /// `Tier::Redis` without a remote tier means the deepest tier there is.
+    #[inline]
     fn effective(&self, tier: Tier) -> Tier {
         if tier == Tier::Redis && self.remote.is_none() {
             Tier::L2
@@ -324,6 +319,7 @@ impl Engine {
         }
     }
 
+    #[inline]
     fn check_key(&self, key: &str) -> Result<(), Error> {
         if key.len() > self.max_key_bytes {
             return Err(Error::KeyTooLong {
@@ -369,17 +365,6 @@ impl Engine {
             Tier::L1 => None,
             Tier::L2 | Tier::Redis => self.l2_lookup(key, op),
         }
-    }
-
-    /// The rest of a read after the local tiers missed: the remote tier, when `tier` is it.
-    async fn remote_lookup_at<T: SharedValue>(
-        &self,
-        key: &str,
-        tier: Tier,
-        op: Op,
-    ) -> Option<Arc<T>> {
-        let found = self.remote_find_at::<T>(key, tier, op).await?;
-        found.age.is_live().then_some(found.value)
     }
 
     #[inline]
@@ -512,7 +497,7 @@ impl Engine {
     }
 
     fn insert_l1(&self, key: &str, value: AnyValue, stamp: Stamp) {
-        self.l1.insert(key, L1Entry { value, stamp });
+        self.l1.store(key, L1Entry { value, stamp }, &self.clock);
         self.counters.record(Tier::L1, Event::Insert);
     }
 

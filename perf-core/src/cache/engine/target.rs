@@ -14,7 +14,7 @@ use crate::cache::{
 
 /// The reads of a load: values in any age, stale ones included.
 impl Engine {
-    /// [`remote_lookup_at`](Self::remote_lookup_at) in any age, for a load.
+    /// The remote tier's value at `key` in any age, when `tier` is the remote tier; for a load.
     pub(super) async fn remote_find_at<T: SharedValue>(
         &self,
         key: &str,
