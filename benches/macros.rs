@@ -159,13 +159,17 @@ fn main() {
         group.finish();
     }
     c.final_summary();
-    // When the monitored calls ran, the recorder saw them, as Prometheus would.
-    if perf::global()
+    // When the monitored calls ran, the recorder saw them, as a scrape would.
+    if let Some(calls) = perf::global()
         .monitor()
         .operation_snapshot("bench.monitored")
-        .is_some()
     {
-        assert!(prometheus.render().contains("bench.monitored"));
+        perf::metrics::flush();
+        let scraped = format!(
+            "async_operations_total{{operation=\"bench.monitored\",status=\"success\"}} {}",
+            calls.count
+        );
+        assert!(prometheus.render().contains(&scraped), "{scraped}");
     }
 
     println!("\n== ratios (medians) ==");
