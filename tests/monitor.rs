@@ -31,8 +31,10 @@ fn totals() -> &'static Mutex<HashMap<(String, String), u64>> {
 }
 
 /// `async_operations_total` by status, and how many latencies were recorded, for `operation`.
+/// Threads hand their calls to the recorder in batches: flushed first, as a scrape does.
 fn recorded(operation: &str) -> (HashMap<String, u64>, usize) {
     let mut totals = totals().lock().expect("not poisoned");
+    perf::metrics::flush();
     for (key, _, _, value) in snapshotter().snapshot().into_vec() {
         let labels: HashMap<_, _> = key
             .key()
@@ -105,6 +107,35 @@ fn a_sync_fn_records_success_error_and_panic() {
     assert_eq!(statuses.get("panic"), Some(&1));
     let snap = stats("sync.parse");
     assert_eq!((snap.count, snap.errors), (3, 1));
+}
+
+#[performance_monitor("threads.score")]
+fn score(n: u64) -> Result<u64, String> {
+    if n.is_multiple_of(3) {
+        Err(format!("{n} is not scored"))
+    } else {
+        Ok(n * 2)
+    }
+}
+
+/// Two threads calling at once, one still running when the other has exited: every call is
+/// counted once, by status, in the recorder and in the statistics.
+#[test]
+fn calls_from_several_threads_are_counted_exactly() {
+    snapshotter();
+    let calls = |from: u64, n: u64| (from..from + n).filter(|&i| score(i).is_err()).count();
+    let errors: usize = std::thread::scope(|s| {
+        let first = s.spawn(|| calls(0, 1000));
+        let second = s.spawn(|| calls(1000, 777));
+        first.join().expect("no panic") + second.join().expect("no panic")
+    }) + calls(5000, 10);
+    let (statuses, latencies) = recorded("threads.score");
+    assert_eq!(errors, 596);
+    assert_eq!(statuses.get("error"), Some(&596));
+    assert_eq!(statuses.get("success"), Some(&(1787 - 596)));
+    assert_eq!(latencies, 1787);
+    let snap = stats("threads.score");
+    assert_eq!((snap.count, snap.errors), (1787, 596));
 }
 
 #[performance_monitor("async.fetch")]

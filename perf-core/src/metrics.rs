@@ -4,11 +4,16 @@
 //! through the [`metrics`] facade; the application picks the exporter. Histograms list explicit
 //! buckets here so that a Prometheus exporter can be configured to emit `_bucket` series
 //! (perf-http does this with [`CATALOGUE`]).
+//!
+//! Monitored calls reach the recorder in batches, per thread: call [`flush`] before rendering
+//! an exporter's output for it to be exact (perf-http's `/metrics` does).
 
 use std::sync::{
-    OnceLock,
+    Arc, OnceLock, Weak,
     atomic::{AtomicBool, Ordering},
 };
+
+use parking_lot::Mutex;
 
 use metrics::Unit;
 
@@ -372,6 +377,63 @@ pub fn name(metric: &'static str) -> &'static str {
             EMITTED_UNPREFIXED.store(true, Ordering::Release);
             metric
         }
+    }
+}
+
+// ----- values held back for batching -----
+
+/// Holds metric values back to give them to the recorder in batches.
+pub(crate) trait Batched: Send + Sync {
+    /// Gives the recorder every value held back so far.
+    fn flush(&self);
+}
+
+/// What [`flush`] reaches: everything batching values, for as long as it lives.
+static BATCHED: Mutex<Vec<Weak<dyn Batched>>> = Mutex::new(Vec::new());
+
+pub(crate) fn register_batched(batched: Weak<dyn Batched>) {
+    let mut all = BATCHED.lock();
+    all.retain(|batched| batched.strong_count() > 0);
+    all.push(batched);
+}
+
+/// Gives the `metrics` recorder every value perf holds back, now: the latencies
+/// (`processing_time_seconds`) and outcomes (`async_operations_total`) of monitored calls,
+/// which each thread hands over in batches of 128 calls. On return, every call that ended
+/// before it was called is in the recorder, on every thread and of every optimizer, threads
+/// that have exited included.
+///
+/// perf-http's `/metrics` calls it before rendering, and an optimizer's background loops and
+/// [`publish_metrics`](crate::PerformanceOptimizer::publish_metrics) call it too (the loops
+/// every second, which bounds how late a scrape can be otherwise). A service that renders
+/// its exporter itself calls it first:
+///
+/// ```
+/// use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+///
+/// let recorder = DebuggingRecorder::new();
+/// let snapshotter = recorder.snapshotter();
+/// let optimizer = perf_core::PerformanceOptimizer::builder().build()?;
+/// metrics::with_local_recorder(&recorder, || drop(optimizer.monitor().start("render.check")));
+///
+/// perf_core::metrics::flush(); // then render
+/// let calls: Vec<DebugValue> = snapshotter
+///     .snapshot()
+///     .into_vec()
+///     .into_iter()
+///     .filter(|(key, ..)| key.key().name() == "async_operations_total")
+///     .map(|(.., value)| value)
+///     .collect();
+/// assert!(calls.contains(&DebugValue::Counter(1)), "{calls:?}");
+/// # Ok::<_, perf_core::Error>(())
+/// ```
+///
+/// Called from inside the recorder while this thread is handing a batch over, it returns at
+/// once.
+pub fn flush() {
+    let live: Vec<Arc<dyn Batched>> = BATCHED.lock().iter().filter_map(Weak::upgrade).collect();
+    for batched in live {
+        batched.flush();
     }
 }
 

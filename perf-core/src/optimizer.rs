@@ -3,7 +3,8 @@
 //! # Background work
 //!
 //! An optimizer's background loops sweep expired cache entries (every
-//! `cache_sweep_interval`), publish cache metrics (every second), run the memory monitor
+//! `cache_sweep_interval`), publish cache metrics and hand batched monitor metrics to the
+//! recorder (every second), run the memory monitor
 //! (every `memory_check_interval`) and sample the machine (every 15 s, with the `system`
 //! feature). They run only when
 //! started, on one tokio runtime:
@@ -461,12 +462,14 @@ impl PerformanceOptimizer {
     }
 
     /// Feeds every component's figures to the `metrics` recorder now: the cache's counters
-    /// and sizes, a fresh memory sample and (with the `system` feature) the machine's
-    /// resources, as the background loops
-    /// do on their own schedule. For programs that run no loops, or a scrape that must see
-    /// the latest. Blocking: samples memory and the machine, about a millisecond.
+    /// and sizes, the monitored calls held back in batches ([`crate::metrics::flush`]), a
+    /// fresh memory sample and (with the `system` feature) the machine's resources, as the
+    /// background loops do on their own schedule. For programs that run no loops, or a scrape
+    /// that must see the latest. Blocking: samples memory and the machine, about a
+    /// millisecond; [`crate::metrics::flush`] alone takes microseconds.
     pub fn publish_metrics(&self) {
         self.cache.publish_metrics();
+        crate::metrics::flush();
         match self.memory.usage() {
             Ok(usage) => MemoryManager::publish_metrics(&usage),
             Err(error) => tracing::debug!(%error, "memory not sampled"),

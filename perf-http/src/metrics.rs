@@ -52,13 +52,16 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
     Ok(handle)
 }
 
-/// `GET /metrics`: the Prometheus text of `handle`, for an app of any state type `S`.
+/// `GET /metrics`: the Prometheus text of `handle`, for an app of any state type `S`. Every
+/// monitored call that ended before the request is in it: the route hands the calls each
+/// thread holds back to the recorder first ([`perf_core::metrics::flush`]).
 pub fn metrics_router<S: Clone + Send + Sync + 'static>(handle: PrometheusHandle) -> Router<S> {
     Router::new().route(
         "/metrics",
         get(move || {
             let handle = handle.clone();
             async move {
+                perf_core::metrics::flush();
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                     handle.render(),

@@ -210,13 +210,16 @@ async fn system_loop(system: Weak<SystemMonitor>) {
     }
 }
 
-/// Every [`PUBLISH_INTERVAL`]: publish cache metrics.
+/// Every [`PUBLISH_INTERVAL`]: publish cache metrics, and hand monitored calls to the
+/// recorder ([`crate::metrics::flush`]), so that a scrape that does not flush is at most about
+/// a second behind.
 async fn publish_loop(cache: WeakCache) {
     let mut ticker = ticker(PUBLISH_INTERVAL);
     loop {
         ticker.tick().await;
         let Some(cache) = cache.upgrade() else { break };
         cache.publish_metrics();
+        crate::metrics::flush();
     }
 }
 

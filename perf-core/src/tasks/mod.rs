@@ -41,7 +41,7 @@ pub use self::{
 };
 use crate::{
     config::PerformanceConfig,
-    monitor::{Handles, Monitor, OperationStats, Status, Timing},
+    monitor::{Monitor, Operation, OperationStats, Status, Timing},
 };
 
 /// The `operation` label of tasks' metrics.
@@ -96,7 +96,7 @@ struct Inner {
     max_blocking: u64,
     submitted: AtomicU64,
     /// Run time by outcome, and the task metrics.
-    run: Arc<Handles>,
+    run: Arc<Operation>,
     queue_wait: OperationStats,
 }
 
@@ -129,7 +129,7 @@ impl TaskManager {
                 next_id: AtomicU64::new(1),
                 max_blocking: config.tasks.max_blocking_workers,
                 submitted: AtomicU64::new(0),
-                run: monitor.handles(TASK_OPERATION),
+                run: monitor.operation(TASK_OPERATION),
                 queue_wait: OperationStats::default(),
             }),
         }
