@@ -249,29 +249,10 @@ impl L1 {
     /// Stores `entry`; hits check its freshness against `clock`'s coarse time.
     pub(crate) fn store(&self, key: &str, entry: L1Entry, clock: &ExpiryClock) {
         let fresh_coarse = clock.coarse_deadline(entry.stamp.fresh_until);
-        self.insert_held(
-            key,
-            Held {
-                entry,
-                fresh_coarse,
-            },
-        );
-    }
-
-    /// [`store`](Self::store) without a coarse deadline, for the near cache's model checks,
-    /// which drive L1 alone: every hit reads the precise clock.
-    #[cfg(all(test, shuttle))]
-    pub(crate) fn insert(&self, key: &str, entry: L1Entry) {
-        self.insert_held(
-            key,
-            Held {
-                entry,
-                fresh_coarse: 0,
-            },
-        );
-    }
-
-    fn insert_held(&self, key: &str, held: Held) {
+        let held = Held {
+            entry,
+            fresh_coarse,
+        };
         self.map.insert(key.into(), held);
         self.epochs.changed(key);
     }
@@ -342,30 +323,43 @@ mod tests {
 
     use super::*;
 
-    /// With the real clock a hit is checked against the coarse deadline, which ends a second
-    /// before the entry's freshness; past it, the precise clock decides.
+    /// With the real clock a hit far from its deadline is vouched for by the coarse clock;
+    /// one within its guard, or past it, is decided by the precise clock: the entry past its
+    /// freshness is a miss, removed and counted.
     #[test]
     fn a_hit_checked_by_the_coarse_clock_ends_with_the_ttl() {
         let clock = ExpiryClock::real();
         let counters = Counters::default();
         let l1 = L1::new(10, Arc::new(Counters::default()));
-        let until = clock.now() + Duration::from_millis(1100);
-        let stamp = Stamp {
+        let stamp = |until| Stamp {
             fresh_until: until,
             expires_at: until,
             stale_until: until,
             shared: false,
         };
-        let value: AnyValue = Arc::new(7u32);
-        l1.store("k", L1Entry { value, stamp }, &clock);
-        assert!(matches!(l1.get::<u32>("k", &clock, &counters), Lookup::Hit(v) if *v == 7));
-
-        std::thread::sleep(Duration::from_millis(1200));
+        let store = |key: &str, until| {
+            let value: AnyValue = Arc::new(7u32);
+            l1.store(
+                key,
+                L1Entry {
+                    value,
+                    stamp: stamp(until),
+                },
+                &clock,
+            );
+        };
+        let now = clock.now();
+        store("far", now + Duration::from_secs(3600));
+        store("near", now + Duration::from_millis(500));
+        store("past", now - Duration::from_millis(1));
+        for key in ["far", "near"] {
+            assert!(matches!(l1.get::<u32>(key, &clock, &counters), Lookup::Hit(v) if *v == 7));
+        }
         assert!(matches!(
-            l1.get::<u32>("k", &clock, &counters),
+            l1.get::<u32>("past", &clock, &counters),
             Lookup::Miss
         ));
-        assert!(!l1.contains("k"), "the expired entry is removed");
+        assert!(!l1.contains("past"), "the expired entry is removed");
         assert_eq!(counters.count(Tier::L1, Event::Expiration), 1);
     }
 }

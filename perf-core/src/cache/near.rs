@@ -363,7 +363,8 @@ impl Near {
             return None;
         }
         let (held, value) = table.find(&key)?;
-        if self.epochs.buckets[usize::from(held.bucket)].load(Ordering::Acquire) != held.epoch
+        if held.type_id != TypeId::of::<T>()
+            || self.epochs.buckets[usize::from(held.bucket)].load(Ordering::Acquire) != held.epoch
             || !(clock.before_coarse_deadline(held.coarse_deadline)
                 || clock.is_live(held.expires_at))
         {
@@ -372,9 +373,6 @@ impl Near {
         held.near_hits = held.near_hits.wrapping_add(1);
         if held.near_hits % TOUCH_EVERY == 0 {
             touch();
-        }
-        if held.type_id != TypeId::of::<T>() {
-            return None;
         }
         // SAFETY: `value` is where the slot's own `Arc` points (both are set together, under
         // this borrow), and `type_id` was read from that value when the slot was filled and
@@ -835,14 +833,14 @@ mod model {
                 let clock = ExpiryClock::exact(clock);
                 let print = Fingerprint::with_bytes(b"k", |print| print.copied()).expect("fits");
                 let published = Arc::new(AtomicU64::new(1));
-                l1.insert("k", entry(1, &clock));
+                l1.store("k", entry(1, &clock), &clock);
 
                 let writer = {
                     let (l1, clock, published) =
                         (Arc::clone(&l1), clock.clone(), Arc::clone(&published));
                     shuttle::thread::spawn(move || {
                         for value in [2, 3] {
-                            l1.insert("k", entry(value, &clock));
+                            l1.store("k", entry(value, &clock), &clock);
                             published.store(value, Ordering::SeqCst);
                         }
                         l1.remove("k");

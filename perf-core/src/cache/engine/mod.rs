@@ -1,8 +1,8 @@
 //! The cache's engine: what [`MultiLevelCache`](super::MultiLevelCache)'s methods do.
 //!
 //! `mod.rs` holds the tiers and the plain reads and writes through them, `get.rs` the future
-//! of `get`; the rest of a load is in its own files: `load.rs` the entry points, `attempt.rs` a caller's way through a load,
-//! `background.rs` loads run in a task, `target.rs` where a load reads and stores,
+//! of `get`; the rest of a load is in its own files: `load.rs` the entry points, `attempt.rs`
+//! a caller's way through a load, `background.rs` loads run in a task, `target.rs` where a load reads and stores,
 //! `shared.rs` reads that reach the remote tier and invalidations from other instances,
 //! `tags.rs` tag generations, `fast.rs` the `#[cache_result]` hit path through the near cache.
 
