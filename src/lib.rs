@@ -8,7 +8,8 @@
 //! | `config-load` (default) | `PerformanceConfig::load`, `from_env`, `from_toml_*`: TOML and `PERF_*` variables (figment) |
 //! | `redis` | `perf::redis`: the Redis tier shared by every instance |
 //! | `redis-tls` | `redis`, with `rediss://` URLs (rustls) |
-//! | `http` | `perf::http`: the admin API and `/metrics` |
+//! | `http` | `perf::http`: the admin API and `/metrics`; turns on `webhook` |
+//! | `webhook` | alert transitions POSTed to `alert_webhook_url`, Alertmanager's v2 JSON (hyper's client) |
 //! | `sqlx` | `sqlx::Error` can be a cache loader's error |
 //! | `jemalloc` | memory cleanup also purges jemalloc's arenas; usage reports jemalloc's figures |
 //! | `sqlx` | `sqlx::Error` as a cache loader's error |

@@ -17,10 +17,14 @@ const PUBLISHED: [&str; 5] = [
     "perf-http",
 ];
 
+/// `1.88` and `1.88.0` as the same version: three parts, the missing ones 0.
 fn version(text: &str) -> Vec<u64> {
-    text.split('.')
+    let mut parts: Vec<u64> = text
+        .split('.')
         .filter_map(|part| part.parse().ok())
-        .collect()
+        .collect();
+    parts.resize(3, 0);
+    parts
 }
 
 #[test]

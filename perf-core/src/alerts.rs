@@ -3,8 +3,32 @@
 //! An alert says what is wrong now, with the observed value and the threshold it crossed; it is
 //! critical once the value is past the threshold by half the remaining way (memory at 90% with
 //! an 80% threshold). A recommendation says what to change, with the figures behind it.
+//!
+//! # In the background
+//!
+//! The optimizer's background loops evaluate the rules every 15 s at most, with the cache
+//! hit rate, the task failure rate and the slow queries counted over `alert_window` (from
+//! counter deltas), memory and the machine as sampled then. Each alert's state is kept
+//! ([`AlertState`]): a [`Transition`], firing or resolved, is logged through `tracing` (warn
+//! and info, with the alert's name, severity, value and threshold), sets the gauge
+//! `performance_alerts_active{alert, severity}` (1, then 0), and with `alert_webhook_url` set
+//! (and the `webhook` feature) is POSTed as Alertmanager's v2 API takes alerts.
+//! `dashboards/alerts.yml` holds the same rules for Prometheus.
+
+mod state;
+#[cfg(feature = "webhook")]
+mod webhook;
+mod window;
 
 use serde::Serialize;
+
+pub use self::state::{ActiveAlert, AlertState, AlertStatus, Transition, WebhookStats};
+#[cfg(feature = "webhook")]
+pub(crate) use self::webhook::{Outbox, Policy as WebhookPolicy};
+pub(crate) use self::{
+    state::{AlertBook, announce},
+    window::Window,
+};
 
 use crate::{
     cache::CacheStats, config::PerformanceConfig, memory::MemoryUsage, system::SystemResources,
@@ -65,6 +89,43 @@ pub enum AlertKind {
     DiskExhaustion,
 }
 
+impl Severity {
+    /// Its name, as in JSON and the `severity` label: `warning` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl AlertKind {
+    /// Every rule, in the order they are evaluated.
+    pub const ALL: [AlertKind; 7] = [
+        AlertKind::MemoryUsage,
+        AlertKind::CacheHitRate,
+        AlertKind::SlowQueries,
+        AlertKind::TaskFailureRate,
+        AlertKind::CpuExhaustion,
+        AlertKind::SystemMemoryExhaustion,
+        AlertKind::DiskExhaustion,
+    ];
+
+    /// Its name, as in JSON, the `alert` label of `performance_alerts_active`, the webhook's
+    /// `alertname` and `dashboards/alerts.yml`: `memory_usage`, `cache_hit_rate`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::MemoryUsage => "memory_usage",
+            AlertKind::CacheHitRate => "cache_hit_rate",
+            AlertKind::SlowQueries => "slow_queries",
+            AlertKind::TaskFailureRate => "task_failure_rate",
+            AlertKind::CpuExhaustion => "cpu_exhaustion",
+            AlertKind::SystemMemoryExhaustion => "system_memory_exhaustion",
+            AlertKind::DiskExhaustion => "disk_exhaustion",
+        }
+    }
+}
+
 /// Something wrong now: the figure observed and the threshold it crossed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
@@ -98,11 +159,50 @@ pub struct Recommendation {
 }
 
 /// Every alert the snapshot raises under `config`'s thresholds, most severe first.
+///
+/// The counters are taken as they are in the snapshot: since start in
+/// [`PerformanceOptimizer::snapshot`](crate::PerformanceOptimizer::snapshot)'s, over
+/// `alert_window` in the background evaluation's.
 pub fn alerts(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<Alert> {
-    let mut alerts = Vec::new();
+    let mut alerts: Vec<Alert> = readings(snapshot, config)
+        .into_iter()
+        .filter_map(Reading::into_alert)
+        .collect();
+    alerts.sort_by_key(|alert| std::cmp::Reverse(alert.severity));
+    alerts
+}
+
+/// One rule's figure against its threshold, raised or not: an alert that resolves is logged
+/// with the figure that ended it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Reading {
+    pub(crate) kind: AlertKind,
+    /// `None` while the figure is on the right side of its threshold.
+    pub(crate) severity: Option<Severity>,
+    pub(crate) message: String,
+    pub(crate) observed: f64,
+    pub(crate) threshold: f64,
+}
+
+impl Reading {
+    fn into_alert(self) -> Option<Alert> {
+        Some(Alert {
+            kind: self.kind,
+            severity: self.severity?,
+            message: self.message,
+            observed: self.observed,
+            threshold: self.threshold,
+        })
+    }
+}
+
+/// Every rule that can judge the snapshot, in [`AlertKind`]'s order. A rule without its
+/// figures (memory not sampled, too few lookups, no finished task) gives no reading.
+pub(crate) fn readings(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<Reading> {
+    let mut readings = Vec::new();
+    let window = humantime::format_duration(config.alerts.window);
     if let Some(memory) = &snapshot.memory {
-        above(
-            &mut alerts,
+        readings.push(above(
             AlertKind::MemoryUsage,
             memory.usage_fraction,
             config.alerts.memory_usage,
@@ -113,21 +213,23 @@ pub fn alerts(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<Alert> {
                 memory.rss_bytes >> 20,
                 memory.limit_bytes >> 20
             ),
-        );
+        ));
     }
     let cache = &snapshot.cache;
     let lookups = cache.l1.hits + cache.l1.misses;
-    if lookups >= config.alerts.cache_min_lookups && cache.hit_rate < config.alerts.cache_hit_rate {
+    if lookups >= config.alerts.cache_min_lookups {
         let threshold = config.alerts.cache_hit_rate;
-        alerts.push(Alert {
+        readings.push(Reading {
             kind: AlertKind::CacheHitRate,
-            severity: if cache.hit_rate < threshold / 2.0 {
-                Severity::Critical
+            severity: if cache.hit_rate >= threshold {
+                None
+            } else if cache.hit_rate < threshold / 2.0 {
+                Some(Severity::Critical)
             } else {
-                Severity::Warning
+                Some(Severity::Warning)
             },
             message: format!(
-                "cache hit rate {:.0}% over {lookups} lookups, under {:.0}%",
+                "cache hit rate {:.0}% over {lookups} lookups, threshold {:.0}%",
                 cache.hit_rate * 100.0,
                 threshold * 100.0
             ),
@@ -137,27 +239,23 @@ pub fn alerts(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<Alert> {
     }
     let slow = snapshot.recent_slow_queries as f64;
     let limit = config.alerts.slow_queries as f64;
-    if slow > limit {
-        alerts.push(Alert {
-            kind: AlertKind::SlowQueries,
-            severity: if slow > limit * 2.0 {
-                Severity::Critical
-            } else {
-                Severity::Warning
-            },
-            message: format!(
-                "{slow} slow queries in the last {}",
-                humantime::format_duration(config.alerts.window)
-            ),
-            observed: slow,
-            threshold: limit,
-        });
-    }
+    readings.push(Reading {
+        kind: AlertKind::SlowQueries,
+        severity: if slow <= limit {
+            None
+        } else if slow > limit * 2.0 {
+            Some(Severity::Critical)
+        } else {
+            Some(Severity::Warning)
+        },
+        message: format!("{slow} slow queries in the last {window}"),
+        observed: slow,
+        threshold: limit,
+    });
     let tasks = &snapshot.tasks;
     let finished = tasks.completed + tasks.failed + tasks.panicked + tasks.timed_out;
     if finished > 0 {
-        above(
-            &mut alerts,
+        readings.push(above(
             AlertKind::TaskFailureRate,
             tasks.failure_rate,
             config.alerts.task_failure_rate,
@@ -166,7 +264,7 @@ pub fn alerts(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<Alert> {
                 tasks.failure_rate * 100.0,
                 tasks.failed + tasks.panicked + tasks.timed_out
             ),
-        );
+        ));
     }
     if let Some(system) = &snapshot.system {
         let threshold = config.alerts.resource_usage;
@@ -179,36 +277,34 @@ pub fn alerts(snapshot: &Snapshot, config: &PerformanceConfig) -> Vec<Alert> {
             ),
             (AlertKind::DiskExhaustion, system.disk_percent, "disk"),
         ] {
-            above(
-                &mut alerts,
+            readings.push(above(
                 kind,
                 percent / 100.0,
                 threshold,
                 format!("{what} at {percent:.0}%"),
-            );
+            ));
         }
     }
-    alerts.sort_by_key(|alert| std::cmp::Reverse(alert.severity));
-    alerts
+    readings
 }
 
-/// An alert when `observed` reaches `threshold`; critical past half the way beyond it.
-fn above(alerts: &mut Vec<Alert>, kind: AlertKind, observed: f64, threshold: f64, message: String) {
-    if observed < threshold {
-        return;
-    }
+/// Raised when `observed` reaches `threshold`; critical past half the way beyond it.
+fn above(kind: AlertKind, observed: f64, threshold: f64, message: String) -> Reading {
     let critical = threshold + (1.0 - threshold).max(0.0) / 2.0;
-    alerts.push(Alert {
+    let severity = if observed < threshold {
+        None
+    } else if observed >= critical {
+        Some(Severity::Critical)
+    } else {
+        Some(Severity::Warning)
+    };
+    Reading {
         kind,
-        severity: if observed >= critical {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        },
+        severity,
         message,
         observed,
         threshold,
-    });
+    }
 }
 
 /// Concrete changes the snapshot suggests, with their figures.
@@ -340,7 +436,8 @@ mod tests {
         }
     }
 
-    fn calm() -> Snapshot {
+    /// Every figure well inside its threshold.
+    pub(crate) fn calm() -> Snapshot {
         Snapshot {
             cache: CacheStats {
                 l1: TierStats {

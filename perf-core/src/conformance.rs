@@ -11,7 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{MultiLevelCache, PerformanceConfig, RemoteTier, Tier};
+use parking_lot::Mutex;
+
+use crate::{
+    MultiLevelCache, PerformanceConfig, RemoteError, RemoteTier, Tier,
+    cache::{BoxFuture, InvalidationSink},
+};
 
 /// A long enough TTL that no check sees it pass.
 const LONG: Duration = Duration::from_secs(600);
@@ -54,6 +59,30 @@ pub async fn run(tier: impl AsyncFn(&str) -> Arc<dyn RemoteTier>) {
         a_value_of_another_type_is_a_miss_and_left_alone(&tier),
     )
     .await;
+    check(
+        "used_bytes_counts_what_the_tier_holds",
+        used_bytes_counts_what_the_tier_holds(&tier),
+    )
+    .await;
+}
+
+/// A tier that reports its size (`cache_size_bytes{tier="redis"}`) counts a value written
+/// to it; one that cannot tell says so with `None`, every time.
+async fn used_bytes_counts_what_the_tier_holds(tier: &impl AsyncFn(&str) -> Arc<dyn RemoteTier>) {
+    const VALUE: usize = 256 * 1024;
+    let tier = tier("conformance-size").await;
+    let before = tier.used_bytes().await.expect("the tier is up");
+    set(&*tier, "big", &vec![7u8; VALUE]).await;
+    let after = tier.used_bytes().await.expect("the tier is up");
+    match (before, after) {
+        // Other keys may expire meanwhile: allow them a little.
+        (Some(before), Some(after)) => assert!(
+            after >= before + (VALUE as u64) * 3 / 4,
+            "{before} bytes, then {after} after writing {VALUE}"
+        ),
+        (None, None) => {}
+        sizes => panic!("the tier reports its size only sometimes: {sizes:?}"),
+    }
 }
 
 /// Runs one check, naming it if it fails.
@@ -93,11 +122,85 @@ async fn held(tier: &dyn RemoteTier, prefix: &str, count: u32) -> usize {
     values.iter().flatten().count()
 }
 
-fn cache_over(tier: &Arc<dyn RemoteTier>) -> MultiLevelCache {
-    MultiLevelCache::builder(&PerformanceConfig::default())
-        .remote_tier(Arc::clone(tier))
+/// A cache over `tier`, once the tier listens for other instances' changes if it does: its
+/// first [`Resync`](crate::cache::Invalidation::Resync), sent when it starts listening, would otherwise
+/// drop local copies at a moment a check cannot foresee.
+async fn cache_over(tier: &Arc<dyn RemoteTier>) -> MultiLevelCache {
+    let (heard, mut listening) = tokio::sync::watch::channel(false);
+    let tier: Arc<dyn RemoteTier> = Arc::new(Listening {
+        inner: Arc::clone(tier),
+        heard: Mutex::new(Some(heard)),
+    });
+    let cache = MultiLevelCache::builder(&PerformanceConfig::default())
+        .remote_tier(Arc::clone(&tier))
         .build()
-        .expect("valid config")
+        .expect("valid config");
+    // A tier that does not listen dropped the sink, and with it the last sender.
+    let first = tokio::time::timeout(LONG, listening.wait_for(|heard| *heard)).await;
+    match first {
+        Ok(Ok(_)) | Ok(Err(_)) => cache,
+        Err(_) => panic!("the tier kept the sink but never said it was listening"),
+    }
+}
+
+/// Forwards to `inner`, and says through `heard` when the first invalidation arrives.
+#[derive(Debug)]
+struct Listening {
+    inner: Arc<dyn RemoteTier>,
+    /// Moved into the sink, so that a tier dropping the sink closes the channel.
+    heard: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
+}
+
+impl RemoteTier for Listening {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, RemoteError>> {
+        self.inner.get(key)
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), RemoteError>> {
+        self.inner.set(key, value, ttl)
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RemoteError>> {
+        self.inner.delete(key)
+    }
+
+    fn invalidate_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, RemoteError>> {
+        self.inner.invalidate_prefix(prefix)
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
+        self.inner.clear()
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, RemoteError>> {
+        self.inner.get_many(keys)
+    }
+
+    fn used_bytes(&self) -> BoxFuture<'_, Result<Option<u64>, RemoteError>> {
+        self.inner.used_bytes()
+    }
+
+    fn replays_failed_changes(&self) -> bool {
+        self.inner.replays_failed_changes()
+    }
+
+    fn subscribe(&self, sink: InvalidationSink) {
+        let Some(heard) = self.heard.lock().take() else {
+            return;
+        };
+        self.inner.subscribe(Arc::new(move |invalidation| {
+            heard.send_replace(true);
+            sink(invalidation);
+        }));
+    }
 }
 
 /// `set` stores, a second `set` replaces, `delete` removes; a missing key is `None`, and
@@ -216,7 +319,7 @@ pub async fn a_cache_round_trips_through_the_tier(
     tier: &impl AsyncFn(&str) -> Arc<dyn RemoteTier>,
 ) {
     let tier = tier("conformance-trip").await;
-    let cache = cache_over(&tier);
+    let cache = cache_over(&tier).await;
     cache
         .set("ad:1", "banner".to_string(), Tier::Redis, Some(LONG))
         .await
@@ -239,7 +342,7 @@ pub async fn undecodable_bytes_are_a_counted_miss_and_deleted(
     tier: &impl AsyncFn(&str) -> Arc<dyn RemoteTier>,
 ) {
     let tier = tier("conformance-junk").await;
-    let cache = cache_over(&tier);
+    let cache = cache_over(&tier).await;
     set(&*tier, "foreign", b"written by another program").await;
     let read = cache.get::<String>("foreign", Tier::Redis).await;
     assert_eq!(read.expect("a miss, not an error"), None);
@@ -252,7 +355,7 @@ pub async fn a_value_of_another_type_is_a_miss_and_left_alone(
     tier: &impl AsyncFn(&str) -> Arc<dyn RemoteTier>,
 ) {
     let tier = tier("conformance-type").await;
-    let cache = cache_over(&tier);
+    let cache = cache_over(&tier).await;
     let value = vec!["a".to_string()];
     cache
         .set("shared", value.clone(), Tier::Redis, None)

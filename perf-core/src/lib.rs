@@ -10,8 +10,9 @@
 //! | [`query`] | [`QueryOptimizer`](query::QueryOptimizer): query timing, shapes, slow queries, the result cache |
 //! | [`monitor`] | operation timing behind `#[performance_monitor]` and [`performance_context`] |
 //! | [`metrics`] | the metric catalogue and [`metrics::describe_all`] |
-//! | [`alerts`] | alert rules and recommendations from a stats snapshot |
+//! | [`alerts`] | alert rules and recommendations from a stats snapshot; the background evaluation's window, state and webhook |
 //! | [`system`] | the machine's CPU, memory, disks and network, through sysinfo (feature `system`) |
+//! | `profiling` | `profiling_enabled`: the switch that puts cache, Redis, task and query operations in `tracing` spans |
 //! | [`optimizer`] | [`PerformanceOptimizer`]: one of each component, [`global`], background loops ([`BackgroundTasks`]) |
 //!
 //! Dependencies point one way: the optimizer uses the components, never the reverse, and no
@@ -23,6 +24,9 @@
 //! | `sql` | query shapes through sqlparser's tokenizer; without it a shape is the query's text, and invalidating a table drops every cached query result |
 //! | `system` | [`system::SystemMonitor`] (sysinfo) and the resource alerts; without it the memory manager still samples the process (from `/proc` on Linux) |
 //! | `config-load` | [`PerformanceConfig::load`] and the other loaders: TOML and `PERF_*` variables (figment) |
+//!
+//! Off by default: `webhook` POSTs alert transitions to `alert_webhook_url` (hyper's client;
+//! perf-http turns it on), `jemalloc`, `sqlx`, `conformance`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
@@ -40,6 +44,7 @@ pub mod memory;
 pub mod metrics;
 pub mod monitor;
 pub mod optimizer;
+mod profiling;
 pub mod query;
 mod striped;
 mod sync;

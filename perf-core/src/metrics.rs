@@ -24,9 +24,19 @@ pub const CACHE_HITS_TOTAL: &str = "cache_hits_total";
 /// Counter `{tier, operation}`: lookups that reached a tier and found nothing usable (absent,
 /// expired, undecodable or of another type). Labels and publishing as [`CACHE_HITS_TOTAL`].
 pub const CACHE_MISSES_TOTAL: &str = "cache_misses_total";
-/// Gauge `{tier}`: bytes held by L2 (keys, encoded values and a per-entry overhead); the only
-/// byte-bounded local tier, so `tier` is `l2`.
+/// Gauge `{tier}`: bytes a tier holds. `l2`: exact, keys, encoded values and a per-entry
+/// overhead (its byte bound weighs the same). `l1`: an estimate, entries times
+/// [`L1_ENTRY_BYTES_ESTIMATE`](crate::cache::L1_ENTRY_BYTES_ESTIMATE) (L1 holds typed values
+/// whose size it cannot see, and counts entries, not bytes). `redis`: the server's
+/// `used_memory` (`INFO memory`; summed over a cluster's primaries), everything that server
+/// holds and not only this cache's keys, sampled every 5 s in a task of its own (never on a
+/// read or write); absent until Redis first answers, then the last answer while it does not.
 pub const CACHE_SIZE_BYTES: &str = "cache_size_bytes";
+/// Counter `{tier, operation}`: changes to a tier's entries, `operation` `insert` (a write,
+/// a load, or a copy from a lower tier), `eviction` (pushed out to make room, memory cleanups
+/// included), `expiration` (found or swept past its TTL) or `removal` (deleted, invalidated
+/// by prefix or by another instance, or cleared). Published with [`CACHE_HITS_TOTAL`].
+pub const CACHE_OPERATIONS_TOTAL: &str = "cache_operations_total";
 /// Counter `{event}`: what the get_or_load family's loads did. `event` is `loader_run`,
 /// `coalesced`, `loader_error`, `stale_served`, `soft_timeout`, `hard_timeout`, `refresh` or
 /// `shared_failure`, the counts of [`LoadStats`](crate::cache::LoadStats).
@@ -46,6 +56,12 @@ pub const MEMORY_USAGE_BYTES: &str = "memory_usage_bytes";
 /// caller). Rust has no garbage collector: this takes the place of the seed's
 /// `gc_collections_total`.
 pub const MEMORY_CLEANUPS_TOTAL: &str = "memory_cleanups_total";
+/// Gauge `{pool}`: tasks of the [`TaskManager`](crate::tasks::TaskManager) running now,
+/// `pool` `async` or `blocking`. Read when the recorder is handed values ([`flush`]).
+pub const TASKS_RUNNING: &str = "tasks_running";
+/// Gauge, no labels: tasks of the [`TaskManager`](crate::tasks::TaskManager) submitted and
+/// waiting for a worker now, async and blocking. Read as [`TASKS_RUNNING`] is.
+pub const TASKS_QUEUED: &str = "tasks_queued";
 /// Histogram `{operation}`, seconds: the duration of every monitored call
 /// (`#[performance_monitor]`, `performance_context`, managed tasks), whatever its outcome.
 pub const PROCESSING_TIME_SECONDS: &str = "processing_time_seconds";
@@ -56,9 +72,26 @@ pub const ASYNC_OPERATIONS_TOTAL: &str = "async_operations_total";
 /// Histogram `{query_type}`, seconds: database queries timed by the
 /// [`QueryOptimizer`](crate::query::QueryOptimizer), `query_type` as its caller names it.
 pub const DATABASE_QUERY_TIME_SECONDS: &str = "database_query_time_seconds";
+/// Counter `{query_type}`: queries the [`QueryOptimizer`](crate::query::QueryOptimizer)
+/// found slow (at least `slow_query_threshold`), the ones its slow-query log keeps.
+/// `query_type` as in [`DATABASE_QUERY_TIME_SECONDS`]; each type starts at 0 with its first
+/// query.
+pub const DATABASE_SLOW_QUERIES_TOTAL: &str = "database_slow_queries_total";
+/// Counter, no labels: query results served from the query result cache
+/// ([`cached_query`](crate::query::QueryOptimizer::cached_query) and
+/// [`get_cached_query`](crate::query::QueryOptimizer::get_cached_query)) without running
+/// the query. Given to the recorder with the monitored calls ([`flush`]).
+pub const QUERY_CACHE_HITS_TOTAL: &str = "query_cache_hits_total";
+/// Counter, no labels: lookups in the query result cache that found nothing, so the query
+/// ran (or, for `get_cached_query`, the caller got nothing). As [`QUERY_CACHE_HITS_TOTAL`].
+pub const QUERY_CACHE_MISSES_TOTAL: &str = "query_cache_misses_total";
 /// Gauge `{type}`, percent (0 to 100): the machine's `cpu`, `memory` and fullest `disk`, sampled
 /// every 15 s by the background loops.
 pub const RESOURCE_USAGE_PERCENT: &str = "resource_usage_percent";
+/// Counter `{direction}`, bytes: the machine's network traffic over every interface since
+/// boot, `direction` `received` or `transmitted`, sampled with [`RESOURCE_USAGE_PERCENT`];
+/// `rate()` gives the I/O rate.
+pub const NETWORK_IO_BYTES_TOTAL: &str = "network_io_bytes_total";
 /// Counter `{reason}`: remote tier calls that failed, `reason` `error`, `timeout` (past the
 /// tier's operation timeout) or `unavailable` (refused at once by an open circuit breaker).
 /// Recorded by the remote tier (perf-redis).
@@ -72,6 +105,11 @@ pub const CACHE_BREAKER_OPENINGS_TOTAL: &str = "cache_breaker_openings_total";
 /// `direction` `sent` (published) or `received` (from another instance, and applied).
 /// Recorded by perf-redis.
 pub const CACHE_BACKPLANE_MESSAGES_TOTAL: &str = "cache_backplane_messages_total";
+/// Gauge `{alert, severity}`: 1 while an alert fires, 0 once it resolved, from the background
+/// evaluation (every 15 s at most). `alert` is an
+/// [`AlertKind::as_str`](crate::alerts::AlertKind::as_str), `severity` `warning` or
+/// `critical`; an alert whose severity changes resolves at one and fires at the other.
+pub const PERFORMANCE_ALERTS_ACTIVE: &str = "performance_alerts_active";
 
 /// Label names, as the metric constants above use them.
 pub mod labels {
@@ -89,14 +127,21 @@ pub mod labels {
     pub const REASON: &str = "reason";
     /// The kind of database query, as the code that timed it names it.
     pub const QUERY_TYPE: &str = "query_type";
-    /// `sent` or `received`, for backplane messages.
+    /// `sent` or `received` for backplane messages; `received` or `transmitted` for network
+    /// traffic.
     pub const DIRECTION: &str = "direction";
+    /// The task pool, `async` or `blocking`.
+    pub const POOL: &str = "pool";
     /// What a cache load did (`loader_run`, `coalesced`, ...).
     pub const EVENT: &str = "event";
     /// A memoized function's path.
     pub const FUNCTION: &str = "function";
     /// A memoized call's outcome, `hit` or `miss`.
     pub const RESULT: &str = "result";
+    /// An alert rule's name ([`AlertKind::as_str`](crate::alerts::AlertKind::as_str)).
+    pub const ALERT: &str = "alert";
+    /// An alert's severity, `warning` or `critical`.
+    pub const SEVERITY: &str = "severity";
 }
 
 /// Buckets for operation latencies, 100 us to 30 s.
@@ -159,7 +204,16 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: MetricKind::Gauge,
         unit: Unit::Bytes,
         labels: &[TIER],
-        help: "Bytes held by a byte-bounded cache tier (keys, encoded values, entry overhead)",
+        help: "Bytes held by a cache tier: l2 exact, l1 estimated from its entries, redis \
+               the server's used_memory",
+        buckets: None,
+    },
+    MetricDef {
+        name: CACHE_OPERATIONS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[TIER, OPERATION],
+        help: "Changes to a cache tier's entries: insert, eviction, expiration, removal",
         buckets: None,
     },
     MetricDef {
@@ -193,7 +247,23 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: MetricKind::Counter,
         unit: Unit::Count,
         labels: &[REASON],
-        help: "Memory cleanups run, by what triggered them",
+        help: "Memory cleanups run, by what triggered them (the seed's gc_collections_total)",
+        buckets: None,
+    },
+    MetricDef {
+        name: TASKS_RUNNING,
+        kind: MetricKind::Gauge,
+        unit: Unit::Count,
+        labels: &[POOL],
+        help: "Tasks of the task manager running now, by pool (async, blocking)",
+        buckets: None,
+    },
+    MetricDef {
+        name: TASKS_QUEUED,
+        kind: MetricKind::Gauge,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Tasks of the task manager waiting for a worker now",
         buckets: None,
     },
     MetricDef {
@@ -221,11 +291,43 @@ pub const CATALOGUE: &[MetricDef] = &[
         buckets: Some(LATENCY_BUCKETS_SECONDS),
     },
     MetricDef {
+        name: DATABASE_SLOW_QUERIES_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[QUERY_TYPE],
+        help: "Database queries at or over slow_query_threshold, by query type",
+        buckets: None,
+    },
+    MetricDef {
+        name: QUERY_CACHE_HITS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Query results served from the query result cache",
+        buckets: None,
+    },
+    MetricDef {
+        name: QUERY_CACHE_MISSES_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Query result cache lookups that found nothing",
+        buckets: None,
+    },
+    MetricDef {
         name: RESOURCE_USAGE_PERCENT,
         kind: MetricKind::Gauge,
         unit: Unit::Percent,
         labels: &[TYPE],
         help: "System resource usage (cpu, memory, disk) in percent",
+        buckets: None,
+    },
+    MetricDef {
+        name: NETWORK_IO_BYTES_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Bytes,
+        labels: &[DIRECTION],
+        help: "The machine's network traffic since boot, received and transmitted",
         buckets: None,
     },
     MetricDef {
@@ -258,6 +360,14 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: Unit::Count,
         labels: &[DIRECTION],
         help: "Cache invalidation messages between instances, sent and received",
+        buckets: None,
+    },
+    MetricDef {
+        name: PERFORMANCE_ALERTS_ACTIVE,
+        kind: MetricKind::Gauge,
+        unit: Unit::Count,
+        labels: &[ALERT, SEVERITY],
+        help: "1 while an alert fires, 0 once it resolved (background evaluation)",
         buckets: None,
     },
 ];
@@ -382,9 +492,10 @@ pub fn name(metric: &'static str) -> &'static str {
 
 // ----- values held back for batching -----
 
-/// Holds metric values back to give them to the recorder in batches.
+/// Holds metric values back to give them to the recorder in batches, or reads them when
+/// asked (gauges of what is running now).
 pub(crate) trait Batched: Send + Sync {
-    /// Gives the recorder every value held back so far.
+    /// Gives the recorder every value held back so far, and sets the gauges read now.
     fn flush(&self);
 }
 
@@ -401,7 +512,10 @@ pub(crate) fn register_batched(batched: Weak<dyn Batched>) {
 /// (`processing_time_seconds`) and outcomes (`async_operations_total`) of monitored calls,
 /// which each thread hands over in batches of 128 calls. On return, every call that ended
 /// before it was called is in the recorder, on every thread and of every optimizer, threads
-/// that have exited included.
+/// that have exited included. It also gives the query result cache's hits and misses
+/// ([`QUERY_CACHE_HITS_TOTAL`], [`QUERY_CACHE_MISSES_TOTAL`]) and sets the task pools'
+/// gauges ([`TASKS_RUNNING`], [`TASKS_QUEUED`]) from what runs now. (Several task managers
+/// in one process set the same gauges: the last one flushed is shown.)
 ///
 /// perf-http's `/metrics` calls it before rendering, and an optimizer's background loops and
 /// [`publish_metrics`](crate::PerformanceOptimizer::publish_metrics) call it too (the loops

@@ -5,8 +5,10 @@
 //! An optimizer's background loops sweep expired cache entries (every
 //! `cache_sweep_interval`), publish cache metrics and hand batched monitor metrics to the
 //! recorder (every second), run the memory monitor
-//! (every `memory_check_interval`) and sample the machine (every 15 s, with the `system`
-//! feature). They run only when
+//! (every `memory_check_interval`), and evaluate the alerts over `alert_window` (every 15 s,
+//! or a tenth of the window when shorter, at least every second), sampling the machine then
+//! (with the `system` feature); with `alert_webhook_url` set, a loop of their own sends the
+//! alerts' transitions. They run only when
 //! started, on one tokio runtime:
 //!
 //! - [`PerformanceOptimizer::install`] starts them on the current runtime, for as long as it
@@ -27,7 +29,9 @@
 //! refused with it. (tokio cannot be asked whether a runtime has timers, only made to panic
 //! when it has none: the start catches that panic, whose message the panic hook still prints.)
 
+mod alerting;
 mod background;
+mod hot;
 
 use std::sync::{Arc, OnceLock};
 
@@ -35,16 +39,22 @@ use parking_lot::{Mutex, RwLock};
 use tokio::runtime::Handle;
 
 pub use self::background::BackgroundTasks;
-use self::background::{Runs, Targets};
+pub use self::hot::HOT_FIELDS;
+use self::{
+    alerting::{Alerting, SharedConfig},
+    background::{Runs, Targets},
+    hot::HOT,
+};
 #[cfg(feature = "system")]
 use crate::system::SystemMonitor;
 use crate::{
     Error, InstallError, StartError,
-    alerts::{self, Alert, Recommendation, Snapshot},
+    alerts::{self, Alert, AlertState, Recommendation, Snapshot, Transition},
     cache::{CacheBuilder, MultiLevelCache, RemoteTier, WeakCache},
     config::{ConfigError, FieldError, PerformanceConfig},
     memory::{CleanupRequest, MemoryManager, UsageSource},
     monitor::{Monitor, PerformanceContext, performance_context_on},
+    profiling::Profiling,
     query::QueryOptimizer,
     tasks::TaskManager,
 };
@@ -89,7 +99,7 @@ use crate::{
 /// ```
 #[derive(Debug)]
 pub struct PerformanceOptimizer {
-    config: RwLock<Arc<PerformanceConfig>>,
+    config: SharedConfig,
     cache: MultiLevelCache,
     memory: MemoryManager,
     tasks: TaskManager,
@@ -97,6 +107,7 @@ pub struct PerformanceOptimizer {
     monitor: Monitor,
     #[cfg(feature = "system")]
     system: Arc<SystemMonitor>,
+    alerting: Arc<Alerting>,
     background: Runs,
 }
 
@@ -148,7 +159,9 @@ impl OptimizerBuilder {
     /// Validates the configuration and builds every component.
     pub fn build(self) -> Result<PerformanceOptimizer, Error> {
         let config = self.config.unwrap_or_default();
-        let mut cache: CacheBuilder = MultiLevelCache::builder(&config);
+        let profiling = Profiling::new(config.monitor.profiling_enabled);
+        let mut cache: CacheBuilder =
+            MultiLevelCache::builder(&config).profiling(profiling.clone());
         if let Some(remote) = self.remote {
             cache = cache.remote_tier(remote);
         }
@@ -161,9 +174,21 @@ impl OptimizerBuilder {
             None => MemoryManager::new(&config),
         };
         memory.register_cleanup_hook("cache", cache_cleanup_hook(cache.downgrade()));
-        let monitor = Monitor::new(config.monitor.profiling_enabled);
+        let monitor = Monitor::new(profiling);
         let tasks = TaskManager::new(&config, &monitor);
         let query = QueryOptimizer::new(&config, cache.clone());
+        #[cfg(feature = "system")]
+        let system = Arc::new(SystemMonitor::default());
+        let config: SharedConfig = Arc::new(RwLock::new(Arc::new(config)));
+        let alerting = Arc::new(Alerting::new(
+            Arc::clone(&config),
+            cache.clone(),
+            memory.clone(),
+            tasks.clone(),
+            query.clone(),
+            #[cfg(feature = "system")]
+            Arc::clone(&system),
+        ));
         Ok(PerformanceOptimizer {
             cache,
             memory,
@@ -171,73 +196,13 @@ impl OptimizerBuilder {
             query,
             monitor,
             #[cfg(feature = "system")]
-            system: Arc::new(SystemMonitor::default()),
-            config: RwLock::new(Arc::new(config)),
+            system,
+            config,
+            alerting,
             background: Runs::default(),
         })
     }
 }
-
-/// A field that a running optimizer can change: its key, how to take it from a new
-/// configuration, and how to give it to its component.
-struct HotField {
-    field: &'static str,
-    copy: fn(&mut PerformanceConfig, &PerformanceConfig),
-    apply: fn(&PerformanceOptimizer, &PerformanceConfig) -> Result<(), String>,
-}
-
-/// The one declaration of what can change at run time: [`HOT_FIELDS`] lists its keys and
-/// [`PerformanceOptimizer::update_config`] applies it, in this order: the one that can fail
-/// first, so that a refusal changes nothing.
-const HOT: [HotField; 4] = [
-    HotField {
-        field: "max_workers",
-        copy: |to, from| to.tasks.max_workers = from.tasks.max_workers,
-        apply: |optimizer, config| {
-            (optimizer.tasks)
-                .set_max_workers(config.tasks.max_workers)
-                .map_err(|error| error.to_string())
-        },
-    },
-    HotField {
-        field: "cache_enabled",
-        copy: |to, from| to.cache.enabled = from.cache.enabled,
-        apply: |optimizer, config| {
-            optimizer.cache.set_enabled(config.cache.enabled);
-            Ok(())
-        },
-    },
-    HotField {
-        field: "task_timeout",
-        copy: |to, from| to.tasks.timeout = from.tasks.timeout,
-        apply: |optimizer, config| {
-            optimizer.tasks.set_default_timeout(config.tasks.timeout);
-            Ok(())
-        },
-    },
-    HotField {
-        field: "profiling_enabled",
-        copy: |to, from| to.monitor.profiling_enabled = from.monitor.profiling_enabled,
-        apply: |optimizer, config| {
-            optimizer
-                .monitor
-                .set_profiling(config.monitor.profiling_enabled);
-            Ok(())
-        },
-    },
-];
-
-/// The keys of the fields a running optimizer can change
-/// ([`PerformanceOptimizer::update_config`]).
-pub const HOT_FIELDS: &[&str] = &{
-    let mut keys = [""; HOT.len()];
-    let mut i = 0;
-    while i < HOT.len() {
-        keys[i] = HOT[i].field;
-        i += 1;
-    }
-    keys
-};
 
 struct Global {
     optimizer: PerformanceOptimizer,
@@ -276,7 +241,9 @@ impl PerformanceOptimizer {
 
     /// Applies a new configuration to the running components. Only [`HOT_FIELDS`] can change
     /// at run time; a configuration that is invalid, or that changes any other field, is
-    /// refused with every offending field named, and nothing changes.
+    /// refused with every offending field named, and nothing changes. Giving a field its
+    /// current value is no change: a configuration read with [`config`](Self::config) is
+    /// always accepted.
     pub fn update_config(&self, config: PerformanceConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let mut current = self.config.write();
@@ -297,7 +264,8 @@ impl PerformanceOptimizer {
         if !cold.is_empty() {
             return Err(ConfigError::Invalid(cold));
         }
-        for hot in &HOT {
+        let changed = current.changed_fields(&config);
+        for hot in HOT.iter().filter(|hot| changed.contains(&hot.field)) {
             (hot.apply)(self, &config).map_err(|reason| {
                 ConfigError::Invalid(vec![FieldError {
                     field: hot.field,
@@ -328,34 +296,39 @@ impl PerformanceOptimizer {
         &self.system
     }
 
-    /// Every component's statistics now, for alerts and the admin API. Samples memory and the
-    /// machine (the machine with the `system` feature): blocking, about a millisecond.
+    /// Every component's statistics now, counters since start, for recommendations and the
+    /// admin API. Samples memory and the machine (the machine with the `system` feature):
+    /// blocking, about a millisecond.
     pub fn snapshot(&self) -> Snapshot {
-        let window = self.config().alerts.window;
-        let since = std::time::SystemTime::now()
-            .checked_sub(window)
-            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
-        let recent_slow_queries = self
-            .query
-            .slow_queries()
-            .iter()
-            .filter(|query| query.at >= since)
-            .count() as u64;
-        Snapshot {
-            cache: self.cache.stats(),
-            memory: self.memory.usage().ok(),
-            tasks: self.tasks.stats(),
-            recent_slow_queries,
-            #[cfg(feature = "system")]
-            system: Some(self.system.sample()),
-            #[cfg(not(feature = "system"))]
-            system: None,
-        }
+        self.alerting.snapshot()
     }
 
-    /// The alerts the current [`snapshot`](Self::snapshot) raises, most severe first.
+    /// The alerts firing now, most severe first: from the background evaluation while the
+    /// loops run (see [`alert_state`](Self::alert_state)), else evaluated now.
     pub fn alerts(&self) -> Vec<Alert> {
-        alerts::alerts(&self.snapshot(), &self.config())
+        self.alert_state()
+            .firing
+            .into_iter()
+            .map(|active| active.alert)
+            .collect()
+    }
+
+    /// Which alerts fire and since when, the window they were judged over, and what the
+    /// webhook did: from the background evaluation while the loops run; without them,
+    /// [evaluated](Self::evaluate_alerts) now. Blocking then, about a millisecond.
+    pub fn alert_state(&self) -> AlertState {
+        if !self.background.is_running() {
+            self.alerting.evaluate(tokio::time::Instant::now());
+        }
+        self.alerting.state()
+    }
+
+    /// Evaluates the alert rules now, as the background loops do on their own schedule:
+    /// counters over `alert_window`, memory and the machine sampled now. Each alert that
+    /// starts or stops firing is returned, logged, set in `performance_alerts_active` and
+    /// queued for the webhook (sent only while the loops run). Blocking: about a millisecond.
+    pub fn evaluate_alerts(&self) -> Vec<Transition> {
+        self.alerting.evaluate(tokio::time::Instant::now())
     }
 
     /// What to change, from the current [`snapshot`](Self::snapshot).
@@ -453,10 +426,10 @@ impl PerformanceOptimizer {
         let targets = Targets {
             cache: self.cache.downgrade(),
             memory: self.memory.downgrade(),
-            #[cfg(feature = "system")]
-            system: Arc::downgrade(&self.system),
             sweep_every: config.cache.sweep_interval,
             memory_every: config.memory.check_interval,
+            alerting: Arc::downgrade(&self.alerting),
+            alert_every: background::alert_interval(config.alerts.window),
         };
         self.background.start(runtime, targets)
     }
@@ -512,13 +485,24 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{CacheConfig, MonitorConfig, TaskConfig};
+    use crate::{
+        Tier,
+        config::{AlertConfig, CacheConfig, MemoryConfig, MonitorConfig, QueryConfig, TaskConfig},
+    };
 
     /// The default configuration with every hot field changed.
     fn every_hot_field_changed() -> PerformanceConfig {
         PerformanceConfig {
             cache: CacheConfig {
                 enabled: false,
+                ttl: Duration::from_secs(7200),
+                fail_safe_max: Duration::from_secs(600),
+                fail_safe_throttle: Duration::from_secs(5),
+                soft_timeout: Duration::from_millis(100),
+                hard_timeout: Duration::from_secs(2),
+                eager_refresh: 0.5,
+                ttl_jitter: 0.1,
+                failure_ttl: Duration::from_secs(1),
                 ..CacheConfig::default()
             },
             tasks: TaskConfig {
@@ -526,11 +510,30 @@ mod tests {
                 timeout: Duration::from_secs(7),
                 ..TaskConfig::default()
             },
+            memory: MemoryConfig {
+                cleanup_threshold: 0.6,
+                cleanup_min_interval: Duration::from_secs(5),
+                pressure_shrink_fraction: 0.5,
+                ..MemoryConfig::default()
+            },
+            query: QueryConfig {
+                slow_threshold: Duration::from_millis(250),
+                ..QueryConfig::default()
+            },
+            alerts: AlertConfig {
+                memory_usage: 0.5,
+                cache_hit_rate: 0.5,
+                cache_min_lookups: 10,
+                slow_queries: 1,
+                window: Duration::from_secs(60),
+                task_failure_rate: 0.5,
+                resource_usage: 0.5,
+                ..AlertConfig::default()
+            },
             monitor: MonitorConfig {
                 profiling_enabled: true,
                 ..MonitorConfig::default()
             },
-            ..PerformanceConfig::default()
         }
     }
 
@@ -560,10 +563,88 @@ mod tests {
             .update_config(every_hot_field_changed())
             .expect("only hot fields changed");
         assert!(!optimizer.cache().is_enabled());
+        assert_eq!(optimizer.cache().default_ttl(), Duration::from_secs(7200));
         assert_eq!(optimizer.tasks().stats().max_workers, 3);
         assert_eq!(optimizer.tasks().default_timeout(), Duration::from_secs(7));
         assert!(optimizer.monitor().start("op").profiling());
+        assert_eq!(optimizer.memory().state().threshold, 0.6);
+        assert_eq!(
+            optimizer.memory().state().cleanup_interval,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            optimizer.query().slow_threshold(),
+            Duration::from_millis(250)
+        );
         assert_eq!(*optimizer.config(), every_hot_field_changed());
+    }
+
+    /// A query timed by name alone (the seed's usage) raises the slow-query alert.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_query_timed_by_name_raises_the_alert() {
+        let optimizer = PerformanceOptimizer::builder().build().expect("valid");
+        let mut config = PerformanceConfig::clone(&optimizer.config());
+        config.alerts.slow_queries = 0;
+        config.query.slow_threshold = Duration::from_millis(100);
+        optimizer.update_config(config).expect("both hot");
+        {
+            let _timer = optimizer.query().query_timer("ads_analytics");
+            tokio::time::advance(Duration::from_millis(150)).await;
+        }
+        let alert = optimizer
+            .alerts()
+            .into_iter()
+            .find(|alert| alert.kind == alerts::AlertKind::SlowQueries)
+            .expect("the slow-query alert");
+        assert_eq!((alert.observed, alert.threshold), (1.0, 0.0));
+    }
+
+    /// The configuration in force, given back, changes nothing and is accepted.
+    #[test]
+    fn the_configuration_in_force_is_accepted_as_it_is() {
+        let optimizer = PerformanceOptimizer::builder().build().expect("valid");
+        let current = PerformanceConfig::clone(&optimizer.config());
+        optimizer.update_config(current).expect("no change");
+        assert_eq!(*optimizer.config(), PerformanceConfig::default());
+    }
+
+    /// The seed's update: entries written afterwards get the new TTL, those before keep theirs.
+    #[tokio::test]
+    async fn a_new_cache_ttl_applies_to_entries_written_afterwards() {
+        let (clock, mock) = crate::cache::Clock::mock();
+        let optimizer = PerformanceOptimizer::builder()
+            .clock(clock)
+            .build()
+            .expect("valid");
+        let cache = optimizer.cache();
+        cache
+            .set("before", 1u32, Tier::L1, None)
+            .await
+            .expect("set");
+        let mut config = PerformanceConfig::clone(&optimizer.config());
+        config.cache.ttl = Duration::from_secs(7200);
+        config.tasks.max_workers = 15;
+        optimizer.update_config(config).expect("both hot");
+        cache.set("after", 2u32, Tier::L1, None).await.expect("set");
+        mock.increment(Duration::from_secs(3601));
+        assert_eq!(
+            cache.get::<u32>("before", Tier::L1).await.expect("read"),
+            None
+        );
+        assert_eq!(
+            cache
+                .get::<u32>("after", Tier::L1)
+                .await
+                .expect("read")
+                .as_deref(),
+            Some(&2)
+        );
+        mock.increment(Duration::from_secs(3600));
+        assert_eq!(
+            cache.get::<u32>("after", Tier::L1).await.expect("read"),
+            None
+        );
+        assert_eq!(optimizer.tasks().stats().max_workers, 15);
     }
 
     #[test]
@@ -582,6 +663,8 @@ mod tests {
         let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
         assert_eq!(fields, ["cache_max_size"]);
         assert!(optimizer.cache().is_enabled(), "nothing changed");
+        assert_eq!(optimizer.cache().default_ttl(), Duration::from_secs(3600));
+        assert_eq!(optimizer.tasks().stats().max_workers, 10);
         assert_eq!(*optimizer.config(), PerformanceConfig::default());
     }
 }

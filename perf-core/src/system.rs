@@ -143,15 +143,25 @@ impl SystemMonitor {
 
 #[cfg(feature = "system")]
 impl SystemResources {
-    /// Sets `resource_usage_percent{type}` (`cpu`, `memory`, `disk`).
+    /// Sets `resource_usage_percent{type}` (`cpu`, `memory`, `disk`) and
+    /// `network_io_bytes_total{direction}`.
     pub(crate) fn publish_metrics(&self) {
+        use crate::metrics::{NETWORK_IO_BYTES_TOTAL, RESOURCE_USAGE_PERCENT, labels, name};
         for (kind, percent) in [
             ("cpu", self.cpu_percent),
             ("memory", self.memory_percent),
             ("disk", self.disk_percent),
         ] {
-            ::metrics::gauge!(crate::metrics::name(crate::metrics::RESOURCE_USAGE_PERCENT), crate::metrics::labels::TYPE => kind)
-                .set(percent);
+            ::metrics::gauge!(name(RESOURCE_USAGE_PERCENT), labels::TYPE => kind).set(percent);
+        }
+        // The operating system's totals, given as they are: a counter's value only rises
+        // (an interface that went away lowers the sum; the recorder keeps the highest).
+        for (direction, bytes) in [
+            ("received", self.network_received_bytes),
+            ("transmitted", self.network_transmitted_bytes),
+        ] {
+            ::metrics::counter!(name(NETWORK_IO_BYTES_TOTAL), labels::DIRECTION => direction)
+                .absolute(bytes);
         }
     }
 }

@@ -20,7 +20,7 @@ pub(crate) async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let admin = &state.admin;
+    let admin = state.admin.config();
     let mutation = !matches!(*request.method(), Method::GET | Method::HEAD);
     let presented = request
         .headers()

@@ -1,8 +1,9 @@
 //! [`AdminConfig`]: the admin API's settings, kept in the same file and `PERF_*` environment
 //! as perf-core's [`PerformanceConfig`].
 
-use std::{collections::BTreeMap, fmt, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
+pub use perf_core::config::Secret;
 use perf_core::{
     ConfigError, PerformanceConfig,
     config::{ConfigSection, FieldError},
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// upper-cased after `PERF_` in the environment) and its default.
 ///
 /// Load it with perf-core's settings from one file and environment with [`load_config`].
+/// Every field can change while the API serves, through `PUT /config`.
 /// Settings may be added in any release, so the struct cannot be written as a literal
 /// outside this crate: start from [`Default`] and set fields.
 ///
@@ -93,30 +95,6 @@ impl ConfigSection for AdminConfig {
 /// either reported.
 pub fn load_config(path: Option<&Path>) -> Result<(PerformanceConfig, AdminConfig), ConfigError> {
     PerformanceConfig::load_with(path)
-}
-
-/// A secret (an admin token): written out where the configuration is stored, never in logs
-/// or `Debug` output.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps `secret`; it is shown as `Secret(***)` by `Debug`.
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
-    }
-
-    /// The secret itself, for comparing or storing it: keep it out of logs.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 #[cfg(test)]

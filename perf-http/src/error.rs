@@ -13,7 +13,8 @@ use serde::Serialize;
 pub struct ApiError {
     /// The answer's HTTP status. The request's fault: 400 a body that does not parse, 401 no
     /// token (with `WWW-Authenticate: Bearer`), 403 a wrong one, 409 a cleanup that did not
-    /// run, 413 a body over the limit, 422 a field out of range, 429 past the rate limit.
+    /// run, 413 a body over the limit, 422 a field out of range (or, in `PUT /config`, of the
+    /// wrong type, unknown, or not changeable at run time), 429 past the rate limit.
     /// Otherwise 5xx: 502 when the cache's tiers failed, 503 when memory could not be
     /// sampled, 500 for the rest.
     pub status: StatusCode,

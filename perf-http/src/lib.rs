@@ -20,6 +20,17 @@
 //! is 413; a body that does not parse is 400 and a field out of range 422, each naming the
 //! field, and nothing changes. Every mutation is logged with its route, outcome, and the
 //! token's configured name (never the token).
+//!
+//! `GET /profile/cpu?seconds=N&format=svg|pprof` samples the process's CPU for N seconds (1
+//! to 60, default 10) and returns a flamegraph SVG or a pprof protobuf: it always needs a
+//! token, answers 409 while `profiling_enabled` is off or another profile runs, and 501
+//! without the `cpu-profile` feature (default on; Unix only).
+//!
+//! `PUT /config` changes, while the API serves, every setting that can change at run time:
+//! perf-core's [`HOT_FIELDS`](perf_core::HOT_FIELDS) and every [`AdminConfig`] field (tokens,
+//! rate, body limit), all or nothing. A field that cannot change, or a value of the wrong
+//! type, is 422 naming the field. The document `GET /config` returns can be sent back as it
+//! is: `***` (how secrets are shown) keeps a field's current value.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -28,16 +39,17 @@ mod auth;
 mod config;
 mod error;
 mod limit;
+mod live;
 mod metrics;
 mod openapi;
+mod profile;
 mod routes;
+mod update;
 
 use std::sync::Arc;
 
 use axum::{
-    Router,
-    extract::DefaultBodyLimit,
-    middleware,
+    Router, middleware,
     routing::{MethodRouter, get, post},
 };
 use perf_core::PerformanceOptimizer;
@@ -54,7 +66,8 @@ pub use self::{
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) optimizer: OptimizerRef,
-    pub(crate) admin: Arc<AdminConfig>,
+    /// The admin settings in force, which `PUT /config` replaces.
+    pub(crate) admin: Arc<live::LiveAdmin>,
 }
 
 /// The optimizer the API serves: the installed one, or one the caller keeps alive.
@@ -121,6 +134,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/config", get(routes::get_config).put(routes::put_config)),
         ("/alerts", get(routes::alerts)),
         ("/recommendations", get(routes::recommendations)),
+        ("/profile/cpu", get(profile::cpu_profile)),
         ("/openapi.json", get(openapi::document)),
     ]
 }
@@ -131,11 +145,9 @@ fn build<S: Clone + Send + Sync + 'static>(
 ) -> Result<Router<S>, ConfigError> {
     use perf_core::config::ConfigSection;
     admin.validate()?;
-    let body_limit = usize::try_from(admin.body_limit_bytes).unwrap_or(usize::MAX);
-    let limiter = limit::Limiter::per_minute(admin.rate_limit_per_minute);
     let state = AppState {
         optimizer,
-        admin: Arc::new(admin),
+        admin: Arc::new(live::LiveAdmin::new(admin)),
     };
     let mut router = Router::new();
     for (path, route) in routes() {
@@ -143,12 +155,18 @@ fn build<S: Clone + Send + Sync + 'static>(
     }
     Ok(router
         .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state.admin),
+            live::body_limit,
+        ))
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ))
         // Outermost: a client over its rate is refused before anything else is done.
-        .route_layer(middleware::from_fn_with_state(limiter, limit::limit))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state.admin),
+            limit::limit,
+        ))
         .with_state(state))
 }
 

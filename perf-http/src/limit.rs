@@ -14,7 +14,7 @@ use axum::{
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 
-use crate::error::ApiError;
+use crate::{error::ApiError, live::LiveAdmin};
 
 /// Clients are told apart by address (served with `into_make_service_with_connect_info`);
 /// without one, all share a single allowance.
@@ -38,10 +38,11 @@ impl Limiter {
 }
 
 pub(crate) async fn limit(
-    State(limiter): State<Arc<Limiter>>,
+    State(admin): State<Arc<LiveAdmin>>,
     request: Request,
     next: Next,
 ) -> Response {
+    let limiter = admin.limiter();
     // Without the connection's address, every client shares one allowance.
     let client = request
         .extensions()

@@ -6,7 +6,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes;
+use crate::{profile, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,7 @@ use crate::routes;
         routes::put_config,
         routes::alerts,
         routes::recommendations,
+        profile::cpu_profile,
     ),
     modifiers(&BearerAuth)
 )]

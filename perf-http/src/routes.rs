@@ -8,11 +8,11 @@ use axum::{
     extract::{State, rejection::JsonRejection},
     http::StatusCode,
 };
-use perf_core::{Tier, config::PerformanceConfig};
+use perf_core::Tier;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError, update};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -289,39 +289,32 @@ pub(crate) async fn system_resources(State(state): State<AppState>) -> Answer {
     to_json(blocking(&state, |optimizer| optimizer.system().sample()).await?)
 }
 
+/// perf-core's secret setting, shown masked; a PUT that sends the mask back leaves it as is.
+const WEBHOOK_URL: &str = "alert_webhook_url";
+
 /// The configuration in force and the admin API's own, side by side as in the configuration
-/// file; admin tokens shown by name only.
-#[utoipa::path(get, path = "/config", tag = "config", responses((status = 200, description = "the configuration in force, tokens hidden")))]
+/// file; admin tokens shown by name only, the webhook URL masked.
+#[utoipa::path(get, path = "/config", tag = "config", responses((status = 200, description = "the configuration in force, tokens and the webhook URL shown as `***`; PUT takes it back as it is")))]
 pub(crate) async fn get_config(State(state): State<AppState>) -> Answer {
-    let mut fields = object(&*state.optimizer.config())?;
-    let mut admin = object(&*state.admin)?;
+    let mut fields = update::object(&*state.optimizer.config())?;
+    if let Some(url) = fields.get_mut(WEBHOOK_URL)
+        && !url.is_null()
+    {
+        *url = Value::String(update::MASK.into());
+    }
+    let mut admin = update::object(&*state.admin.config())?;
     if let Some(tokens) = admin.get_mut("admin_tokens").and_then(Value::as_object_mut) {
         for token in tokens.values_mut() {
-            *token = Value::String("***".into());
+            *token = Value::String(update::MASK.into());
         }
     }
     fields.extend(admin);
     Ok(Json(Value::Object(fields)))
 }
 
-/// A configuration's fields as JSON.
-fn object(config: &impl serde::Serialize) -> Result<serde_json::Map<String, Value>, ApiError> {
-    match serde_json::to_value(config) {
-        Ok(Value::Object(fields)) => Ok(fields),
-        Ok(_) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "config is not an object",
-        )),
-        Err(error) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            error.to_string(),
-        )),
-    }
-}
-
-/// A partial update: the fields given replace the current ones; only hot-updatable fields
-/// may change.
-#[utoipa::path(put, path = "/config", tag = "config", request_body(content = serde_json::Value, description = "the fields to change; only hot-updatable fields may change"), security(("bearer" = [])), responses((status = 200, description = "the configuration now in force"), (status = 400, description = "bad body"), (status = 422, description = "an invalid or cold field, named"), (status = 401, description = "no token"), (status = 403, description = "wrong token")))]
+/// A partial update: the fields given replace the current ones, all or nothing; only
+/// hot-updatable fields may change.
+#[utoipa::path(put, path = "/config", tag = "config", request_body(content = serde_json::Value, description = "the fields to change (the seed's names too: `tracemalloc_enabled`); only hot-updatable fields may change; `***` keeps a field's value"), security(("bearer" = [])), responses((status = 200, description = "the configuration now in force"), (status = 400, description = "not a JSON object"), (status = 422, description = "a field that cannot change at run time, out of range, unknown or of the wrong type, named"), (status = 401, description = "no token"), (status = 403, description = "wrong token")))]
 pub(crate) async fn put_config(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -329,55 +322,24 @@ pub(crate) async fn put_config(
 ) -> Answer {
     audited("/config", caller, async {
         let Json(changes) = body?;
-        let mut fields = object(&*state.optimizer.config())?;
-        // The admin API's settings are read once, when the router is built.
-        let admin = object(&*state.admin)?;
-        for (field, value) in changes {
-            if let Some(current) = admin.get(&field) {
-                if *current != value {
-                    return Err(ApiError::invalid(
-                        field.clone(),
-                        format!(
-                            "invalid configuration: {field}: cannot change while running; \
-                             restart with it"
-                        ),
-                    ));
-                }
-                continue;
-            }
-            if !fields.contains_key(&field) {
-                return Err(ApiError::invalid(
-                    field.clone(),
-                    format!("unknown field `{field}`"),
-                ));
-            }
-            fields.insert(field, value);
-        }
-        let updated: PerformanceConfig = serde_json::from_value(Value::Object(fields))
-            .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
-        state
-            .optimizer
-            .update_config(updated)
-            .map_err(|error| match error {
-                perf_core::ConfigError::Invalid(fields) => {
-                    let field = fields.first().map(|f| f.field.to_owned());
-                    ApiError {
-                        status: StatusCode::UNPROCESSABLE_ENTITY,
-                        message: perf_core::ConfigError::Invalid(fields).to_string(),
-                        field,
-                    }
-                }
-                other => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, other.to_string()),
-            })?;
+        update::apply(&state, changes)?;
         get_config(State(state.clone())).await
     })
     .await
 }
 
-#[utoipa::path(get, path = "/alerts", tag = "alerts", responses((status = 200, description = "alerts, most severe first")))]
+/// The alerts firing, from the background evaluation over `alert_window` (evaluated now when
+/// the optimizer runs no background loops), with what the webhook did.
+#[utoipa::path(get, path = "/alerts", tag = "alerts", responses((status = 200, description = "the alerts firing, most severe first, each with the time it started; when they were evaluated, over which window; the webhook's counts")))]
 pub(crate) async fn alerts(State(state): State<AppState>) -> Answer {
-    let alerts = blocking(&state, |optimizer| optimizer.alerts()).await?;
-    to_json(json!({ "alerts": alerts, "at": unix_seconds(SystemTime::now()) }))
+    let state = blocking(&state, |optimizer| optimizer.alert_state()).await?;
+    to_json(json!({
+        "alerts": state.firing,
+        "at": unix_seconds(SystemTime::now()),
+        "evaluated_at": state.evaluated_at.map(unix_seconds),
+        "window_seconds": state.window.as_secs_f64(),
+        "webhook": state.webhook,
+    }))
 }
 
 #[utoipa::path(get, path = "/recommendations", tag = "alerts", responses((status = 200, description = "recommended changes with their figures")))]

@@ -299,17 +299,37 @@ async fn a_config_update_applies_hot_fields_and_refuses_the_rest() {
         (json!({ "cache_max_size": 5 }), "cache_max_size"),
         (json!({ "max_workers": 0 }), "max_workers"),
         (json!({ "bogus": 1 }), "bogus"),
+        (json!({ "max_workers": "many" }), "max_workers"),
+        (json!({ "cache_ttl": "soon" }), "cache_ttl"),
         (
-            json!({ "admin_body_limit_bytes": 8192 }),
+            json!({ "admin_body_limit_bytes": -1 }),
             "admin_body_limit_bytes",
+        ),
+        (
+            json!({ "admin_body_limit_bytes": 10 }),
+            "admin_body_limit_bytes",
+        ),
+        (
+            json!({ "admin_tokens": { "ops": "short" } }),
+            "admin_tokens",
+        ),
+        (json!({ "admin_tokens": { "new": "***" } }), "admin_tokens"),
+        (json!({ "admin_tokens": {} }), "admin_tokens"),
+        (
+            json!({ "tracemalloc_enabled": false }),
+            "allocation_tracking_enabled",
         ),
     ] {
         let (status, error, _) = put(body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
         assert_eq!(error["field"], field, "{body}: {error}");
+        assert!(
+            error["error"].as_str().is_some_and(|e| e.contains(field)),
+            "{body}: {error}"
+        );
     }
-    let (status, ..) = put(json!({ "max_workers": "many" })).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, ..) = put(json!([1, 2])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not an object");
     assert_eq!(
         optimizer.config().tasks.max_workers,
         7,
@@ -318,6 +338,191 @@ async fn a_config_update_applies_hot_fields_and_refuses_the_rest() {
     assert_eq!(
         optimizer.config().cache.max_size,
         PerformanceConfig::default().cache.max_size
+    );
+}
+
+/// The seed's own update: the new TTL for entries written afterwards, 15 tasks at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_config_update_is_applied() {
+    let (clock, mock) = perf_core::cache::Clock::mock();
+    let optimizer = Arc::new(
+        PerformanceOptimizer::builder()
+            .clock(clock)
+            .build()
+            .expect("valid"),
+    );
+    let app = app(Arc::clone(&optimizer));
+    let body = json!({ "cache_ttl": 7200, "max_workers": 15 });
+    let (status, config, _) = call(&app, Method::PUT, "/config", Some(TOKEN), Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{config}");
+    assert_eq!(
+        (config["cache_ttl"].as_str(), config["max_workers"].as_u64()),
+        (Some("2h"), Some(15))
+    );
+    let (_, config, _) = call(&app, Method::GET, "/config", None, None).await;
+    assert_eq!(
+        (config["cache_ttl"].as_str(), config["max_workers"].as_u64()),
+        (Some("2h"), Some(15))
+    );
+
+    let cache = optimizer.cache();
+    cache
+        .set("ad:1", 1u8, Tier::L1, None)
+        .await
+        .expect("stored");
+    mock.increment(std::time::Duration::from_secs(7199));
+    assert!(
+        cache
+            .get::<u8>("ad:1", Tier::L1)
+            .await
+            .expect("read")
+            .is_some(),
+        "2 h, not 1 h"
+    );
+    mock.increment(std::time::Duration::from_secs(2));
+    assert!(
+        cache
+            .get::<u8>("ad:1", Tier::L1)
+            .await
+            .expect("read")
+            .is_none(),
+        "expired at 2 h"
+    );
+
+    // 15 tasks meet at a barrier with the test: only if all 15 run at once.
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let mut handles = Vec::new();
+    for _ in 0..15 {
+        let barrier = Arc::clone(&barrier);
+        let task = async move {
+            barrier.wait().await;
+            Ok::<_, std::io::Error>(())
+        };
+        handles.push(optimizer.tasks().submit(task).await.expect("queued"));
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(30), barrier.wait())
+        .await
+        .expect("15 tasks ran at once");
+    let outcomes = optimizer.tasks().wait_for_tasks(handles, None).await;
+    assert_eq!(outcomes.len(), 15);
+    assert!(
+        outcomes
+            .iter()
+            .all(|outcome| matches!(outcome, perf_core::tasks::TaskOutcome::Completed(_)))
+    );
+}
+
+/// The document GET returns, PUT back as it is, is accepted and changes nothing: the masked
+/// tokens are kept.
+#[tokio::test]
+async fn get_then_put_round_trips() {
+    let optimizer = optimizer();
+    let app = app(Arc::clone(&optimizer));
+    let (_, before, _) = call(&app, Method::GET, "/config", None, None).await;
+    assert_eq!(before["admin_tokens"]["ops"], "***");
+    let (status, after, _) = call(
+        &app,
+        Method::PUT,
+        "/config",
+        Some(TOKEN),
+        Some(before.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after, before);
+    assert_eq!(*optimizer.config(), PerformanceConfig::default());
+    let (status, ..) = call(&app, Method::PUT, "/config", Some(TOKEN), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "the token still works");
+}
+
+/// One field that cannot change refuses the whole update.
+#[tokio::test]
+async fn a_cold_field_refuses_the_whole_update() {
+    let optimizer = optimizer();
+    let app = app(Arc::clone(&optimizer));
+    let body = json!({ "cache_ttl": 7200, "admin_rate_limit_per_minute": 5, "cache_max_size": 5 });
+    let (status, error, _) = call(&app, Method::PUT, "/config", Some(TOKEN), Some(body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(error["field"], "cache_max_size");
+    assert_eq!(
+        *optimizer.config(),
+        PerformanceConfig::default(),
+        "nothing applied"
+    );
+    assert_eq!(
+        optimizer.cache().default_ttl(),
+        std::time::Duration::from_secs(3600)
+    );
+    let (_, config, _) = call(&app, Method::GET, "/config", None, None).await;
+    assert_eq!(
+        config["admin_rate_limit_per_minute"], 600,
+        "nothing applied"
+    );
+}
+
+/// The admin API's own settings change while it serves: tokens, reads, body limit, rate.
+#[tokio::test]
+async fn the_admin_settings_change_at_run_time() {
+    let app = app(optimizer());
+    let new_token = "new-token-0123456789";
+    let body = json!({
+        "admin_tokens": { "ops": "***", "ci": new_token },
+        "admin_require_token_for_reads": true,
+        "admin_body_limit_bytes": 65536,
+    });
+    let (status, config, _) = call(&app, Method::PUT, "/config", Some(TOKEN), Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{config}");
+    assert_eq!(config["admin_tokens"], json!({ "ci": "***", "ops": "***" }));
+    assert_eq!(
+        call(&app, Method::GET, "/cache/stats", None, None).await.0,
+        StatusCode::UNAUTHORIZED,
+        "reads need a token now"
+    );
+    assert_eq!(
+        call(&app, Method::GET, "/cache/stats", Some(new_token), None)
+            .await
+            .0,
+        StatusCode::OK,
+        "the new token is valid"
+    );
+    let large = json!({ "action": "invalidate", "key": "k".repeat(10_000) });
+    let (status, ..) = call(
+        &app,
+        Method::POST,
+        "/cache/manage",
+        Some(TOKEN),
+        Some(large),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "past 4 KiB, within 64 KiB: read, and the key is too long"
+    );
+
+    let body = json!({ "admin_rate_limit_per_minute": 2, "admin_tokens": { "ci": "***" } });
+    let (status, ..) = call(&app, Method::PUT, "/config", Some(new_token), Some(body)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        call(&app, Method::GET, "/cache/stats", Some(TOKEN), None)
+            .await
+            .0,
+        StatusCode::FORBIDDEN,
+        "the removed token is refused"
+    );
+    assert_eq!(
+        call(&app, Method::GET, "/cache/stats", Some(new_token), None)
+            .await
+            .0,
+        StatusCode::OK,
+        "the second request of the minute"
+    );
+    assert_eq!(
+        call(&app, Method::GET, "/cache/stats", Some(new_token), None)
+            .await
+            .0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the new rate: two a minute, both used"
     );
 }
 
@@ -420,4 +625,75 @@ async fn the_admin_api_nests_and_merges_into_an_app_with_its_own_state() {
         .await
         .expect("answered");
     assert_eq!(metrics.status(), StatusCode::OK);
+}
+
+/// Memory at 95% of a 1 GiB limit: the memory alert fires, critical.
+struct NearlyFull;
+
+impl perf_core::memory::UsageSource for NearlyFull {
+    fn sample(&self) -> std::io::Result<perf_core::memory::MemoryUsage> {
+        Ok(perf_core::memory::MemoryUsage {
+            rss_bytes: 973 << 20,
+            virtual_bytes: 2 << 30,
+            allocator: None,
+            tracked: None,
+            system_total_bytes: 8 << 30,
+            system_available_bytes: 4 << 30,
+            limit_bytes: 1 << 30,
+            limit_source: perf_core::memory::LimitSource::Configured,
+            usage_fraction: 0.95,
+        })
+    }
+}
+
+#[tokio::test]
+async fn alerts_show_their_state_and_the_webhook_url_stays_hidden() {
+    let mut config = PerformanceConfig::default();
+    let url = "http://127.0.0.1:9/hooks/s3cret-token";
+    config.alerts.webhook_url = Some(Secret::new(url));
+    let optimizer = Arc::new(
+        PerformanceOptimizer::builder()
+            .config(config)
+            .memory_source(NearlyFull)
+            .build()
+            .expect("valid"),
+    );
+    assert!(!format!("{:?}", optimizer.config()).contains("s3cret"));
+    let app = app(Arc::clone(&optimizer));
+
+    // No background loops: evaluated on the spot, and the webhook's batch dropped (counted).
+    let (status, alerts, _) = call(&app, Method::GET, "/alerts", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{alerts}");
+    let first = &alerts["alerts"][0];
+    assert_eq!(first["kind"], "memory_usage", "{alerts}");
+    assert_eq!(first["severity"], "critical");
+    assert_eq!(
+        (first["observed"].as_f64(), first["threshold"].as_f64()),
+        (Some(0.95), Some(0.8))
+    );
+    let since = first["since"].as_f64().expect("since");
+    assert_eq!(alerts["evaluated_at"].as_f64(), Some(since));
+    assert_eq!(alerts["window_seconds"], 300.0);
+    assert_eq!(alerts["webhook"]["dropped"], 1, "{alerts}");
+    // Still firing: the same start.
+    let (_, again, _) = call(&app, Method::GET, "/alerts", None, None).await;
+    assert_eq!(again["alerts"][0]["since"].as_f64(), Some(since));
+    let (_, health, _) = call(&app, Method::GET, "/health", None, None).await;
+    assert_eq!(health["status"], "degraded");
+
+    let (_, shown, _) = call(&app, Method::GET, "/config", None, None).await;
+    assert_eq!(shown["alert_webhook_url"], "***");
+    assert!(!shown.to_string().contains("s3cret"));
+    // The mask sent back leaves the URL as it is.
+    let (status, body, _) = call(
+        &app,
+        Method::PUT,
+        "/config",
+        Some(TOKEN),
+        Some(json!({ "alert_webhook_url": "***", "max_workers": 4 })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let kept = optimizer.config().alerts.webhook_url.clone();
+    assert_eq!(kept.as_ref().map(Secret::expose), Some(url));
 }

@@ -100,8 +100,10 @@ pub(crate) enum Transition {
 }
 
 impl Breaker {
+    /// A closed breaker, exported as such: the state gauge and the openings counter exist
+    /// from the start, so that a healthy Redis charts as closed rather than as no data.
     pub(crate) fn new(failure_threshold: u32, cool_down: Duration, name: &str) -> Self {
-        Self {
+        let breaker = Self {
             failure_threshold: failure_threshold.max(1),
             cool_down,
             state: AtomicU8::new(BreakerState::Closed as u8),
@@ -109,7 +111,10 @@ impl Breaker {
             openings: AtomicU64::new(0),
             since: Mutex::new(None),
             name: name.to_owned(),
-        }
+        };
+        breaker.publish_state();
+        metrics::counter!(perf_core::metrics::name(CACHE_BREAKER_OPENINGS_TOTAL)).increment(0);
+        breaker
     }
 
     pub(crate) fn state(&self) -> BreakerState {
@@ -286,6 +291,34 @@ mod tests {
         let probe = breaker.permit(SLOW).expect("probe");
         assert_eq!(probe.succeeded(), Transition::Closed, "a good probe closes");
         assert!(breaker.permit(SLOW).is_some());
+    }
+
+    #[test]
+    fn a_new_breaker_exports_closed_and_no_openings() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || drop(breaker()));
+        let mut exported: Vec<_> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| (key.key().name().to_owned(), value))
+            .collect();
+        exported.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            exported,
+            vec![
+                (
+                    CACHE_BREAKER_OPENINGS_TOTAL.to_owned(),
+                    DebugValue::Counter(0)
+                ),
+                (
+                    CACHE_BREAKER_STATE.to_owned(),
+                    DebugValue::Gauge(0.0.into())
+                ),
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]

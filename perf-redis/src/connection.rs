@@ -127,6 +127,30 @@ impl Connections {
         }
     }
 
+    /// `used_memory` from `INFO memory`: the server's, or the sum over a cluster's primaries.
+    pub(crate) async fn used_memory(&self) -> Result<u64, Error> {
+        let info = redis::cmd("INFO").arg("memory").clone();
+        match self {
+            Connections::Server(_) => parse_used_memory(&self.query::<String>(&info).await?),
+            Connections::Cluster(pool) => {
+                let mut conn = pool.get().await.map_err(Error::Pool)?;
+                let every_primary =
+                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let reply = conn
+                    .route_command(info, every_primary)
+                    .await
+                    .and_then(Value::extract_error)
+                    .map_err(Error::Redis)?;
+                let by_node: HashMap<String, String> =
+                    redis::from_redis_value(reply).map_err(|e| Error::Redis(e.into()))?;
+                by_node
+                    .values()
+                    .map(|info| parse_used_memory(info))
+                    .sum::<Result<u64, Error>>()
+            }
+        }
+    }
+
     /// The values at `keys`, in their order: one MGET, or on a cluster one per hash slot.
     pub(crate) async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
         if keys.is_empty() {
@@ -279,6 +303,20 @@ impl Scan {
     }
 }
 
+/// The `used_memory:<bytes>` line of an `INFO memory` reply.
+fn parse_used_memory(info: &str) -> Result<u64, Error> {
+    info.lines()
+        .find_map(|line| line.trim_end().strip_prefix("used_memory:"))
+        .and_then(|bytes| bytes.parse().ok())
+        .ok_or_else(|| {
+            // About the reply, not Redis's health: not held against the circuit breaker.
+            Error::Redis(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "INFO memory reply without a used_memory line",
+            )))
+        })
+}
+
 fn config_error(error: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::config_from(error)
 }
@@ -329,6 +367,18 @@ mod tests {
             in_order(keys.len(), &slots, replies),
             [Some("a1"), Some("b1"), None, None, Some("b2")]
         );
+    }
+
+    #[test]
+    fn used_memory_is_read_from_its_line_and_a_reply_without_it_is_an_error() {
+        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n";
+        assert_eq!(parse_used_memory(info).ok(), Some(1_048_576));
+        for bad in ["# Memory\r\n", "used_memory:lots\r\n", ""] {
+            assert!(
+                matches!(parse_used_memory(bad), Err(ref e) if e.is_about_data()),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

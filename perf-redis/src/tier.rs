@@ -590,6 +590,19 @@ fn remote(error: Error) -> RemoteError {
 }
 
 impl RemoteTier for RedisTier {
+    /// The server's `used_memory` (`INFO memory`), summed over a cluster's primaries:
+    /// everything that Redis holds, other namespaces and programs included, not only this
+    /// tier's keys. Not asked while the breaker is open.
+    fn used_bytes(&self) -> BoxFuture<'_, Result<Option<u64>, RemoteError>> {
+        Box::pin(async move {
+            if self.breaker.state() != BreakerState::Closed {
+                return Ok(None);
+            }
+            let bytes = self.guarded(self.pool.used_memory()).await;
+            bytes.map(Some).map_err(remote)
+        })
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, RemoteError>> {
         Box::pin(async move {
             if self.pending.hides(key) {

@@ -337,6 +337,42 @@ async fn redis_down_at_start_is_not_an_error() {
         cache.get::<u8>("k", Tier::L2).await.expect("ok"),
         Some(Arc::new(5))
     );
+    // The size sample is not asked of a Redis known to be down, and counts no error.
+    let errors = tier.stats().short_circuited;
+    assert_eq!(tier.used_bytes().await.expect("not asked"), None);
+    assert_eq!(tier.stats().short_circuited, errors);
+}
+
+/// `cache_size_bytes{tier="redis"}` is the server's `used_memory`, which a value written
+/// through the tier raises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn used_bytes_is_the_servers_used_memory() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let tier = tier(&server, "size").await;
+    let before = tier.used_bytes().await.expect("asked").expect("a size");
+    let mut conn = raw(&server).await;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .expect("info");
+    let reported: u64 = info
+        .lines()
+        .find_map(|line| line.trim_end().strip_prefix("used_memory:"))
+        .and_then(|bytes| bytes.parse().ok())
+        .expect("used_memory");
+    // The two INFO calls see nearly the same server (a connection's buffers apart).
+    assert!(
+        before.abs_diff(reported) < 64 * 1024,
+        "{before} against {reported}"
+    );
+    tier.set("big", &vec![1u8; 1 << 20], Duration::from_secs(60))
+        .await
+        .expect("stored");
+    let after = tier.used_bytes().await.expect("asked").expect("a size");
+    assert!(after >= before + (1 << 20), "{before}, then {after}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use super::{
     options::Policy,
     stats::Counters,
 };
-use crate::{Error, config::PerformanceConfig};
+use crate::{Error, config::PerformanceConfig, profiling::Profiling};
 
 /// Builds a [`MultiLevelCache`].
 #[must_use]
@@ -21,6 +21,7 @@ pub struct CacheBuilder {
     config: PerformanceConfig,
     remote: Option<Arc<dyn RemoteTier>>,
     clock: Option<Clock>,
+    profiling: Profiling,
 }
 
 impl CacheBuilder {
@@ -29,6 +30,7 @@ impl CacheBuilder {
             config: config.clone(),
             remote: None,
             clock: None,
+            profiling: Profiling::new(config.monitor.profiling_enabled),
         }
     }
 
@@ -41,6 +43,12 @@ impl CacheBuilder {
     /// The clock that decides expiry. Tests pass [`Clock::mock()`] to move time by hand.
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// The optimizer's `profiling_enabled` switch, in place of one of the cache's own.
+    pub(crate) fn profiling(mut self, profiling: Profiling) -> Self {
+        self.profiling = profiling;
         self
     }
 
@@ -59,6 +67,7 @@ impl CacheBuilder {
                 Arc::clone(&counters),
             ),
             remote: self.remote,
+            profiling: self.profiling,
             codec: Codec {
                 compression_threshold: as_usize(config.compression_threshold_bytes),
                 zstd_level: config.zstd_level,

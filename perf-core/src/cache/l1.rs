@@ -19,6 +19,13 @@ use super::{
     stats::{Counters, Event},
 };
 
+/// What `cache_size_bytes{tier="l1"}` counts per L1 entry: L1 counts entries, not bytes, and
+/// cannot see the size of the typed values it points to. The figure is the map's slot (the
+/// key's pointer, the entry with its expiry, quick_cache's bookkeeping) and 128 bytes for
+/// the key's text and a small value; larger values make the gauge an underestimate.
+pub const L1_ENTRY_BYTES_ESTIMATE: u64 =
+    (std::mem::size_of::<(Box<str>, Held)>() + 16 + 128) as u64;
+
 /// Counts L1's evictions and tells the near caches of them.
 #[derive(Clone)]
 pub(crate) struct L1Lifecycle {
@@ -287,10 +294,13 @@ impl L1 {
         })
     }
 
-    pub(crate) fn clear(&self) {
+    /// Removes every entry; returns about how many (entries inserted meanwhile may count).
+    pub(crate) fn clear(&self) -> u64 {
+        let held = self.len();
         self.map.clear();
         self.epochs.all_changed();
         self.near.release();
+        held
     }
 
     /// How many near slots this thread has.

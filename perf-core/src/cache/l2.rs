@@ -151,8 +151,11 @@ impl L2 {
         remove_counting(&self.map, remove)
     }
 
-    pub(crate) fn clear(&self) {
+    /// Removes every entry; returns about how many (entries inserted meanwhile may count).
+    pub(crate) fn clear(&self) -> u64 {
+        let held = self.len();
         self.map.clear();
+        held
     }
 
     pub(crate) fn len(&self) -> u64 {

@@ -80,6 +80,7 @@ mod near;
 mod options;
 mod quick;
 mod remote;
+mod remote_size;
 mod stamp;
 mod stats;
 #[cfg(test)]
@@ -100,6 +101,7 @@ pub(crate) use self::engine::Engine;
 pub use self::{
     builder::CacheBuilder,
     key::{function_key, random_id, with_key, write_function_key},
+    l1::L1_ENTRY_BYTES_ESTIMATE,
     memoized::{FunctionStats, MAX_FUNCTIONS, function_stats},
     options::{ErrorSharing, Freshness, LoadOptions, Loaded, LoaderError},
     remote::{BoxFuture, Invalidation, InvalidationSink, RemoteTier},
@@ -442,6 +444,22 @@ impl MultiLevelCache {
     /// benchmark's baseline, or an incident); what is cached stays, and `get`/`set` still work.
     pub fn set_enabled(&self, enabled: bool) {
         self.engine.set_enabled(enabled)
+    }
+
+    /// Takes the TTL, fail-safe, timeout, refresh-ahead and jitter defaults from `config`
+    /// (`cache_ttl`, `cache_fail_safe_*`, `cache_soft_timeout`, ...), for entries written and
+    /// loads started from now on; entries already cached keep their expiry. Errs, changing
+    /// nothing, if the settings do not work together.
+    pub fn set_defaults(&self, config: &crate::config::CacheConfig) -> Result<(), Error> {
+        let defaults = options::Policy::from_config(config);
+        defaults.check().map_err(Error::InvalidLoadOptions)?;
+        self.engine.set_defaults(defaults);
+        Ok(())
+    }
+
+    /// The TTL of entries written without one of their own (`cache_ttl`).
+    pub fn default_ttl(&self) -> Duration {
+        self.engine.defaults().ttl
     }
 
     /// Every tier's counters and the loaders', since the cache was built. Cheap enough for

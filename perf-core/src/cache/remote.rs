@@ -47,6 +47,14 @@ pub trait RemoteTier: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// The bytes the tier's store uses, for `cache_size_bytes{tier="redis"}`, or `None` where
+    /// the tier cannot tell (the default). The cache asks at most every 5 seconds, in a task
+    /// of its own, under a 2-second timeout; implementations should answer without delay when
+    /// they know the store to be unreachable.
+    fn used_bytes(&self) -> BoxFuture<'_, Result<Option<u64>, RemoteError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
     /// Whether this tier keeps a change it could not apply (a failed `set`, `delete`,
     /// `invalidate_prefix` or `clear`) and replays it, as a removal announced to every
     /// instance, once it is reachable again; until then it reads such keys as misses. The
@@ -58,8 +66,10 @@ pub trait RemoteTier: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Called once by the cache this tier serves: deliver other instances' changes to `sink`
-    /// so that the cache drops its stale local copies. Tiers without a way to hear of other
-    /// instances' writes keep the default, which ignores it.
+    /// so that the cache drops its stale local copies. Each time the tier starts listening,
+    /// the first time included, it sends [`Invalidation::Resync`]: copies made before then
+    /// may have missed a change. Tiers without a way to hear of other instances' writes keep
+    /// the default, which drops the sink.
     fn subscribe(&self, sink: InvalidationSink) {
         drop(sink);
     }

@@ -5,7 +5,8 @@ use serde::Serialize;
 use super::Tier;
 use crate::{
     metrics::{
-        CACHE_HITS_TOTAL, CACHE_LOAD_EVENTS_TOTAL, CACHE_MISSES_TOTAL, CACHE_SIZE_BYTES, labels,
+        CACHE_HITS_TOTAL, CACHE_LOAD_EVENTS_TOTAL, CACHE_MISSES_TOTAL, CACHE_OPERATIONS_TOTAL,
+        CACHE_SIZE_BYTES, labels,
     },
     striped::StripedCounters,
 };
@@ -44,10 +45,12 @@ pub(crate) enum Event {
     Error,
     /// A remote read's copy taken back because an invalidation raced the read.
     RacedInvalidation,
+    /// Entries removed on request: deleted, invalidated, cleared.
+    Removal,
 }
 
 const OPS: usize = Op::ALL.len();
-const PER_TIER: usize = 2 * OPS + 8;
+const PER_TIER: usize = 2 * OPS + 9;
 const TIERS: usize = 3;
 const LOAD_COUNTERS: usize = LoadEvent::ALL.len();
 const SLOTS: usize = PER_TIER * TIERS + LOAD_COUNTERS;
@@ -65,6 +68,7 @@ impl Event {
             Event::Refused => 2 * OPS + 5,
             Event::Error => 2 * OPS + 6,
             Event::RacedInvalidation => 2 * OPS + 7,
+            Event::Removal => 2 * OPS + 8,
         };
         tier as usize * PER_TIER + within
     }
@@ -183,6 +187,7 @@ impl Counters {
             refused: self.count(tier, Event::Refused),
             errors: self.count(tier, Event::Error),
             raced_invalidations: self.count(tier, Event::RacedInvalidation),
+            removals: self.count(tier, Event::Removal),
             entries,
             bytes,
         }
@@ -239,6 +244,10 @@ pub struct TierStats {
     /// Values read from this tier whose copies in the tiers above were dropped, because the
     /// key was written or invalidated while the read ran.
     pub raced_invalidations: u64,
+    /// Entries removed on request: deleted, invalidated (by prefix, or by another instance's
+    /// write) or cleared. In the remote tier, a delete counts once whether or not
+    /// the key existed, and a clear is not counted (Redis does not say how many keys went).
+    pub removals: u64,
     /// Entries held, where the tier can count them (the remote tier does not).
     pub entries: Option<u64>,
     /// Bytes held, for byte-bounded tiers. L1 holds typed values of unknown size.
@@ -319,39 +328,71 @@ pub(crate) struct MetricsPublisher {
     published: parking_lot::Mutex<Vec<u64>>,
 }
 
+/// The `operation` labels of `cache_operations_total`, and the events they count.
+const OPERATIONS: [(Event, &str); 4] = [
+    (Event::Insert, "insert"),
+    (Event::Eviction, "eviction"),
+    (Event::Expiration, "expiration"),
+    (Event::Removal, "removal"),
+];
+
+/// What a tier holds now, for `cache_size_bytes`: `None` where it is not known.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sizes {
+    pub(crate) l1: u64,
+    pub(crate) l2: u64,
+    pub(crate) redis: Option<u64>,
+}
+
 impl MetricsPublisher {
-    pub(crate) fn publish(&self, counters: &Counters, tiers: &[Tier], l2_bytes: u64) {
+    pub(crate) fn publish(&self, counters: &Counters, tiers: &[Tier], sizes: Sizes) {
         let mut published = self.published.lock();
         published.resize(SLOTS, 0);
+        // The change of `slot` since the last call, marked as published.
+        let mut delta = |slot: usize| {
+            let now = counters.sum_slot(slot);
+            let delta = now.saturating_sub(published[slot]);
+            published[slot] = published[slot].max(now);
+            delta
+        };
         for &tier in tiers {
+            let tier_label = tier.as_str();
             for op in Op::ALL {
                 for (event, name) in [
                     (Event::Hit(op), CACHE_HITS_TOTAL),
                     (Event::Miss(op), CACHE_MISSES_TOTAL),
                 ] {
-                    let slot = event.slot(tier);
-                    let now = counters.sum_slot(slot);
-                    let delta = now.saturating_sub(published[slot]);
+                    let delta = delta(event.slot(tier));
                     if delta > 0 {
-                        metrics::counter!(crate::metrics::name(name), labels::TIER => tier.as_str(), labels::OPERATION => op.label())
+                        metrics::counter!(crate::metrics::name(name), labels::TIER => tier_label, labels::OPERATION => op.label())
                             .increment(delta);
-                        published[slot] = now;
                     }
+                }
+            }
+            for (event, operation) in OPERATIONS {
+                let delta = delta(event.slot(tier));
+                if delta > 0 {
+                    metrics::counter!(crate::metrics::name(CACHE_OPERATIONS_TOTAL), labels::TIER => tier_label, labels::OPERATION => operation)
+                        .increment(delta);
                 }
             }
         }
         for event in LoadEvent::ALL {
-            let slot = PER_TIER * TIERS + event as usize;
-            let now = counters.sum_slot(slot);
-            let delta = now.saturating_sub(published[slot]);
+            let delta = delta(PER_TIER * TIERS + event as usize);
             if delta > 0 {
                 metrics::counter!(crate::metrics::name(CACHE_LOAD_EVENTS_TOTAL), labels::EVENT => event.label())
                     .increment(delta);
-                published[slot] = now;
             }
         }
-        metrics::gauge!(crate::metrics::name(CACHE_SIZE_BYTES), labels::TIER => Tier::L2.as_str())
-            .set(l2_bytes as f64);
+        let size = |tier: Tier, bytes: u64| {
+            metrics::gauge!(crate::metrics::name(CACHE_SIZE_BYTES), labels::TIER => tier.as_str())
+                .set(bytes as f64);
+        };
+        size(Tier::L1, sizes.l1);
+        size(Tier::L2, sizes.l2);
+        if let Some(redis) = sizes.redis {
+            size(Tier::Redis, redis);
+        }
     }
 }
 
@@ -376,6 +417,7 @@ mod tests {
             Event::Refused,
             Event::Error,
             Event::RacedInvalidation,
+            Event::Removal,
         ];
         let mut slots: Vec<_> = [Tier::L1, Tier::L2, Tier::Redis]
             .iter()

@@ -9,6 +9,11 @@ use super::{ConfigSection, FieldError, duration_serde, require};
 /// The cache's settings. Each field's documentation starts with its key (in TOML, and
 /// upper-cased after `PERF_` in the environment) and its default.
 ///
+/// The TTL and load defaults (`cache_ttl`, `cache_fail_safe_*`, `cache_soft_timeout`,
+/// `cache_hard_timeout`, `cache_eager_refresh`, `cache_ttl_jitter`, `cache_failure_ttl`) and
+/// `cache_enabled` can change at run time ([`HOT_FIELDS`](crate::HOT_FIELDS)), for entries
+/// written and loads started afterwards; the rest need a restart.
+///
 /// `l2_max_bytes` must hold the largest entry (`max_key_bytes + max_value_bytes` plus the
 /// encoding's header and L2's per-entry overhead); the cache checks that when it is built.
 ///

@@ -10,6 +10,10 @@ use super::{ConfigSection, FieldError, duration_serde, require};
 /// field's documentation starts with its key (in TOML, and upper-cased after `PERF_` in the
 /// environment) and its default.
 ///
+/// `memory_cleanup_threshold`, `memory_cleanup_min_interval` and
+/// `memory_pressure_shrink_fraction` can change at run time ([`HOT_FIELDS`](crate::HOT_FIELDS)),
+/// from the next sample and cleanup; the rest need a restart.
+///
 /// Settings may be added in any release: start from [`Default`] and set fields (see
 /// [`PerformanceConfig`](super::PerformanceConfig)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,7 +48,8 @@ pub struct MemoryConfig {
     /// [`TrackingAllocator`](crate::memory::TrackingAllocator) as the global allocator, count
     /// allocations. False when `install()` runs stops counting for the rest of the process
     /// ([`disable_tracking`](crate::memory::disable_tracking)); without that allocator it has
-    /// no effect.
+    /// no effect. Also read under the seed's name, `tracemalloc_enabled`.
+    #[serde(alias = "tracemalloc_enabled")]
     pub allocation_tracking_enabled: bool,
 }
 

@@ -18,11 +18,14 @@
 //! [`ConfigSection`] of their own, loaded alongside with [`PerformanceConfig::load_with`].
 
 mod alerts;
+#[cfg(feature = "config-load")]
+mod aliases;
 mod cache;
 pub(crate) mod duration_serde;
 mod fields;
 mod memory;
 mod query;
+mod secret;
 mod tasks;
 
 #[cfg(feature = "config-load")]
@@ -42,6 +45,7 @@ pub use self::{
     cache::CacheConfig,
     memory::MemoryConfig,
     query::{MonitorConfig, QueryConfig},
+    secret::Secret,
     tasks::TaskConfig,
 };
 
@@ -82,6 +86,19 @@ pub struct PerformanceConfig {
     /// The operation monitor: profiling spans.
     #[serde(flatten)]
     pub monitor: MonitorConfig,
+}
+
+/// Other names accepted for a key, as `(alias, key)`: the seed's `tracemalloc_enabled` for
+/// `allocation_tracking_enabled`. Read in TOML, the environment (`PERF_TRACEMALLOC_ENABLED`)
+/// and serde formats alike; written out under the key.
+pub const KEY_ALIASES: &[(&str, &str)] = &[("tracemalloc_enabled", "allocation_tracking_enabled")];
+
+/// The key `name` stands for: itself, or the key of which it is an alias.
+pub fn canonical_key(name: &str) -> &str {
+    KEY_ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name, |(_, key)| key)
 }
 
 /// A group of settings kept in the flat configuration file and environment: a struct with
@@ -174,7 +191,8 @@ impl PerformanceConfig {
     #[cfg(feature = "config-load")]
     #[cfg_attr(docsrs, doc(cfg(feature = "config-load")))]
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let figment = Self::defaults::<NoSection>().merge(Toml::file_exact(path.as_ref()));
+        let figment =
+            Self::defaults::<NoSection>().merge(aliases::Aliased(Toml::file_exact(path.as_ref())));
         Ok(Self::extract::<NoSection>(&figment)?.0)
     }
 
@@ -199,23 +217,26 @@ impl PerformanceConfig {
     pub fn load_with<S: ConfigSection>(path: Option<&Path>) -> Result<(Self, S), ConfigError> {
         let mut figment = Self::defaults::<S>();
         if let Some(path) = path {
-            figment = figment.merge(Toml::file_exact(path));
+            figment = figment.merge(aliases::Aliased(Toml::file_exact(path)));
         }
         // Only our own keys: other PERF_* variables (PERF_REQUIRE_REDIS, say) are not ours.
-        let env = Env::prefixed("PERF_").only(&Self::keys::<S>());
-        Self::extract(&figment.merge(env))
+        let mut keys = Self::keys::<S>();
+        keys.extend(KEY_ALIASES.iter().map(|(alias, _)| *alias));
+        let env = Env::prefixed("PERF_").only(&keys);
+        Self::extract(&figment.merge(aliases::Aliased(env)))
     }
 
     /// As [`from_toml_str`](Self::from_toml_str), together with another crate's section.
     #[cfg(feature = "config-load")]
     #[cfg_attr(docsrs, doc(cfg(feature = "config-load")))]
     pub fn from_toml_str_with<S: ConfigSection>(toml: &str) -> Result<(Self, S), ConfigError> {
-        Self::extract(&Self::defaults::<S>().merge(Toml::string(toml)))
+        Self::extract(&Self::defaults::<S>().merge(aliases::Aliased(Toml::string(toml))))
     }
 
     /// Every key, section by section: the TOML keys, and the `PERF_*` names in lower case.
+    /// Not their aliases (which serde lists with them).
     fn keys<S: ConfigSection>() -> Vec<&'static str> {
-        [
+        let mut keys = [
             fields::field_names::<CacheConfig>(),
             fields::field_names::<TaskConfig>(),
             fields::field_names::<MemoryConfig>(),
@@ -224,7 +245,9 @@ impl PerformanceConfig {
             fields::field_names::<MonitorConfig>(),
             fields::field_names::<S>(),
         ]
-        .concat()
+        .concat();
+        keys.retain(|key| !KEY_ALIASES.iter().any(|(alias, _)| alias == key));
+        keys
     }
 
     #[cfg(feature = "config-load")]
@@ -595,6 +618,46 @@ mod tests {
             assert_eq!(config, expected);
             Ok(())
         });
+    }
+
+    /// The seed's name for allocation tracking, in a file, the environment and JSON.
+    #[cfg(feature = "config-load")]
+    #[test]
+    fn tracemalloc_enabled_is_read_as_allocation_tracking() {
+        let config =
+            PerformanceConfig::from_toml_str("tracemalloc_enabled = false").expect("an alias");
+        assert!(!config.memory.allocation_tracking_enabled);
+        let err = PerformanceConfig::from_toml_str(
+            "tracemalloc_enabled = false\nallocation_tracking_enabled = true",
+        )
+        .expect_err("one setting given twice");
+        assert!(err.to_string().contains("tracemalloc_enabled"), "{err}");
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("perf.toml", "allocation_tracking_enabled = true")?;
+            jail.set_env("PERF_TRACEMALLOC_ENABLED", "false");
+            let config =
+                PerformanceConfig::load(Some(Path::new("perf.toml"))).map_err(|e| e.to_string())?;
+            assert!(
+                !config.memory.allocation_tracking_enabled,
+                "the environment overrides the file, whichever name each uses"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn json_reads_the_seeds_names() {
+        let mut value = serde_json::to_value(PerformanceConfig::default()).expect("serializable");
+        let fields = value.as_object_mut().expect("an object");
+        fields.remove("allocation_tracking_enabled");
+        fields.insert("tracemalloc_enabled".into(), false.into());
+        let config: PerformanceConfig = serde_json::from_value(value).expect("an alias");
+        assert!(!config.memory.allocation_tracking_enabled);
+        assert_eq!(
+            canonical_key("tracemalloc_enabled"),
+            "allocation_tracking_enabled"
+        );
+        assert_eq!(canonical_key("cache_ttl"), "cache_ttl");
     }
 
     #[cfg(feature = "config-load")]

@@ -17,9 +17,10 @@ use super::{ConfigSection, FieldError, duration_serde, require};
 #[serde(default)]
 #[non_exhaustive]
 pub struct QueryConfig {
-    /// `slow_query_threshold`, default 1 s. A query timed with its SQL that takes at least
-    /// this long is logged (a `tracing` warning), kept in the slow-query log and counted by
-    /// the slow-query alert.
+    /// `slow_query_threshold`, default 1 s. A query that takes at least this long is logged
+    /// (a `tracing` warning), kept in the slow-query log (under its shape, or its query type
+    /// when timed without SQL) and counted by the slow-query alert. Changeable at run time
+    /// ([`HOT_FIELDS`](crate::HOT_FIELDS)).
     #[serde(rename = "slow_query_threshold", with = "duration_serde")]
     pub slow_threshold: Duration,
     /// `query_stats_max`, default 5000. How many query shapes keep statistics; a new shape

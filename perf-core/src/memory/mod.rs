@@ -47,10 +47,32 @@ pub use self::{
     },
     usage::{LimitSource, MemoryUsage, SystemUsage, UsageSource},
 };
-use crate::{config::PerformanceConfig, metrics};
+use crate::{
+    config::{MemoryConfig, PerformanceConfig},
+    metrics,
+};
 
 /// How far below the threshold usage must fall to leave pressure.
 pub const HYSTERESIS: f64 = 0.05;
+
+/// The settings a running manager can take anew (`memory_cleanup_threshold`,
+/// `memory_cleanup_min_interval`, `memory_pressure_shrink_fraction`).
+#[derive(Debug, Clone, Copy)]
+struct Thresholds {
+    threshold: f64,
+    min_interval: Duration,
+    shrink_fraction: f64,
+}
+
+impl Thresholds {
+    fn from_config(config: &MemoryConfig) -> Self {
+        Self {
+            threshold: config.cleanup_threshold,
+            min_interval: config.cleanup_min_interval,
+            shrink_fraction: config.pressure_shrink_fraction,
+        }
+    }
+}
 
 /// Watches the process's memory and gives memory back. Cloning is cheap and shares it.
 #[derive(Clone)]
@@ -60,9 +82,8 @@ pub struct MemoryManager {
 
 struct Inner {
     source: Box<dyn UsageSource>,
-    threshold: f64,
-    min_interval: Duration,
-    shrink_fraction: f64,
+    /// Replaced whole by [`MemoryManager::set_thresholds`].
+    thresholds: Mutex<Thresholds>,
     hooks: Mutex<Vec<Hook>>,
     state: Mutex<State>,
     /// Held for the whole of a cleanup: one at a time.
@@ -233,7 +254,7 @@ impl fmt::Debug for MemoryManager {
             .map(|h| h.name.clone())
             .collect();
         f.debug_struct("MemoryManager")
-            .field("threshold", &self.inner.threshold)
+            .field("thresholds", &self.thresholds())
             .field("hooks", &hooks)
             .finish_non_exhaustive()
     }
@@ -250,9 +271,7 @@ impl MemoryManager {
         Self {
             inner: Arc::new(Inner {
                 source: Box::new(source),
-                threshold: config.memory.cleanup_threshold,
-                min_interval: config.memory.cleanup_min_interval,
-                shrink_fraction: config.memory.pressure_shrink_fraction,
+                thresholds: Mutex::new(Thresholds::from_config(&config.memory)),
                 hooks: Mutex::new(Vec::new()),
                 state: Mutex::new(State::default()),
                 cleaning: Mutex::new(()),
@@ -260,15 +279,27 @@ impl MemoryManager {
         }
     }
 
+    /// Takes `memory_cleanup_threshold`, `memory_cleanup_min_interval` and
+    /// `memory_pressure_shrink_fraction` from `config`, from the next sample and cleanup on.
+    /// The values are not checked here: [`PerformanceConfig::validate`] does.
+    pub fn set_thresholds(&self, config: &MemoryConfig) {
+        *self.inner.thresholds.lock() = Thresholds::from_config(config);
+    }
+
+    fn thresholds(&self) -> Thresholds {
+        *self.inner.thresholds.lock()
+    }
+
     /// A fresh sample (tens of microseconds: a couple of small `/proc` reads). Also updates
     /// the pressure state.
     pub fn usage(&self) -> std::io::Result<MemoryUsage> {
         let usage = self.inner.source.sample()?;
+        let threshold = self.thresholds().threshold;
         let mut state = self.inner.state.lock();
         state.under_pressure = if state.under_pressure {
-            usage.usage_fraction >= self.inner.threshold - HYSTERESIS
+            usage.usage_fraction >= threshold - HYSTERESIS
         } else {
-            usage.usage_fraction >= self.inner.threshold
+            usage.usage_fraction >= threshold
         };
         if !state.under_pressure && state.backoff.end() == Change::Ended {
             tracing::info!("memory usage left pressure: cleanups no longer backed off");
@@ -318,6 +349,7 @@ impl MemoryManager {
         now: Instant,
     ) -> Result<CleanupReport, CleanupSkipped> {
         let _one_at_a_time = self.inner.cleaning.lock();
+        let thresholds = self.thresholds();
         let (under_pressure, backoff, last_cleanup_at) = {
             let state = self.inner.state.lock();
             (state.under_pressure, state.backoff, state.last_cleanup_at)
@@ -326,12 +358,12 @@ impl MemoryManager {
             if !under_pressure {
                 return Err(CleanupSkipped::BelowThreshold {
                     usage: before.usage_fraction,
-                    threshold: self.inner.threshold,
+                    threshold: thresholds.threshold,
                 });
             }
             if let Some(at) = last_cleanup_at {
                 let since = now.saturating_duration_since(at);
-                let interval = backoff.interval(self.inner.min_interval);
+                let interval = backoff.interval(thresholds.min_interval);
                 if since < interval {
                     return Err(CleanupSkipped::TooSoon {
                         since,
@@ -364,7 +396,7 @@ impl MemoryManager {
             let change = state
                 .backoff
                 .after_cleanup(report.freed_bytes, before.limit_bytes, force);
-            (change, state.backoff.interval(self.inner.min_interval))
+            (change, state.backoff.interval(thresholds.min_interval))
         };
         match change {
             Change::Started => tracing::warn!(
@@ -401,8 +433,9 @@ impl MemoryManager {
 
     /// What the monitor last saw and did.
     pub fn state(&self) -> MemoryState {
+        let thresholds = self.thresholds();
         let state = self.inner.state.lock();
-        let cleanup_interval = state.backoff.interval(self.inner.min_interval);
+        let cleanup_interval = state.backoff.interval(thresholds.min_interval);
         let next_cleanup_in = state.last_cleanup_at.map_or(Duration::ZERO, |at| {
             at.checked_add(cleanup_interval)
                 .map_or(Duration::MAX, |next| {
@@ -412,7 +445,7 @@ impl MemoryManager {
         MemoryState {
             last_sample: state.last_sample.clone(),
             under_pressure: state.under_pressure,
-            threshold: self.inner.threshold,
+            threshold: thresholds.threshold,
             last_cleanup: state.last_cleanup.clone(),
             cleanups: state.cleanups,
             cleanup_backoff: state.backoff.doublings(),
@@ -425,8 +458,9 @@ impl MemoryManager {
     /// force; none before the first cleanup.
     #[cfg(test)]
     fn next_cleanup_at(&self) -> Option<Instant> {
+        let min_interval = self.thresholds().min_interval;
         let state = self.inner.state.lock();
-        let interval = state.backoff.interval(self.inner.min_interval);
+        let interval = state.backoff.interval(min_interval);
         state.last_cleanup_at.map(|at| at + interval)
     }
 
@@ -448,6 +482,12 @@ impl MemoryManager {
         if let Some(tracked) = &usage.tracked {
             gauge("tracked_live", tracked.live_bytes);
             gauge("tracked_peak", tracked.peak_live_bytes);
+        }
+        // Cleanups are rare: their counts start at 0 so that a dashboard shows "none yet"
+        // rather than no data.
+        for reason in [CleanupReason::Threshold, CleanupReason::Forced] {
+            ::metrics::counter!(metrics::name(metrics::MEMORY_CLEANUPS_TOTAL), metrics::labels::REASON => reason.as_str())
+                .increment(0);
         }
     }
 
@@ -507,7 +547,7 @@ impl MemoryManager {
             under_pressure,
             shed,
             shrink_fraction: if shed {
-                self.inner.shrink_fraction
+                self.thresholds().shrink_fraction
             } else {
                 0.0
             },

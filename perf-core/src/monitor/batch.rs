@@ -422,6 +422,12 @@ mod tests {
     #[test]
     fn a_panicking_recorder_loses_only_the_call_it_panicked_on() {
         let (batcher, received) = batcher();
+        // This thread's stripe first: claimed after the other thread exits, it could be that
+        // thread's, with its calls still queued, and the hand-over would come early.
+        assert!(
+            batcher.pending.mine().is_some(),
+            "this thread queues its calls"
+        );
         std::thread::scope(|s| {
             s.spawn(|| {
                 for (status, nanos) in calls(1, 100) {
@@ -429,10 +435,6 @@ mod tests {
                 }
             });
         });
-        assert!(
-            batcher.pending.mine().is_some(),
-            "this thread queues its calls"
-        );
         let explosive = seconds(2_000_050);
         *received.on.lock() = Some((explosive, Box::new(|| panic!("recorder failed"))));
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

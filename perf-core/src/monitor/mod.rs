@@ -33,10 +33,7 @@ mod stats;
 use std::{
     collections::{HashMap, hash_map::Entry},
     fmt,
-    sync::{
-        Arc, OnceLock, Weak,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, OnceLock, Weak},
 };
 
 use parking_lot::RwLock;
@@ -46,6 +43,7 @@ use self::batch::Batcher;
 pub use self::stats::OperationSnapshot;
 pub(crate) use self::stats::{BUCKETS, OperationStats, bucket_of, quantile_seconds};
 use crate::metrics::{ASYNC_OPERATIONS_TOTAL, Batched, PROCESSING_TIME_SECONDS, labels};
+use crate::profiling::Profiling;
 
 /// How a monitored call ended (the `status` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,19 +88,20 @@ impl Status {
 #[derive(Debug, Default)]
 pub struct Monitor {
     operations: RwLock<HashMap<Arc<str>, Arc<Operation>>>,
-    /// `profiling_enabled`, shared with every operation.
-    profiling: Arc<AtomicBool>,
+    /// `profiling_enabled`, shared with every operation and the optimizer's other components.
+    profiling: Profiling,
 }
 
 impl Monitor {
-    pub(crate) fn new(profiling: bool) -> Self {
-        let monitor = Self::default();
-        monitor.set_profiling(profiling);
-        monitor
+    pub(crate) fn new(profiling: Profiling) -> Self {
+        Self {
+            operations: RwLock::default(),
+            profiling,
+        }
     }
 
-    pub(crate) fn set_profiling(&self, on: bool) {
-        self.profiling.store(on, Ordering::Relaxed);
+    pub(crate) fn profiling(&self) -> &Profiling {
+        &self.profiling
     }
 
     /// Operation `name`, made (its metric handles resolved) on the first call for it.
@@ -153,7 +152,7 @@ impl Monitor {
 pub(crate) struct Operation {
     metrics: Batcher,
     stats: OperationStats,
-    profiling: Arc<AtomicBool>,
+    profiling: Profiling,
 }
 
 impl fmt::Debug for Operation {
@@ -167,7 +166,11 @@ impl Operation {
         &self.stats
     }
 
-    fn resolve(name: &str, profiling: &Arc<AtomicBool>) -> Self {
+    pub(crate) fn profiling(&self) -> &Profiling {
+        &self.profiling
+    }
+
+    fn resolve(name: &str, profiling: &Profiling) -> Self {
         let operation = name.to_owned();
         let latency = metrics::histogram!(crate::metrics::name(PROCESSING_TIME_SECONDS), labels::OPERATION => operation.clone());
         let outcomes = Status::ALL.map(|status| {
@@ -180,7 +183,7 @@ impl Operation {
         Self {
             metrics: Batcher::new(latency, outcomes),
             stats: OperationStats::default(),
-            profiling: Arc::clone(profiling),
+            profiling: profiling.clone(),
         }
     }
 
@@ -284,7 +287,7 @@ impl Timing {
     /// Whether the call is to run inside a `tracing` span (`profiling_enabled`).
     #[inline]
     pub fn profiling(&self) -> bool {
-        self.operation.profiling.load(Ordering::Relaxed)
+        self.operation.profiling.is_on()
     }
 
     /// Records the call as ended with `status`, with the time since it started.

@@ -1,11 +1,9 @@
 //! The optimizer's background loops, and [`BackgroundTasks`], the handle that keeps them
 //! running. See the [module docs](super) for when they run.
 
-#[cfg(feature = "system")]
-use std::sync::Weak;
 use std::{
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -15,8 +13,7 @@ use parking_lot::Mutex;
 use tokio::{runtime::Handle, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-#[cfg(feature = "system")]
-use crate::system::SystemMonitor;
+use super::alerting::Alerting;
 use crate::{
     StartError,
     cache::WeakCache,
@@ -27,9 +24,16 @@ use crate::{
 /// interval, and cheap (a few dozen sums).
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How often `resource_usage_percent` is sampled.
-#[cfg(feature = "system")]
-const SYSTEM_INTERVAL: Duration = Duration::from_secs(15);
+/// How often the alerts are evaluated (and `resource_usage_percent` sampled), at most: a
+/// tenth of `alert_window` when that is shorter, so that the window's figures stay fresh,
+/// but not more often than every [`MIN_ALERT_INTERVAL`].
+const ALERT_INTERVAL: Duration = Duration::from_secs(15);
+const MIN_ALERT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the alerts over `window` are evaluated.
+pub(super) fn alert_interval(window: Duration) -> Duration {
+    (window / 10).clamp(MIN_ALERT_INTERVAL, ALERT_INTERVAL)
+}
 
 /// The running background loops of one [`PerformanceOptimizer`](super::PerformanceOptimizer),
 /// from [`start`](super::PerformanceOptimizer::start).
@@ -96,10 +100,10 @@ impl Drop for EndsRun {
 pub(super) struct Targets {
     pub(super) cache: WeakCache,
     pub(super) memory: WeakMemoryManager,
-    #[cfg(feature = "system")]
-    pub(super) system: Weak<SystemMonitor>,
     pub(super) sweep_every: Duration,
     pub(super) memory_every: Duration,
+    pub(super) alerting: Weak<Alerting>,
+    pub(super) alert_every: Duration,
 }
 
 /// An optimizer's latest run, so that a second start while it runs is refused.
@@ -138,6 +142,16 @@ impl Runs {
     }
 }
 
+impl Runs {
+    /// Whether the latest start's loops still run.
+    pub(super) fn is_running(&self) -> bool {
+        self.latest
+            .lock()
+            .as_ref()
+            .is_some_and(|run| run.is_running())
+    }
+}
+
 /// Whether `runtime` has a time driver, which every loop needs. tokio offers no way to ask
 /// but making a timer, which panics without one: the panic is caught here (it still reaches
 /// the panic hook, which prints it) so that the start fails instead of the loops.
@@ -152,22 +166,27 @@ async fn run_loops(ends: EndsRun, targets: Targets) {
     let Targets {
         cache,
         memory,
-        #[cfg(feature = "system")]
-        system,
         sweep_every,
         memory_every,
+        alerting,
+        alert_every,
     } = targets;
-    #[cfg(feature = "system")]
-    let system = system_loop(system);
-    // Without the `system` feature there is no machine sampler to run.
-    #[cfg(not(feature = "system"))]
-    let system = std::future::ready(());
+    // Opened here, once the start is accepted: a refused start leaves the running queue.
+    #[cfg(feature = "webhook")]
+    let webhook = alerting.upgrade().map(|alerting| alerting.open_webhook());
+    let webhook = async move {
+        #[cfg(feature = "webhook")]
+        if let Some(webhook) = webhook {
+            webhook.await;
+        }
+    };
     let loops = async {
         tokio::join!(
             sweep_loop(cache.clone(), sweep_every),
             publish_loop(cache),
             MemoryManager::run_monitor(memory, memory_every),
-            system,
+            alert_loop(alerting, alert_every),
+            webhook,
         )
     };
     tokio::select! {
@@ -195,18 +214,22 @@ async fn sweep_loop(cache: WeakCache, every: Duration) {
     }
 }
 
-/// Every [`SYSTEM_INTERVAL`]: publish the machine's CPU, memory and disk use.
-#[cfg(feature = "system")]
-async fn system_loop(system: Weak<SystemMonitor>) {
-    let mut ticker = ticker(SYSTEM_INTERVAL);
+/// Every `every`: evaluate the alerts, and publish the machine's CPU, memory and disk use
+/// sampled for them.
+async fn alert_loop(alerting: Weak<Alerting>, every: Duration) {
+    let mut ticker = ticker(every);
     loop {
         ticker.tick().await;
-        let Some(system) = system.upgrade() else {
+        let Some(alerting) = alerting.upgrade() else {
             break;
         };
-        if let Ok(resources) = tokio::task::spawn_blocking(move || system.sample()).await {
-            resources.publish_metrics();
-        }
+        let now = tokio::time::Instant::now();
+        // Samples memory and the machine: off the async workers.
+        let evaluated = tokio::task::spawn_blocking(move || alerting.evaluate(now)).await;
+        tracing::trace!(
+            transitions = evaluated.map_or(0, |t| t.len()),
+            "alerts evaluated"
+        );
     }
 }
 

@@ -13,6 +13,7 @@
 //! one asks for, and ages out. A generation that was evicted or expired is replaced by a new
 //! one, which only costs misses.
 
+mod lookups;
 mod shape;
 mod stats;
 
@@ -20,15 +21,22 @@ use std::{
     collections::HashMap,
     fmt::Write as _,
     future::Future,
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
 };
 
 use parking_lot::{Mutex, RwLock};
 use quick_cache::sync::Cache;
 use serde::{Serialize, Serializer};
+use tracing::{Instrument, Span};
 
-use self::stats::{ShapeStats, SlowLog};
+use self::{
+    lookups::Lookups,
+    stats::{ShapeStats, SlowLog},
+};
 pub use self::{
     shape::Shape,
     stats::{QueryStats, SlowQuery},
@@ -36,7 +44,8 @@ pub use self::{
 use crate::{
     cache::{LoadOptions, Loaded, LoaderError, MultiLevelCache, SharedValue, Tier, function_key},
     config::PerformanceConfig,
-    metrics::{DATABASE_QUERY_TIME_SECONDS, labels},
+    metrics::{DATABASE_QUERY_TIME_SECONDS, DATABASE_SLOW_QUERIES_TOTAL, labels},
+    profiling::Profiling,
 };
 
 /// Distinct SQL texts whose shapes are remembered.
@@ -53,18 +62,24 @@ pub struct QueryOptimizer {
 }
 
 struct Inner {
-    slow_threshold: Duration,
+    /// `slow_query_threshold` in nanoseconds: changeable while queries run.
+    slow_threshold_nanos: AtomicU64,
     shapes: Cache<Box<str>, Arc<Shape>>,
     stats: Mutex<ShapeStats>,
     slow: Mutex<SlowLog>,
-    histograms: RwLock<HashMap<Box<str>, metrics::Histogram>>,
+    /// Per query type: its histogram, and the shape its timings without SQL are kept under.
+    query_types: RwLock<HashMap<Box<str>, QueryType>>,
+    /// `profiling_enabled`, the cache's (its optimizer's): query timers hold spans.
+    profiling: Profiling,
     cache: MultiLevelCache,
+    /// The result cache's hits and misses.
+    lookups: Arc<Lookups>,
 }
 
 impl std::fmt::Debug for QueryOptimizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryOptimizer")
-            .field("slow_threshold", &self.inner.slow_threshold)
+            .field("slow_threshold", &self.slow_threshold())
             .finish_non_exhaustive()
     }
 }
@@ -91,16 +106,22 @@ impl QueryOptimizer {
     /// Statistics per shape for at most `query_stats_max` shapes; queries over
     /// `slow_query_threshold` logged; results cached in `cache`.
     pub fn new(config: &PerformanceConfig, cache: MultiLevelCache) -> Self {
+        let lookups = Arc::new(Lookups::default());
+        let weak: std::sync::Weak<dyn crate::metrics::Batched> =
+            Arc::downgrade(&lookups) as std::sync::Weak<Lookups>;
+        crate::metrics::register_batched(weak);
         Self {
             inner: Arc::new(Inner {
-                slow_threshold: config.query.slow_threshold,
+                slow_threshold_nanos: AtomicU64::new(nanos(config.query.slow_threshold)),
                 shapes: Cache::new(MEMOIZED_TEXTS),
                 stats: Mutex::new(ShapeStats::new(
                     usize::try_from(config.query.stats_max).unwrap_or(usize::MAX),
                 )),
                 slow: Mutex::new(SlowLog::new(SLOW_LOG_CAPACITY)),
-                histograms: RwLock::new(HashMap::new()),
+                query_types: RwLock::new(HashMap::new()),
+                profiling: cache.engine().profiling().clone(),
                 cache,
+                lookups,
             }),
         }
     }
@@ -115,16 +136,39 @@ impl QueryOptimizer {
         shape
     }
 
+    /// Queries taking at least this long are slow (`slow_query_threshold`).
+    pub fn slow_threshold(&self) -> Duration {
+        Duration::from_nanos(self.inner.slow_threshold_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Changes the slow-query threshold, for queries that end from now on.
+    pub fn set_slow_threshold(&self, threshold: Duration) {
+        (self.inner.slow_threshold_nanos).store(nanos(threshold), Ordering::Relaxed);
+    }
+
     /// Starts timing a query; the guard records `database_query_time_seconds{query_type}` when
-    /// dropped, and per-shape statistics when given the SQL.
+    /// dropped, and statistics under the shape of its SQL when given it
+    /// ([`QueryTimer::sql`]), else under `query_type` itself: either way a slow one is
+    /// logged and counted. Time is tokio's clock, so paused time moves it in tests. With
+    /// `profiling_enabled` it also holds a `perf.query` span for its life
+    /// ([`QueryTimer::span`]).
     pub fn query_timer(&self, query_type: &str) -> QueryTimer<'_> {
+        let span = self.inner.profiling.span(|| {
+            tracing::info_span!(
+                "perf.query",
+                query_type,
+                rows = tracing::field::Empty,
+                failed = tracing::field::Empty
+            )
+        });
         QueryTimer {
             optimizer: self,
+            span,
             query_type: query_type.to_owned(),
             shape: None,
             rows: None,
             failed: false,
-            started: Instant::now(),
+            started: tokio::time::Instant::now(),
         }
     }
 
@@ -135,7 +179,7 @@ impl QueryOptimizer {
         Fut: Future<Output = Result<T, E>>,
     {
         let mut timer = self.query_timer(query_type).sql(sql);
-        let result = query.await;
+        let result = query.instrument(timer.span().clone()).await;
         if result.is_err() {
             timer.fail();
         }
@@ -163,19 +207,22 @@ impl QueryOptimizer {
         failed: bool,
         rows: Option<u64>,
     ) {
-        self.histogram(query_type).record(elapsed.as_secs_f64());
-        let Some(shape) = shape else { return };
+        let named = self.query_type(query_type);
+        named.histogram.record(elapsed.as_secs_f64());
+        // Timed without its SQL: kept under its query type, so that it is still counted.
+        let shape = shape.unwrap_or(&named.shape);
         self.inner
             .stats
             .lock()
             .record(shape, query_type, elapsed, failed, rows);
-        if elapsed >= self.inner.slow_threshold {
+        if elapsed >= self.slow_threshold() {
             tracing::warn!(
                 fingerprint = shape.fingerprint,
                 query = &*shape.normalized,
                 seconds = elapsed.as_secs_f64(),
                 "slow query"
             );
+            named.slow.increment(1);
             self.inner.slow.lock().push(SlowQuery {
                 fingerprint: shape.fingerprint,
                 normalized: Arc::clone(&shape.normalized),
@@ -186,19 +233,28 @@ impl QueryOptimizer {
         }
     }
 
-    fn histogram(&self, query_type: &str) -> metrics::Histogram {
-        if let Some(histogram) = self.inner.histograms.read().get(query_type) {
-            return histogram.clone();
+    fn query_type(&self, query_type: &str) -> QueryType {
+        if let Some(known) = self.inner.query_types.read().get(query_type) {
+            return known.clone();
         }
-        let histogram = metrics::histogram!(
-            crate::metrics::name(DATABASE_QUERY_TIME_SECONDS),
-            labels::QUERY_TYPE => query_type.to_owned()
-        );
+        let known = QueryType {
+            histogram: metrics::histogram!(
+                crate::metrics::name(DATABASE_QUERY_TIME_SECONDS),
+                labels::QUERY_TYPE => query_type.to_owned()
+            ),
+            slow: metrics::counter!(
+                crate::metrics::name(DATABASE_SLOW_QUERIES_TOTAL),
+                labels::QUERY_TYPE => query_type.to_owned()
+            ),
+            shape: Arc::new(Shape::named(query_type)),
+        };
+        // The type's slow-query count starts at 0, so that it is charted before the first.
+        known.slow.increment(0);
         self.inner
-            .histograms
+            .query_types
             .write()
-            .insert(query_type.into(), histogram.clone());
-        histogram
+            .insert(query_type.into(), known.clone());
+        known
     }
 
     /// One shape's statistics.
@@ -292,10 +348,18 @@ impl QueryOptimizer {
     {
         let key = self.result_key(sql, params).await;
         let options = options.in_tier(Tier::Redis);
-        self.inner
+        // A hit is a call that did not run the query: cached, or another caller's load.
+        let ran = AtomicBool::new(false);
+        let loaded = self
+            .inner
             .cache
-            .get_or_load_with(&key, &options, loader)
-            .await
+            .get_or_load_with(&key, &options, || {
+                ran.store(true, Ordering::Relaxed);
+                loader()
+            })
+            .await;
+        self.inner.lookups.record(!ran.load(Ordering::Relaxed));
+        loaded
     }
 
     /// The cached rows of `sql` with `params`, if any (the seed's `get_cached_query`).
@@ -305,7 +369,18 @@ impl QueryOptimizer {
         params: &P,
     ) -> Result<Option<Arc<T>>, crate::Error> {
         let key = self.result_key(sql, params).await;
-        self.inner.cache.get(&key, Tier::Redis).await
+        let found = self.inner.cache.get(&key, Tier::Redis).await;
+        if let Ok(found) = &found {
+            self.inner.lookups.record(found.is_some());
+        }
+        found
+    }
+
+    /// The result cache's `(hits, misses)` since this optimizer was made: lookups answered
+    /// without running the query, and the others (`query_cache_hits_total` and
+    /// `query_cache_misses_total` publish the same counts).
+    pub fn result_cache_counts(&self) -> (u64, u64) {
+        self.inner.lookups.counts()
     }
 
     /// Caches `rows` as the result of `sql` with `params` (the seed's `cache_query_result`).
@@ -366,6 +441,19 @@ impl QueryOptimizer {
     }
 }
 
+/// What each query type keeps: its histogram and slow-query counter, and the shape of its
+/// queries timed without SQL.
+#[derive(Clone)]
+struct QueryType {
+    histogram: metrics::Histogram,
+    slow: metrics::Counter,
+    shape: Arc<Shape>,
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Every cached query result's key starts with this.
 const RESULT_PREFIX: &str = "query:";
 
@@ -396,11 +484,13 @@ fn table_tag(table: &str) -> String {
 #[must_use = "the query is timed until the guard drops"]
 pub struct QueryTimer<'a> {
     optimizer: &'a QueryOptimizer,
+    /// Closed after the timer records, so that the span's time is the query's.
+    span: Span,
     query_type: String,
     shape: Option<Arc<Shape>>,
     rows: Option<u64>,
     failed: bool,
-    started: Instant,
+    started: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for QueryTimer<'_> {
@@ -428,15 +518,29 @@ impl QueryTimer<'_> {
     pub fn fail(&mut self) {
         self.failed = true;
     }
+
+    /// The `perf.query` span (fields `query_type`, `rows`, `failed`), open until the timer
+    /// drops; a disabled span unless `profiling_enabled`. Run the query in it to see the
+    /// query's own spans beneath: `query.instrument(timer.span().clone())`.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
 }
 
 impl Drop for QueryTimer<'_> {
     fn drop(&mut self) {
+        let failed = self.failed || std::thread::panicking();
+        if !self.span.is_disabled() {
+            self.span.record("failed", failed);
+            if let Some(rows) = self.rows {
+                self.span.record("rows", rows);
+            }
+        }
         self.optimizer.record_shape(
             &self.query_type,
             self.shape.as_deref(),
             self.started.elapsed(),
-            self.failed || std::thread::panicking(),
+            failed,
             self.rows,
         );
     }
@@ -489,5 +593,54 @@ mod tests {
             .await
             .expect("invalidated");
         assert_eq!((*read(ads).await, *read(clicks).await), (3, 4));
+    }
+}
+
+#[cfg(test)]
+mod timer_tests {
+    use super::*;
+
+    /// The seed's `with query_timer("ads_query")`: no SQL, and still kept and logged when slow,
+    /// under its name.
+    #[tokio::test(start_paused = true)]
+    async fn a_query_timed_by_name_alone_counts_as_slow() {
+        let mut config = PerformanceConfig::default();
+        config.query.slow_threshold = Duration::from_millis(500);
+        let query = QueryOptimizer::new(&config, MultiLevelCache::new(&config).expect("valid"));
+        {
+            let _fast = query.query_timer("ads_query");
+            tokio::time::advance(Duration::from_millis(499)).await;
+        }
+        assert!(query.slow_queries().is_empty(), "under the threshold");
+        {
+            let _slow = query.query_timer("ads_query");
+            tokio::time::advance(Duration::from_secs(2)).await;
+        }
+        let logged = query.slow_queries();
+        assert_eq!(logged.len(), 1);
+        assert_eq!(&*logged[0].normalized, "ads_query");
+        assert_eq!(logged[0].query_type, "ads_query");
+        assert_eq!(logged[0].seconds, 2.0);
+        let stats = query.stats();
+        assert_eq!(stats.len(), 1, "one entry, keyed by the name");
+        assert_eq!((&*stats[0].normalized, stats[0].calls), ("ads_query", 2));
+        assert_eq!(stats[0].fingerprint, logged[0].fingerprint);
+
+        query.set_slow_threshold(Duration::from_millis(400));
+        {
+            let _slow = query.query_timer("ads_query");
+            tokio::time::advance(Duration::from_millis(450)).await;
+        }
+        assert_eq!(query.slow_queries().len(), 2, "the new threshold applies");
+    }
+
+    /// A name and a query's text are never one shape, whatever the name.
+    #[test]
+    fn a_name_is_not_the_shape_of_the_same_text() {
+        let config = PerformanceConfig::default();
+        let query = QueryOptimizer::new(&config, MultiLevelCache::new(&config).expect("valid"));
+        let sql = query.shape("select 1");
+        let named = Shape::named(&sql.normalized);
+        assert_ne!(named.fingerprint, sql.fingerprint);
     }
 }

@@ -15,7 +15,8 @@ use sqlparser::{
 };
 
 /// What all queries of one shape share. Without the `sql` feature, `normalized` is the query's
-/// text as given and `tables` is empty.
+/// text as given and `tables` is empty. Queries timed without their SQL share the shape of
+/// their query type: its name as `normalized`, no tables.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Shape {
     /// xxh3 of `normalized`: the same in every process and build.
@@ -24,6 +25,21 @@ pub struct Shape {
     pub normalized: Arc<str>,
     /// Tables after FROM, JOIN, INTO, UPDATE and TABLE, lower case, without schema.
     pub tables: Arc<[String]>,
+}
+
+/// Seeds the fingerprints of [`Shape::named`], so that a name and a query's text never share one.
+const NAMED_SEED: u64 = 0x6e61_6d65_6400_0001;
+
+impl Shape {
+    /// The shape of the queries timed under `query_type` without their SQL: the name as its
+    /// text, no tables.
+    pub(crate) fn named(query_type: &str) -> Self {
+        Self {
+            fingerprint: xxhash_rust::xxh3::xxh3_64_with_seed(query_type.as_bytes(), NAMED_SEED),
+            normalized: query_type.into(),
+            tables: Arc::from([]),
+        }
+    }
 }
 
 /// The shape of `sql`. SQL the tokenizer rejects (an unterminated string, say) is shaped

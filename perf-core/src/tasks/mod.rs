@@ -13,6 +13,7 @@
 //! better here. A blocking task cannot be interrupted: when it times out or is cancelled its
 //! handle resolves at once, and its thread (and worker slot) is freed when the work returns.
 
+mod gauges;
 mod handle;
 mod stats;
 #[cfg(test)]
@@ -34,6 +35,7 @@ use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use self::{
     handle::{TaskHandle, TaskId, TaskOutcome},
@@ -65,8 +67,8 @@ pub enum TaskError {
     /// [`set_max_workers`](TaskManager::set_max_workers) was given 0.
     #[error("max_workers must be at least 1")]
     NoWorkers,
-    /// [`set_max_workers`](TaskManager::set_max_workers) was asked to shrink the pool outside
-    /// a tokio runtime, which retiring busy workers needs.
+    /// No longer returned: [`set_max_workers`](TaskManager::set_max_workers) shrinks the pool
+    /// without a runtime.
     #[error("changing max_workers needs a tokio runtime")]
     NoRuntime,
 }
@@ -83,6 +85,9 @@ struct Inner {
     max_queued: u64,
     workers: Arc<Semaphore>,
     max_workers: Mutex<u64>,
+    /// Worker permits held by running tasks that the pool no longer has room for since it
+    /// shrank: each is forgotten when its task ends, however it ends.
+    retiring: AtomicU64,
     blocking: Arc<Semaphore>,
     default_timeout_nanos: AtomicU64,
     /// Bumped by [`TaskManager::cancel_all`]: a task of an older generation is cancelled.
@@ -100,6 +105,21 @@ struct Inner {
     queue_wait: OperationStats,
 }
 
+impl Inner {
+    /// `(queued, running, running_blocking)` now, off the pools' free permits.
+    fn in_use(&self, max_workers: u64) -> (u64, u64, u64) {
+        let in_use =
+            |pool: &Semaphore, size: u64| size.saturating_sub(pool.available_permits() as u64);
+        // Tasks whose workers retire when they end still run.
+        let workers = max_workers.saturating_add(self.retiring.load(Ordering::Acquire));
+        (
+            in_use(&self.queue, self.max_queued),
+            in_use(&self.workers, workers),
+            in_use(&self.blocking, self.max_blocking),
+        )
+    }
+}
+
 /// What [`TaskManager::shutdown`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -115,12 +135,13 @@ impl TaskManager {
                 .unwrap_or(usize::MAX)
                 .min(Semaphore::MAX_PERMITS)
         };
-        Self {
+        let manager = Self {
             inner: Arc::new(Inner {
                 queue: Arc::new(Semaphore::new(permits(config.tasks.max_queued))),
                 max_queued: config.tasks.max_queued,
                 workers: Arc::new(Semaphore::new(permits(config.tasks.max_workers))),
                 max_workers: Mutex::new(config.tasks.max_workers),
+                retiring: AtomicU64::new(0),
                 blocking: Arc::new(Semaphore::new(permits(config.tasks.max_blocking_workers))),
                 default_timeout_nanos: AtomicU64::new(nanos(config.tasks.timeout)),
                 generation: AtomicU64::new(0),
@@ -132,7 +153,9 @@ impl TaskManager {
                 run: monitor.operation(TASK_OPERATION),
                 queue_wait: OperationStats::default(),
             }),
-        }
+        };
+        gauges::register(&manager.inner);
+        manager
     }
 
     /// Submits an async task, waiting for a queue slot when the queue is full. The task runs
@@ -263,31 +286,27 @@ impl TaskManager {
     }
 
     /// Changes how many async tasks run at once. Growing takes effect at once; shrinking
-    /// takes effect as running tasks finish (none is interrupted).
+    /// takes effect as running tasks finish (none is interrupted), each retiring its worker.
+    /// Needs no runtime.
     pub fn set_max_workers(&self, max_workers: u64) -> Result<(), TaskError> {
         if max_workers == 0 {
             return Err(TaskError::NoWorkers);
         }
-        let mut current = self.inner.max_workers.lock();
+        let inner = &self.inner;
+        let mut current = inner.max_workers.lock();
         if max_workers > *current {
-            let more = usize::try_from(max_workers - *current).unwrap_or(usize::MAX);
-            self.inner
-                .workers
-                .add_permits(more.min(Semaphore::MAX_PERMITS));
+            // Workers still to retire stay instead; the rest are new.
+            let more = max_workers - *current;
+            let kept = take_up_to(&inner.retiring, more);
+            let added = usize::try_from(more - kept).unwrap_or(usize::MAX);
+            inner.workers.add_permits(added.min(Semaphore::MAX_PERMITS));
         } else if max_workers < *current {
-            let runtime =
-                tokio::runtime::Handle::try_current().map_err(|_| TaskError::NoRuntime)?;
-            let fewer = u32::try_from(*current - max_workers).unwrap_or(u32::MAX);
-            let forgotten = self.inner.workers.forget_permits(fewer as usize) as u32;
-            if forgotten < fewer {
-                // The rest are held by running tasks: retire them as those tasks finish.
-                let workers = Arc::clone(&self.inner.workers);
-                runtime.spawn(async move {
-                    if let Ok(permits) = workers.acquire_many_owned(fewer - forgotten).await {
-                        permits.forget();
-                    }
-                });
-            }
+            let fewer = *current - max_workers;
+            let idle = inner
+                .workers
+                .forget_permits(usize::try_from(fewer).unwrap_or(usize::MAX));
+            // The rest are held by running tasks: retired as those tasks end.
+            (inner.retiring).fetch_add(fewer - idle as u64, Ordering::AcqRel);
         }
         *current = max_workers;
         Ok(())
@@ -308,17 +327,16 @@ impl TaskManager {
 
     /// Counts, and what is queued and running now (read off the pools' free permits, so
     /// that tasks count nothing shared on their way; while a shrink of `max_workers` waits for
-    /// tasks to finish, `running` includes the permits it has retired).
+    /// tasks to finish, `running` may exceed `max_workers`).
     pub fn stats(&self) -> TaskStats {
         let inner = &self.inner;
-        let in_use =
-            |pool: &Semaphore, size: u64| size.saturating_sub(pool.available_permits() as u64);
         let max_workers = *inner.max_workers.lock();
+        let (queued, running, running_blocking) = inner.in_use(max_workers);
         TaskStats::new(
             inner.submitted.load(Ordering::Relaxed),
-            in_use(&inner.queue, inner.max_queued),
-            in_use(&inner.workers, max_workers),
-            in_use(&inner.blocking, inner.max_blocking),
+            queued,
+            running,
+            running_blocking,
             max_workers,
             inner.run.stats().snapshot(TASK_OPERATION),
             inner.queue_wait.snapshot("task_queue_wait"),
@@ -357,9 +375,15 @@ impl TaskManager {
         let id = TaskId(inner.next_id.fetch_add(1, Ordering::Relaxed));
         let generation = inner.generation.load(Ordering::Acquire);
         let timing = Timing::with(&inner.run);
-        let join = inner
-            .tracker
-            .spawn(run(Arc::clone(inner), (id, generation), timing));
+        let task = run(Arc::clone(inner), (id, generation), timing);
+        // With profiling on, the task runs in a span from submission to its end; off, the
+        // future is spawned as it is.
+        let join = if inner.run.profiling().is_on() {
+            let span = tracing::info_span!("perf.task", id = id.0);
+            inner.tracker.spawn(task.instrument(span))
+        } else {
+            inner.tracker.spawn(task)
+        };
         TaskHandle::new(id, join)
     }
 
@@ -398,8 +422,13 @@ impl Inner {
         F: Future<Output = Result<T, E>>,
     {
         // `timing`, dropped unfinished (the handle aborted the task), records a cancellation.
-        let Some(worker) = self.take_worker(&self.workers, slot, id, generation).await else {
+        let Some(permit) = self.take_worker(&self.workers, slot, id, generation).await else {
             return finished(TaskOutcome::Cancelled, timing);
+        };
+        // Given back, or retired, when the task ends or its future is dropped (aborted).
+        let worker = Worker {
+            permit: Some(permit),
+            retiring: &self.retiring,
         };
         timing.restart();
         let deadline = tokio::time::Instant::now() + timeout;
@@ -517,6 +546,35 @@ impl Inner {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.generation_changed.notify_waiters();
     }
+}
+
+/// An async task's worker permit. Dropped, it goes back to the pool, unless the pool has shrunk
+/// since and still has workers to retire: then it is one of them.
+struct Worker<'a> {
+    permit: Option<OwnedSemaphorePermit>,
+    retiring: &'a AtomicU64,
+}
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        // One load in the common case, nothing to retire.
+        if self.retiring.load(Ordering::Acquire) > 0
+            && take_up_to(self.retiring, 1) == 1
+            && let Some(permit) = self.permit.take()
+        {
+            permit.forget();
+        }
+    }
+}
+
+/// Takes up to `n` from `count`, never below zero; returns how much it took.
+fn take_up_to(count: &AtomicU64, n: u64) -> u64 {
+    let mut taken = 0;
+    let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+        taken = now.min(n);
+        Some(now - taken)
+    });
+    taken
 }
 
 /// A run's outcome: its value, its error, or its panic.

@@ -435,3 +435,49 @@ async fn max_workers_can_grow_and_shrink_while_tasks_run() {
     assert_eq!(manager.set_max_workers(0), Err(TaskError::NoWorkers));
     assert_eq!(manager.stats().max_workers, 2);
 }
+
+#[test]
+fn max_workers_shrinks_without_a_runtime() {
+    let manager = manager(4, 10);
+    manager.set_max_workers(2).expect("valid");
+    assert_eq!(manager.stats().max_workers, 2);
+    assert_eq!(manager.inner.workers.available_permits(), 2);
+}
+
+/// Shrinking while every worker is busy: the tasks run on, and each one's worker retires
+/// when it ends, however it ends (here aborted); growing meanwhile keeps workers instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_workers_retire_when_their_tasks_end_even_aborted() {
+    let manager = manager(4, 100);
+    let barrier = Arc::new(tokio::sync::Barrier::new(5));
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let barrier = Arc::clone(&barrier);
+        let task = async move {
+            barrier.wait().await;
+            std::future::pending::<Result<(), Infallible>>().await
+        };
+        handles.push(manager.submit(task).await.expect("queued"));
+    }
+    barrier.wait().await; // all four run
+    manager.set_max_workers(1).expect("valid");
+    let stats = manager.stats();
+    assert_eq!(
+        (stats.running, stats.max_workers),
+        (4, 1),
+        "none interrupted"
+    );
+    manager.set_max_workers(3).expect("valid");
+    assert_eq!(manager.inner.retiring.load(Ordering::SeqCst), 1);
+    handles.iter().for_each(TaskHandle::cancel);
+    let outcomes = manager.wait_for_tasks(handles, None).await;
+    assert!(outcomes.iter().all(|o| matches!(o, TaskOutcome::Cancelled)));
+    tokio::task::yield_now().await;
+    assert_eq!(manager.inner.retiring.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        manager.inner.workers.available_permits(),
+        3,
+        "three workers left"
+    );
+    assert_eq!(manager.stats().running, 0);
+}

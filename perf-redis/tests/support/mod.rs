@@ -225,17 +225,20 @@ pub(crate) async fn within(
 /// Whether `binary` runs; when it does not, says so and returns `false`, or fails the test
 /// under `PERF_REQUIRE_REDIS=1`.
 pub(crate) fn installed(binary: &str, package: &str) -> bool {
+    installed_unless_required(binary, package, "PERF_REQUIRE_REDIS")
+}
+
+/// Whether `binary` runs; when it does not, says so and returns `false`, or fails the test
+/// when the environment variable `require` is `1`.
+pub(crate) fn installed_unless_required(binary: &str, package: &str, require: &str) -> bool {
     let available = Command::new(binary)
         .arg("--version")
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|status| status.success());
     if !available {
-        let required = std::env::var("PERF_REQUIRE_REDIS").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "PERF_REQUIRE_REDIS=1 but no {binary} binary is on PATH"
-        );
+        let required = std::env::var(require).is_ok_and(|v| v == "1");
+        assert!(!required, "{require}=1 but no {binary} binary is on PATH");
         eprintln!("skipping: no {binary} binary on PATH (install {package} to run)");
     }
     available

@@ -77,7 +77,7 @@ impl Engine {
         Fut: Future<Output = Result<T, E>>,
     {
         let loaded = match refused {
-            None => self.run_loader(loader).await.map(Arc::new),
+            None => self.run_loader(key, loader).await.map(Arc::new),
             Some(error) => self.load_uncached(key, error, loader).await,
         };
         loaded.map(Loaded::fresh)
@@ -105,7 +105,7 @@ impl Engine {
         E: LoaderError,
         G: Target<T>,
     {
-        let policy = match options.resolve(&self.defaults) {
+        let policy = match options.resolve(&self.defaults()) {
             Ok(policy) => policy,
             Err(error) => return Begin::Done(Err(E::from(error))),
         };
@@ -177,7 +177,7 @@ impl Engine {
     {
         let (plan, attempt_key) = (attempt.plan, attempt.key);
         let load = async {
-            let loaded = self.run_loader(loader).await.map(Arc::new);
+            let loaded = self.run_loader(attempt_key, loader).await.map(Arc::new);
             if let Ok(value) = &loaded {
                 target
                     .store(self, attempt_key, Arc::clone(value), &plan)
@@ -388,7 +388,7 @@ impl Engine {
             .or(policy.hard_timeout)
             .and_then(|after| tokio::time::Instant::now().checked_add(after));
         let load = async {
-            let loaded = self.run_loader(loader).await.map(Arc::new);
+            let loaded = self.run_loader(key, loader).await.map(Arc::new);
             if let Ok(value) = &loaded {
                 target.store(self, key, Arc::clone(value), &plan).await;
             }
@@ -455,7 +455,7 @@ impl Engine {
         F: FnOnce() -> Result<T, E>,
         G: Target<T>,
     {
-        let policy = options.resolve(&self.defaults).map_err(E::from)?;
+        let policy = options.resolve(&self.defaults()).map_err(E::from)?;
         let plan = match self.plan_with(key, policy) {
             Ok(plan) => plan,
             Err(error) => {
@@ -466,7 +466,7 @@ impl Engine {
         };
         if !self.is_enabled() {
             return self
-                .run_loader_local(loader)
+                .run_loader_local(key, loader)
                 .map(|value| Loaded::fresh(Arc::new(value)));
         }
         let (stale, refreshing) = match target.find_local(self, key) {
@@ -515,7 +515,7 @@ impl Engine {
             if refreshing.is_some() {
                 self.counters.record_load(LoadEvent::Refresh);
             }
-            let loaded = self.run_loader_local(loader).map(Arc::new);
+            let loaded = self.run_loader_local(key, loader).map(Arc::new);
             return match loaded {
                 Ok(value) => {
                     target.store_local(self, key, Arc::clone(&value), &plan);

@@ -184,7 +184,7 @@ impl Engine {
         G: Target<T>,
     {
         let hard = job.plan.policy.hard_timeout;
-        let load = self.run_loader(loader);
+        let load = self.run_loader(&job.key, loader);
         let loaded = match hard {
             Some(hard) => tokio::time::timeout(hard, load).await.ok(),
             None => Some(load.await),

@@ -14,16 +14,18 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use tracing::Instrument;
+
 use super::{
     Engine,
     target::{AllTiers, L1Only},
 };
-use crate::Error;
 use crate::cache::{
     CacheValue, SharedValue, Tier,
     options::{ErrorSharing, LoadOptions, Loaded, LoaderError},
     stats::{Event, LoadEvent},
 };
+use crate::{Error, profiling::span_key};
 
 /// Background loads (refreshes) one cache runs at once; a refresh that finds none free is
 /// skipped, and the next read past the refresh point tries again.
@@ -247,7 +249,7 @@ impl Engine {
         Fut: Future<Output = Result<T, E>>,
     {
         if !self.is_enabled() {
-            return self.run_loader(loader).await.map(Arc::new);
+            return self.run_loader(function, loader).await.map(Arc::new);
         }
         let error = Error::UnkeyableArguments { function };
         self.load_uncached(function, error, loader).await
@@ -259,7 +261,7 @@ impl Engine {
         loader: impl FnOnce() -> Result<T, E>,
     ) -> Result<Arc<T>, E> {
         if !self.is_enabled() {
-            return self.run_loader_local(loader).map(Arc::new);
+            return self.run_loader_local(function, loader).map(Arc::new);
         }
         let error = Error::UnkeyableArguments { function };
         self.load_uncached_local(function, &error, loader)
@@ -276,7 +278,7 @@ impl Engine {
         Fut: Future<Output = Result<T, E>>,
     {
         self.refused_for_load(key, &error);
-        self.run_loader(loader).await.map(Arc::new)
+        self.run_loader(key, loader).await.map(Arc::new)
     }
 
     pub(super) fn load_uncached_local<T, E>(
@@ -286,7 +288,7 @@ impl Engine {
         loader: impl FnOnce() -> Result<T, E>,
     ) -> Result<Arc<T>, E> {
         self.refused_for_load(key, error);
-        self.run_loader_local(loader).map(Arc::new)
+        self.run_loader_local(key, loader).map(Arc::new)
     }
 
     pub(super) fn refused_for_load(&self, key: &str, error: &Error) {
@@ -295,21 +297,29 @@ impl Engine {
         self.counters.record(Tier::L1, Event::Refused);
     }
 
-    pub(super) async fn run_loader<T, E, F, Fut>(&self, loader: F) -> Result<T, E>
+    /// Runs the loader for `key`, in a `perf.cache.load` span when profiling is on.
+    pub(super) async fn run_loader<T, E, F, Fut>(&self, key: &str, loader: F) -> Result<T, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         self.counters.record_load(LoadEvent::Run);
-        self.finished_loader(loader().await)
+        let span = self.load_span(key);
+        self.finished_loader(loader().instrument(span).await)
     }
 
     pub(super) fn run_loader_local<T, E>(
         &self,
+        key: &str,
         loader: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, E> {
         self.counters.record_load(LoadEvent::Run);
-        self.finished_loader(loader())
+        let ran = self.load_span(key).in_scope(loader);
+        self.finished_loader(ran)
+    }
+
+    fn load_span(&self, key: &str) -> tracing::Span {
+        (self.profiling).span(|| tracing::info_span!("perf.cache.load", key = span_key(key)))
     }
 
     pub(super) fn finished_loader<T, E>(&self, result: Result<T, E>) -> Result<T, E> {

@@ -4,7 +4,8 @@
 //! of `get`; the rest of a load is in its own files: `load.rs` the entry points, `attempt.rs`
 //! a caller's way through a load, `background.rs` loads run in a task, `target.rs` where a load reads and stores,
 //! `shared.rs` reads that reach the remote tier and invalidations from other instances,
-//! `tags.rs` tag generations, `fast.rs` the `#[cache_result]` hit path through the near cache.
+//! `tags.rs` tag generations, `fast.rs` the `#[cache_result]` hit path through the near cache,
+//! `traced.rs` the remote tier in profiling spans.
 
 mod attempt;
 mod background;
@@ -14,6 +15,7 @@ mod load;
 mod shared;
 mod tags;
 mod target;
+mod traced;
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -28,10 +30,11 @@ use super::{
     l1::L1,
     l2::L2,
     options::Policy,
+    remote_size::RemoteSize,
     stamp::{self, Age, Stamp},
-    stats::{Counters, Event, MetricsPublisher, Op},
+    stats::{Counters, Event, MetricsPublisher, Op, Sizes},
 };
-use crate::{Error, error::RemoteError};
+use crate::{Error, error::RemoteError, profiling::Profiling};
 
 /// One cache: its tiers, settings, counters and loads in flight. [`MultiLevelCache`] is an
 /// `Arc` of it.
@@ -44,9 +47,12 @@ pub(crate) struct Engine {
     pub(super) l1: L1,
     pub(super) l2: L2,
     remote: Option<Arc<dyn RemoteTier>>,
+    /// `profiling_enabled`: loads run in spans (the remote tier's calls too, see `traced.rs`).
+    pub(super) profiling: Profiling,
     pub(super) codec: Codec,
-    /// The configuration's TTL, fail-safe, timeout, refresh and jitter settings.
-    defaults: Policy,
+    /// The configuration's TTL, fail-safe, timeout, refresh and jitter settings; replaced
+    /// whole when the configuration changes, so that a load never sees half of each.
+    defaults: parking_lot::RwLock<Policy>,
     max_key_bytes: usize,
     pub(super) clock: ExpiryClock,
     pub(super) counters: Arc<Counters>,
@@ -58,6 +64,8 @@ pub(crate) struct Engine {
     /// (see `changes.rs`).
     changes: Changes,
     publisher: MetricsPublisher,
+    /// The remote tier's bytes, sampled every few seconds when metrics are published.
+    remote_size: RemoteSize,
     /// `cache_enabled`: when off, the get_or_load family and `#[cache_result]` call straight
     /// through to their loaders.
     enabled: std::sync::atomic::AtomicBool,
@@ -68,6 +76,7 @@ pub(crate) struct Parts {
     pub(crate) l1: L1,
     pub(crate) l2: L2,
     pub(crate) remote: Option<Arc<dyn RemoteTier>>,
+    pub(crate) profiling: Profiling,
     pub(crate) codec: Codec,
     pub(crate) defaults: Policy,
     pub(crate) max_key_bytes: usize,
@@ -82,9 +91,12 @@ impl Engine {
         let engine = Arc::new(Engine {
             l1: parts.l1,
             l2: parts.l2,
-            remote: parts.remote,
+            remote: parts
+                .remote
+                .map(|tier| traced::Traced::wrap(tier, parts.profiling.clone())),
+            profiling: parts.profiling,
             codec: parts.codec,
-            defaults: parts.defaults,
+            defaults: parking_lot::RwLock::new(parts.defaults),
             max_key_bytes: parts.max_key_bytes,
             clock: parts.clock,
             counters: parts.counters,
@@ -92,6 +104,7 @@ impl Engine {
             background: Arc::new(tokio::sync::Semaphore::new(MAX_BACKGROUND_LOADS)),
             changes: Changes::new(),
             publisher: MetricsPublisher::default(),
+            remote_size: RemoteSize::default(),
             enabled: std::sync::atomic::AtomicBool::new(parts.enabled),
         });
         if let Some(remote) = &engine.remote {
@@ -199,36 +212,49 @@ impl Engine {
             let _changing = self.changes.key(key);
             (self.l1.remove(key), self.l2.remove(key))
         };
+        self.count_removals(u64::from(in_l1), u64::from(in_l2));
         if let Some(remote) = &self.remote {
             let removed = remote.delete(key).await;
+            if removed.is_ok() {
+                self.counters.record(Tier::Redis, Event::Removal);
+            }
             self.removal_outcome(remote.as_ref(), removed)?;
         }
         Ok(in_l1 || in_l2)
     }
 
     pub(crate) async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
-        let removed = {
+        let (l1, l2) = {
             let _changing = self.changes.all();
-            self.l1.remove_where(|key, _| key.starts_with(prefix))
-                + self.l2.remove_where(|key, _| key.starts_with(prefix))
+            (
+                self.l1.remove_where(|key, _| key.starts_with(prefix)),
+                self.l2.remove_where(|key, _| key.starts_with(prefix)),
+            )
         };
+        self.count_removals(l1, l2);
         if let Some(remote) = &self.remote {
             let removed = remote.invalidate_prefix(prefix).await;
+            if let Ok(n) = &removed {
+                self.counters.record_n(Tier::Redis, Event::Removal, *n);
+            }
             self.removal_outcome(remote.as_ref(), removed)?;
         }
-        Ok(removed)
+        Ok(l1 + l2)
     }
 
     pub(crate) async fn clear(&self, tier: Tier) -> Result<(), Error> {
         match tier {
-            Tier::L1 => self.l1.clear(),
-            Tier::L2 => self.l2.clear(),
+            Tier::L1 => self.count_removals(self.l1.clear(), 0),
+            Tier::L2 => self.count_removals(0, self.l2.clear()),
             Tier::Redis => {
-                {
+                let (l1, l2) = {
                     let _changing = self.changes.all();
-                    self.l1.remove_where(|_, entry| entry.stamp.shared);
-                    self.l2.remove_where(|_, entry| entry.stamp.shared);
-                }
+                    (
+                        self.l1.remove_where(|_, entry| entry.stamp.shared),
+                        self.l2.remove_where(|_, entry| entry.stamp.shared),
+                    )
+                };
+                self.count_removals(l1, l2);
                 if let Some(remote) = &self.remote {
                     let cleared = remote.clear().await;
                     self.removal_outcome(remote.as_ref(), cleared)?;
@@ -270,6 +296,16 @@ impl Engine {
             .store(enabled, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The settings a load or write without its own starts from.
+    pub(crate) fn defaults(&self) -> Policy {
+        *self.defaults.read()
+    }
+
+    /// New defaults, for loads and writes that start from now on.
+    pub(crate) fn set_defaults(&self, defaults: Policy) {
+        *self.defaults.write() = defaults;
+    }
+
     // ----- observation -----
 
     pub(crate) fn stats(&self) -> CacheStats {
@@ -290,8 +326,15 @@ impl Engine {
         } else {
             &Tier::ALL[..2]
         };
-        self.publisher
-            .publish(&self.counters, tiers, self.l2.bytes());
+        let sizes = Sizes {
+            l1: self.l1.len().saturating_mul(super::L1_ENTRY_BYTES_ESTIMATE),
+            l2: self.l2.bytes(),
+            redis: self.remote_size.latest(),
+        };
+        self.publisher.publish(&self.counters, tiers, sizes);
+        if let Some(remote) = &self.remote {
+            self.remote_size.sample_if_due(remote);
+        }
         super::memoized::publish();
     }
 
@@ -301,6 +344,11 @@ impl Engine {
 
     pub(crate) fn l2_capacity_bytes(&self) -> u64 {
         self.l2.capacity()
+    }
+
+    /// The `profiling_enabled` switch this cache was built with (its optimizer's).
+    pub(crate) fn profiling(&self) -> &Profiling {
+        &self.profiling
     }
 
     pub(crate) fn has_remote_tier(&self) -> bool {
@@ -332,7 +380,7 @@ impl Engine {
 
     /// A write with the configuration's settings and `ttl` (default `cache_ttl`).
     pub(super) fn plan_write(&self, key: &str, ttl: Option<Duration>) -> Result<WritePlan, Error> {
-        let mut policy = self.defaults;
+        let mut policy = self.defaults();
         policy.ttl = ttl.unwrap_or(policy.ttl);
         self.plan_with(key, policy)
     }
@@ -522,6 +570,12 @@ impl Engine {
             Ok(()) => self.counters.record(Tier::L2, Event::Insert),
             Err(_) => self.counters.record(Tier::L2, Event::Refused),
         }
+    }
+
+    /// Counts entries removed on request from L1 and L2.
+    fn count_removals(&self, l1: u64, l2: u64) {
+        self.counters.record_n(Tier::L1, Event::Removal, l1);
+        self.counters.record_n(Tier::L2, Event::Removal, l2);
     }
 
     /// A failed remote write: the value is local only, and the tier may have queued the

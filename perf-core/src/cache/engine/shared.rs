@@ -169,25 +169,32 @@ impl Engine {
     pub(crate) fn apply_invalidation(&self, invalidation: &Invalidation) {
         let (l1, l2) = (&self.l1, &self.l2);
         let changes = &self.changes;
-        match invalidation {
+        let (from_l1, from_l2) = match invalidation {
             Invalidation::Keys(keys) => {
+                let (mut from_l1, mut from_l2) = (0, 0);
                 for key in keys {
                     let _changing = changes.key(key);
-                    l1.remove(key);
-                    l2.remove(key);
+                    from_l1 += u64::from(l1.remove(key));
+                    from_l2 += u64::from(l2.remove(key));
                 }
+                (from_l1, from_l2)
             }
             Invalidation::Prefix(prefix) => {
                 let _changing = changes.all();
-                l1.remove_where(|key, _| key.starts_with(prefix.as_str()));
-                l2.remove_where(|key, _| key.starts_with(prefix.as_str()));
+                (
+                    l1.remove_where(|key, _| key.starts_with(prefix.as_str())),
+                    l2.remove_where(|key, _| key.starts_with(prefix.as_str())),
+                )
             }
             Invalidation::All | Invalidation::Resync => {
                 let _changing = changes.all();
-                l1.remove_where(|_, entry| entry.stamp.shared);
-                l2.remove_where(|_, entry| entry.stamp.shared);
+                (
+                    l1.remove_where(|_, entry| entry.stamp.shared),
+                    l2.remove_where(|_, entry| entry.stamp.shared),
+                )
             }
-        }
+        };
+        self.count_removals(from_l1, from_l2);
     }
 }
 
