@@ -21,6 +21,9 @@ use crate::{
 /// A long enough TTL that no check sees it pass.
 const LONG: Duration = Duration::from_secs(600);
 
+/// How long a tier that keeps the invalidation sink may take to start listening.
+const LISTENING: Duration = Duration::from_secs(30);
+
 /// Runs every check of the contract on tiers from `tier`.
 pub async fn run(tier: impl AsyncFn(&str) -> Arc<dyn RemoteTier>) {
     check("reads_what_was_written", reads_what_was_written(&tier)).await;
@@ -136,10 +139,12 @@ async fn cache_over(tier: &Arc<dyn RemoteTier>) -> MultiLevelCache {
         .build()
         .expect("valid config");
     // A tier that does not listen dropped the sink, and with it the last sender.
-    let first = tokio::time::timeout(LONG, listening.wait_for(|heard| *heard)).await;
+    let first = tokio::time::timeout(LISTENING, listening.wait_for(|heard| *heard)).await;
     match first {
         Ok(Ok(_)) | Ok(Err(_)) => cache,
-        Err(_) => panic!("the tier kept the sink but never said it was listening"),
+        Err(_) => panic!(
+            "the tier kept the sink but sent no resync within {LISTENING:?} (RemoteTier::subscribe)"
+        ),
     }
 }
 

@@ -626,6 +626,8 @@ impl RemoteTier for MemoryRemote {
         self.replays.load(Ordering::SeqCst)
     }
     fn subscribe(&self, sink: InvalidationSink) {
+        // Listening from now on: as every tier, it says so with a resync.
+        sink(Invalidation::Resync);
         *self.sink.lock() = Some(sink);
     }
 }
