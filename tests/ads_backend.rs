@@ -17,6 +17,7 @@ async fn every_endpoint_answers_and_caching_shows_in_the_stats() {
         users: 100,
         db_fault: app::DbFault::None,
         admin_token: Some("fault-switch-token-for-tests".into()),
+        config: None,
     };
     let (router, _optimizer) = app::build(&options).await.expect("built");
     let listener = tokio::net::TcpListener::bind(options.addr)

@@ -24,6 +24,7 @@ async fn impressions_recorded_while_redis_is_down_are_200_and_invalidate_the_ana
         users: 20,
         db_fault: app::DbFault::None,
         admin_token: None,
+        config: None,
     };
     let (router, _optimizer) = app::build(&options).await.expect("built");
     let listener = tokio::net::TcpListener::bind(options.addr)

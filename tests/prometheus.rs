@@ -174,6 +174,7 @@ async fn start_backend(redis: &RedisServer) -> (Backend, &'static perf::Performa
         users: 100,
         db_fault: app::DbFault::None,
         admin_token: Some(ADMIN_TOKEN.into()),
+        config: None,
     };
     let (router, optimizer) = app::build(&options).await.expect("built");
     let listener = tokio::net::TcpListener::bind(options.addr)

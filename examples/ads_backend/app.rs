@@ -3,6 +3,7 @@
 
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     sync::{
         OnceLock,
         atomic::{AtomicU8, Ordering},
@@ -35,18 +36,40 @@ pub(crate) struct Options {
     pub(crate) db_fault: DbFault,
     /// With a token (`ADS_ADMIN_TOKEN`), `POST /admin/db-fault` switches the fault at run time.
     pub(crate) admin_token: Option<String>,
+    /// perf's settings from this TOML file (`--config`, `PERF_CONFIG`), under `PERF_*`
+    /// variables; without one, the example's own defaults.
+    pub(crate) config: Option<PathBuf>,
 }
 
 impl Options {
     /// From the environment: `ADS_ADDR` (default 127.0.0.1:8000), `REDIS_URL`,
     /// `ADS_CACHE_ENABLED` (default true), `ADS_DB_FAULT` (`fail`, `slow` or `none`),
-    /// `ADS_ADMIN_TOKEN`.
-    pub(crate) fn from_env() -> Result<Self, String> {
+    /// `ADS_ADMIN_TOKEN`, `PERF_CONFIG`; then the command line's `--config FILE`.
+    pub(crate) fn from_env_and_args(
+        mut args: impl Iterator<Item = String>,
+    ) -> Result<Self, String> {
         let addr = std::env::var("ADS_ADDR").unwrap_or_else(|_| "127.0.0.1:8000".into());
         let db_fault = match std::env::var("ADS_DB_FAULT") {
             Ok(mode) => mode.parse()?,
             Err(_) => DbFault::None,
         };
+        let mut config = std::env::var_os("PERF_CONFIG")
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--config" => {
+                    let path = args.next().ok_or("--config needs a file")?;
+                    config = Some(path.into());
+                }
+                other => match other.strip_prefix("--config=") {
+                    Some(path) => config = Some(path.into()),
+                    None => {
+                        return Err(format!("unknown argument {other}; expected --config FILE"));
+                    }
+                },
+            }
+        }
         Ok(Self {
             db_fault,
             admin_token: std::env::var("ADS_ADMIN_TOKEN")
@@ -57,6 +80,7 @@ impl Options {
                 .ok()
                 .filter(|url| !url.is_empty()),
             cache_enabled: std::env::var("ADS_CACHE_ENABLED").map_or(true, |v| v != "false"),
+            config,
             ads: 5_000,
             users: 1_000,
         })
@@ -127,14 +151,24 @@ pub(crate) async fn build(
     options: &Options,
 ) -> Result<(Router, &'static PerformanceOptimizer), Box<dyn std::error::Error + Send + Sync>> {
     let prometheus = perf_http::install_prometheus()?;
-    // The engine's settings and the admin API's (`PERF_ADMIN_TOKENS`, ...) from `PERF_*`.
-    let (mut config, admin) = perf_http::load_config(None)?;
+    // The engine's settings and the admin API's (`PERF_ADMIN_TOKENS`, ...) from the config
+    // file, if any, and `PERF_*`.
+    let (mut config, admin) =
+        perf_http::load_config(options.config.as_deref()).map_err(|error| {
+            match &options.config {
+                Some(path) => format!("{}: {error}", path.display()),
+                None => error.to_string(),
+            }
+        })?;
     config.cache.enabled = options.cache_enabled;
-    config.query.slow_threshold = Duration::from_millis(50);
-    // Ads live five minutes unless PERF_CACHE_TTL says otherwise (the fault load test shortens
-    // it, so that entries expire while the database is down).
-    if std::env::var_os("PERF_CACHE_TTL").is_none() {
-        config.cache.ttl = Duration::from_secs(300);
+    // Without a file, the example's own defaults: queries over 50 ms are slow, and ads live
+    // five minutes unless PERF_CACHE_TTL says otherwise (the fault load test shortens it, so
+    // that entries expire while the database is down).
+    if options.config.is_none() {
+        config.query.slow_threshold = Duration::from_millis(50);
+        if std::env::var_os("PERF_CACHE_TTL").is_none() {
+            config.cache.ttl = Duration::from_secs(300);
+        }
     }
     set_db_fault(options.db_fault);
     let mut builder = PerformanceOptimizer::builder().config(config);
