@@ -7,7 +7,7 @@
 #![cfg(unix)]
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader},
     path::PathBuf,
     process::{Child, ChildStdout, Command, Stdio},
     time::Duration,
@@ -41,6 +41,8 @@ struct Service {
     base: String,
     /// Reads stderr (the logs) as it comes, so that the example never blocks on a full pipe.
     logs: Option<std::thread::JoinHandle<String>>,
+    /// Each log line as it is written.
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 impl Service {
@@ -55,10 +57,15 @@ impl Service {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the example starts");
-        let mut stderr = child.stderr.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let (line_sender, lines) = tokio::sync::mpsc::unbounded_channel();
         let logs = std::thread::spawn(move || {
             let mut logs = String::new();
-            let _ = stderr.read_to_string(&mut logs);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                logs.push_str(&line);
+                logs.push('\n');
+                let _ = line_sender.send(line);
+            }
             logs
         });
         let stdout = child.stdout.take().expect("piped");
@@ -71,7 +78,25 @@ impl Service {
             child,
             base,
             logs: Some(logs),
+            lines,
         }
+    }
+
+    /// Waits (at most `limit`) for a log line containing `text`.
+    async fn logged(&mut self, text: &str, limit: Duration) {
+        let seen = async {
+            while let Some(line) = self.lines.recv().await {
+                if line.contains(text) {
+                    return true;
+                }
+            }
+            false
+        };
+        let seen = tokio::time::timeout(limit, seen).await;
+        assert!(
+            matches!(seen, Ok(true)),
+            "the example did not log {text:?} within {limit:?}"
+        );
     }
 
     /// Waits for the process to end (at most `limit`), and gives its status and logs.
@@ -122,7 +147,7 @@ async fn json(client: &reqwest::Client, url: String) -> Value {
     response.json().await.expect("JSON")
 }
 
-/// A request the database holds up (ADS_DB_FAULT=slow: every call takes 5 s more) is in
+/// A write the database holds up (the injected `slow` fault: each call takes 5 s more) is in
 /// flight when SIGTERM arrives: it completes with its answer, then the process exits 0,
 /// having logged its stop as JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,26 +155,44 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_zero() {
     let Some(binary) = example_binary() else {
         return;
     };
-    let service = Service::start(&binary, &[("ADS_DB_FAULT", "slow")], &[]);
+    let mut service = Service::start(
+        &binary,
+        &[
+            ("ADS_ADMIN_TOKEN", "switch"),
+            ("RUST_LOG", "info,ads_backend=debug"),
+        ],
+        &[],
+    );
     let client = reqwest::Client::new();
-    let in_flight = tokio::spawn(client.get(format!("{}/ads/7", service.base)).send());
-
-    // SIGTERM once the cache counts the request's load as running.
-    let stats = format!("{}/performance/cache/stats", service.base);
-    let waiting = async {
-        while json(&client, stats.clone()).await["loads"]["in_flight"] != 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), waiting)
+    // The ad cached first, so that only the insert meets the stalled database.
+    assert_eq!(
+        json(&client, format!("{}/ads/7", service.base)).await["id"],
+        7
+    );
+    let switched = client
+        .post(format!("{}/admin/db-fault", service.base))
+        .bearer_auth("switch")
+        .json(&serde_json::json!({ "mode": "slow" }))
+        .send()
         .await
-        .expect("the request reached the database");
+        .expect("answered");
+    assert_eq!(switched.status(), 200);
+
+    let in_flight = tokio::spawn(
+        client
+            .post(format!("{}/ads/7/impressions", service.base))
+            .json(&serde_json::json!({ "user_id": 1, "day": "2026-12-05" }))
+            .send(),
+    );
+    service
+        .logged("held up by the injected fault", Duration::from_secs(10))
+        .await;
     service.signal("TERM");
 
     let response = in_flight.await.expect("joined").expect("answered");
     assert_eq!(response.status(), 200);
-    let ad: Value = response.json().await.expect("the whole body");
-    assert_eq!(ad["id"], 7);
+    let recorded: Value = response.json().await.expect("the whole body");
+    assert_eq!(recorded["recorded"], true);
 
     let (status, logs) = service.wait(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "logs:\n{logs}");

@@ -132,6 +132,7 @@ async fn faulty<T>(call: impl Future<Output = Result<T, sqlx::Error>>) -> Result
     match DB_FAULT.load(Ordering::Relaxed) {
         FAIL => Err(sqlx::Error::PoolTimedOut),
         SLOW => {
+            tracing::debug!("database call held up by the injected fault for 5 s");
             tokio::time::sleep(Duration::from_secs(5)).await;
             call.await
         }
