@@ -89,6 +89,14 @@ pub enum Error {
     /// [`LoadOptions`](crate::cache::LoadOptions) that cannot work together.
     #[error("invalid load options: {0}")]
     InvalidLoadOptions(String),
+    /// A pool watched under a new name when as many as the limit are watched already.
+    #[error("pool {name:?} not watched: at most {limit} connection pools are")]
+    TooManyPools {
+        /// The name refused.
+        name: String,
+        /// How many pools one optimizer watches at most.
+        limit: usize,
+    },
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),

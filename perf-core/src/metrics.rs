@@ -77,6 +77,16 @@ pub const DATABASE_QUERY_TIME_SECONDS: &str = "database_query_time_seconds";
 /// `query_type` as in [`DATABASE_QUERY_TIME_SECONDS`]; each type starts at 0 with its first
 /// query.
 pub const DATABASE_SLOW_QUERIES_TOTAL: &str = "database_slow_queries_total";
+/// Gauge `{pool, state}`: a watched connection pool's open connections, `state` `idle` or
+/// `in_use` ([`watch_pool`](crate::query::QueryOptimizer::watch_pool); `pool` is the name it
+/// was watched under). Read when the recorder is handed values ([`flush`]).
+pub const DATABASE_POOL_CONNECTIONS: &str = "database_pool_connections";
+/// Gauge `{pool}`: the most connections a watched pool opens. As
+/// [`DATABASE_POOL_CONNECTIONS`].
+pub const DATABASE_POOL_MAX_CONNECTIONS: &str = "database_pool_max_connections";
+/// Counter `{pool}`: acquisitions from a watched pool that found no idle connection and
+/// waited for one. As [`DATABASE_POOL_CONNECTIONS`].
+pub const DATABASE_POOL_WAITS_TOTAL: &str = "database_pool_waits_total";
 /// Counter, no labels: query results served from the query result cache
 /// ([`cached_query`](crate::query::QueryOptimizer::cached_query) and
 /// [`get_cached_query`](crate::query::QueryOptimizer::get_cached_query)) without running
@@ -130,8 +140,10 @@ pub mod labels {
     /// `sent` or `received` for backplane messages; `received` or `transmitted` for network
     /// traffic.
     pub const DIRECTION: &str = "direction";
-    /// The task pool, `async` or `blocking`.
+    /// The task pool, `async` or `blocking`; or a watched connection pool's name.
     pub const POOL: &str = "pool";
+    /// A pooled connection's state, `idle` or `in_use`.
+    pub const STATE: &str = "state";
     /// What a cache load did (`loader_run`, `coalesced`, ...).
     pub const EVENT: &str = "event";
     /// A memoized function's path.
@@ -296,6 +308,30 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: Unit::Count,
         labels: &[QUERY_TYPE],
         help: "Database queries at or over slow_query_threshold, by query type",
+        buckets: None,
+    },
+    MetricDef {
+        name: DATABASE_POOL_CONNECTIONS,
+        kind: MetricKind::Gauge,
+        unit: Unit::Count,
+        labels: &[POOL, STATE],
+        help: "Open connections of a database pool, idle or in use",
+        buckets: None,
+    },
+    MetricDef {
+        name: DATABASE_POOL_MAX_CONNECTIONS,
+        kind: MetricKind::Gauge,
+        unit: Unit::Count,
+        labels: &[POOL],
+        help: "The most connections a database pool opens",
+        buckets: None,
+    },
+    MetricDef {
+        name: DATABASE_POOL_WAITS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[POOL],
+        help: "Acquisitions from a database pool that waited for a connection",
         buckets: None,
     },
     MetricDef {

@@ -1,7 +1,8 @@
 //! The series the seed's dashboard panels need, read back from `/metrics` with their values:
 //! cache operations and sizes (a remote tier included), running and queued tasks, slow
-//! queries, the query result cache, memory cleanups and network I/O. Its own test binary: it
-//! installs the process's metrics recorder, and one optimizer sets the gauges.
+//! queries, the query result cache, connection pools, memory cleanups and network I/O. Its
+//! own test binary: it installs the process's metrics recorder, and one optimizer sets the
+//! gauges.
 
 use std::{
     collections::HashMap,
@@ -14,6 +15,7 @@ use http_body_util::BodyExt;
 use perf_core::{
     PerformanceConfig, PerformanceOptimizer, RemoteError, Tier,
     cache::{BoxFuture, Clock, L1_ENTRY_BYTES_ESTIMATE, RemoteTier},
+    query::{PoolSource, PoolStats},
 };
 use tower::ServiceExt;
 
@@ -324,6 +326,54 @@ async fn every_dashboard_series_is_exported_with_its_value() {
     assert_eq!(slow("lookup"), Some(0.0), "a type starts at 0");
     assert_eq!(value(&text, "query_cache_hits_total", ""), Some(1.0));
     assert_eq!(value(&text, "query_cache_misses_total", ""), Some(2.0));
+
+    // ----- a watched connection pool -----
+    let pool = Arc::new(ScriptedPool(std::sync::Mutex::new(PoolStats {
+        max_size: 8,
+        size: 5,
+        idle: 2,
+        in_use: 3,
+        waits: 4,
+        wait_seconds: 0.5,
+    })));
+    let source: Arc<dyn PoolSource> = pool.clone();
+    query.watch_pool("primary", &source).expect("watched");
+    let text = scrape(&app).await;
+    let connections = |text: &str, state: &str| {
+        value(
+            text,
+            "database_pool_connections",
+            &format!(r#"pool="primary",state="{state}""#),
+        )
+    };
+    assert_eq!(connections(&text, "idle"), Some(2.0), "{text}");
+    assert_eq!(connections(&text, "in_use"), Some(3.0));
+    let max = value(&text, "database_pool_max_connections", r#"pool="primary""#);
+    assert_eq!(max, Some(8.0));
+    let waits = |text: &str| value(text, "database_pool_waits_total", r#"pool="primary""#);
+    assert_eq!(waits(&text), Some(4.0));
+
+    // The counter takes what the pool counted since; the gauges are read anew.
+    {
+        let mut stats = pool.0.lock().expect("not poisoned");
+        stats.waits = 9;
+        stats.idle = 5;
+        stats.in_use = 0;
+    }
+    let text = scrape(&app).await;
+    assert_eq!(waits(&text), Some(9.0));
+    assert_eq!(connections(&text, "idle"), Some(5.0));
+    assert_eq!(connections(&text, "in_use"), Some(0.0));
+    assert_eq!(query.analyze().pools[0].stats.waits, 9);
+}
+
+/// A connection pool whose figures the test sets.
+struct ScriptedPool(std::sync::Mutex<PoolStats>);
+
+impl PoolSource for ScriptedPool {
+    fn pool_stats(&self) -> PoolStats {
+        *self.0.lock().expect("not poisoned")
+    }
 }
 
 fn size_of_redis(text: &str) -> Option<f64> {

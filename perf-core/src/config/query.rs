@@ -27,6 +27,12 @@ pub struct QueryConfig {
     /// arriving when it is full evicts the least-called twentieth. At least 1.
     #[serde(rename = "query_stats_max")]
     pub stats_max: u64,
+    /// `database_pool_size`, default 10: the most connections the application's database
+    /// pool should open. perf opens none itself; the application reads this when it builds
+    /// its pool, and [`watch_pool`](crate::query::QueryOptimizer::watch_pool) reports the
+    /// pool's own figure. At least 1; read at start only.
+    #[serde(rename = "database_pool_size")]
+    pub pool_size: u32,
 }
 
 impl Default for QueryConfig {
@@ -34,6 +40,7 @@ impl Default for QueryConfig {
         Self {
             slow_threshold: Duration::from_secs(1),
             stats_max: 5000,
+            pool_size: 10,
         }
     }
 }
@@ -44,6 +51,12 @@ impl ConfigSection for QueryConfig {
             bad,
             self.stats_max > 0,
             "query_stats_max",
+            "must be at least 1",
+        );
+        require(
+            bad,
+            self.pool_size > 0,
+            "database_pool_size",
             "must be at least 1",
         );
     }

@@ -14,6 +14,7 @@
 //! one, which only costs misses.
 
 mod lookups;
+mod pool;
 mod shape;
 mod stats;
 
@@ -33,11 +34,15 @@ use quick_cache::sync::Cache;
 use serde::{Serialize, Serializer};
 use tracing::{Instrument, Span};
 
+#[cfg(feature = "sqlx")]
+pub use self::pool::WatchedPool;
 use self::{
     lookups::Lookups,
+    pool::Pools,
     stats::{ShapeStats, SlowLog},
 };
 pub use self::{
+    pool::{NamedPoolStats, PoolSource, PoolStats},
     shape::Shape,
     stats::{QueryStats, SlowQuery},
 };
@@ -74,6 +79,8 @@ struct Inner {
     cache: MultiLevelCache,
     /// The result cache's hits and misses.
     lookups: Arc<Lookups>,
+    /// The connection pools reported on.
+    pools: Arc<Pools>,
 }
 
 impl std::fmt::Debug for QueryOptimizer {
@@ -100,6 +107,8 @@ pub struct QueryReport {
     pub most_errors: Vec<QueryStats>,
     /// The slow-query log (its last 100 entries), newest first.
     pub slow_queries: Vec<SlowQuery>,
+    /// The watched connection pools now ([`watch_pool`](QueryOptimizer::watch_pool)).
+    pub pools: Vec<NamedPoolStats>,
 }
 
 impl QueryOptimizer {
@@ -110,6 +119,8 @@ impl QueryOptimizer {
         let weak: std::sync::Weak<dyn crate::metrics::Batched> =
             Arc::downgrade(&lookups) as std::sync::Weak<Lookups>;
         crate::metrics::register_batched(weak);
+        let pools = Arc::new(Pools::default());
+        pool::register(&pools);
         Self {
             inner: Arc::new(Inner {
                 slow_threshold_nanos: AtomicU64::new(nanos(config.query.slow_threshold)),
@@ -122,6 +133,7 @@ impl QueryOptimizer {
                 profiling: cache.engine().profiling().clone(),
                 cache,
                 lookups,
+                pools,
             }),
         }
     }
@@ -295,7 +307,40 @@ impl QueryOptimizer {
             slowest: top(all, |s| s.mean_seconds),
             most_errors: top(failing, |s| s.errors as f64),
             slow_queries: self.slow_queries(),
+            pools: self.inner.pools.stats(),
         }
+    }
+
+    /// Reports on the connection pool `source` under `name` (replacing a pool watched under
+    /// that name), in [`analyze`](Self::analyze) (`GET /performance/database/stats`) and as
+    /// the `database_pool_*` metrics, for as long as `source` lives: the optimizer holds it
+    /// weakly. Errs on a 17th name.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use perf_core::query::{PoolSource, PoolStats};
+    ///
+    /// struct Fixed;
+    /// impl PoolSource for Fixed {
+    ///     fn pool_stats(&self) -> PoolStats {
+    ///         PoolStats { max_size: 4, size: 3, idle: 1, in_use: 2, ..PoolStats::default() }
+    ///     }
+    /// }
+    ///
+    /// let optimizer = perf_core::PerformanceOptimizer::builder().build()?;
+    /// let pool: Arc<dyn PoolSource> = Arc::new(Fixed);
+    /// optimizer.query().watch_pool("primary", &pool)?;
+    /// let report = optimizer.query().analyze();
+    /// assert_eq!((report.pools[0].name.as_str(), report.pools[0].stats.in_use), ("primary", 2));
+    /// # Ok::<_, perf_core::Error>(())
+    /// ```
+    pub fn watch_pool(&self, name: &str, source: &Arc<dyn PoolSource>) -> Result<(), crate::Error> {
+        self.inner.pools.watch(name, source)
+    }
+
+    /// The watched connection pools now.
+    pub fn pool_stats(&self) -> Vec<NamedPoolStats> {
+        self.inner.pools.stats()
     }
 
     /// Forgets every statistic and slow query.
