@@ -5,6 +5,8 @@
 
 #[path = "../examples/ads_backend/app.rs"]
 mod app;
+#[path = "../examples/ads_backend/db.rs"]
+mod db;
 #[path = "../perf-redis/tests/support/mod.rs"]
 mod support;
 
@@ -25,6 +27,7 @@ async fn impressions_recorded_while_redis_is_down_are_200_and_invalidate_the_ana
         db_fault: app::DbFault::None,
         admin_token: None,
         config: None,
+        database_url: None,
     };
     let (router, _optimizer) = app::build(&options).await.expect("built");
     let listener = tokio::net::TcpListener::bind(options.addr)

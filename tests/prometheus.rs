@@ -10,6 +10,8 @@
 
 #[path = "../examples/ads_backend/app.rs"]
 mod app;
+#[path = "../examples/ads_backend/db.rs"]
+mod db;
 #[path = "../perf-redis/tests/support/mod.rs"]
 mod support;
 
@@ -175,6 +177,7 @@ async fn start_backend(redis: &RedisServer) -> (Backend, &'static perf::Performa
         db_fault: app::DbFault::None,
         admin_token: Some(ADMIN_TOKEN.into()),
         config: None,
+        database_url: None,
     };
     let (router, optimizer) = app::build(&options).await.expect("built");
     let listener = tokio::net::TcpListener::bind(options.addr)

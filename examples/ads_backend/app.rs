@@ -4,10 +4,7 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    sync::{
-        OnceLock,
-        atomic::{AtomicU8, Ordering},
-    },
+    sync::atomic::{AtomicU8, Ordering},
     time::Duration,
 };
 
@@ -20,7 +17,9 @@ use axum::{
 };
 use perf::{PerformanceOptimizer, Tier, cache::LoadOptions, cache_result, performance_monitor};
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool, sqlite::SqlitePoolOptions};
+use sqlx::{AnyConnection, Row};
+
+use crate::db::{self, Db};
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -36,6 +35,8 @@ pub(crate) struct Options {
     pub(crate) db_fault: DbFault,
     /// With a token (`ADS_ADMIN_TOKEN`), `POST /admin/db-fault` switches the fault at run time.
     pub(crate) admin_token: Option<String>,
+    /// `DATABASE_URL`: PostgreSQL (`postgres://...`) instead of the embedded SQLite.
+    pub(crate) database_url: Option<String>,
     /// perf's settings from this TOML file (`--config`, `PERF_CONFIG`), under `PERF_*`
     /// variables; without one, the example's own defaults.
     pub(crate) config: Option<PathBuf>,
@@ -44,7 +45,7 @@ pub(crate) struct Options {
 impl Options {
     /// From the environment: `ADS_ADDR` (default 127.0.0.1:8000), `REDIS_URL`,
     /// `ADS_CACHE_ENABLED` (default true), `ADS_DB_FAULT` (`fail`, `slow` or `none`),
-    /// `ADS_ADMIN_TOKEN`, `PERF_CONFIG`; then the command line's `--config FILE`.
+    /// `ADS_ADMIN_TOKEN`, `DATABASE_URL`, `PERF_CONFIG`; then the command line's `--config FILE`.
     pub(crate) fn from_env_and_args(
         mut args: impl Iterator<Item = String>,
     ) -> Result<Self, String> {
@@ -81,17 +82,22 @@ impl Options {
                 .filter(|url| !url.is_empty()),
             cache_enabled: std::env::var("ADS_CACHE_ENABLED").map_or(true, |v| v != "false"),
             config,
+            database_url: std::env::var("DATABASE_URL")
+                .ok()
+                .filter(|url| !url.is_empty()),
             ads: 5_000,
             users: 1_000,
         })
     }
 }
 
-static DB: OnceLock<SqlitePool> = OnceLock::new();
+/// The process's one database, as the `#[cache_result]` functions' caches are the process's.
+static DB: tokio::sync::OnceCell<(Db, db::Backend)> = tokio::sync::OnceCell::const_new();
 
-fn db() -> &'static SqlitePool {
-    DB.get()
+fn db() -> &'static Db {
+    &DB.get()
         .expect("the database is opened before the router serves")
+        .0
 }
 
 /// A fault injected into every database call, to see what the cache does when the database
@@ -125,19 +131,22 @@ fn set_db_fault(fault: DbFault) {
     DB_FAULT.store(fault as u8, Ordering::Relaxed);
 }
 
-/// Runs a database call under the injected fault, if any.
-async fn faulty<T>(call: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, sqlx::Error> {
+/// Runs `call` on a pooled connection, under the injected fault, if any.
+async fn on_db<T>(
+    call: impl AsyncFnOnce(&mut AnyConnection) -> Result<T, sqlx::Error>,
+) -> Result<T, sqlx::Error> {
     const FAIL: u8 = DbFault::Fail as u8;
     const SLOW: u8 = DbFault::Slow as u8;
     match DB_FAULT.load(Ordering::Relaxed) {
-        FAIL => Err(sqlx::Error::PoolTimedOut),
+        FAIL => return Err(sqlx::Error::PoolTimedOut),
         SLOW => {
             tracing::debug!("database call held up by the injected fault for 5 s");
             tokio::time::sleep(Duration::from_secs(5)).await;
-            call.await
         }
-        _ => call.await,
+        _ => {}
     }
+    let mut connection = db().acquire().await?;
+    call(&mut connection).await
 }
 
 #[derive(Clone)]
@@ -182,12 +191,22 @@ pub(crate) async fn build(
     }
     let optimizer = builder.build()?.install()?;
 
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect("sqlite::memory:")
+    // A second instance in one process (a test's) shares the first one's database, as
+    // instances of a service do.
+    let (pool, backend) = DB
+        .get_or_try_init(|| {
+            db::open(
+                options.database_url.as_deref(),
+                optimizer.config().query.pool_size,
+                options.ads,
+                options.users,
+            )
+        })
         .await?;
-    seed(&pool, options.ads, options.users).await?;
-    let _ = DB.set(pool);
+    let source: std::sync::Arc<dyn perf::query::PoolSource> = pool.clone();
+    optimizer.query().watch_pool(backend.as_str(), &source)?;
+    let backend = *backend;
+    tracing::info!(database = backend.as_str(), "database ready");
 
     let router = Router::new()
         .route("/ads/{id}", get(get_ad))
@@ -208,72 +227,6 @@ pub(crate) async fn build(
         .nest("/performance", perf_http::router(optimizer, admin)?)
         .merge(perf_http::metrics_router(prometheus));
     Ok((router, optimizer))
-}
-
-async fn seed(pool: &SqlitePool, ads: i64, users: i64) -> Result<(), sqlx::Error> {
-    for statement in [
-        "CREATE TABLE ads (id INTEGER PRIMARY KEY, campaign INTEGER, category TEXT, title TEXT, bid REAL)",
-        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)",
-        "CREATE TABLE preferences (user_id INTEGER, category TEXT, weight REAL)",
-        "CREATE TABLE impressions (id INTEGER PRIMARY KEY AUTOINCREMENT, ad_id INTEGER, user_id INTEGER, day TEXT)",
-        "CREATE INDEX impressions_user_day ON impressions (user_id, day)",
-        "CREATE TABLE templates (id INTEGER PRIMARY KEY, name TEXT, width INTEGER, height INTEGER)",
-    ] {
-        sqlx::query(statement).execute(pool).await?;
-    }
-    const CATEGORIES: [&str; 5] = ["sports", "travel", "tech", "food", "music"];
-    let mut tx = pool.begin().await?;
-    for id in 1..=ads {
-        sqlx::query("INSERT INTO ads VALUES (?, ?, ?, ?, ?)")
-            .bind(id)
-            .bind(id % 50)
-            .bind(CATEGORIES[(id % 5) as usize])
-            .bind(format!("Ad {id}: {} deals", CATEGORIES[(id % 5) as usize]))
-            .bind(0.5 + (id % 17) as f64 / 10.0)
-            .execute(&mut *tx)
-            .await?;
-    }
-    for id in 1..=users {
-        sqlx::query("INSERT INTO users VALUES (?, ?)")
-            .bind(id)
-            .bind(format!("user {id}"))
-            .execute(&mut *tx)
-            .await?;
-        for (i, category) in CATEGORIES.iter().enumerate().take(3) {
-            sqlx::query("INSERT INTO preferences VALUES (?, ?, ?)")
-                .bind(id)
-                .bind(category)
-                .bind(((id + i as i64) % 10) as f64 / 10.0)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for n in 0..5 {
-            sqlx::query(
-                "INSERT INTO impressions (ad_id, user_id, day) VALUES (?, ?, '2026-11-28')",
-            )
-            .bind((id * 7 + n) % ads + 1)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    for (id, (name, width, height)) in [
-        ("leaderboard", 728, 90),
-        ("rectangle", 300, 250),
-        ("skyscraper", 160, 600),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        sqlx::query("INSERT INTO templates VALUES (?, ?, ?, ?)")
-            .bind(id as i64)
-            .bind(name)
-            .bind(width)
-            .bind(height)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await
 }
 
 // ----- errors -----
@@ -325,11 +278,12 @@ pub(crate) struct Ad {
     jitter = 0.1
 )]
 async fn load_ad(id: i64) -> Result<Option<Ad>, String> {
-    let row = faulty(
-        sqlx::query("SELECT id, campaign, category, title, bid FROM ads WHERE id = ?")
+    let row = on_db(async |db| {
+        sqlx::query("SELECT id, campaign, category, title, bid FROM ads WHERE id = $1")
             .bind(id)
-            .fetch_optional(db()),
-    )
+            .fetch_optional(db)
+            .await
+    })
     .await
     .map_err(|e| e.to_string())?;
     Ok(row.map(|row| Ad {
@@ -356,13 +310,14 @@ pub(crate) struct Preference {
     refresh_ahead = 0.9
 )]
 async fn load_preferences(user_id: i64) -> Result<Vec<Preference>, String> {
-    let rows = faulty(
+    let rows = on_db(async |db| {
         sqlx::query(
-            "SELECT category, weight FROM preferences WHERE user_id = ? ORDER BY weight DESC",
+            "SELECT category, weight FROM preferences WHERE user_id = $1 ORDER BY weight DESC",
         )
         .bind(user_id)
-        .fetch_all(db()),
-    )
+        .fetch_all(db)
+        .await
+    })
     .await
     .map_err(|e| e.to_string())?;
     Ok(rows
@@ -383,9 +338,11 @@ pub(crate) struct Template {
 
 #[cache_result(ttl = "1h", cache_type = "l2")]
 async fn load_templates() -> Result<Vec<Template>, String> {
-    let rows = faulty(
-        sqlx::query("SELECT name, width, height FROM templates ORDER BY id").fetch_all(db()),
-    )
+    let rows = on_db(async |db| {
+        sqlx::query("SELECT name, width, height FROM templates ORDER BY id")
+            .fetch_all(db)
+            .await
+    })
     .await
     .map_err(|e| e.to_string())?;
     Ok(rows
@@ -450,7 +407,7 @@ pub(crate) struct Analytics {
 }
 
 const ANALYTICS: &str = "SELECT count(*) AS impressions, count(DISTINCT ad_id) AS distinct_ads \
-                         FROM impressions WHERE user_id = ? AND day = ?";
+                         FROM impressions WHERE user_id = $1 AND day = $2";
 
 #[performance_monitor("ads.get_analytics")]
 async fn get_analytics(
@@ -467,12 +424,13 @@ async fn get_analytics(
     let analytics = query
         .cached_query_with(ANALYTICS, &(user_id, &day), &options, || {
             query.timed("select", ANALYTICS, async {
-                let row = faulty(
+                let row = on_db(async |db| {
                     sqlx::query(ANALYTICS)
                         .bind(user_id)
                         .bind(&day)
-                        .fetch_one(db()),
-                )
+                        .fetch_one(db)
+                        .await
+                })
                 .await?;
                 Ok::<_, sqlx::Error>(Analytics {
                     user_id,
@@ -492,7 +450,7 @@ pub(crate) struct Impression {
     pub(crate) day: String,
 }
 
-const INSERT_IMPRESSION: &str = "INSERT INTO impressions (ad_id, user_id, day) VALUES (?, ?, ?)";
+const INSERT_IMPRESSION: &str = "INSERT INTO impressions (ad_id, user_id, day) VALUES ($1, $2, $3)";
 
 /// Records an impression, then drops the cached analytics it changes.
 #[performance_monitor("ads.post_impression")]
@@ -509,13 +467,14 @@ async fn post_impression(
         .timed(
             "insert",
             INSERT_IMPRESSION,
-            faulty(
+            on_db(async |db| {
                 sqlx::query(INSERT_IMPRESSION)
                     .bind(ad_id)
                     .bind(impression.user_id)
                     .bind(&impression.day)
-                    .execute(db()),
-            ),
+                    .execute(db)
+                    .await
+            }),
         )
         .await?;
     // The impression is committed: a cache that could not be told is logged, not reported

@@ -7,6 +7,7 @@
 //! `ADS_CACHE_ENABLED=false` makes every cached function call straight through, and
 //! `ADS_DB_FAULT=fail|slow` (or `POST /admin/db-fault` with the bearer token `ADS_ADMIN_TOKEN`)
 //! makes the database fail or stall, to watch fail-safe and the timeouts at work.
+//! `DATABASE_URL=postgres://...` puts it on PostgreSQL instead of the embedded SQLite.
 //! `--config FILE` (or `PERF_CONFIG`) reads perf's settings from a TOML file, under `PERF_*`
 //! variables. Logs go to stderr, filtered by `RUST_LOG` (default `info`), as JSON with
 //! `ADS_LOG_FORMAT=json`. Ctrl-C or SIGTERM stops it: requests in flight finish, tasks drain.
@@ -14,6 +15,7 @@
 #![allow(clippy::print_stdout)]
 
 mod app;
+mod db;
 mod serve;
 
 use tracing_subscriber::EnvFilter;

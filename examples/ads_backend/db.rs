@@ -1,0 +1,172 @@
+//! The database: SQLite in memory by default, PostgreSQL when `DATABASE_URL` names one. Both
+//! go through sqlx's `Any` driver with the same queries (`$1` placeholders, which SQLite reads
+//! too); each has its schema as migrations, run at start, and its seed data, written once.
+
+use std::{borrow::Cow, sync::Arc};
+
+use perf::query::WatchedPool;
+use sqlx::{
+    Any, AnyPool,
+    any::AnyPoolOptions,
+    error::BoxDynError,
+    migrate::{Migration, MigrationSource, MigrationType, Migrator},
+};
+
+/// The pool the handlers query, counting the acquisitions that wait.
+pub(crate) type Db = Arc<WatchedPool<Any>>;
+
+/// Which database, for logs and the pool's name in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    fn migrations(self) -> Embedded {
+        match self {
+            Backend::Sqlite => Embedded(&[(
+                1,
+                "schema",
+                include_str!("migrations/sqlite/0001_schema.sql"),
+            )]),
+            Backend::Postgres => Embedded(&[(
+                1,
+                "schema",
+                include_str!("migrations/postgres/0001_schema.sql"),
+            )]),
+        }
+    }
+}
+
+/// Opens the database `url` names (`None`: SQLite in memory) with at most `pool_size`
+/// connections, brings its schema up to date and seeds it if it is empty.
+pub(crate) async fn open(
+    url: Option<&str>,
+    pool_size: u32,
+    ads: i64,
+    users: i64,
+) -> Result<(Db, Backend), BoxDynError> {
+    sqlx::any::install_default_drivers();
+    let (url, backend, pool_size) = match url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            (url, Backend::Postgres, pool_size)
+        }
+        Some(other) => {
+            let scheme = other.split(':').next().unwrap_or_default();
+            return Err(format!(
+                "DATABASE_URL: {scheme}: is not supported; expected postgres://..."
+            )
+            .into());
+        }
+        // Each connection to `sqlite::memory:` is a database of its own: one connection.
+        None => ("sqlite::memory:", Backend::Sqlite, 1),
+    };
+    let pool = AnyPoolOptions::new()
+        .max_connections(pool_size)
+        .connect(url)
+        .await?;
+    Migrator::new(backend.migrations())
+        .await?
+        .run(&pool)
+        .await?;
+    seed(&pool, ads, users).await?;
+    Ok((Arc::new(WatchedPool::new(pool)), backend))
+}
+
+/// Migrations compiled into the binary (what `sqlx::migrate!` does, without sqlx's macros).
+#[derive(Debug)]
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> futures_util::future::BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        let migrations = self
+            .0
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    Cow::Borrowed(sql),
+                    false,
+                )
+            })
+            .collect();
+        Box::pin(async move { Ok(migrations) })
+    }
+}
+
+/// Writes the ads, users, their preferences and impressions and the templates, in one
+/// transaction, unless the database has ads already (a PostgreSQL database outlives the
+/// process).
+async fn seed(pool: &AnyPool, ads: i64, users: i64) -> Result<(), sqlx::Error> {
+    let (existing,): (i64,) = sqlx::query_as("SELECT count(*) FROM ads")
+        .fetch_one(pool)
+        .await?;
+    if existing > 0 {
+        return Ok(());
+    }
+    const CATEGORIES: [&str; 5] = ["sports", "travel", "tech", "food", "music"];
+    let mut tx = pool.begin().await?;
+    for id in 1..=ads {
+        sqlx::query("INSERT INTO ads VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(id % 50)
+            .bind(CATEGORIES[(id % 5) as usize])
+            .bind(format!("Ad {id}: {} deals", CATEGORIES[(id % 5) as usize]))
+            .bind(0.5 + (id % 17) as f64 / 10.0)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for id in 1..=users {
+        sqlx::query("INSERT INTO users VALUES ($1, $2)")
+            .bind(id)
+            .bind(format!("user {id}"))
+            .execute(&mut *tx)
+            .await?;
+        for (i, category) in CATEGORIES.iter().enumerate().take(3) {
+            sqlx::query("INSERT INTO preferences VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(*category)
+                .bind(((id + i as i64) % 10) as f64 / 10.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for n in 0..5 {
+            sqlx::query(
+                "INSERT INTO impressions (ad_id, user_id, day) VALUES ($1, $2, '2026-11-28')",
+            )
+            .bind((id * 7 + n) % ads + 1)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    for (id, (name, width, height)) in [
+        ("leaderboard", 728_i64, 90_i64),
+        ("rectangle", 300, 250),
+        ("skyscraper", 160, 600),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sqlx::query("INSERT INTO templates VALUES ($1, $2, $3, $4)")
+            .bind(id as i64)
+            .bind(name)
+            .bind(width)
+            .bind(height)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
