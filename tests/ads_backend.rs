@@ -16,8 +16,11 @@ async fn every_endpoint_answers_and_caching_shows_in_the_stats() {
         addr: "127.0.0.1:0".parse().expect("address"),
         redis_url: None,
         cache_enabled: true,
-        ads: 500,
-        users: 100,
+        seed: db::Seed {
+            ads: 500,
+            users: 100,
+            impressions: 5_000,
+        },
         db_fault: app::DbFault::None,
         admin_token: Some("fault-switch-token-for-tests".into()),
         config: None,

@@ -25,8 +25,11 @@ async fn the_ads_back_end_runs_on_postgres() {
         addr: "127.0.0.1:0".parse().expect("address"),
         redis_url: None,
         cache_enabled: true,
-        ads: 500,
-        users: 100,
+        seed: db::Seed {
+            ads: 500,
+            users: 100,
+            impressions: 5_000,
+        },
         db_fault: app::DbFault::None,
         admin_token: Some("fault-switch-token-for-tests".into()),
         config: None,
@@ -74,7 +77,7 @@ async fn the_ads_back_end_runs_on_postgres() {
     assert!(metrics.contains(r#"database_pool_connections{pool="postgres",state="idle"}"#));
 
     // Migrations ran once, and opening again applies nothing new and seeds nothing twice.
-    let (again, backend) = db::open(Some(&postgres.url()), 2, 500, 100)
+    let (again, backend) = db::open(Some(&postgres.url()), 2, options.seed)
         .await
         .expect("opened again");
     assert_eq!(backend, db::Backend::Postgres);
@@ -93,11 +96,25 @@ async fn the_ads_back_end_runs_on_postgres() {
         .await
         .expect("counted");
     assert_eq!(ads, 500, "seeded once");
+    let (impressions,): (i64,) = sqlx::query_as("SELECT count(*) FROM impressions")
+        .fetch_one(&mut *connection)
+        .await
+        .expect("counted");
+    assert_eq!(
+        impressions,
+        5_000 + 1,
+        "the seed's and the walk's one write"
+    );
 }
 
 #[tokio::test]
 async fn a_database_url_of_another_kind_is_refused_by_name() {
-    let refused = db::open(Some("mysql://localhost/ads"), 1, 1, 1).await;
+    let seed = db::Seed {
+        ads: 1,
+        users: 1,
+        impressions: 1,
+    };
+    let refused = db::open(Some("mysql://localhost/ads"), 1, seed).await;
     let error = refused.expect_err("refused").to_string();
     assert!(
         error.contains("DATABASE_URL") && error.contains("mysql"),

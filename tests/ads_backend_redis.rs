@@ -22,8 +22,11 @@ async fn impressions_recorded_while_redis_is_down_are_200_and_invalidate_the_ana
         addr: "127.0.0.1:0".parse().expect("address"),
         redis_url: Some(server.url()),
         cache_enabled: true,
-        ads: 50,
-        users: 20,
+        seed: db::Seed {
+            ads: 50,
+            users: 20,
+            impressions: 1_000,
+        },
         db_fault: app::DbFault::None,
         admin_token: None,
         config: None,

@@ -172,8 +172,11 @@ async fn start_backend(redis: &RedisServer) -> (Backend, &'static perf::Performa
         addr: "127.0.0.1:0".parse().expect("address"),
         redis_url: Some(redis.url()),
         cache_enabled: true,
-        ads: 500,
-        users: 100,
+        seed: db::Seed {
+            ads: 500,
+            users: 100,
+            impressions: 5_000,
+        },
         db_fault: app::DbFault::None,
         admin_token: Some(ADMIN_TOKEN.into()),
         config: None,

@@ -29,8 +29,9 @@ pub(crate) struct Options {
     pub(crate) redis_url: Option<String>,
     /// `false`: every `#[cache_result]` calls straight through (the load test's baseline).
     pub(crate) cache_enabled: bool,
-    pub(crate) ads: i64,
-    pub(crate) users: i64,
+    /// What an empty database is seeded with (`ADS_IMPRESSIONS` impressions, default a
+    /// million).
+    pub(crate) seed: db::Seed,
     /// The database's behaviour at start (`ADS_DB_FAULT`), to watch the cache protect it.
     pub(crate) db_fault: DbFault,
     /// With a token (`ADS_ADMIN_TOKEN`), `POST /admin/db-fault` switches the fault at run time.
@@ -85,8 +86,16 @@ impl Options {
             database_url: std::env::var("DATABASE_URL")
                 .ok()
                 .filter(|url| !url.is_empty()),
-            ads: 5_000,
-            users: 1_000,
+            seed: db::Seed {
+                ads: 5_000,
+                users: 1_000,
+                impressions: match std::env::var("ADS_IMPRESSIONS") {
+                    Ok(count) => count
+                        .parse()
+                        .map_err(|e| format!("ADS_IMPRESSIONS={count}: {e}"))?,
+                    Err(_) => 1_000_000,
+                },
+            },
         })
     }
 }
@@ -198,8 +207,7 @@ pub(crate) async fn build(
             db::open(
                 options.database_url.as_deref(),
                 optimizer.config().query.pool_size,
-                options.ads,
-                options.users,
+                options.seed,
             )
         })
         .await?;
@@ -398,16 +406,44 @@ async fn get_global_config() -> Json<GlobalConfig> {
     Json(load_global_config().await)
 }
 
+/// A user's day: impressions, clicks and spend in all and per ad, the most spent first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Analytics {
     pub(crate) user_id: i64,
     pub(crate) day: String,
     pub(crate) impressions: i64,
-    pub(crate) distinct_ads: i64,
+    pub(crate) clicks: i64,
+    pub(crate) spend: f64,
+    pub(crate) ads: Vec<AdDay>,
 }
 
-const ANALYTICS: &str = "SELECT count(*) AS impressions, count(DISTINCT ad_id) AS distinct_ads \
-                         FROM impressions WHERE user_id = $1 AND day = $2";
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct AdDay {
+    pub(crate) ad_id: i64,
+    pub(crate) impressions: i64,
+    pub(crate) clicks: i64,
+    pub(crate) spend: f64,
+}
+
+impl Analytics {
+    fn from_ads(user_id: i64, day: String, ads: Vec<AdDay>) -> Self {
+        Self {
+            user_id,
+            day,
+            impressions: ads.iter().map(|ad| ad.impressions).sum(),
+            clicks: ads.iter().map(|ad| ad.clicks).sum(),
+            spend: ads.iter().map(|ad| ad.spend).sum(),
+            ads,
+        }
+    }
+}
+
+/// Read through the `(user_id, day)` index. (`sum` of integers is `numeric` on PostgreSQL,
+/// which sqlx's `Any` driver does not read: cast back.)
+const ANALYTICS: &str = "SELECT ad_id, count(*) AS impressions, \
+                         CAST(sum(clicked) AS BIGINT) AS clicks, sum(cost) AS spend \
+                         FROM impressions WHERE user_id = $1 AND day = $2 \
+                         GROUP BY ad_id ORDER BY spend DESC, ad_id";
 
 #[performance_monitor("ads.get_analytics")]
 async fn get_analytics(
@@ -424,20 +460,24 @@ async fn get_analytics(
     let analytics = query
         .cached_query_with(ANALYTICS, &(user_id, &day), &options, || {
             query.timed("select", ANALYTICS, async {
-                let row = on_db(async |db| {
+                let rows = on_db(async |db| {
                     sqlx::query(ANALYTICS)
                         .bind(user_id)
                         .bind(&day)
-                        .fetch_one(db)
+                        .fetch_all(db)
                         .await
                 })
                 .await?;
-                Ok::<_, sqlx::Error>(Analytics {
-                    user_id,
-                    day: day.clone(),
-                    impressions: row.get("impressions"),
-                    distinct_ads: row.get("distinct_ads"),
-                })
+                let ads = rows
+                    .iter()
+                    .map(|row| AdDay {
+                        ad_id: row.get("ad_id"),
+                        impressions: row.get("impressions"),
+                        clicks: row.get("clicks"),
+                        spend: row.get("spend"),
+                    })
+                    .collect();
+                Ok::<_, sqlx::Error>(Analytics::from_ads(user_id, day.clone(), ads))
             })
         })
         .await?;
@@ -448,9 +488,12 @@ async fn get_analytics(
 pub(crate) struct Impression {
     pub(crate) user_id: i64,
     pub(crate) day: String,
+    #[serde(default)]
+    pub(crate) clicked: bool,
 }
 
-const INSERT_IMPRESSION: &str = "INSERT INTO impressions (ad_id, user_id, day) VALUES ($1, $2, $3)";
+const INSERT_IMPRESSION: &str =
+    "INSERT INTO impressions (ad_id, user_id, day, clicked, cost) VALUES ($1, $2, $3, $4, $5)";
 
 /// Records an impression, then drops the cached analytics it changes.
 #[performance_monitor("ads.post_impression")]
@@ -459,9 +502,9 @@ async fn post_impression(
     Path(ad_id): Path<i64>,
     Json(impression): Json<Impression>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    if load_ad(ad_id).await.map_err(AppError::Database)?.is_none() {
+    let Some(ad) = load_ad(ad_id).await.map_err(AppError::Database)? else {
         return Err(AppError::NotFound(format!("no ad {ad_id}")));
-    }
+    };
     let query = state.optimizer.query();
     query
         .timed(
@@ -472,6 +515,9 @@ async fn post_impression(
                     .bind(ad_id)
                     .bind(impression.user_id)
                     .bind(&impression.day)
+                    .bind(i64::from(impression.clicked))
+                    // The ad's bid is per thousand impressions.
+                    .bind(ad.bid / 1000.0)
                     .execute(db)
                     .await
             }),

@@ -46,13 +46,36 @@ impl Backend {
     }
 }
 
+/// How much data an empty database is seeded with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seed {
+    pub(crate) ads: i64,
+    pub(crate) users: i64,
+    /// Spread evenly over the users and the ten days to 2026-11-28: a user's day holds
+    /// `impressions / users / 10` of them (100 with the example's defaults).
+    pub(crate) impressions: i64,
+}
+
+/// The days impressions are seeded on, the last one first.
+const DAYS: [&str; 10] = [
+    "2026-11-28",
+    "2026-11-27",
+    "2026-11-26",
+    "2026-11-25",
+    "2026-11-24",
+    "2026-11-23",
+    "2026-11-22",
+    "2026-11-21",
+    "2026-11-20",
+    "2026-11-19",
+];
+
 /// Opens the database `url` names (`None`: SQLite in memory) with at most `pool_size`
 /// connections, brings its schema up to date and seeds it if it is empty.
 pub(crate) async fn open(
     url: Option<&str>,
     pool_size: u32,
-    ads: i64,
-    users: i64,
+    seed: Seed,
 ) -> Result<(Db, Backend), BoxDynError> {
     sqlx::any::install_default_drivers();
     let (url, backend, pool_size) = match url {
@@ -77,7 +100,7 @@ pub(crate) async fn open(
         .await?
         .run(&pool)
         .await?;
-    seed(&pool, ads, users).await?;
+    write_seed(&pool, seed).await?;
     Ok((Arc::new(WatchedPool::new(pool)), backend))
 }
 
@@ -109,7 +132,8 @@ impl MigrationSource<'static> for Embedded {
 /// Writes the ads, users, their preferences and impressions and the templates, in one
 /// transaction, unless the database has ads already (a PostgreSQL database outlives the
 /// process).
-async fn seed(pool: &AnyPool, ads: i64, users: i64) -> Result<(), sqlx::Error> {
+async fn write_seed(pool: &AnyPool, seed: Seed) -> Result<(), sqlx::Error> {
+    let Seed { ads, users, .. } = seed;
     let (existing,): (i64,) = sqlx::query_as("SELECT count(*) FROM ads")
         .fetch_one(pool)
         .await?;
@@ -142,16 +166,14 @@ async fn seed(pool: &AnyPool, ads: i64, users: i64) -> Result<(), sqlx::Error> {
                 .execute(&mut *tx)
                 .await?;
         }
-        for n in 0..5 {
-            sqlx::query(
-                "INSERT INTO impressions (ad_id, user_id, day) VALUES ($1, $2, '2026-11-28')",
-            )
-            .bind((id * 7 + n) % ads + 1)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
     }
+    // Impressions in one statement: a million rows bound one by one would take minutes.
+    sqlx::query(&impressions_statement())
+        .bind(seed.impressions)
+        .bind(ads)
+        .bind(users)
+        .execute(&mut *tx)
+        .await?;
     for (id, (name, width, height)) in [
         ("leaderboard", 728_i64, 90_i64),
         ("rectangle", 300, 250),
@@ -169,4 +191,27 @@ async fn seed(pool: &AnyPool, ads: i64, users: i64) -> Result<(), sqlx::Error> {
             .await?;
     }
     tx.commit().await
+}
+
+/// `INSERT ... SELECT` over a counter from a recursive CTE, in the SQL both databases speak:
+/// impression `n` is user `n % users + 1`'s, on day `(n / users) % 10`, of an ad that
+/// varies with both (a user's day sees many ads), costs the ad's bid per thousand, and one
+/// in fifty is clicked. Binds `$1` impressions, `$2` ads, `$3` users.
+fn impressions_statement() -> String {
+    let days: Vec<String> = DAYS
+        .iter()
+        .enumerate()
+        .map(|(k, day)| format!("({k}, '{day}')"))
+        .collect();
+    format!(
+        "WITH RECURSIVE counter(n) AS ( \
+             SELECT CAST(0 AS BIGINT) UNION ALL SELECT n + 1 FROM counter WHERE n + 1 < $1 \
+         ), days(k, day) AS (VALUES {}) \
+         INSERT INTO impressions (ad_id, user_id, day, clicked, cost) \
+         SELECT ad_id, user_id, day, clicked, (0.5 + ad_id % 17 / 10.0) / 1000.0 \
+         FROM (SELECT (n * 7 + (n / $3) * 31) % $2 + 1 AS ad_id, n % $3 + 1 AS user_id, \
+                      days.day AS day, CASE WHEN n % 50 = 0 THEN 1 ELSE 0 END AS clicked \
+               FROM counter JOIN days ON days.k = (n / $3) % 10) AS generated",
+        days.join(", ")
+    )
 }

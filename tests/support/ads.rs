@@ -22,7 +22,7 @@ pub(crate) async fn serve(options: &app::Options) -> (String, &'static perf::Per
     (base, optimizer)
 }
 
-/// Every endpoint, with the seed's data (`ads: 500, users: 100`): cached reads, analytics
+/// Every endpoint, with the seed's data (`ads: 500, users: 100, impressions: 5_000`): cached reads, analytics
 /// invalidated by a write, a batch, the admin API, the fault switch (token
 /// `fault-switch-token-for-tests`) and `/metrics`.
 pub(crate) async fn walk_every_endpoint(base: &str) {
@@ -81,13 +81,34 @@ pub(crate) async fn walk_every_endpoint(base: &str) {
         "{stats}"
     );
 
+    // User 5's day: 5 of the seed's 5,000 impressions (100 users, 10 days), ad 1 not among
+    // them.
     let (status, before) = get("/analytics/5/2026-11-28").await;
-    assert_eq!((status, before["impressions"].clone()), (200, json!(5)));
+    assert_eq!(
+        (status, before["impressions"].clone()),
+        (200, json!(5)),
+        "{before}"
+    );
+    let per_ad = |analytics: &Value, field: &str| -> f64 {
+        analytics["ads"]
+            .as_array()
+            .expect("per ad")
+            .iter()
+            .map(|ad| ad[field].as_f64().expect("a number"))
+            .sum()
+    };
+    for field in ["impressions", "clicks", "spend"] {
+        let total = before[field].as_f64().expect("a total");
+        assert!(
+            (per_ad(&before, field) - total).abs() < 1e-9,
+            "{field}: {before}"
+        );
+    }
     let (_, cached) = get("/analytics/5/2026-11-28").await;
     assert_eq!(cached, before, "served from the query cache");
     let (status, written) = post(
         "/ads/1/impressions",
-        json!({ "user_id": 5, "day": "2026-11-28" }),
+        json!({ "user_id": 5, "day": "2026-11-28", "clicked": true }),
     )
     .await;
     assert_eq!((status, written), (200, json!({ "recorded": true })));
@@ -95,6 +116,23 @@ pub(crate) async fn walk_every_endpoint(base: &str) {
     assert_eq!(
         after["impressions"], 6,
         "the write invalidated the cached analytics"
+    );
+    assert_eq!(
+        after["clicks"].as_i64(),
+        before["clicks"].as_i64().map(|c| c + 1)
+    );
+    // Ad 1 bids 0.6 per thousand.
+    let ad_1 = after["ads"]
+        .as_array()
+        .and_then(|ads| ads.iter().find(|ad| ad["ad_id"] == 1))
+        .expect("ad 1 in the day's ads");
+    assert_eq!(
+        (ad_1["impressions"].clone(), ad_1["clicks"].clone()),
+        (json!(1), json!(1))
+    );
+    assert!(
+        (ad_1["spend"].as_f64().expect("spend") - 0.0006).abs() < 1e-12,
+        "{ad_1}"
     );
 
     let (status, scored) = post("/batch/process", json!({ "ad_ids": [1, 2, 999999] })).await;

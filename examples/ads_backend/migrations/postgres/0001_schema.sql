@@ -18,8 +18,13 @@ CREATE TABLE impressions (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     ad_id BIGINT NOT NULL,
     user_id BIGINT NOT NULL,
-    day TEXT NOT NULL
+    day TEXT NOT NULL,
+    -- 1 when the impression was clicked.
+    clicked BIGINT NOT NULL DEFAULT 0,
+    -- What the impression cost the advertiser.
+    cost DOUBLE PRECISION NOT NULL DEFAULT 0
 );
+-- The analytics read one user's day.
 CREATE INDEX impressions_user_day ON impressions (user_id, day);
 CREATE TABLE templates (
     id BIGINT PRIMARY KEY,

@@ -17,8 +17,13 @@ CREATE TABLE impressions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ad_id INTEGER NOT NULL,
     user_id INTEGER NOT NULL,
-    day TEXT NOT NULL
+    day TEXT NOT NULL,
+    -- 1 when the impression was clicked.
+    clicked INTEGER NOT NULL DEFAULT 0,
+    -- What the impression cost the advertiser.
+    cost REAL NOT NULL DEFAULT 0
 );
+-- The analytics read one user's day.
 CREATE INDEX impressions_user_day ON impressions (user_id, day);
 CREATE TABLE templates (
     id INTEGER PRIMARY KEY,
