@@ -195,8 +195,9 @@ async fn write_seed(pool: &AnyPool, seed: Seed) -> Result<(), sqlx::Error> {
 
 /// `INSERT ... SELECT` over a counter from a recursive CTE, in the SQL both databases speak:
 /// impression `n` is user `n % users + 1`'s, on day `(n / users) % 10`, of an ad that
-/// varies with both (a user's day sees many ads), costs the ad's bid per thousand, and one
-/// in fifty is clicked. Binds `$1` impressions, `$2` ads, `$3` users.
+/// varies with both (a user's day sees many ads), costs the ad's bid per thousand, and every
+/// 47th is clicked (a prime, so clicks fall on every user rather than on every fiftieth one).
+/// Binds `$1` impressions, `$2` ads, `$3` users.
 fn impressions_statement() -> String {
     let days: Vec<String> = DAYS
         .iter()
@@ -210,7 +211,7 @@ fn impressions_statement() -> String {
          INSERT INTO impressions (ad_id, user_id, day, clicked, cost) \
          SELECT ad_id, user_id, day, clicked, (0.5 + ad_id % 17 / 10.0) / 1000.0 \
          FROM (SELECT (n * 7 + (n / $3) * 31) % $2 + 1 AS ad_id, n % $3 + 1 AS user_id, \
-                      days.day AS day, CASE WHEN n % 50 = 0 THEN 1 ELSE 0 END AS clicked \
+                      days.day AS day, CASE WHEN n % 47 = 0 THEN 1 ELSE 0 END AS clicked \
                FROM counter JOIN days ON days.k = (n / $3) % 10) AS generated",
         days.join(", ")
     )
