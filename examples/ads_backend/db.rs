@@ -100,7 +100,7 @@ pub(crate) async fn open(
         .await?
         .run(&pool)
         .await?;
-    write_seed(&pool, seed).await?;
+    write_seed(&pool, backend, seed).await?;
     Ok((Arc::new(WatchedPool::new(pool)), backend))
 }
 
@@ -132,7 +132,7 @@ impl MigrationSource<'static> for Embedded {
 /// Writes the ads, users, their preferences and impressions and the templates, in one
 /// transaction, unless the database has ads already (a PostgreSQL database outlives the
 /// process).
-async fn write_seed(pool: &AnyPool, seed: Seed) -> Result<(), sqlx::Error> {
+async fn write_seed(pool: &AnyPool, backend: Backend, seed: Seed) -> Result<(), sqlx::Error> {
     let Seed { ads, users, .. } = seed;
     let (existing,): (i64,) = sqlx::query_as("SELECT count(*) FROM ads")
         .fetch_one(pool)
@@ -190,7 +190,15 @@ async fn write_seed(pool: &AnyPool, seed: Seed) -> Result<(), sqlx::Error> {
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    // Statistics for the planner, and (PostgreSQL) the visibility map, now rather than when
+    // autovacuum notices a million new rows in the middle of the first requests.
+    let settle = match backend {
+        Backend::Sqlite => "ANALYZE",
+        Backend::Postgres => "VACUUM ANALYZE",
+    };
+    sqlx::query(settle).execute(pool).await?;
+    Ok(())
 }
 
 /// `INSERT ... SELECT` over a counter from a recursive CTE, in the SQL both databases speak:
