@@ -43,13 +43,15 @@ init = function(args)
   math.randomseed(42)
   for i = 1, 64 do
     local parts, length = { "Text " .. i .. ":" }, 0
-    while length < size - 16 do
+    while length < size do
       local word = words[math.random(#words)]
       if math.random(12) == 1 then word = word .. "." end
       parts[#parts + 1] = word
       length = length + #word + 1
     end
-    local body = '{"text": "' .. table.concat(parts, " ") .. '"}'
+    -- Exactly `size` bytes (ASCII), so that each run measures one text length.
+    local text = string.sub(table.concat(parts, " "), 1, size)
+    local body = '{"text": "' .. text .. '"}'
     requests[i] = wrk.format("POST", "/tokenize", { ["Content-Type"] = "application/json" }, body)
   end
 end

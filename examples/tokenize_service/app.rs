@@ -13,7 +13,7 @@ use axum::{
 use perf::{PerformanceOptimizer, performance_monitor, tasks::TaskOutcome};
 use serde::{Deserialize, Serialize};
 
-use crate::tokens::{self, Encoding, ModelStats, Models};
+use crate::tokens::{Encoding, ModelStats, Tokenizer};
 
 /// The longest text taken, in bytes of UTF-8.
 pub(crate) const MAX_TEXT_BYTES: usize = 64 * 1024;
@@ -61,7 +61,7 @@ impl Options {
 #[derive(Clone)]
 struct AppState {
     optimizer: &'static PerformanceOptimizer,
-    models: Models,
+    tokenizer: Tokenizer,
 }
 
 /// Installs the optimizer, registers the encoders' cleanup hook and builds the router, with
@@ -81,12 +81,12 @@ pub(crate) async fn build(
     if options.config.is_none() && std::env::var_os("PERF_CACHE_MAX_SIZE").is_none() {
         config.cache.max_size = L1_ENTRIES;
     }
-    let models = Models::new(&config)?;
+    let tokenizer = Tokenizer::new(&config)?;
     let optimizer = PerformanceOptimizer::builder()
         .config(config)
         .build()?
         .install()?;
-    models.register_cleanup_hook(optimizer.memory());
+    tokenizer.register_cleanup_hook(optimizer.memory());
 
     let router = Router::new()
         .route(
@@ -98,7 +98,10 @@ pub(crate) async fn build(
             post(post_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
         )
         .route("/tokenize/stats", get(get_stats))
-        .with_state(AppState { optimizer, models })
+        .with_state(AppState {
+            optimizer,
+            tokenizer,
+        })
         .nest("/performance", perf_http::router(optimizer, admin)?)
         .merge(perf_http::metrics_router(prometheus));
     Ok((router, optimizer))
@@ -174,7 +177,9 @@ async fn post_tokenize(
     let Json(request) = body?;
     let encoding = encoding(request.encoding.as_deref())?;
     check_length(&request.text, "the text")?;
-    let tokens = tokens::tokenize(&state.models, encoding, request.text)
+    let tokens = state
+        .tokenizer
+        .tokenize(encoding, request.text)
         .await
         .map_err(|error| AppError(StatusCode::INTERNAL_SERVER_ERROR, error))?;
     Ok(Json(tokens.into()))
@@ -221,8 +226,8 @@ async fn post_batch(
     let tasks = state.optimizer.tasks();
     let handles = tasks
         .batch_submit(request.texts.into_iter().map(|text| {
-            let models = state.models.clone();
-            async move { tokens::tokenize(&models, encoding, text).await }
+            let tokenizer = state.tokenizer.clone();
+            async move { tokenizer.tokenize(encoding, text).await }
         }))
         .await
         // Only after a shutdown: the service is stopping.
@@ -258,6 +263,6 @@ pub(crate) struct Stats {
 async fn get_stats(State(state): State<AppState>) -> Json<Stats> {
     Json(Stats {
         cache_enabled: state.optimizer.cache().is_enabled(),
-        models: state.models.stats(),
+        models: state.tokenizer.model_stats(),
     })
 }
