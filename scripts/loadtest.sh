@@ -2,7 +2,8 @@
 # Load test of the ads back end example with wrk, on loopback.
 #
 #   scripts/loadtest.sh            # 15 s a run; DURATION=30 for longer ones
-#   RUNS=ceiling scripts/loadtest.sh   # one group: ceiling, ads, analytics, postgres or fault
+#   RUNS=ceiling scripts/loadtest.sh   # one group: ceiling, ads, analytics, postgres, fault
+#                                      # or tokenize
 #
 # Groups (all of them by default):
 # - ceiling: cached GET /ads/{id} against a bare axum handler answering the same JSON
@@ -17,6 +18,7 @@
 # - fault: warm ads read for 30 s with a 2 s TTL while the database fails from the 10th to the
 #   20th second (fail-safe serves them), then 20 s with every database call stalling 5 s (the
 #   soft timeout serves them).
+# - tokenize: the tokenize service example, by scripts/loadtest-tokenize.sh.
 # Prints requests/s, p50, p99 and errors for each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -262,4 +264,9 @@ if wanted fault; then
   echo "  cache loads: $(echo "$stats" | grep -o '"loads":{[^}]*}')"
   fault none
   stop
+fi
+
+if wanted tokenize; then
+  echo "== the tokenize service"
+  DURATION="$DURATION" THREADS="$THREADS" scripts/loadtest-tokenize.sh
 fi
