@@ -15,38 +15,22 @@ use axum::{
     http::StatusCode,
     routing::get,
 };
-use serde::Serialize;
+// The seed's formula, so that the JSON is the example's for every id.
+#[path = "ads_backend/seeded.rs"]
+mod seeded;
 
-/// The example's `Ad`, with the values its seed writes for the same id.
-#[derive(Debug, Clone, Serialize)]
-struct Ad {
-    id: i64,
-    campaign: i64,
-    category: String,
-    title: String,
-    bid: f64,
-}
+use seeded::SeededAd;
 
-const CATEGORIES: [&str; 5] = ["sports", "travel", "tech", "food", "music"];
+/// The example's seed: ids 1 to 5,000.
 const ADS: i64 = 5_000;
 
-fn seeded(id: i64) -> Ad {
-    let category = CATEGORIES[(id % 5) as usize];
-    Ad {
-        id,
-        campaign: id % 50,
-        category: category.to_owned(),
-        title: format!("Ad {id}: {category} deals"),
-        bid: 0.5 + (id % 17) as f64 / 10.0,
-    }
-}
-
 async fn get_ad(
-    State(ads): State<Arc<Vec<Ad>>>,
+    State(ads): State<Arc<Vec<SeededAd>>>,
     Path(id): Path<i64>,
-) -> Result<Json<Ad>, StatusCode> {
-    let index = usize::try_from(id - 1).map_err(|_| StatusCode::NOT_FOUND)?;
-    ads.get(index)
+) -> Result<Json<SeededAd>, StatusCode> {
+    id.checked_sub(1)
+        .and_then(|index| usize::try_from(index).ok())
+        .and_then(|index| ads.get(index))
         .cloned()
         .map(Json)
         .ok_or(StatusCode::NOT_FOUND)
@@ -54,7 +38,7 @@ async fn get_ad(
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let ads: Arc<Vec<Ad>> = Arc::new((1..=ADS).map(seeded).collect());
+    let ads: Arc<Vec<SeededAd>> = Arc::new((1..=ADS).map(SeededAd::new).collect());
     let router = Router::new()
         .route("/ads/{id}", get(get_ad))
         .with_state(ads);

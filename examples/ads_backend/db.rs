@@ -5,12 +5,16 @@
 use std::{borrow::Cow, sync::Arc};
 
 use perf::query::WatchedPool;
+use seeded::{CATEGORIES, SeededAd};
 use sqlx::{
     Any, AnyPool,
     any::AnyPoolOptions,
     error::BoxDynError,
     migrate::{Migration, MigrationSource, MigrationType, Migrator},
 };
+
+#[path = "seeded.rs"]
+mod seeded;
 
 /// The pool the handlers query, counting the acquisitions that wait.
 pub(crate) type Db = Arc<WatchedPool<Any>>;
@@ -140,15 +144,15 @@ async fn write_seed(pool: &AnyPool, backend: Backend, seed: Seed) -> Result<(), 
     if existing > 0 {
         return Ok(());
     }
-    const CATEGORIES: [&str; 5] = ["sports", "travel", "tech", "food", "music"];
     let mut tx = pool.begin().await?;
     for id in 1..=ads {
+        let ad = SeededAd::new(id);
         sqlx::query("INSERT INTO ads VALUES ($1, $2, $3, $4, $5)")
-            .bind(id)
-            .bind(id % 50)
-            .bind(CATEGORIES[(id % 5) as usize])
-            .bind(format!("Ad {id}: {} deals", CATEGORIES[(id % 5) as usize]))
-            .bind(0.5 + (id % 17) as f64 / 10.0)
+            .bind(ad.id)
+            .bind(ad.campaign)
+            .bind(ad.category)
+            .bind(ad.title)
+            .bind(ad.bid)
             .execute(&mut *tx)
             .await?;
     }
