@@ -89,6 +89,13 @@ pub enum Error {
     /// [`LoadOptions`](crate::cache::LoadOptions) that cannot work together.
     #[error("invalid load options: {0}")]
     InvalidLoadOptions(String),
+
+    /// Encryption was asked for (`#[cache_result(encrypt)]`, [`LoadOptions::encrypt`]) on a
+    /// cache without keys.
+    ///
+    /// [`LoadOptions::encrypt`]: crate::cache::LoadOptions::encrypt
+    #[error("encryption was asked for, but cache_encryption_keys holds no key")]
+    NoEncryptionKeys,
     /// A pool watched under a new name when as many as the limit are watched already.
     #[error("pool {name:?} not watched: at most {limit} connection pools are")]
     TooManyPools {

@@ -142,7 +142,7 @@ pub(crate) struct FailureArgs {
     pub(crate) failure_ttl: Option<DurationArg>,
 }
 
-/// `#[cache_result(ttl = .., cache_type = "..", key = "..", tags = [".."], skip(..), cache_err, cache_none,
+/// `#[cache_result(ttl = .., cache_type = "..", key = "..", tags = [".."], skip(..), cache_err, cache_none, encrypt,
 /// fail_safe = "1h", fail_safe_throttle = "30s", timeout = "100ms", hard_timeout = "2s",
 /// refresh_ahead = 0.8, jitter = 0.1, failure_ttl = "5s", optimizer = .., crate = "..")]`.
 pub(crate) struct CacheArgs {
@@ -157,6 +157,8 @@ pub(crate) struct CacheArgs {
     pub(crate) skip: Vec<syn::Ident>,
     pub(crate) cache_err: bool,
     pub(crate) cache_none: bool,
+    /// Encrypt the value in L2 and Redis (`LoadOptions::encrypt`).
+    pub(crate) encrypt: Option<proc_macro2::Span>,
     pub(crate) optimizer: Option<Expr>,
     pub(crate) krate: Option<Path>,
 }
@@ -173,12 +175,13 @@ impl Parse for CacheArgs {
             skip: Vec::new(),
             cache_err: false,
             cache_none: false,
+            encrypt: None,
             optimizer: None,
             krate: None,
         };
         args.krate = parse_arguments(
             input,
-            "ttl, cache_type, key, tags, skip(..), cache_err, cache_none, fail_safe, \
+            "ttl, cache_type, key, tags, skip(..), cache_err, cache_none, encrypt, fail_safe, \
              fail_safe_throttle, timeout, hard_timeout, refresh_ahead, jitter, failure_ttl, \
              optimizer or crate",
             |key, input| {
@@ -246,6 +249,7 @@ impl Parse for CacheArgs {
                     }
                     "cache_err" => args.cache_err = true,
                     "cache_none" => args.cache_none = true,
+                    "encrypt" => args.encrypt = Some(key.span()),
                     "optimizer" => {
                         input.parse::<Token![=]>()?;
                         args.optimizer = Some(input.parse()?);
@@ -255,6 +259,12 @@ impl Parse for CacheArgs {
                 Ok(true)
             },
         )?;
+        if let (Some(span), CacheType::L1) = (args.encrypt, args.cache_type) {
+            return Err(syn::Error::new(
+                span,
+                "`encrypt` needs cache_type = \"l2\" or \"redis\": L1 holds values unencoded",
+            ));
+        }
         let failure = &args.failure;
         if let (Some(soft), Some(hard)) = (failure.timeout, failure.hard_timeout)
             && soft.nanos > hard.nanos

@@ -901,6 +901,9 @@ fn load_options(
             calls.push(quote!(.#setter(#value)));
         }
     }
+    if args.encrypt.is_some() {
+        calls.push(quote!(.encrypt()));
+    }
     quote!(#private::LoadOptions::new(#tier) #(#calls)*)
 }
 

@@ -699,6 +699,10 @@ impl RemoteTier for RedisTier {
         true
     }
 
+    fn namespace(&self) -> &str {
+        self.prefix.strip_suffix(':').unwrap_or(&self.prefix)
+    }
+
     fn subscribe(&self, sink: InvalidationSink) {
         if self.changes.is_none() && self.tracker.is_none() {
             return;

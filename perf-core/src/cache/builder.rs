@@ -10,9 +10,14 @@ use super::{
     l1::L1,
     l2::{self, L2},
     options::Policy,
+    protect::KeyRing,
     stats::Counters,
 };
-use crate::{Error, config::PerformanceConfig, profiling::Profiling};
+use crate::{
+    Error,
+    config::{ConfigError, FieldError, PerformanceConfig},
+    profiling::Profiling,
+};
 
 /// Builds a [`MultiLevelCache`].
 #[must_use]
@@ -59,6 +64,10 @@ impl CacheBuilder {
         l2::check_budget(&config)?;
         let counters = Arc::new(Counters::default());
         let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let namespace: Arc<str> = self
+            .remote
+            .as_ref()
+            .map_or_else(|| Arc::from(""), |remote| Arc::from(remote.namespace()));
         let engine = Engine::start(Parts {
             l1: L1::new(config.max_size, Arc::clone(&counters)),
             l2: L2::new(
@@ -69,10 +78,21 @@ impl CacheBuilder {
             remote: self.remote,
             profiling: self.profiling,
             codec: Codec {
-                compression_threshold: as_usize(config.compression_threshold_bytes),
-                zstd_level: config.zstd_level,
-                compress_literals: config.zstd_compress_literals,
-                max_value_bytes: as_usize(config.max_value_bytes),
+                ring: KeyRing::new(&config.encryption_keys, config.value_protection)
+                    .map_err(|error| {
+                        Error::Config(ConfigError::Invalid(vec![FieldError {
+                            field: "cache_encryption_keys",
+                            reason: error.to_string(),
+                        }]))
+                    })?
+                    .map(Arc::new),
+                namespace,
+                ..Codec::plain(
+                    as_usize(config.compression_threshold_bytes),
+                    config.zstd_level,
+                    config.zstd_compress_literals,
+                    as_usize(config.max_value_bytes),
+                )
             },
             defaults: Policy::from_config(&config),
             max_key_bytes: as_usize(config.max_key_bytes),

@@ -443,7 +443,11 @@ async fn stale_values_reach_a_second_instance_through_the_remote_tier() {
         expires_at: now_ms.expires_at - 3_600_000,
         stale_until: now_ms.expires_at + 3_600_000,
     };
-    let bytes = a.engine.codec.encode(&41u64, times).expect("encodes");
+    let bytes = a
+        .engine
+        .codec
+        .encode(&41u64, times, "shared", codec::Seal::Default)
+        .expect("encodes");
     remote.put("shared", bytes);
     drop(a);
 
@@ -483,7 +487,11 @@ async fn a_value_written_with_fail_safe_keeps_its_stale_period_in_the_remote_tie
         .get("k")
         .cloned()
         .expect("in the remote tier");
-    let decoded = cache.engine.codec.decode::<u64>(&bytes).expect("decodes");
+    let decoded = cache
+        .engine
+        .codec
+        .decode::<u64>(&bytes, "k")
+        .expect("decodes");
     let ttl_left = codec::remaining_until(decoded.times.expires_at);
     let stale_left = codec::remaining_until(decoded.times.stale_until);
     assert!(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter, sync::Cache};
 
 use super::Tier;
-use super::codec::HEADER_LEN;
+use super::codec::MAX_ENVELOPE;
 use super::entry::L2Entry;
 use super::quick::{CountEvictions, remove_counting, shrink_counting};
 use super::stamp::Stamp;
@@ -31,12 +31,12 @@ pub(crate) fn entry_weight(key_len: usize, value_len: usize) -> u64 {
 const ENTRY_OVERHEAD: u64 = 64;
 
 /// The weight of the largest entry L2 must accept: the longest key and the largest value
-/// with its header.
+/// in its envelope.
 pub(crate) fn largest_entry(config: &CacheConfig) -> u64 {
     config
         .max_key_bytes
         .saturating_add(config.max_value_bytes)
-        .saturating_add(HEADER_LEN as u64)
+        .saturating_add(MAX_ENVELOPE as u64)
         .saturating_add(ENTRY_OVERHEAD)
 }
 

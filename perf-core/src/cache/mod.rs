@@ -78,6 +78,9 @@ mod l2;
 pub(crate) mod memoized;
 mod near;
 mod options;
+mod protect;
+#[cfg(test)]
+mod protect_tests;
 mod quick;
 mod remote;
 mod remote_size;
@@ -98,6 +101,7 @@ use std::{
 pub use quanta::{Clock, Mock};
 
 pub(crate) use self::engine::Engine;
+pub use self::engine::Revocation;
 pub use self::{
     builder::CacheBuilder,
     key::{function_key, random_id, with_key, write_function_key},
@@ -387,6 +391,31 @@ impl MultiLevelCache {
     /// Empties every tier.
     pub async fn clear_all(&self) -> Result<(), Error> {
         self.engine.clear_all().await
+    }
+
+    /// Stores `value` with per-call options: the tier and TTL, and
+    /// [`encrypt`](LoadOptions::encrypt) (jitter applies to the TTL; the load settings do not
+    /// matter to a write). Refused as [`set`](Self::set) is.
+    pub async fn set_with<T: SharedValue>(
+        &self,
+        key: &str,
+        value: T,
+        options: LoadOptions,
+    ) -> Result<(), Error> {
+        self.engine.set_with(key, value, &options).await
+    }
+
+    /// For a leaked key or a data fix: from now on this instance refuses every value that
+    /// `revocation` names, its local tiers drop them (L1, which keeps no write time, drops every
+    /// entry), and the remote tier is cleared, which every instance hears as a clear.
+    ///
+    /// Redis keeps no index by write time or key id, so the whole namespace goes: values
+    /// written after the moment are reloaded too. A key id that is still the first of
+    /// `cache_encryption_keys` is refused (this instance would refuse its own writes): put a
+    /// new key first, then revoke the old one. Other instances learn only of the clear; remove
+    /// a leaked key from their configuration as well.
+    pub async fn invalidate_for_security(&self, revocation: Revocation) -> Result<(), Error> {
+        self.engine.invalidate_for_security(revocation).await
     }
 
     /// Removes expired entries (past their fail-safe period, where they have one) from L1 and

@@ -4,7 +4,7 @@
 
 use std::{any::Any, fmt, sync::Arc, time::Duration};
 
-use super::Tier;
+use super::{Tier, codec::Seal};
 use crate::{Error, SharedFailure, config::CacheConfig};
 
 /// What a loader's error must allow: callers may receive the cache's own failures (a hard
@@ -46,6 +46,7 @@ pub struct LoadOptions {
     eager_refresh: Option<f64>,
     jitter: Option<f64>,
     failure_ttl: Option<Duration>,
+    encrypt: bool,
 }
 
 impl LoadOptions {
@@ -61,6 +62,7 @@ impl LoadOptions {
             eager_refresh: None,
             jitter: None,
             failure_ttl: None,
+            encrypt: false,
         }
     }
 
@@ -135,6 +137,14 @@ impl LoadOptions {
         self
     }
 
+    /// Encrypt the value in L2 and the remote tier even where `cache_value_protection` only
+    /// authenticates. Needs `cache_encryption_keys`: without a key, the call fails with
+    /// [`Error::NoEncryptionKeys`] and stores nothing.
+    pub fn encrypt(mut self) -> Self {
+        self.encrypt = true;
+        self
+    }
+
     /// These options over `defaults`, checked.
     pub(crate) fn resolve(&self, defaults: &Policy) -> Result<Policy, Error> {
         let positive = |d: Option<Duration>, default: Option<Duration>| match d {
@@ -155,6 +165,11 @@ impl LoadOptions {
             eager_refresh: fraction(self.eager_refresh, defaults.eager_refresh),
             jitter: fraction(self.jitter, defaults.jitter),
             failure_ttl: positive(self.failure_ttl, defaults.failure_ttl),
+            seal: if self.encrypt {
+                Seal::Encrypt
+            } else {
+                defaults.seal
+            },
         };
         policy.check().map_err(Error::InvalidLoadOptions)?;
         Ok(policy)
@@ -175,6 +190,7 @@ pub(crate) struct Policy {
     /// 0: off.
     pub(crate) jitter: f64,
     pub(crate) failure_ttl: Option<Duration>,
+    pub(crate) seal: Seal,
 }
 
 impl Policy {
@@ -191,6 +207,7 @@ impl Policy {
             eager_refresh: config.eager_refresh,
             jitter: config.ttl_jitter,
             failure_ttl: on(config.failure_ttl),
+            seal: Seal::Default,
         }
     }
 

@@ -47,6 +47,13 @@ pub trait RemoteTier: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// The namespace this tier keeps its keys in, which the cache binds into every sealed
+    /// value (`cache_encryption_keys`), so that a value copied to another namespace does not
+    /// open. Default: none (`""`).
+    fn namespace(&self) -> &str {
+        ""
+    }
+
     /// The bytes the tier's store uses, for `cache_size_bytes{tier="redis"}`, or `None` where
     /// the tier cannot tell (the default). The cache asks at most every 5 seconds, in a task
     /// of its own, under a 2-second timeout; implementations should answer without delay when

@@ -754,6 +754,8 @@ async fn a_read_that_races_an_invalidation_keeps_no_stale_copy() {
         .encode(
             &"new".to_string(),
             codec::UnixTimes::after(SECOND * 60, SECOND * 60, SECOND * 60),
+            "ad",
+            codec::Seal::Default,
         )
         .expect("encodes");
     let sink = remote.sink.lock().clone().expect("subscribed");

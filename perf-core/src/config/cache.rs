@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigSection, FieldError, duration_serde, require};
+use super::{ConfigSection, FieldError, Secret, duration_serde, require};
 
 /// The cache's settings. Each field's documentation starts with its key (in TOML, and
 /// upper-cased after `PERF_` in the environment) and its default.
@@ -92,6 +92,71 @@ pub struct CacheConfig {
     /// of the next this-long without running the loader again.
     #[serde(rename = "cache_failure_ttl", with = "duration_serde")]
     pub failure_ttl: Duration,
+    /// `cache_encryption_keys`, default none. A key ring: with one or more keys, every value
+    /// written to L2 and the remote tier is authenticated (or encrypted, see
+    /// `cache_value_protection`) under the first key, bound to its cache key and namespace,
+    /// and values without a valid seal under a key of the ring are misses. Older keys still
+    /// open what they sealed, so that keys can rotate: put the new key first, drop the old one
+    /// once its values have expired. Each key is 32 random bytes in base64
+    /// (`openssl rand -base64 32`), named by a short id stored in each value. Needs a restart.
+    #[serde(rename = "cache_encryption_keys")]
+    pub encryption_keys: Vec<EncryptionKey>,
+    /// `cache_value_protection`, default `"encrypt"`. With a key ring, whether shared values
+    /// are encrypted (AES-256-GCM) or only authenticated (HMAC-SHA256, readable by whoever
+    /// reads Redis, but refused unless written by a holder of a key). A call can ask for
+    /// encryption on its own (`#[cache_result(encrypt)]`, [`LoadOptions::encrypt`]).
+    ///
+    /// [`LoadOptions::encrypt`]: crate::cache::LoadOptions::encrypt
+    #[serde(rename = "cache_value_protection")]
+    pub value_protection: ValueProtection,
+}
+
+/// One key of `cache_encryption_keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionKey {
+    /// The key's name, stored with every value sealed under it: 1 to 32 ASCII letters,
+    /// digits, `-`, `_` or `.`.
+    pub id: String,
+    /// 32 bytes in base64.
+    pub key: Secret,
+}
+
+impl EncryptionKey {
+    /// A key named `id` holding `key` (32 bytes in base64).
+    pub fn new(id: impl Into<String>, key: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            key: Secret::new(key),
+        }
+    }
+
+    /// The key's 32 bytes, or why they are not.
+    pub(crate) fn bytes(&self) -> Result<[u8; 32], String> {
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(self.key.expose().trim())
+            .map_err(|_| format!("key `{}` is not base64", self.id))?;
+        <[u8; 32]>::try_from(decoded.as_slice()).map_err(|_| {
+            format!(
+                "key `{}` is {} bytes; it must be 32 (`openssl rand -base64 32`)",
+                self.id,
+                decoded.len()
+            )
+        })
+    }
+}
+
+/// How values are protected when `cache_encryption_keys` holds a key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueProtection {
+    /// Encrypted and authenticated (AES-256-GCM).
+    #[default]
+    Encrypt,
+    /// Authenticated only (HMAC-SHA256): readable, but refused unless sealed by a key of
+    /// the ring.
+    Authenticate,
 }
 
 impl Default for CacheConfig {
@@ -114,6 +179,8 @@ impl Default for CacheConfig {
             eager_refresh: 0.0,
             ttl_jitter: 0.0,
             failure_ttl: Duration::ZERO,
+            encryption_keys: Vec::new(),
+            value_protection: ValueProtection::default(),
         }
     }
 }
@@ -186,6 +253,7 @@ impl ConfigSection for CacheConfig {
                 "must be a fraction in [0, 1) (0: off)",
             );
         }
+        check_key_ring(bad, &self.encryption_keys);
         require(
             bad,
             self.hard_timeout.is_zero() || self.soft_timeout <= self.hard_timeout,
@@ -194,6 +262,36 @@ impl ConfigSection for CacheConfig {
                 "must not be above cache_hard_timeout ({:?})",
                 self.hard_timeout
             ),
+        );
+    }
+}
+
+/// Every key decodes to 32 bytes, under a distinct, short, plain id.
+fn check_key_ring(bad: &mut Vec<FieldError>, keys: &[EncryptionKey]) {
+    const FIELD: &str = "cache_encryption_keys";
+    for (at, key) in keys.iter().enumerate() {
+        let id_ok = (1..=32).contains(&key.id.len())
+            && key
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        require(
+            bad,
+            id_ok,
+            FIELD,
+            format!(
+                "id {:?} must be 1 to 32 ASCII letters, digits, `-`, `_` or `.`",
+                key.id
+            ),
+        );
+        if let Err(why) = key.bytes() {
+            require(bad, false, FIELD, why);
+        }
+        require(
+            bad,
+            !keys[..at].iter().any(|earlier| earlier.id == key.id),
+            FIELD,
+            format!("id {:?} is used twice", key.id),
         );
     }
 }

@@ -42,7 +42,7 @@ use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned, de::Igno
 
 pub use self::{
     alerts::AlertConfig,
-    cache::CacheConfig,
+    cache::{CacheConfig, EncryptionKey, ValueProtection},
     memory::MemoryConfig,
     query::{MonitorConfig, QueryConfig},
     secret::Secret,

@@ -4,7 +4,7 @@
 //! of `get`; the rest of a load is in its own files: `load.rs` the entry points, `attempt.rs`
 //! a caller's way through a load, `background.rs` loads run in a task, `target.rs` where a load reads and stores,
 //! `shared.rs` reads that reach the remote tier and invalidations from other instances,
-//! `tags.rs` tag generations, `fast.rs` the `#[cache_result]` hit path through the near cache,
+//! `tags.rs` tag generations, `revoke.rs` security invalidations, `fast.rs` the `#[cache_result]` hit path through the near cache,
 //! `traced.rs` the remote tier in profiling spans.
 
 mod attempt;
@@ -12,6 +12,7 @@ mod background;
 mod fast;
 mod get;
 mod load;
+mod revoke;
 mod shared;
 mod tags;
 mod target;
@@ -19,6 +20,7 @@ mod traced;
 
 use std::{fmt, sync::Arc, time::Duration};
 
+pub use self::revoke::Revocation;
 pub(crate) use self::{get::Get, load::MAX_BACKGROUND_LOADS};
 use super::{
     CacheStats, CacheValue, RemoteTier, SharedValue, Tier,
@@ -169,6 +171,18 @@ impl Engine {
     ) -> Result<(), Error> {
         let plan = self.plan_write(key, ttl)?;
         self.store(key, Arc::new(value), self.effective(tier), &plan)
+            .await
+    }
+
+    pub(crate) async fn set_with<T: SharedValue>(
+        &self,
+        key: &str,
+        value: T,
+        options: &super::LoadOptions,
+    ) -> Result<(), Error> {
+        let policy = options.resolve(&self.defaults())?;
+        let plan = self.plan_with(key, policy)?;
+        self.store(key, Arc::new(value), self.effective(policy.tier), &plan)
             .await
     }
 
@@ -339,7 +353,11 @@ impl Engine {
     }
 
     pub(crate) fn encoded_len<T: SharedValue>(&self, value: &T) -> Result<usize, Error> {
-        Ok(self.codec.encode(value, codec::UnixTimes::default())?.len())
+        let times = codec::UnixTimes::default();
+        Ok(self
+            .codec
+            .encode(value, times, "", codec::Seal::Default)?
+            .len())
     }
 
     pub(crate) fn l2_capacity_bytes(&self) -> u64 {
@@ -473,7 +491,7 @@ impl Engine {
             }
             return None;
         };
-        match self.codec.decode::<T>(&entry.bytes) {
+        match self.codec.decode::<T>(&entry.bytes, key) {
             Ok(decoded) => Some((decoded.value, entry.stamp, age)),
             // Another call site's value of another type under this key: a miss, left alone.
             Err(error @ codec::DecodeError::Payload(_)) => {
@@ -524,7 +542,10 @@ impl Engine {
             return Ok(None);
         }
         let times = plan.stamp.unix_times(plan.planned_at);
-        let bytes: Arc<[u8]> = self.codec.encode(&*value, times)?.into();
+        let bytes: Arc<[u8]> = self
+            .codec
+            .encode(&*value, times, key, plan.policy.seal)?
+            .into();
         if let Err(heavy) = self.l2.check_fits(key, &bytes) {
             self.counters.record(Tier::L2, Event::Refused);
             return Err(Error::ValueTooLarge {

@@ -119,10 +119,12 @@ impl Engine {
         Some(Found { value, age, stamp })
     }
 
-    /// The remote value, its bytes and its lifetime from now. Bytes that are not our envelope
-    /// are deleted so that the next reader loads; an envelope around a value of another type
-    /// (a rolling deploy that changed the type, another service in the namespace) is a counted
-    /// type mismatch, and left for its owner.
+    /// The remote value, its bytes and its lifetime from now. Bytes that are not our envelope,
+    /// or whose seal does not verify, or that a security invalidation revoked, are deleted so
+    /// that the next reader loads; an envelope around a value of another type (a rolling
+    /// deploy that changed the type, another service in the namespace) is a counted type
+    /// mismatch, and left for its owner, as is a value sealed under a key not in this
+    /// instance's ring.
     async fn remote_decode<T: SharedValue>(
         &self,
         remote: &dyn RemoteTier,
@@ -130,8 +132,13 @@ impl Engine {
         bytes: Vec<u8>,
     ) -> Option<(T, Vec<u8>, Stamp)> {
         let counters = &self.counters;
-        match self.codec.decode::<T>(&bytes) {
+        match self.codec.decode::<T>(&bytes, key) {
             Ok(decoded) => match Stamp::from_unix(decoded.times, self.clock.now(), true) {
+                // Sealed under an older key of the ring: the local copies take the current one.
+                Some(stamp) if decoded.stale_seal => match self.codec.reseal(&decoded, key) {
+                    Ok(resealed) => Some((decoded.value, resealed, stamp)),
+                    Err(_) => Some((decoded.value, bytes, stamp)),
+                },
                 Some(stamp) => Some((decoded.value, bytes, stamp)),
                 None => {
                     counters.record(Tier::Redis, Event::Expiration);
@@ -143,6 +150,13 @@ impl Engine {
             Err(error @ codec::DecodeError::Payload(_)) => {
                 tracing::debug!(key, %error, "remote entry holds another type; a miss");
                 counters.record(Tier::Redis, Event::TypeMismatch);
+                None
+            }
+            // Sealed under a key this instance does not hold: another instance's, during a
+            // rolling change of keys. A miss here, left for the instances that can open it.
+            Err(error @ (codec::DecodeError::UnknownKey | codec::DecodeError::NoKeyRing)) => {
+                tracing::debug!(key, %error, "remote entry sealed under another key; a miss");
+                counters.record(Tier::Redis, Event::DecodeError);
                 None
             }
             Err(error) => {

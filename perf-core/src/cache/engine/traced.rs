@@ -94,6 +94,10 @@ impl RemoteTier for Traced {
         self.tier.replays_failed_changes()
     }
 
+    fn namespace(&self) -> &str {
+        self.tier.namespace()
+    }
+
     fn subscribe(&self, sink: InvalidationSink) {
         self.tier.subscribe(sink);
     }
