@@ -5,7 +5,9 @@
 //!   ad records in a warm 100k-entry cache (memory-bound), and 256-byte values in a hot
 //!   1k-entry one (CPU-bound). Besides criterion's figures, the contenders are measured in
 //!   alternation (`interleaved`), the ratio to trust on a shared machine.
-//! - L2 hit: the same record decompressed and decoded (and copied back into L1).
+//! - L2 hit: the same record decompressed and decoded (and copied back into L1), and a
+//!   256-byte value, each plain, authenticated (HMAC-SHA256) and encrypted (AES-256-GCM)
+//!   under `cache_encryption_keys`; prints what sealing adds.
 //! - Equal memory: a Zipf(0.9) trace of 1M gets over 200k keys, L1 + L2 (L1 a tenth of the
 //!   budget) against L1 alone given the same byte budget; prints both hit ratios.
 //!
@@ -25,7 +27,11 @@ use std::{
 
 use common::{median_ns, slowest_thread};
 use criterion::Criterion;
-use perf::{MultiLevelCache, PerformanceConfig, Tier, cache::SharedValue};
+use perf::{
+    MultiLevelCache, PerformanceConfig, Tier,
+    cache::SharedValue,
+    config::{EncryptionKey, ValueProtection},
+};
 use rand::{Rng, SeedableRng, rngs::SmallRng, seq::SliceRandom};
 use rand_distr::{Distribution, Zipf};
 use serde::{Deserialize, Serialize};
@@ -353,42 +359,64 @@ fn l1_hit<V: SharedValue>(
     built.into_inner()
 }
 
+/// How shared values are protected in an L2 arm: not at all, authenticated, encrypted.
+const PROTECTIONS: [(&str, Option<ValueProtection>); 3] = [
+    ("perf_get", None),
+    ("perf_get_authenticated", Some(ValueProtection::Authenticate)),
+    ("perf_get_encrypted", Some(ValueProtection::Encrypt)),
+];
+
 /// 10k records in L2 behind a tiny L1, so that every read of a round misses L1 and decodes
-/// from L2.
-fn l2_cache() -> (MultiLevelCache, Vec<String>) {
+/// from L2 (and, with a key ring, verifies or decrypts first).
+fn l2_cache<V: SharedValue>(
+    protection: Option<ValueProtection>,
+    value: fn(u64) -> V,
+) -> (MultiLevelCache, Vec<String>) {
     let mut config = PerformanceConfig::default();
     config.cache.max_size = 16;
+    if let Some(protection) = protection {
+        config.cache.encryption_keys = vec![EncryptionKey::new(
+            "bench",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )];
+        config.cache.value_protection = protection;
+    }
     let cache = MultiLevelCache::new(&config).unwrap();
     let keys: Vec<String> = (0..10_000).map(key).collect();
     for (id, k) in keys.iter().enumerate() {
-        ready(cache.set(k, ad_record(id as u64), Tier::L2, None)).unwrap();
+        ready(cache.set(k, value(id as u64), Tier::L2, None)).unwrap();
     }
     (cache, keys)
 }
 
+/// L2 hits of ~2 KiB ad records (compressed) and of 256-byte values (stored as they are),
+/// plain, authenticated and encrypted.
 fn l2_hit(c: &mut Criterion) {
-    let state = OnceLock::new();
-    let mut group = c.benchmark_group("l2_hit");
-    group.bench_function("perf_get", |b| {
-        let (cache, keys) = state.get_or_init(l2_cache);
-        let mut i = 0;
-        b.iter(|| {
-            i = (i + 7919) % keys.len();
-            black_box(
-                ready(cache.get::<AdRecord>(&keys[i], Tier::L2))
-                    .unwrap()
-                    .unwrap(),
-            )
+    l2_hit_of(c, "l2_hit", ad_record);
+    l2_hit_of(c, "l2_hit_small", small);
+}
+
+fn l2_hit_of<V: SharedValue>(c: &mut Criterion, name: &str, value: fn(u64) -> V) {
+    let mut group = c.benchmark_group(name);
+    for (arm, protection) in PROTECTIONS {
+        let state = OnceLock::new();
+        group.bench_function(arm, |b| {
+            let (cache, keys) = state.get_or_init(|| l2_cache(protection, value));
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 7919) % keys.len();
+                black_box(ready(cache.get::<V>(&keys[i], Tier::L2)).unwrap().unwrap())
+            });
         });
-    });
-    group.finish();
-    if let Some((cache, _)) = state.get() {
-        let stats = cache.stats();
-        assert!(
-            stats.l2.hits >= 20 * stats.l1.hits,
-            "reads came from L2: {stats:?}"
-        );
+        if let Some((cache, _)) = state.get() {
+            let stats = cache.stats();
+            assert!(
+                stats.l2.hits >= 20 * stats.l1.hits,
+                "reads came from L2: {stats:?}"
+            );
+        }
     }
+    group.finish();
 }
 
 /// Medians of per-lookup times with the contenders measured in alternation, round after
@@ -548,6 +576,21 @@ fn main() {
     }
     if let Some(l2) = median_ns("l2_hit", "perf_get") {
         println!("L2 hit: {:.2} us (target <= 10 us)", l2 / 1000.0);
+    }
+    for group in ["l2_hit", "l2_hit_small"] {
+        let m = |arm: &str| median_ns(group, arm);
+        if let (Some(plain), Some(mac), Some(aead)) = (
+            m("perf_get"),
+            m("perf_get_authenticated"),
+            m("perf_get_encrypted"),
+        ) {
+            println!(
+                "{group}: plain {plain:.0} ns, authenticated {mac:.0} ns ({:.2}x), \
+                 encrypted {aead:.0} ns ({:.2}x; target <= 1.25x on the 2 KiB record)",
+                mac / plain,
+                aead / plain,
+            );
+        }
     }
     let (memory, msgpack, stored, stored_literals) = record_sizes();
     println!(

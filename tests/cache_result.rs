@@ -483,3 +483,36 @@ async fn one_memoized_call_is_invalidated_by_its_arguments() {
             .expect("ok")
     );
 }
+
+static SECRETS: AtomicUsize = AtomicUsize::new(0);
+
+#[cache_result(cache_type = "l2", encrypt, optimizer = optimizer, skip(optimizer))]
+async fn card_number(optimizer: &PerformanceOptimizer, user: u64) -> Result<String, perf::Error> {
+    SECRETS.fetch_add(1, Ordering::SeqCst);
+    Ok(format!("4242 0000 0000 {user:04}"))
+}
+
+#[tokio::test]
+async fn encrypted_results_need_a_key_ring() {
+    let mut config = perf::PerformanceConfig::default();
+    config.cache.encryption_keys = vec![perf::config::EncryptionKey::new(
+        "k1",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    )];
+    config.cache.value_protection = perf::config::ValueProtection::Authenticate;
+    let keyed = PerformanceOptimizer::builder()
+        .config(config)
+        .build()
+        .expect("valid");
+    let first = card_number(&keyed, 7).await.expect("loaded");
+    assert_eq!(card_number(&keyed, 7).await.expect("hit"), first);
+    assert_eq!(SECRETS.load(Ordering::SeqCst), 1, "cached");
+    assert_eq!(keyed.cache().stats().l2.entries, Some(1));
+
+    // Without keys the call still answers, from its body, and caches nothing.
+    let plain = optimizer();
+    assert_eq!(card_number(&plain, 7).await.expect("uncached"), first);
+    assert_eq!(card_number(&plain, 7).await.expect("uncached"), first);
+    assert_eq!(SECRETS.load(Ordering::SeqCst), 3, "ran each time");
+    assert_eq!(plain.cache().stats().l2.entries, Some(0));
+}

@@ -91,7 +91,7 @@ pub enum Error {
     InvalidLoadOptions(String),
 
     /// Encryption was asked for (`#[cache_result(encrypt)]`, [`LoadOptions::encrypt`]) on a
-    /// cache without keys.
+    /// cache without keys: nothing was cached.
     ///
     /// [`LoadOptions::encrypt`]: crate::cache::LoadOptions::encrypt
     #[error("encryption was asked for, but cache_encryption_keys holds no key")]

@@ -117,9 +117,9 @@ pub fn performance_monitor(args: TokenStream, item: TokenStream) -> TokenStream 
 /// - A `Result` caches only `Ok` values and an `Option` only `Some`, unless `cache_err` or
 ///   `cache_none`.
 /// - `encrypt` (`cache_type` `"l2"` or `"redis"`): the value is encrypted in L2 and Redis
-///   with the first of `cache_encryption_keys`, whatever `cache_value_protection` says; a call
-///   on a cache without keys fails with `perf::Error::NoEncryptionKeys` (its error type
-///   receives it) and caches nothing.
+///   with the first of `cache_encryption_keys`, whatever `cache_value_protection` says; on a
+///   cache without keys, calls run their body uncached (logging
+///   `perf::Error::NoEncryptionKeys`), as with a key over `max_key_bytes`.
 /// - When the source fails or slows: `fail_safe = "1h"` (serve the last value that long past
 ///   its TTL when a reload fails), `fail_safe_throttle = "30s"`, `timeout = "100ms"` (a stale
 ///   value after that long), `hard_timeout = "2s"` (no value after that long: the error type

@@ -138,8 +138,10 @@ impl LoadOptions {
     }
 
     /// Encrypt the value in L2 and the remote tier even where `cache_value_protection` only
-    /// authenticates. Needs `cache_encryption_keys`: without a key, the call fails with
-    /// [`Error::NoEncryptionKeys`] and stores nothing.
+    /// authenticates. Needs `cache_encryption_keys`: without a key, nothing is cached, as for
+    /// a key over `max_key_bytes`: a load runs its loader uncached (and logs
+    /// [`Error::NoEncryptionKeys`]), a [`set_with`](super::MultiLevelCache::set_with) returns
+    /// it.
     pub fn encrypt(mut self) -> Self {
         self.encrypt = true;
         self

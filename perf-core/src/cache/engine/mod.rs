@@ -405,6 +405,9 @@ impl Engine {
 
     fn plan_with(&self, key: &str, policy: Policy) -> Result<WritePlan, Error> {
         self.check_key(key)?;
+        if policy.seal == codec::Seal::Encrypt && self.codec.ring.is_none() {
+            return Err(Error::NoEncryptionKeys);
+        }
         if policy.ttl.is_zero() {
             return Err(Error::ZeroTtl);
         }
