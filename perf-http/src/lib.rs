@@ -38,11 +38,13 @@
 mod auth;
 mod config;
 mod error;
+mod guard;
 mod limit;
 mod live;
 mod metrics;
 mod openapi;
 mod profile;
+mod proxy;
 mod routes;
 mod update;
 
@@ -60,6 +62,7 @@ pub use self::{
     config::{AdminConfig, Secret, load_config},
     error::ApiError,
     metrics::{install_prometheus, metrics_router, with_perf_buckets},
+    proxy::{IpNet, IpNetError},
 };
 
 /// What the handlers share.
@@ -102,9 +105,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 
 /// The OpenAPI 3 document of [`router`]'s routes, as JSON.
 pub fn openapi_json() -> String {
-    use utoipa::OpenApi;
-    openapi::ApiDoc::openapi()
-        .to_pretty_json()
+    serde_json::to_string_pretty(openapi::openapi())
         .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
 }
 
@@ -117,25 +118,39 @@ pub fn router_for<S: Clone + Send + Sync + 'static>(
     build(OptimizerRef::Shared(optimizer), admin)
 }
 
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Liveness: open to all, in rate buckets of its own ([`guard::probe`]).
+    Probe,
+    /// Tokens, rate and body limits as configured ([`guard::admin`]).
+    Admin,
+}
+
 /// Every route, by path. The OpenAPI document must describe each (a test checks).
-fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
+    use Access::{Admin, Probe};
     vec![
-        ("/health", get(routes::health)),
-        ("/stats", get(routes::stats)),
-        ("/memory/usage", get(routes::memory_usage)),
-        ("/memory/cleanup", post(routes::memory_cleanup)),
-        ("/cache/stats", get(routes::cache_stats)),
-        ("/cache/manage", post(routes::cache_manage)),
-        ("/tasks/stats", get(routes::task_stats)),
-        ("/tasks/manage", post(routes::task_manage)),
-        ("/database/stats", get(routes::database_stats)),
-        ("/database/optimize", post(routes::database_optimize)),
-        ("/system/resources", get(routes::system_resources)),
-        ("/config", get(routes::get_config).put(routes::put_config)),
-        ("/alerts", get(routes::alerts)),
-        ("/recommendations", get(routes::recommendations)),
-        ("/profile/cpu", get(profile::cpu_profile)),
-        ("/openapi.json", get(openapi::document)),
+        ("/health", Probe, get(routes::health)),
+        ("/stats", Admin, get(routes::stats)),
+        ("/memory/usage", Admin, get(routes::memory_usage)),
+        ("/memory/cleanup", Admin, post(routes::memory_cleanup)),
+        ("/cache/stats", Admin, get(routes::cache_stats)),
+        ("/cache/manage", Admin, post(routes::cache_manage)),
+        ("/tasks/stats", Admin, get(routes::task_stats)),
+        ("/tasks/manage", Admin, post(routes::task_manage)),
+        ("/database/stats", Admin, get(routes::database_stats)),
+        ("/database/optimize", Admin, post(routes::database_optimize)),
+        ("/system/resources", Admin, get(routes::system_resources)),
+        (
+            "/config",
+            Admin,
+            get(routes::get_config).put(routes::put_config),
+        ),
+        ("/alerts", Admin, get(routes::alerts)),
+        ("/recommendations", Admin, get(routes::recommendations)),
+        ("/profile/cpu", Admin, get(profile::cpu_profile)),
+        ("/openapi.json", Admin, get(openapi::document)),
     ]
 }
 
@@ -145,29 +160,33 @@ fn build<S: Clone + Send + Sync + 'static>(
 ) -> Result<Router<S>, ConfigError> {
     use perf_core::config::ConfigSection;
     admin.validate()?;
+    if admin.tokens.is_empty() {
+        tracing::warn!(
+            "the admin API's mutation routes (POST, PUT) are mounted but no admin token is \
+             configured: each is refused with 401, and PUT /config cannot add one; set \
+             admin_tokens (PERF_ADMIN_TOKENS) to use them"
+        );
+    }
     let state = AppState {
         optimizer,
         admin: Arc::new(live::LiveAdmin::new(admin)),
     };
-    let mut router = Router::new();
-    for (path, route) in routes() {
-        router = router.route(path, route);
+    let (mut probes, mut guarded) = (Router::new(), Router::new());
+    for (path, access, route) in routes() {
+        match access {
+            Access::Probe => probes = probes.route(path, route),
+            Access::Admin => guarded = guarded.route(path, route),
+        }
     }
-    Ok(router
+    let guarded = guarded
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state.admin),
             live::body_limit,
         ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ))
-        // Outermost: a client over its rate is refused before anything else is done.
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state.admin),
-            limit::limit,
-        ))
-        .with_state(state))
+        // Outermost: the client, the token, the rate, then whether the route needs a token.
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard::admin));
+    let probes = probes.route_layer(middleware::from_fn_with_state(state.clone(), guard::probe));
+    Ok(guarded.merge(probes).with_state(state))
 }
 
 #[cfg(test)]
@@ -177,7 +196,7 @@ mod tests {
         let document: serde_json::Value =
             serde_json::from_str(&super::openapi_json()).expect("JSON");
         let documented = document["paths"].as_object().expect("paths");
-        for (path, _) in super::routes() {
+        for (path, ..) in super::routes() {
             if path != "/openapi.json" {
                 assert!(documented.contains_key(path), "{path} is not documented");
             }

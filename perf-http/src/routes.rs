@@ -33,21 +33,25 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))
 }
 
-/// Runs a mutation and logs it: route, outcome, and the token's name.
+/// Runs a mutation and logs it: route, outcome, the token's name and the client.
 async fn audited(
     route: &str,
     caller: Option<Extension<Caller>>,
     mutation: impl std::future::Future<Output = Answer>,
 ) -> Answer {
     let outcome = mutation.await;
-    let token = caller
-        .as_ref()
-        .map_or("none", |Extension(Caller(name))| name.as_str());
+    let (token, client) = match &caller {
+        Some(Extension(Caller { token, client })) => (token.as_deref(), *client),
+        None => (None, None),
+    };
+    let token = token.unwrap_or("none");
+    let client = client.map_or_else(|| "unknown".to_owned(), |address| address.to_string());
     match &outcome {
-        Ok(_) => tracing::info!(route, token, outcome = "ok", "admin mutation"),
+        Ok(_) => tracing::info!(route, token, client, outcome = "ok", "admin mutation"),
         Err(error) => tracing::warn!(
             route,
             token,
+            client,
             outcome = "refused",
             status = error.status.as_u16(),
             error = %error.message,
@@ -156,7 +160,7 @@ fn all_tiers() -> CacheType {
     CacheType::All
 }
 
-#[utoipa::path(post, path = "/cache/manage", tag = "cache", request_body = CacheManage, security(("bearer" = [])), responses((status = 200, description = "what was removed"), (status = 400, description = "bad body"), (status = 422, description = "a field out of range"), (status = 401, description = "no token"), (status = 403, description = "wrong token")))]
+#[utoipa::path(post, path = "/cache/manage", tag = "cache", request_body = CacheManage, security(("bearer" = [])), responses((status = 200, description = "what was removed"), (status = 400, description = "bad body"), (status = 422, description = "a field out of range"), (status = 401, description = "no token"), (status = 403, description = "wrong token"), (status = 502, description = "a cache tier (Redis) failed")))]
 pub(crate) async fn cache_manage(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -261,7 +265,7 @@ pub(crate) struct DatabaseOptimize {
     action: DatabaseAction,
 }
 
-#[utoipa::path(post, path = "/database/optimize", tag = "database", request_body = DatabaseOptimize, security(("bearer" = [])), responses((status = 200, description = "the analysis, or how many cached results were dropped"), (status = 400, description = "bad body"), (status = 401, description = "no token"), (status = 403, description = "wrong token")))]
+#[utoipa::path(post, path = "/database/optimize", tag = "database", request_body = DatabaseOptimize, security(("bearer" = [])), responses((status = 200, description = "the analysis, or how many cached results were dropped"), (status = 400, description = "bad body"), (status = 401, description = "no token"), (status = 403, description = "wrong token"), (status = 502, description = "a cache tier (Redis) failed")))]
 pub(crate) async fn database_optimize(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
