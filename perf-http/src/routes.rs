@@ -12,7 +12,7 @@ use perf_core::Tier;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{AppState, auth::Caller, error::ApiError, update};
+use crate::{AppState, auth::Caller, body::Object, error::ApiError, update};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -108,10 +108,10 @@ pub(crate) struct Cleanup {
 pub(crate) async fn memory_cleanup(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    body: Result<Json<Cleanup>, JsonRejection>,
+    body: Result<Object<Cleanup>, ApiError>,
 ) -> Answer {
     audited("/memory/cleanup", caller, async {
-        let Json(Cleanup { force }) = body?;
+        let Object(Cleanup { force }) = body?;
         let report = blocking(&state, move |optimizer| {
             optimizer.memory().cleanup_memory(force)
         })
@@ -164,10 +164,10 @@ fn all_tiers() -> CacheType {
 pub(crate) async fn cache_manage(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    body: Result<Json<CacheManage>, JsonRejection>,
+    body: Result<Object<CacheManage>, ApiError>,
 ) -> Answer {
     audited("/cache/manage", caller, async {
-        let Json(request) = body?;
+        let Object(request) = body?;
         let cache = state.optimizer.cache();
         let failed =
             |error: perf_core::Error| ApiError::new(StatusCode::BAD_GATEWAY, error.to_string());
@@ -231,10 +231,10 @@ pub(crate) struct TaskManage {
 pub(crate) async fn task_manage(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    body: Result<Json<TaskManage>, JsonRejection>,
+    body: Result<Object<TaskManage>, ApiError>,
 ) -> Answer {
     audited("/tasks/manage", caller, async {
-        let Json(TaskManage { action }) = body?;
+        let Object(TaskManage { action }) = body?;
         match action {
             TaskAction::Cancel => {
                 let tasks = state.optimizer.tasks();
@@ -269,10 +269,10 @@ pub(crate) struct DatabaseOptimize {
 pub(crate) async fn database_optimize(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    body: Result<Json<DatabaseOptimize>, JsonRejection>,
+    body: Result<Object<DatabaseOptimize>, ApiError>,
 ) -> Answer {
     audited("/database/optimize", caller, async {
-        let Json(DatabaseOptimize { action }) = body?;
+        let Object(DatabaseOptimize { action }) = body?;
         let query = state.optimizer.query();
         match action {
             DatabaseAction::Analyze => to_json(query.analyze()),

@@ -1004,3 +1004,37 @@ async fn the_openapi_document_describes_every_answer() {
         }
     }
 }
+
+/// serde reads a struct from an array of its fields too; the API takes objects only.
+#[tokio::test]
+async fn a_body_that_is_not_an_object_is_refused() {
+    let app = app(optimizer());
+    for (path, body) in [
+        ("/memory/cleanup", json!([true])),
+        ("/cache/manage", json!(["clear"])),
+        ("/tasks/manage", json!(["cancel"])),
+        ("/database/optimize", json!(["analyze"])),
+        ("/config", json!([1])),
+    ] {
+        let method = if path == "/config" {
+            Method::PUT
+        } else {
+            Method::POST
+        };
+        let (status, error, _) = call(&app, method, path, Some(TOKEN), Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {error}");
+    }
+    let (status, error, _) = call(
+        &app,
+        Method::POST,
+        "/cache/manage",
+        Some(TOKEN),
+        Some(json!({ "action": "clear", "cache_type": "l9" })),
+    )
+    .await;
+    assert_eq!(
+        (status, error["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("cache_type")),
+        "an object's fields still named: {error}"
+    );
+}
