@@ -11,15 +11,45 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Every answer is JSON. The [`AdminConfig`] sets access and limits: each client (by address,
-//! when served with `into_make_service_with_connect_info::<SocketAddr>()`) may make
-//! `admin_rate_limit_per_minute` requests a minute, then gets 429 with `Retry-After`.
-//! Mutating routes (POST, PUT) need `Authorization: Bearer <token>`
-//! with one of `admin_tokens`; read routes too when `admin_require_token_for_reads`. No token
-//! is 401, a wrong one 403 (compared in constant time). A body over `admin_body_limit_bytes`
-//! is 413; a body that does not parse is 400 and a field out of range 422, each naming the
-//! field, and nothing changes. Every mutation is logged with its route, outcome, and the
-//! token's configured name (never the token).
+//! Every answer is JSON. The [`AdminConfig`] sets access and limits. Each request goes
+//! through these steps, in this order:
+//!
+//! 1. **Who is calling.** The connection's address, when served with
+//!    `into_make_service_with_connect_info::<SocketAddr>()` (without it, all clients are one).
+//!    When the connection comes from one of `admin_trusted_proxies` (addresses or networks
+//!    such as `10.0.0.0/8`), the client is the right-most address of `X-Forwarded-For` that is
+//!    not itself a trusted proxy; from any other peer, `X-Forwarded-For` is ignored.
+//! 2. **Which token.** `Authorization: Bearer <token>`, the scheme in any case (RFC 9110),
+//!    compared with each of `admin_tokens` as SHA-256 digests in constant time, so that the
+//!    time taken tells neither a token's content nor its length.
+//! 3. **The rate.** `admin_rate_limit_per_minute` requests a minute, the whole allowance
+//!    usable in one burst, then 429 with `Retry-After`. A caller with a valid token spends
+//!    the allowance of the token's name, wherever it calls from; anyone else (a wrong token
+//!    included, so that guessing is limited) spends that of its address (IPv6 by /64), so
+//!    that unauthenticated requests from an operator's address or proxy do not starve the
+//!    operator.
+//! 4. **The token the route needs.** Mutating routes (POST, PUT) need a valid token; read
+//!    routes too when `admin_require_token_for_reads`. No token is 401 (with
+//!    `WWW-Authenticate: Bearer`), a wrong one 403, on any route that takes a token.
+//! 5. **The body.** Over `admin_body_limit_bytes` is 413; one that does not parse is 400 and a
+//!    field out of range 422, each naming the field, and nothing changes.
+//!
+//! `GET /health` (liveness) skips steps 2 and 4: it never needs a token, even with
+//! `admin_require_token_for_reads`, since a probe should not hold a secret. It is still
+//! rate limited, per client, but in buckets apart from the other routes' and at
+//! `admin_rate_limit_per_minute` or 600 a minute, whichever is more: a probe every second
+//! from each of ten probers at one address never sees 429, and a flood of probes costs
+//! no one else their allowance.
+//!
+//! Every refusal (401, 403, 413, 429) is logged through `tracing` at warn, with the client's
+//! address, the method and path, the token's configured name when a valid one was given, and
+//! never a token. Every mutation is logged too, with its route, outcome, client and token
+//! name. Building the router with no token configured logs a warning: its mutation routes
+//! are mounted but refuse every request, and `PUT /config` cannot add a token.
+//!
+//! `GET /openapi.json` is the OpenAPI 3.1 document of every route ([`openapi_json`]): its
+//! parameters and bodies, each answer's schema, and every status it can answer with, errors
+//! as `{"error": "...", "field": "..."}` ([`ApiError`]).
 //!
 //! `GET /profile/cpu?seconds=N&format=svg|pprof` samples the process's CPU for N seconds (1
 //! to 60, default 10) and returns a flamegraph SVG or a pprof protobuf: it always needs a
@@ -36,6 +66,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod auth;
+mod body;
 mod config;
 mod error;
 mod guard;
