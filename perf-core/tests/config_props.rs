@@ -7,6 +7,7 @@
 //! every property here to that many cases.
 
 #![cfg(feature = "config-load")]
+#![allow(clippy::result_large_err)] // figment::Jail's closures return its large error
 
 use std::sync::OnceLock;
 
@@ -153,7 +154,7 @@ proptest! {
             "\\{[^}]{0,12}\\}",
         ]
         .prop_filter("a value the environment holds", |v| !v.contains('\0'))
-        .prop_filter("not figment's known panic", |v| !(v.contains('\\') && !v.is_ascii())),
+        .prop_filter("not figment's known panic", |v| v.is_ascii() || !v.contains('\\')),
     ) {
         let mut loaded = None;
         figment::Jail::expect_with(|jail| {
