@@ -29,6 +29,11 @@ fn decode<T: DeserializeOwned>(codec: &Codec, bytes: &[u8]) -> Result<Decoded<T>
     codec.decode(bytes)
 }
 
+/// `value` encoded by [`codec`]: the one call into the encoder.
+fn encode<T: Serialize + ?Sized>(value: &T, times: UnixTimes) -> Vec<u8> {
+    codec().encode(value, times).expect("encodes")
+}
+
 /// `cases` cases, unless `PROPTEST_CASES` says how many.
 fn cases(cases: u32) -> ProptestConfig {
     if std::env::var_os("PROPTEST_CASES").is_some() {
@@ -138,9 +143,7 @@ where
     match decode::<T>(&codec(), bytes) {
         Ok(decoded) => {
             prop_assert!(matches!(bytes.first(), Some(1 | 2)));
-            let again = codec()
-                .encode(&decoded.value, decoded.times)
-                .expect("a decoded value encodes");
+            let again = encode(&decoded.value, decoded.times);
             let twice = decode::<T>(&codec(), &again).expect("its encoding decodes");
             prop_assert_eq!(twice.value, decoded.value);
             prop_assert_eq!(twice.times, decoded.times);
@@ -176,7 +179,7 @@ proptest! {
         at in any::<prop::sample::Index>(),
         mask in 1u8..=255,
     ) {
-        let good = codec().encode(&value, times()).expect("encodes");
+        let good = encode(&value, times());
         let at = at.index(good.len());
         let mut bytes = good.clone();
         bytes[at] ^= mask;
@@ -196,7 +199,7 @@ proptest! {
     /// (b) A good encoding cut short is refused.
     #[test]
     fn a_truncated_encoding_is_refused(value in ad(), keep in any::<prop::sample::Index>()) {
-        let good = codec().encode(&value, times()).expect("encodes");
+        let good = encode(&value, times());
         let keep = keep.index(good.len());
         prop_assert!(decode::<Ad>(&codec(), &good[..keep]).is_err(), "{} of {} bytes", keep, good.len());
     }
@@ -208,7 +211,7 @@ proptest! {
         value in ad(),
         junk in proptest::collection::vec(any::<u8>(), 1..64),
     ) {
-        let mut bytes = codec().encode(&value, times()).expect("encodes");
+        let mut bytes = encode(&value, times());
         bytes.extend_from_slice(&junk);
         if let Ok(decoded) = decode::<Ad>(&codec(), &bytes) {
             prop_assert_eq!(decoded.value, value);
@@ -241,7 +244,7 @@ proptest! {
     ) {
         let bytes = envelope(version, 1, claimed, bomb());
         // This thread's zstd context, made once per thread, is not the bomb's doing.
-        let warm = codec().encode(&"x".repeat(1000), times()).expect("encodes");
+        let warm = encode(&"x".repeat(1000), times());
         decode::<String>(&codec(), &warm).expect("decodes");
         let (result, largest) = largest_allocation(|| decode::<Vec<u8>>(&codec(), &bytes).map(|_| ()));
         prop_assert!(result.is_err());
@@ -343,7 +346,7 @@ proptest! {
     /// (d) A good envelope around another type's value: a counted type mismatch.
     #[test]
     fn another_types_value_is_a_counted_miss(text in ".{0,100}") {
-        let bytes = codec().encode(&text, times()).expect("encodes");
+        let bytes = encode(&text, times());
         remote_bytes_are_a_hit_or_a_counted_miss(bytes)?;
     }
 }
