@@ -10,6 +10,8 @@ use perf_core::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::proxy::IpNet;
+
 /// The admin API's settings. Each field's documentation starts with its key (in TOML, and
 /// upper-cased after `PERF_` in the environment) and its default.
 ///
@@ -43,12 +45,24 @@ pub struct AdminConfig {
     /// At least 1024.
     #[serde(rename = "admin_body_limit_bytes")]
     pub body_limit_bytes: u64,
-    /// `admin_rate_limit_per_minute`, default 600. Requests each client (by address, when
-    /// served with connection info; otherwise all clients together) may make a minute, the
-    /// whole allowance usable in one burst; past it, 429 with `Retry-After`. Between 1 and
+    /// `admin_rate_limit_per_minute`, default 600. Requests each caller may make a minute,
+    /// the whole allowance usable in one burst; past it, 429 with `Retry-After`. A caller
+    /// with a valid token is counted by the token's name; any other by client address (when
+    /// served with connection info; otherwise all of them together; IPv6 clients by /64). `GET
+    /// /health` is counted apart, at this rate but never under 600 a minute. Between 1 and
     /// 2^32 - 1.
     #[serde(rename = "admin_rate_limit_per_minute")]
     pub rate_limit_per_minute: u64,
+    /// `admin_trusted_proxies`, default none. Addresses and networks (`["10.0.0.0/8",
+    /// "127.0.0.1"]`, or one string with commas, as an environment variable) of the reverse
+    /// proxies in front of the API. A request whose connection comes from one of them is
+    /// counted against the client that `X-Forwarded-For` names: its right-most address that
+    /// is not itself a trusted proxy. From any other peer, `X-Forwarded-For` is ignored.
+    #[serde(
+        rename = "admin_trusted_proxies",
+        deserialize_with = "crate::proxy::one_or_many"
+    )]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for AdminConfig {
@@ -58,6 +72,7 @@ impl Default for AdminConfig {
             require_token_for_reads: false,
             body_limit_bytes: 64 * 1024,
             rate_limit_per_minute: 600,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -141,6 +156,7 @@ mod tests {
             jail.set_env("PERF_ADMIN_RATE_LIMIT_PER_MINUTE", "30");
             jail.set_env("PERF_ADMIN_TOKENS", "{ops=\"0123456789abcdef\"}");
             jail.set_env("PERF_MAX_WORKERS", "6");
+            jail.set_env("PERF_ADMIN_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1");
             let (config, admin) =
                 load_config(Some(Path::new("perf.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.tasks.max_workers, 6);
@@ -148,6 +164,12 @@ mod tests {
             assert_eq!(admin.body_limit_bytes, 2048);
             assert_eq!(admin.rate_limit_per_minute, 30);
             assert_eq!(admin.tokens["ops"].expose(), "0123456789abcdef");
+            let proxies: Vec<_> = admin
+                .trusted_proxies
+                .iter()
+                .map(|p| p.to_string())
+                .collect();
+            assert_eq!(proxies, ["10.0.0.0/8", "127.0.0.1/32"]);
             Ok(())
         });
     }

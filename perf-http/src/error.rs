@@ -24,12 +24,21 @@ pub struct ApiError {
     pub field: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error answer (`Error` in the OpenAPI document).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct Body<'a> {
+    /// What was wrong, for a person.
     error: &'a str,
+    /// The request field or parameter at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     field: Option<&'a str>,
 }
+
+/// An error answer's message, as a response extension, for the refusals' log lines.
+#[derive(Debug, Clone)]
+pub(crate) struct Message(pub(crate) String);
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
@@ -57,6 +66,7 @@ impl IntoResponse for ApiError {
             field: self.field.as_deref(),
         };
         let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(Message(self.message));
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -11,15 +11,45 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Every answer is JSON. The [`AdminConfig`] sets access and limits: each client (by address,
-//! when served with `into_make_service_with_connect_info::<SocketAddr>()`) may make
-//! `admin_rate_limit_per_minute` requests a minute, then gets 429 with `Retry-After`.
-//! Mutating routes (POST, PUT) need `Authorization: Bearer <token>`
-//! with one of `admin_tokens`; read routes too when `admin_require_token_for_reads`. No token
-//! is 401, a wrong one 403 (compared in constant time). A body over `admin_body_limit_bytes`
-//! is 413; a body that does not parse is 400 and a field out of range 422, each naming the
-//! field, and nothing changes. Every mutation is logged with its route, outcome, and the
-//! token's configured name (never the token).
+//! Every answer is JSON. The [`AdminConfig`] sets access and limits. Each request goes
+//! through these steps, in this order:
+//!
+//! 1. **Who is calling.** The connection's address, when served with
+//!    `into_make_service_with_connect_info::<SocketAddr>()` (without it, all clients are one).
+//!    When the connection comes from one of `admin_trusted_proxies` (addresses or networks
+//!    such as `10.0.0.0/8`), the client is the right-most address of `X-Forwarded-For` that is
+//!    not itself a trusted proxy; from any other peer, `X-Forwarded-For` is ignored.
+//! 2. **Which token.** `Authorization: Bearer <token>`, the scheme in any case (RFC 9110),
+//!    compared with each of `admin_tokens` as SHA-256 digests in constant time, so that the
+//!    time taken tells neither a token's content nor its length.
+//! 3. **The rate.** `admin_rate_limit_per_minute` requests a minute, the whole allowance
+//!    usable in one burst, then 429 with `Retry-After`. A caller with a valid token spends
+//!    the allowance of the token's name, wherever it calls from; anyone else (a wrong token
+//!    included, so that guessing is limited) spends that of its address (IPv6 by /64), so
+//!    that unauthenticated requests from an operator's address or proxy do not starve the
+//!    operator.
+//! 4. **The token the route needs.** Mutating routes (POST, PUT) need a valid token; read
+//!    routes too when `admin_require_token_for_reads`. No token is 401 (with
+//!    `WWW-Authenticate: Bearer`), a wrong one 403, on any route that takes a token.
+//! 5. **The body.** Over `admin_body_limit_bytes` is 413; one that does not parse is 400 and a
+//!    field out of range 422, each naming the field, and nothing changes.
+//!
+//! `GET /health` (liveness) skips steps 2 and 4: it never needs a token, even with
+//! `admin_require_token_for_reads`, since a probe should not hold a secret. It is still
+//! rate limited, per client, but in buckets apart from the other routes' and at
+//! `admin_rate_limit_per_minute` or 600 a minute, whichever is more: a probe every second
+//! from each of ten probers at one address never sees 429, and a flood of probes costs
+//! no one else their allowance.
+//!
+//! Every refusal (401, 403, 413, 429) is logged through `tracing` at warn, with the client's
+//! address, the method and path, the token's configured name when a valid one was given, and
+//! never a token. Every mutation is logged too, with its route, outcome, client and token
+//! name. Building the router with no token configured logs a warning: its mutation routes
+//! are mounted but refuse every request, and `PUT /config` cannot add a token.
+//!
+//! `GET /openapi.json` is the OpenAPI 3.1 document of every route ([`openapi_json`]): its
+//! parameters and bodies, each answer's schema, and every status it can answer with, errors
+//! as `{"error": "...", "field": "..."}` ([`ApiError`]).
 //!
 //! `GET /profile/cpu?seconds=N&format=svg|pprof` samples the process's CPU for N seconds (1
 //! to 60, default 10) and returns a flamegraph SVG or a pprof protobuf: it always needs a
@@ -36,13 +66,16 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod auth;
+mod body;
 mod config;
 mod error;
+mod guard;
 mod limit;
 mod live;
 mod metrics;
 mod openapi;
 mod profile;
+mod proxy;
 mod routes;
 mod update;
 
@@ -60,6 +93,7 @@ pub use self::{
     config::{AdminConfig, Secret, load_config},
     error::ApiError,
     metrics::{install_prometheus, metrics_router, with_perf_buckets},
+    proxy::{IpNet, IpNetError},
 };
 
 /// What the handlers share.
@@ -102,9 +136,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 
 /// The OpenAPI 3 document of [`router`]'s routes, as JSON.
 pub fn openapi_json() -> String {
-    use utoipa::OpenApi;
-    openapi::ApiDoc::openapi()
-        .to_pretty_json()
+    serde_json::to_string_pretty(openapi::openapi())
         .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
 }
 
@@ -117,25 +149,39 @@ pub fn router_for<S: Clone + Send + Sync + 'static>(
     build(OptimizerRef::Shared(optimizer), admin)
 }
 
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Liveness: open to all, in rate buckets of its own ([`guard::probe`]).
+    Probe,
+    /// Tokens, rate and body limits as configured ([`guard::admin`]).
+    Admin,
+}
+
 /// Every route, by path. The OpenAPI document must describe each (a test checks).
-fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
+    use Access::{Admin, Probe};
     vec![
-        ("/health", get(routes::health)),
-        ("/stats", get(routes::stats)),
-        ("/memory/usage", get(routes::memory_usage)),
-        ("/memory/cleanup", post(routes::memory_cleanup)),
-        ("/cache/stats", get(routes::cache_stats)),
-        ("/cache/manage", post(routes::cache_manage)),
-        ("/tasks/stats", get(routes::task_stats)),
-        ("/tasks/manage", post(routes::task_manage)),
-        ("/database/stats", get(routes::database_stats)),
-        ("/database/optimize", post(routes::database_optimize)),
-        ("/system/resources", get(routes::system_resources)),
-        ("/config", get(routes::get_config).put(routes::put_config)),
-        ("/alerts", get(routes::alerts)),
-        ("/recommendations", get(routes::recommendations)),
-        ("/profile/cpu", get(profile::cpu_profile)),
-        ("/openapi.json", get(openapi::document)),
+        ("/health", Probe, get(routes::health)),
+        ("/stats", Admin, get(routes::stats)),
+        ("/memory/usage", Admin, get(routes::memory_usage)),
+        ("/memory/cleanup", Admin, post(routes::memory_cleanup)),
+        ("/cache/stats", Admin, get(routes::cache_stats)),
+        ("/cache/manage", Admin, post(routes::cache_manage)),
+        ("/tasks/stats", Admin, get(routes::task_stats)),
+        ("/tasks/manage", Admin, post(routes::task_manage)),
+        ("/database/stats", Admin, get(routes::database_stats)),
+        ("/database/optimize", Admin, post(routes::database_optimize)),
+        ("/system/resources", Admin, get(routes::system_resources)),
+        (
+            "/config",
+            Admin,
+            get(routes::get_config).put(routes::put_config),
+        ),
+        ("/alerts", Admin, get(routes::alerts)),
+        ("/recommendations", Admin, get(routes::recommendations)),
+        ("/profile/cpu", Admin, get(profile::cpu_profile)),
+        ("/openapi.json", Admin, get(openapi::document)),
     ]
 }
 
@@ -145,29 +191,33 @@ fn build<S: Clone + Send + Sync + 'static>(
 ) -> Result<Router<S>, ConfigError> {
     use perf_core::config::ConfigSection;
     admin.validate()?;
+    if admin.tokens.is_empty() {
+        tracing::warn!(
+            "the admin API's mutation routes (POST, PUT) are mounted but no admin token is \
+             configured: each is refused with 401, and PUT /config cannot add one; set \
+             admin_tokens (PERF_ADMIN_TOKENS) to use them"
+        );
+    }
     let state = AppState {
         optimizer,
         admin: Arc::new(live::LiveAdmin::new(admin)),
     };
-    let mut router = Router::new();
-    for (path, route) in routes() {
-        router = router.route(path, route);
+    let (mut probes, mut guarded) = (Router::new(), Router::new());
+    for (path, access, route) in routes() {
+        match access {
+            Access::Probe => probes = probes.route(path, route),
+            Access::Admin => guarded = guarded.route(path, route),
+        }
     }
-    Ok(router
+    let guarded = guarded
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state.admin),
             live::body_limit,
         ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ))
-        // Outermost: a client over its rate is refused before anything else is done.
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state.admin),
-            limit::limit,
-        ))
-        .with_state(state))
+        // Outermost: the client, the token, the rate, then whether the route needs a token.
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard::admin));
+    let probes = probes.route_layer(middleware::from_fn_with_state(state.clone(), guard::probe));
+    Ok(guarded.merge(probes).with_state(state))
 }
 
 #[cfg(test)]
@@ -177,7 +227,7 @@ mod tests {
         let document: serde_json::Value =
             serde_json::from_str(&super::openapi_json()).expect("JSON");
         let documented = document["paths"].as_object().expect("paths");
-        for (path, _) in super::routes() {
+        for (path, ..) in super::routes() {
             if path != "/openapi.json" {
                 assert!(documented.contains_key(path), "{path} is not documented");
             }

@@ -10,9 +10,9 @@ use axum::{
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use tower::{Layer, ServiceExt};
 
-use crate::{config::AdminConfig, limit::Limiter};
+use crate::{auth::Tokens, config::AdminConfig, limit::Limiter};
 
-/// The settings in force and the rate limiter built from them.
+/// The settings in force, and the rate limiter and token digests built from them.
 pub(crate) struct LiveAdmin {
     current: RwLock<Current>,
     /// Held by a configuration update from reading the settings to replacing them, so that
@@ -20,9 +20,12 @@ pub(crate) struct LiveAdmin {
     updating: Mutex<()>,
 }
 
-struct Current {
-    config: Arc<AdminConfig>,
-    limiter: Arc<Limiter>,
+/// What a request is checked against, all from one configuration.
+#[derive(Clone)]
+pub(crate) struct Current {
+    pub(crate) config: Arc<AdminConfig>,
+    pub(crate) limiter: Arc<Limiter>,
+    pub(crate) tokens: Arc<Tokens>,
 }
 
 impl LiveAdmin {
@@ -30,6 +33,7 @@ impl LiveAdmin {
         let limiter = Limiter::per_minute(config.rate_limit_per_minute);
         Self {
             current: RwLock::new(Current {
+                tokens: Arc::new(Tokens::new(&config)),
                 config: Arc::new(config),
                 limiter,
             }),
@@ -41,8 +45,9 @@ impl LiveAdmin {
         Arc::clone(&self.current.read().config)
     }
 
-    pub(crate) fn limiter(&self) -> Arc<Limiter> {
-        Arc::clone(&self.current.read().limiter)
+    /// The settings, limiter and tokens in force, for one request.
+    pub(crate) fn current(&self) -> Current {
+        self.current.read().clone()
     }
 
     /// Taken for the whole of a configuration update.
@@ -57,6 +62,7 @@ impl LiveAdmin {
         if config.rate_limit_per_minute != current.config.rate_limit_per_minute {
             current.limiter = Limiter::per_minute(config.rate_limit_per_minute);
         }
+        current.tokens = Arc::new(Tokens::new(&config));
         current.config = Arc::new(config);
     }
 }

@@ -140,7 +140,7 @@ pub(crate) async fn cpu_profile(
 ) -> Result<Response, ApiError> {
     // The router asks for a token on reads only when configured to; a profile shows the
     // code's insides and costs CPU, so it always asks.
-    let Some(Extension(Caller(token_name))) = caller else {
+    let Some(token_name) = caller.and_then(|Extension(caller)| caller.token) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "a bearer token is required",

@@ -12,7 +12,7 @@ use perf_core::Tier;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{AppState, auth::Caller, error::ApiError, update};
+use crate::{AppState, auth::Caller, body::Object, error::ApiError, update};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -33,21 +33,25 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))
 }
 
-/// Runs a mutation and logs it: route, outcome, and the token's name.
+/// Runs a mutation and logs it: route, outcome, the token's name and the client.
 async fn audited(
     route: &str,
     caller: Option<Extension<Caller>>,
     mutation: impl std::future::Future<Output = Answer>,
 ) -> Answer {
     let outcome = mutation.await;
-    let token = caller
-        .as_ref()
-        .map_or("none", |Extension(Caller(name))| name.as_str());
+    let (token, client) = match &caller {
+        Some(Extension(Caller { token, client })) => (token.as_deref(), *client),
+        None => (None, None),
+    };
+    let token = token.unwrap_or("none");
+    let client = client.map_or_else(|| "unknown".to_owned(), |address| address.to_string());
     match &outcome {
-        Ok(_) => tracing::info!(route, token, outcome = "ok", "admin mutation"),
+        Ok(_) => tracing::info!(route, token, client, outcome = "ok", "admin mutation"),
         Err(error) => tracing::warn!(
             route,
             token,
+            client,
             outcome = "refused",
             status = error.status.as_u16(),
             error = %error.message,
@@ -104,10 +108,10 @@ pub(crate) struct Cleanup {
 pub(crate) async fn memory_cleanup(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    body: Result<Json<Cleanup>, JsonRejection>,
+    body: Result<Object<Cleanup>, ApiError>,
 ) -> Answer {
     audited("/memory/cleanup", caller, async {
-        let Json(Cleanup { force }) = body?;
+        let Object(Cleanup { force }) = body?;
         let report = blocking(&state, move |optimizer| {
             optimizer.memory().cleanup_memory(force)
         })
@@ -156,14 +160,14 @@ fn all_tiers() -> CacheType {
     CacheType::All
 }
 
-#[utoipa::path(post, path = "/cache/manage", tag = "cache", request_body = CacheManage, security(("bearer" = [])), responses((status = 200, description = "what was removed"), (status = 400, description = "bad body"), (status = 422, description = "a field out of range"), (status = 401, description = "no token"), (status = 403, description = "wrong token")))]
+#[utoipa::path(post, path = "/cache/manage", tag = "cache", request_body = CacheManage, security(("bearer" = [])), responses((status = 200, description = "what was removed"), (status = 400, description = "bad body"), (status = 422, description = "a field out of range"), (status = 401, description = "no token"), (status = 403, description = "wrong token"), (status = 502, description = "a cache tier (Redis) failed")))]
 pub(crate) async fn cache_manage(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    body: Result<Json<CacheManage>, JsonRejection>,
+    body: Result<Object<CacheManage>, ApiError>,
 ) -> Answer {
     audited("/cache/manage", caller, async {
-        let Json(request) = body?;
+        let Object(request) = body?;
         let cache = state.optimizer.cache();
         let failed =
             |error: perf_core::Error| ApiError::new(StatusCode::BAD_GATEWAY, error.to_string());
@@ -227,10 +231,10 @@ pub(crate) struct TaskManage {
 pub(crate) async fn task_manage(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    body: Result<Json<TaskManage>, JsonRejection>,
+    body: Result<Object<TaskManage>, ApiError>,
 ) -> Answer {
     audited("/tasks/manage", caller, async {
-        let Json(TaskManage { action }) = body?;
+        let Object(TaskManage { action }) = body?;
         match action {
             TaskAction::Cancel => {
                 let tasks = state.optimizer.tasks();
@@ -261,14 +265,14 @@ pub(crate) struct DatabaseOptimize {
     action: DatabaseAction,
 }
 
-#[utoipa::path(post, path = "/database/optimize", tag = "database", request_body = DatabaseOptimize, security(("bearer" = [])), responses((status = 200, description = "the analysis, or how many cached results were dropped"), (status = 400, description = "bad body"), (status = 401, description = "no token"), (status = 403, description = "wrong token")))]
+#[utoipa::path(post, path = "/database/optimize", tag = "database", request_body = DatabaseOptimize, security(("bearer" = [])), responses((status = 200, description = "the analysis, or how many cached results were dropped"), (status = 400, description = "bad body"), (status = 401, description = "no token"), (status = 403, description = "wrong token"), (status = 502, description = "a cache tier (Redis) failed")))]
 pub(crate) async fn database_optimize(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
-    body: Result<Json<DatabaseOptimize>, JsonRejection>,
+    body: Result<Object<DatabaseOptimize>, ApiError>,
 ) -> Answer {
     audited("/database/optimize", caller, async {
-        let Json(DatabaseOptimize { action }) = body?;
+        let Object(DatabaseOptimize { action }) = body?;
         let query = state.optimizer.query();
         match action {
             DatabaseAction::Analyze => to_json(query.analyze()),

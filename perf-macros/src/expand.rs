@@ -909,7 +909,8 @@ fn load_options(
 
 #[cfg(test)]
 mod tests {
-    use proc_macro2::{TokenStream, TokenTree};
+    use proc_macro2::{Span, TokenStream, TokenTree};
+    use proptest::prelude::*;
     use syn::parse_quote;
 
     use super::*;
@@ -1010,6 +1011,76 @@ mod tests {
             let expanded = performance_monitor(args, function).expect("expands");
             for path in perf_paths(expanded) {
                 assert!(path.starts_with("perf::__private::"), "{path}");
+            }
+        }
+    }
+
+    /// `cases` cases, unless `PROPTEST_CASES` says how many.
+    fn cases(cases: u32) -> ProptestConfig {
+        if std::env::var_os("PROPTEST_CASES").is_some() {
+            ProptestConfig::default()
+        } else {
+            ProptestConfig::with_cases(cases)
+        }
+    }
+
+    /// Template text: braces, format specs, the function's argument names and others.
+    fn templateish() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            prop::sample::select(vec![
+                "{",
+                "}",
+                "{{",
+                "}}",
+                "{encoding}",
+                "{hash}",
+                "{hash:?}",
+                "{hash:>8}",
+                "{}",
+                "{0}",
+                "{ hash }",
+                "{self}",
+                "{r#type}",
+                ":",
+                "tokens",
+                "{encoding:{hash}}",
+                "{hash:x$}",
+                "\\",
+                "\"",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z:_]{0,6}",
+            any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(cases(256))]
+
+        /// Any string as a key or tag template: expanded, its placeholders all arguments of
+        /// the function, or refused with a `syn::Error` that says why; never a panic. (What
+        /// the placeholders cannot tell, a template `format_args!` will not take, such as an
+        /// unmatched `}` or `{ hash }`, is refused by rustc at the template.)
+        #[test]
+        fn any_template_expands_or_is_refused(template in prop_oneof![any::<String>(), templateish()]) {
+            let literal = syn::LitStr::new(&template, Span::call_site());
+            for args in [quote!(ttl = 60, key = #literal), quote!(ttl = 60, tags = [#literal])] {
+                let function: ItemFn = parse_quote!(
+                    async fn tokens(encoding: u8, hash: u64) -> u64 {
+                        u64::from(encoding) ^ hash
+                    }
+                );
+                let expanded = syn::parse2::<crate::attr::CacheArgs>(args)
+                    .and_then(|args| cache_result(args, function));
+                match expanded {
+                    Ok(_) => {
+                        for name in placeholders(&template) {
+                            prop_assert!(name == "encoding" || name == "hash", "{{{}}} in {:?}", name, template);
+                        }
+                    }
+                    Err(error) => prop_assert!(!error.to_string().is_empty()),
+                }
             }
         }
     }

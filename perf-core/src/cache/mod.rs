@@ -67,6 +67,8 @@ mod changes;
 mod clock;
 mod coalesce;
 pub(crate) mod codec;
+#[cfg(test)]
+mod codec_props;
 mod engine;
 mod entry;
 #[cfg(test)]

@@ -16,6 +16,8 @@
 mod lookups;
 mod pool;
 mod shape;
+#[cfg(test)]
+mod shape_props;
 mod stats;
 
 use std::{

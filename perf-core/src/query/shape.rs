@@ -122,7 +122,17 @@ fn normalize(tokens: &[Token]) -> Vec<String> {
         }
         let word = match token {
             token if is_literal(token) => PLACEHOLDER.to_owned(),
-            Token::Word(word) if word.quote_style.is_none() => word.value.to_lowercase(),
+            Token::Word(word) => match word.quote_style {
+                None => word.value.to_lowercase(),
+                // Written again with a quote inside the name doubled, as in the query: the
+                // token's `Display` writes it single, which would end the name there.
+                // GenericDialect quotes names with `"` and `` ` ``, each its own end quote.
+                Some(quote) => {
+                    let quote = quote.to_string();
+                    let inside = word.value.replace(&quote, &quote.repeat(2));
+                    format!("{quote}{inside}{quote}")
+                }
+            },
             other => other.to_string(),
         };
         words.push(word);
@@ -340,6 +350,32 @@ mod tests {
         assert_eq!(
             tables("SELECT * FROM (SELECT 1) AS sub"),
             Vec::<String>::new()
+        );
+    }
+
+    /// Found by `shape_props`: a quote inside a quoted name lost its double, so the shape's
+    /// text ended the name early.
+    #[test]
+    fn quoted_names_keep_their_doubled_quotes() {
+        for sql in [
+            r#"SELECT "a""b" FROM "T""s" WHERE x = 1"#,
+            "SELECT `a``b` FROM t",
+            r#""""" """""#,
+        ] {
+            let shape = normalized(sql);
+            assert_eq!(
+                normalized(&shape),
+                shape,
+                "{sql}: its shape is its own shape"
+            );
+        }
+        assert_eq!(
+            normalized(r#"SELECT "a""b" FROM t WHERE x = 1"#),
+            r#"select "a""b" from t where x = ?"#
+        );
+        assert_ne!(
+            normalized(r#"SELECT "a""b" FROM t"#),
+            normalized(r#"SELECT "a" "b" FROM t"#)
         );
     }
 
