@@ -372,6 +372,8 @@ impl Codec {
             return Err(DecodeError::Revoked);
         }
         let sealed_by = match (&self.ring, flags & (FLAG_MAC | FLAG_SEALED)) {
+            // A key id names a sealing key: on an unsealed value it can only be corruption.
+            (_, 0) if !header.key_id.is_empty() => return Err(DecodeError::Flags(flags)),
             (None, 0) => None,
             (None, _) => return Err(DecodeError::NoKeyRing),
             (Some(_), 0) => return Err(DecodeError::Unsealed),
@@ -442,11 +444,20 @@ fn payload_value<T: DeserializeOwned>(
         if payload.len() != payload_len {
             return Err(DecodeError::Length);
         }
-        return rmp_serde::from_slice(payload).map_err(DecodeError::Payload);
+        return from_msgpack(payload);
     }
-    with_decompressed(payload, payload_len, |raw| {
-        rmp_serde::from_slice(raw).map_err(DecodeError::Payload)
-    })?
+    with_decompressed(payload, payload_len, from_msgpack)?
+}
+
+/// Nesting deeper than this is refused. rmp-serde's own limit (1024) is too deep for a
+/// recursive type (`serde_json::Value`, a user's tree) on a 2 MiB thread stack, where about
+/// 600 levels overflow in a debug build: an abort, which no caller could turn into a miss.
+const MAX_NESTING: usize = 128;
+
+fn from_msgpack<T: DeserializeOwned>(raw: &[u8]) -> Result<T, DecodeError> {
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(raw);
+    deserializer.set_max_depth(MAX_NESTING);
+    T::deserialize(&mut deserializer).map_err(DecodeError::Payload)
 }
 
 /// Versions 1 and 2 know compression only.
@@ -543,7 +554,8 @@ fn with_decompressed<R>(
             return Err(DecodeError::Length);
         };
         buffer.clear();
-        buffer.reserve(payload_len);
+        // Exact: the claimed length is at most max_value_bytes, and no more is allocated.
+        buffer.reserve_exact(payload_len);
         let written = decompressor
             .decompress_to_buffer(payload, buffer)
             .map_err(DecodeError::Zstd)?;

@@ -20,18 +20,20 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
     MultiLevelCache, RemoteTier, Tier,
-    codec::{Codec, DecodeError, Decoded, HEADER_LEN, UnixTimes},
+    codec::{Codec, DecodeError, Decoded, Seal, UnixTimes},
     tests::{MemoryRemote, TestError, config},
 };
 
 /// The one call into the decoder, so that a change of its signature is a change here alone.
 fn decode<T: DeserializeOwned>(codec: &Codec, bytes: &[u8]) -> Result<Decoded<T>, DecodeError> {
-    codec.decode(bytes)
+    codec.decode(bytes, "k")
 }
 
 /// `value` encoded by [`codec`]: the one call into the encoder.
 fn encode<T: Serialize + ?Sized>(value: &T, times: UnixTimes) -> Vec<u8> {
-    codec().encode(value, times).expect("encodes")
+    codec()
+        .encode(value, times, "k", Seal::Default)
+        .expect("encodes")
 }
 
 /// `cases` cases, unless `PROPTEST_CASES` says how many.
@@ -45,17 +47,12 @@ fn cases(cases: u32) -> ProptestConfig {
 
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 
-/// Array nesting that a `serde_json::Value` decodes on a 2 MiB stack in a debug build, which
-/// overflows from 599 levels on.
+/// Array nesting deep enough to pass the decoder's limit (128 levels); a `serde_json::Value`
+/// would overflow a 2 MiB stack in a debug build from 599 levels on, were they decoded.
 const SAFE_DEPTH: usize = 400;
 
 fn codec() -> Codec {
-    Codec {
-        compression_threshold: 64,
-        zstd_level: 3,
-        compress_literals: false,
-        max_value_bytes: MAX_VALUE_BYTES,
-    }
+    Codec::plain(64, 3, false, MAX_VALUE_BYTES)
 }
 
 /// Some instant in 2026, in Unix milliseconds.
@@ -124,8 +121,7 @@ fn stored_bytes() -> impl Strategy<Value = Vec<u8>> {
             let compressed = zstd::bulk::compress(&payload, 1).expect("compresses");
             envelope(version, 1, payload.len() as u32, &compressed)
         }),
-        // MessagePack nested deeper than most real values. Not as deep as rmp-serde's limit
-        // (1024): see `nesting_to_the_depth_limit_fits_a_threads_stack`.
+        // MessagePack nested deeper than most real values, and past the decoder's limit.
         (1usize..SAFE_DEPTH, prop_oneof![Just(0x91u8), Just(0x81)]).prop_map(|(depth, opener)| {
             let mut payload = vec![opener; depth];
             payload.push(0);
@@ -142,7 +138,7 @@ where
 {
     match decode::<T>(&codec(), bytes) {
         Ok(decoded) => {
-            prop_assert!(matches!(bytes.first(), Some(1 | 2)));
+            prop_assert!(matches!(bytes.first(), Some(1..=3)));
             let again = encode(&decoded.value, decoded.times);
             let twice = decode::<T>(&codec(), &again).expect("its encoding decodes");
             prop_assert_eq!(twice.value, decoded.value);
@@ -168,11 +164,12 @@ proptest! {
         let _ = decode::<Ad>(&codec(), &bytes);
     }
 
-    /// (b) One byte of a good encoding flipped. The header is checked: a changed version
-    /// (other than to 1, which reads the bytes as a version 1 header), flags or length is
-    /// refused, and changed times still decode the same value. The payload is not
-    /// authenticated (no checksum, nor one in the zstd frame): a flipped payload byte may
-    /// decode to another value of the type, so there it is only no panic.
+    /// (b) One byte of a good (unsealed) encoding flipped. The header is checked: a changed
+    /// version (other than to 1 or 2, which read the bytes as an older header), flags, length
+    /// or key id length is refused, and changed times still decode the same value. An unsealed
+    /// payload is not authenticated (no checksum, nor one in the zstd frame): a flipped
+    /// payload byte may decode to another value of the type, so there it is only no panic.
+    /// Sealed values refuse every flipped byte (`codec.rs`'s tests).
     #[test]
     fn a_flipped_byte_is_refused_or_decodes_where_it_can(
         value in ad(),
@@ -185,12 +182,18 @@ proptest! {
         bytes[at] ^= mask;
         let result = decode::<Ad>(&codec(), &bytes);
         match at {
-            0 if bytes[0] == 1 => {}
-            0 | 1 | 26..HEADER_LEN => prop_assert!(result.is_err(), "byte {} flipped", at),
+            // Read as an older version's header: anything but a panic.
+            0 if matches!(bytes[0], 1 | 2) => {}
+            // Version, flags, payload length, key id length.
+            0 | 1 | 26..30 | 38 => prop_assert!(result.is_err(), "byte {} flipped", at),
             2..26 => {
                 let decoded = result.expect("the times are not checked");
                 prop_assert_eq!(decoded.value, value);
                 prop_assert_ne!(decoded.times, times());
+            }
+            30..38 => {
+                let decoded = result.expect("the write time is not checked");
+                prop_assert_eq!(decoded.value, value);
             }
             _ => {}
         }
@@ -235,8 +238,7 @@ proptest! {
 
     /// (c) A zstd frame that inflates to 32 MiB, under a header claiming at most
     /// `max_value_bytes`, is refused without inflating it. The one allocation is this
-    /// thread's reused buffer growing to the claimed length, which `Vec::reserve` may round
-    /// up to twice its previous capacity.
+    /// thread's reused buffer growing to the claimed length.
     #[test]
     fn a_decompression_bomb_is_refused_uninflated(
         version in 1u8..=2,
@@ -248,7 +250,7 @@ proptest! {
         decode::<String>(&codec(), &warm).expect("decodes");
         let (result, largest) = largest_allocation(|| decode::<Vec<u8>>(&codec(), &bytes).map(|_| ()));
         prop_assert!(result.is_err());
-        prop_assert!(largest <= 2 * MAX_VALUE_BYTES, "{} bytes allocated", largest);
+        prop_assert!(largest <= MAX_VALUE_BYTES, "{} bytes allocated", largest);
     }
 }
 
@@ -256,24 +258,32 @@ proptest! {
 /// (`serde_json::Value` here, or a user's tree) overflows a 2 MiB stack (a tokio worker's, a
 /// test's) well before that in a debug build: from 599 levels of arrays, about 600 bytes
 /// of a remote value. A stack overflow aborts the process; it is not a panic the cache could
-/// turn into a miss. Ignored until the decoder sets a lower depth limit.
+/// turn into a miss. The decoder's own limit (128 levels) refuses such values first.
 #[test]
-#[ignore = "aborts in debug builds: the decoder's depth limit is rmp-serde's 1024"]
-fn nesting_to_the_depth_limit_fits_a_threads_stack() {
-    let mut payload = vec![0x91u8; 1023];
-    payload.push(0);
-    let bytes = envelope(2, 0, payload.len() as u32, &payload);
-    let decoded = std::thread::Builder::new()
+fn nesting_past_the_decoders_limit_is_refused_within_a_threads_stack() {
+    let nested = |depth: usize| {
+        let mut payload = vec![0x91u8; depth];
+        payload.push(0);
+        envelope(2, 0, payload.len() as u32, &payload)
+    };
+    let (shallow, deep) = (nested(100), nested(1023));
+    let results = std::thread::Builder::new()
         .stack_size(2 << 20)
         .spawn(move || {
-            decode::<serde_json::Value>(&codec(), &bytes)
-                .map(|_| ())
-                .is_ok()
+            (
+                decode::<serde_json::Value>(&codec(), &shallow).is_ok(),
+                decode::<serde_json::Value>(&codec(), &deep).map(|_| ()),
+            )
         })
         .expect("thread")
         .join()
         .expect("no panic");
-    assert!(decoded, "1023 levels are within the limit");
+    assert!(results.0, "100 levels decode");
+    assert!(
+        matches!(results.1, Err(DecodeError::Payload(_))),
+        "1023 levels are refused: {:?}",
+        results.1
+    );
 }
 
 /// 32 MiB of zeros, zstd-compressed (about a kilobyte).
@@ -316,8 +326,12 @@ fn remote_bytes_are_a_hit_or_a_counted_miss(bytes: Vec<u8>) -> Result<(), TestCa
                 prop_assert_eq!(got.expect("a miss, not an error"), None, "{}", error);
                 prop_assert_eq!(stats.misses, 1);
                 prop_assert_eq!(stats.decode_errors + stats.type_mismatches, 1);
-                if !matches!(error, DecodeError::Payload(_)) {
-                    // Not our envelope: deleted, so that the next reader loads.
+                if !matches!(
+                    error,
+                    DecodeError::Payload(_) | DecodeError::UnknownKey | DecodeError::NoKeyRing
+                ) {
+                    // Not our envelope: deleted, so that the next reader loads. (A sealed one
+                    // is left for the instances holding its key.)
                     prop_assert!(remote.map.lock().get("foreign").is_none());
                 }
                 let loaded = cache
