@@ -260,9 +260,11 @@ fn answer_schemas() -> Vec<(&'static str, Value)> {
             "CacheManaged",
             json!({ "type": "object", "description":
             "`clear`: `{\"cleared\": true}`; `invalidate`: whether the key was there; \
-             `invalidate_prefix`: how many entries were removed",
+             `invalidate_prefix`: how many entries were removed; `revoke`: \
+             `{\"revoked\": true}`",
             "properties": { "cleared": { "type": "boolean" },
-                "removed": { "type": ["boolean", "integer"] } } }),
+                "removed": { "type": ["boolean", "integer"] },
+                "revoked": { "type": "boolean" } } }),
         ),
         ("TaskStats", tasks),
         ("TasksCancelled", object(json!({ "cancelled": count }))),

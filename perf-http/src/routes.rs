@@ -8,7 +8,7 @@ use axum::{
     extract::{State, rejection::JsonRejection},
     http::StatusCode,
 };
-use perf_core::Tier;
+use perf_core::{Tier, cache::Revocation};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -135,6 +135,8 @@ enum CacheAction {
     Clear,
     Invalidate,
     InvalidatePrefix,
+    /// A security invalidation: `written_before` or `key_id`.
+    Revoke,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -154,6 +156,11 @@ pub(crate) struct CacheManage {
     cache_type: CacheType,
     key: Option<String>,
     prefix: Option<String>,
+    /// `revoke`: drop values written before this moment, `"now"` or RFC 3339
+    /// (`2026-12-06T10:00:00Z`).
+    written_before: Option<String>,
+    /// `revoke`: drop values sealed under this key id of `cache_encryption_keys`.
+    key_id: Option<String>,
 }
 
 fn all_tiers() -> CacheType {
@@ -205,9 +212,55 @@ pub(crate) async fn cache_manage(
                 let removed = cache.invalidate_prefix(&prefix).await.map_err(failed)?;
                 to_json(json!({ "removed": removed }))
             }
+            CacheAction::Revoke => {
+                let revocation = revocation(request.written_before, request.key_id)?;
+                cache
+                    .invalidate_for_security(revocation)
+                    .await
+                    .map_err(|error| match error {
+                        perf_core::Error::Config(_) => {
+                            ApiError::invalid("key_id", error.to_string())
+                        }
+                        other => failed(other),
+                    })?;
+                to_json(json!({ "revoked": true }))
+            }
         }
     })
     .await
+}
+
+/// What a `revoke` names: exactly one of a moment and a key id.
+fn revocation(
+    written_before: Option<String>,
+    key_id: Option<String>,
+) -> Result<Revocation, ApiError> {
+    match (written_before, key_id) {
+        (Some(moment), None) => {
+            let moment = if moment == "now" {
+                SystemTime::now()
+            } else {
+                humantime::parse_rfc3339_weak(&moment).map_err(|error| {
+                    ApiError::invalid(
+                        "written_before",
+                        format!("{error}: expected \"now\" or RFC 3339 (2026-12-06T10:00:00Z)"),
+                    )
+                })?
+            };
+            if moment > SystemTime::now() {
+                return Err(ApiError::invalid(
+                    "written_before",
+                    "must not be in the future (it would refuse values not yet written)",
+                ));
+            }
+            Ok(Revocation::WrittenBefore(moment))
+        }
+        (None, Some(id)) if !id.is_empty() => Ok(Revocation::KeyId(id)),
+        _ => Err(ApiError::invalid(
+            "written_before",
+            "revoke needs exactly one of written_before and key_id",
+        )),
+    }
 }
 
 #[utoipa::path(get, path = "/tasks/stats", tag = "tasks", responses((status = 200, description = "the task manager's statistics")))]
@@ -295,6 +348,7 @@ pub(crate) async fn system_resources(State(state): State<AppState>) -> Answer {
 
 /// perf-core's secret setting, shown masked; a PUT that sends the mask back leaves it as is.
 const WEBHOOK_URL: &str = "alert_webhook_url";
+const ENCRYPTION_KEYS: &str = "cache_encryption_keys";
 
 /// The configuration in force and the admin API's own, side by side as in the configuration
 /// file; admin tokens shown by name only, the webhook URL masked.
@@ -305,6 +359,12 @@ pub(crate) async fn get_config(State(state): State<AppState>) -> Answer {
         && !url.is_null()
     {
         *url = Value::String(update::MASK.into());
+    }
+    // The key ring whole: its ids are no secret, but nothing of it can change while running.
+    if let Some(keys) = fields.get_mut(ENCRYPTION_KEYS)
+        && keys.as_array().is_some_and(|keys| !keys.is_empty())
+    {
+        *keys = Value::String(update::MASK.into());
     }
     let mut admin = update::object(&*state.admin.config())?;
     if let Some(tokens) = admin.get_mut("admin_tokens").and_then(Value::as_object_mut) {

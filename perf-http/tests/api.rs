@@ -1038,3 +1038,93 @@ async fn a_body_that_is_not_an_object_is_refused() {
         "an object's fields still named: {error}"
     );
 }
+
+/// A key ring is shown as `***` and the document still goes back as it is; `revoke` drops
+/// shared values written before a moment, or under a key id, and refuses a bad request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_ring_stays_hidden_and_revoke_is_a_cache_action() {
+    let mut config = PerformanceConfig::default();
+    config.cache.encryption_keys = vec![
+        perf_core::config::EncryptionKey::new(
+            "new",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        ),
+        perf_core::config::EncryptionKey::new(
+            "old",
+            "HxobHBscGxwbHBscGxwbHBscGxwbHBscGxwbHBscGxw=",
+        ),
+    ];
+    let optimizer = Arc::new(
+        PerformanceOptimizer::builder()
+            .config(config)
+            .build()
+            .expect("valid"),
+    );
+    let app = app(Arc::clone(&optimizer));
+    let (_, document, _) = call(&app, Method::GET, "/config", None, None).await;
+    assert_eq!(document["cache_encryption_keys"], "***");
+    assert!(!document.to_string().contains("AAECAwQF"), "{document}");
+    let (status, ..) = call(&app, Method::PUT, "/config", Some(TOKEN), Some(document)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let cache = optimizer.cache();
+    cache.set("ad", 1u64, Tier::L2, None).await.expect("stored");
+    for (body, field) in [
+        (json!({ "action": "revoke" }), "written_before"),
+        (
+            json!({ "action": "revoke", "written_before": "yesterday" }),
+            "written_before",
+        ),
+        (
+            json!({ "action": "revoke", "written_before": "2999-01-01T00:00:00Z" }),
+            "future",
+        ),
+        (json!({ "action": "revoke", "key_id": "new" }), "key_id"),
+        (
+            json!({ "action": "revoke", "key_id": "old", "written_before": "now" }),
+            "written_before",
+        ),
+    ] {
+        let (status, answer, _) = call(
+            &app,
+            Method::POST,
+            "/cache/manage",
+            Some(TOKEN),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert!(answer.to_string().contains(field), "{body}: {answer}");
+    }
+    assert!(
+        cache
+            .get::<u64>("ad", Tier::L2)
+            .await
+            .expect("ok")
+            .is_some()
+    );
+    // Write times are in milliseconds: "now" must come after the write's.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (status, answer, _) = call(
+        &app,
+        Method::POST,
+        "/cache/manage",
+        Some(TOKEN),
+        Some(json!({ "action": "revoke", "written_before": "now" })),
+    )
+    .await;
+    assert_eq!(
+        (status, answer),
+        (StatusCode::OK, json!({ "revoked": true }))
+    );
+    assert_eq!(cache.get::<u64>("ad", Tier::L2).await.expect("ok"), None);
+    let (status, ..) = call(
+        &app,
+        Method::POST,
+        "/cache/manage",
+        Some(TOKEN),
+        Some(json!({ "action": "revoke", "key_id": "old" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}

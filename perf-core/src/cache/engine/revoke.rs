@@ -14,8 +14,8 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Revocation {
-    /// Every value written before this moment (values written before perf wrote write times
-    /// count as written at the Unix epoch).
+    /// Every value written before this moment, or before now if it is to come (values
+    /// written before perf wrote write times count as written at the Unix epoch).
     WrittenBefore(SystemTime),
     /// Every value sealed under this id of `cache_encryption_keys`.
     KeyId(String),
@@ -28,6 +28,8 @@ impl Engine {
     ) -> Result<(), Error> {
         let (before, key_id) = match &revocation {
             Revocation::WrittenBefore(moment) => {
+                // Not past now: a moment to come would refuse this instance's own new writes.
+                let moment = (*moment).min(SystemTime::now());
                 let since_epoch = moment.duration_since(UNIX_EPOCH).unwrap_or_default();
                 let ms = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
                 self.codec.revoked.revoke_before(ms);
