@@ -1,5 +1,6 @@
 //! Other names of a key, read as the key itself as each source is read: a source then
-//! overrides the ones below it whichever name it uses.
+//! overrides the ones below it whichever name it uses. Every source is read through here, so
+//! this is also where a source that panics becomes an error.
 
 use figment::{
     Error, Metadata, Profile, Provider,
@@ -17,7 +18,17 @@ impl<P: Provider> Provider for Aliased<P> {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, Error> {
-        let mut data = self.0.data()?;
+        // figment 0.10's parser of environment values panics on some (a quoted value with an
+        // escape after a multi-byte character: it cuts the text at a character index taken
+        // as a byte index). A bad value is the operator's mistake, to be named, not a crash.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.data()));
+        let mut data = read.unwrap_or_else(|_| {
+            Err(Error::from(format!(
+                "{} could not be parsed: check quoted values for escapes (`\\t`) after \
+                 non-ASCII text",
+                self.0.metadata().name
+            )))
+        })?;
         for dict in data.values_mut() {
             for (alias, key) in KEY_ALIASES {
                 let Some(value) = dict.remove(*alias) else {

@@ -569,6 +569,41 @@ mod tests {
         });
     }
 
+    /// A key ring from a file, and from the environment in figment's inline syntax.
+    #[cfg(feature = "config-load")]
+    #[test]
+    fn encryption_keys_load_from_a_file_and_the_environment() {
+        const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "perf.toml",
+                &format!(
+                    "cache_value_protection = \"authenticate\"\n\
+                     cache_encryption_keys = [{{ id = \"2026-12\", key = \"{KEY}\" }}]"
+                ),
+            )?;
+            let config =
+                PerformanceConfig::from_toml_file("perf.toml").map_err(|e| e.to_string())?;
+            assert_eq!(config.cache.encryption_keys[0].id, "2026-12");
+            assert_eq!(config.cache.value_protection, ValueProtection::Authenticate);
+
+            jail.set_env(
+                "PERF_CACHE_ENCRYPTION_KEYS",
+                format!("[{{id=\"new\",key=\"{KEY}\"}},{{id=\"old\",key=\"{KEY}\"}}]"),
+            );
+            let config = PerformanceConfig::from_env().map_err(|e| e.to_string())?;
+            let ids: Vec<&str> = config
+                .cache
+                .encryption_keys
+                .iter()
+                .map(|key| key.id.as_str())
+                .collect();
+            assert_eq!(ids, ["new", "old"]);
+            assert!(!format!("{config:?}").contains(KEY), "keys stay out of Debug");
+            Ok(())
+        });
+    }
+
     /// The flat keys reach the nested sections, from a file and from the environment alike.
     #[cfg(feature = "config-load")]
     #[test]
