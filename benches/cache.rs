@@ -362,7 +362,10 @@ fn l1_hit<V: SharedValue>(
 /// How shared values are protected in an L2 arm: not at all, authenticated, encrypted.
 const PROTECTIONS: [(&str, Option<ValueProtection>); 3] = [
     ("perf_get", None),
-    ("perf_get_authenticated", Some(ValueProtection::Authenticate)),
+    (
+        "perf_get_authenticated",
+        Some(ValueProtection::Authenticate),
+    ),
     ("perf_get_encrypted", Some(ValueProtection::Encrypt)),
 ];
 

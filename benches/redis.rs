@@ -8,6 +8,8 @@
 //!   are medians over rounds of the arms interleaved: on a shared machine, arms measured one
 //!   after the other for seconds each drift apart (0.76x to 0.98x for the same code).
 //! - `get_many` of 100 keys (one MGET) against 100 sequential GETs.
+//! - A `get` that reads a 1 KiB value from Redis (L1 and L2 too small to help), with values
+//!   plain, authenticated and encrypted under `cache_encryption_keys`, interleaved.
 //! - On a three-primary Redis Cluster, through the tier (L1/L2 bypassed): `get_many` of 10,
 //!   100 and 1000 keys spread over the hash slots (one MGET per slot, concurrent) against as
 //!   many sequential GETs.
@@ -37,6 +39,70 @@ use support::{RedisServer, cluster::RedisCluster};
 
 const TASKS: usize = 64;
 const KEYS: usize = 1000;
+/// Microseconds per `get` that misses L1 and L2 and reads a 1 KiB value from Redis, with
+/// values plain, authenticated and encrypted (`cache_encryption_keys`): the medians over
+/// interleaved rounds.
+fn sealed_reads(runtime: &tokio::runtime::Runtime, server: &RedisServer) -> [f64; 3] {
+    use perf::config::{EncryptionKey, ValueProtection};
+    const READS: usize = 300;
+    let protections = [
+        None,
+        Some(ValueProtection::Authenticate),
+        Some(ValueProtection::Encrypt),
+    ];
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("s:{i}")).collect();
+    let caches = protections.map(|protection| {
+        let mut config = PerformanceConfig::default();
+        // L1 and L2 too small to hold what a round reads: every get goes to Redis.
+        config.cache.max_size = 1;
+        config.cache.max_key_bytes = 64;
+        config.cache.max_value_bytes = 4096;
+        config.cache.l2_max_bytes = 8192;
+        if let Some(protection) = protection {
+            config.cache.encryption_keys = vec![EncryptionKey::new(
+                "bench",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            )];
+            config.cache.value_protection = protection;
+        }
+        runtime.block_on(async {
+            let namespace = format!("sealed{}", protection.map_or(0, |p| p as u8 + 1));
+            let tier = RedisTier::builder(server.url())
+                .namespace(namespace)
+                .build()
+                .await
+                .unwrap();
+            let cache = MultiLevelCache::builder(&config)
+                .remote_tier(tier as Arc<dyn RemoteTier>)
+                .build()
+                .unwrap();
+            for (i, key) in keys.iter().enumerate() {
+                cache.set(key, value(i), Tier::Redis, None).await.unwrap();
+            }
+            cache
+        })
+    });
+    let mut rounds: [Vec<f64>; 3] = Default::default();
+    let mut at = 0;
+    for _ in 0..ROUNDS {
+        for (cache, times) in caches.iter().zip(&mut rounds) {
+            let start = Instant::now();
+            runtime.block_on(async {
+                for _ in 0..READS {
+                    at = (at + 7) % keys.len();
+                    let got = cache.get::<Vec<u8>>(&keys[at], Tier::Redis).await.unwrap();
+                    black_box(decode(&got.unwrap()));
+                }
+            });
+            times.push(start.elapsed().as_secs_f64() * 1e6 / READS as f64);
+        }
+    }
+    rounds.map(|mut times| {
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    })
+}
+
 /// Batch sizes asked of the cluster.
 const CLUSTER_BATCHES: [usize; 3] = [10, 100, 1000];
 
@@ -314,6 +380,7 @@ fn main() {
         }
         group.finish();
     }
+    let sealed = sealed_reads(&runtime, &server);
     c.final_summary();
 
     println!("\n== ratios (medians) ==");
@@ -343,6 +410,14 @@ fn main() {
             seq / many
         );
     }
+    let [plain, mac, aead] = sealed;
+    println!(
+        "a 1 KiB value read from Redis through the cache (L1 and L2 missed), {ROUNDS} interleaved \
+         rounds: plain {plain:.1} us, authenticated {mac:.1} us ({:.2}x), encrypted {aead:.1} us \
+         ({:.2}x)",
+        mac / plain,
+        aead / plain,
+    );
     for n in CLUSTER_BATCHES {
         if let (Some(many), Some(seq)) = (
             median_ns("redis_cluster_keys", &format!("tier_get_many/{n}")),

@@ -43,11 +43,21 @@ async fn values_are_encrypted_in_redis_and_moved_or_planted_ones_are_misses() {
         .expect("builds");
     let cache = sealed_cache(&ads, ValueProtection::Encrypt);
     cache
-        .set("card:1", "4242 4242 4242 4242".to_string(), Tier::Redis, None)
+        .set(
+            "card:1",
+            "4242 4242 4242 4242".to_string(),
+            Tier::Redis,
+            None,
+        )
         .await
         .expect("stored");
     cache
-        .set("card:2", "5555 5555 5555 4444".to_string(), Tier::Redis, None)
+        .set(
+            "card:2",
+            "5555 5555 5555 4444".to_string(),
+            Tier::Redis,
+            None,
+        )
         .await
         .expect("stored");
 
@@ -110,9 +120,14 @@ async fn a_security_invalidation_drops_shared_values_on_every_instance() {
     })
     .await;
     assert!(subscribed.is_some(), "both instances subscribed");
-    a.set("ad:1", 1u32, Tier::Redis, None).await.expect("stored");
+    a.set("ad:1", 1u32, Tier::Redis, None)
+        .await
+        .expect("stored");
     assert_eq!(
-        b.get::<u32>("ad:1", Tier::Redis).await.expect("ok").as_deref(),
+        b.get::<u32>("ad:1", Tier::Redis)
+            .await
+            .expect("ok")
+            .as_deref(),
         Some(&1),
         "B holds a local copy"
     );

@@ -224,7 +224,9 @@ async fn security_invalidation_by_write_time_drops_every_tier_and_refuses_stragg
         .expect("stored");
     let straggler = stored(&remote, "a").expect("written");
 
-    let moment = SystemTime::now() + Duration::from_millis(1);
+    // Write times are in milliseconds: the moment comes strictly after the writes'.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let moment = SystemTime::now();
     cache
         .invalidate_for_security(Revocation::WrittenBefore(moment))
         .await

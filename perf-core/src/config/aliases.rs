@@ -21,14 +21,17 @@ impl<P: Provider> Provider for Aliased<P> {
         // figment 0.10's parser of environment values panics on some (a quoted value with an
         // escape after a multi-byte character: it cuts the text at a character index taken
         // as a byte index). A bad value is the operator's mistake, to be named, not a crash.
-        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.data()));
-        let mut data = read.unwrap_or_else(|_| {
-            Err(Error::from(format!(
-                "{} could not be parsed: check quoted values for escapes (`\\t`) after \
-                 non-ASCII text",
-                self.0.metadata().name
-            )))
-        })?;
+        let Ok(read) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.0.data().map_err(Box::new)
+        })) else {
+            let name = self.0.metadata().name;
+            let message = format!(
+                "{name} could not be parsed: check quoted values for escapes (`\\t`) after \
+                 non-ASCII text"
+            );
+            return Err(Error::from(message));
+        };
+        let mut data = read.map_err(|error| *error)?;
         for dict in data.values_mut() {
             for (alias, key) in KEY_ALIASES {
                 let Some(value) = dict.remove(*alias) else {

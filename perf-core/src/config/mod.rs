@@ -599,7 +599,10 @@ mod tests {
                 .map(|key| key.id.as_str())
                 .collect();
             assert_eq!(ids, ["new", "old"]);
-            assert!(!format!("{config:?}").contains(KEY), "keys stay out of Debug");
+            assert!(
+                !format!("{config:?}").contains(KEY),
+                "keys stay out of Debug"
+            );
             Ok(())
         });
     }
