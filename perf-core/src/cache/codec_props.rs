@@ -1,6 +1,6 @@
 //! The value decoder against bytes it did not write (issue 20, fuzzing on stable): whatever
-//! L2 or the remote tier hands back, decoding never panics, and the cache turns what does not
-//! decode into a counted miss.
+//! L2 or the remote tier hands back, decoding never panics, the cache turns what does not
+//! decode into a counted miss, and a codec with a key ring opens only what it sealed.
 //!
 //! Case counts are kept low enough for the workspace's test run; `PROPTEST_CASES=5000` raises
 //! every property here to that many cases.
@@ -18,9 +18,12 @@ use std::{
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::config::{EncryptionKey, ValueProtection};
+
 use super::{
     MultiLevelCache, RemoteTier, Tier,
     codec::{Codec, DecodeError, Decoded, Seal, UnixTimes},
+    protect::KeyRing,
     tests::{MemoryRemote, TestError, config},
 };
 
@@ -290,6 +293,81 @@ fn nesting_past_the_decoders_limit_is_refused_within_a_threads_stack() {
 fn bomb() -> &'static [u8] {
     static BOMB: OnceLock<Vec<u8>> = OnceLock::new();
     BOMB.get_or_init(|| zstd::bulk::compress(&vec![0u8; 32 << 20], 1).expect("compresses"))
+}
+
+// ----- sealed values -----
+
+/// A codec with a key ring (`cache_encryption_keys`), encrypting or only authenticating.
+fn sealing(protection: ValueProtection) -> Codec {
+    let keys = [
+        EncryptionKey::new("new", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        EncryptionKey::new("old", "HxobHBscGxwbHBscGxwbHBscGxwbHBscGxwbHBscGxw="),
+    ];
+    Codec {
+        ring: KeyRing::new(&keys, protection)
+            .expect("valid keys")
+            .map(Arc::new),
+        ..codec()
+    }
+}
+
+fn protection() -> impl Strategy<Value = ValueProtection> {
+    prop_oneof![
+        Just(ValueProtection::Encrypt),
+        Just(ValueProtection::Authenticate)
+    ]
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    /// Any bytes, and sealed-looking envelopes around arbitrary bytes, given to a codec with a
+    /// key ring: refused (nothing unsealed gets through), never a panic.
+    #[test]
+    fn a_key_ring_refuses_whatever_it_did_not_seal(
+        protection in protection(),
+        bytes in prop_oneof![
+            stored_bytes(),
+            (1u8..=7, 0u8..=3, proptest::collection::vec(any::<u8>(), 0..300)).prop_map(
+                |(flags, id_len, rest)| {
+                    let mut bytes = vec![3, flags];
+                    bytes.extend_from_slice(&[0; 36]);
+                    bytes.push(id_len);
+                    bytes.extend_from_slice(&b"new"[..usize::from(id_len)]);
+                    bytes.extend_from_slice(&rest);
+                    bytes
+                }
+            ),
+        ],
+    ) {
+        let codec = sealing(protection);
+        prop_assert!(decode::<serde_json::Value>(&codec, &bytes).is_err());
+        prop_assert!(decode::<Ad>(&codec, &bytes).is_err());
+    }
+
+    /// A sealed value with any byte changed, cut short or extended does not open; as it was,
+    /// it opens to exactly the value sealed.
+    #[test]
+    fn a_sealed_value_opens_only_as_it_was_written(
+        protection in protection(),
+        value in ad(),
+        at in any::<prop::sample::Index>(),
+        mask in 1u8..=255,
+        junk in proptest::collection::vec(any::<u8>(), 1..16),
+    ) {
+        let codec = sealing(protection);
+        let good = codec
+            .encode(&value, times(), "k", Seal::Default)
+            .expect("encodes");
+        prop_assert_eq!(&decode::<Ad>(&codec, &good).expect("opens").value, &value);
+        let mut flipped = good.clone();
+        flipped[at.index(good.len())] ^= mask;
+        prop_assert!(decode::<Ad>(&codec, &flipped).is_err());
+        prop_assert!(decode::<Ad>(&codec, &good[..at.index(good.len())]).is_err());
+        let mut longer = good.clone();
+        longer.extend_from_slice(&junk);
+        prop_assert!(decode::<Ad>(&codec, &longer).is_err());
+    }
 }
 
 // ----- end to end: foreign bytes in the remote tier -----
