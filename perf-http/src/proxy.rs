@@ -25,36 +25,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 /// assert_eq!("192.0.2.7".parse::<IpNet>().expect("an address").to_string(), "192.0.2.7/32");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IpNet {
-    /// The network's first address (host bits cleared).
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 impl IpNet {
     /// Whether `address` is in the network. An IPv4 address written as IPv6
     /// (`::ffff:10.0.0.1`, as a dual-stack listener sees IPv4 peers) counts as IPv4.
     pub fn contains(&self, address: IpAddr) -> bool {
-        match (self.network, address.to_canonical()) {
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                masked(u128::from(address.to_bits()), 32, self.prefix)
-                    == u128::from(network.to_bits())
-            }
-            (IpAddr::V6(network), IpAddr::V6(address)) => {
-                masked(address.to_bits(), 128, self.prefix) == network.to_bits()
-            }
-            _ => false,
-        }
-    }
-}
-
-/// `bits` (an address `width` bits wide) with all but the first `prefix` bits cleared.
-fn masked(bits: u128, width: u32, prefix: u8) -> u128 {
-    let host = width.saturating_sub(u32::from(prefix));
-    if host >= width {
-        0
-    } else {
-        bits >> host << host
+        self.0.contains(&address.to_canonical())
     }
 }
 
@@ -80,42 +57,19 @@ impl FromStr for IpNet {
     /// An address (a network of one) or `address/prefix`; host bits after the prefix are
     /// cleared (`10.1.2.3/8` is `10.0.0.0/8`).
     fn from_str(text: &str) -> Result<Self, IpNetError> {
-        let bad = || IpNetError(text.to_owned());
-        let (address, prefix) = match text.trim().split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text.trim(), None),
+        let trimmed = text.trim();
+        let net = if trimmed.contains('/') {
+            trimmed.parse::<ipnet::IpNet>().map(|net| net.trunc()).ok()
+        } else {
+            trimmed.parse::<IpAddr>().map(ipnet::IpNet::from).ok()
         };
-        let address: IpAddr = address.parse().map_err(|_| bad())?;
-        let width: u8 = if address.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            // Digits only: `u8::from_str` would take `+8`.
-            Some(prefix) if prefix.bytes().all(|b| b.is_ascii_digit()) => prefix
-                .parse()
-                .ok()
-                .filter(|p| *p <= width)
-                .ok_or_else(bad)?,
-            Some(_) => return Err(bad()),
-            None => width,
-        };
-        let network = match address {
-            IpAddr::V4(v4) => IpAddr::V4(std::net::Ipv4Addr::from_bits(masked(
-                u128::from(v4.to_bits()),
-                32,
-                prefix,
-            ) as u32)),
-            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from_bits(masked(
-                v6.to_bits(),
-                128,
-                prefix,
-            ))),
-        };
-        Ok(Self { network, prefix })
+        net.map(Self).ok_or_else(|| IpNetError(text.to_owned()))
     }
 }
 
 impl fmt::Display for IpNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        self.0.fmt(f)
     }
 }
 
