@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{median_ns, slowest_thread};
+use common::{median, median_ns, slowest_thread};
 use criterion::Criterion;
 use perf::{
     MultiLevelCache, PerformanceConfig, Tier,
@@ -442,10 +442,7 @@ fn interleaved_sealing<V: SharedValue>(value: fn(u64) -> V) -> [f64; 2] {
         ratios[0].push(per_hit[1] / per_hit[0]);
         ratios[1].push(per_hit[2] / per_hit[0]);
     }
-    ratios.map(|mut rounds| {
-        rounds.sort_by(f64::total_cmp);
-        rounds[rounds.len() / 2]
-    })
+    ratios.map(median)
 }
 
 /// Medians of per-lookup times with the contenders measured in alternation, round after
@@ -478,10 +475,7 @@ fn interleaved<V: SharedValue>(caches: &L1Caches<V>, threads: usize) -> [f64; 4]
             black_box(moka.get(k).unwrap());
         })));
     }
-    times.map(|mut t| {
-        t.sort_by(f64::total_cmp);
-        t[t.len() / 2]
-    })
+    times.map(median)
 }
 
 fn print_interleaved<V: SharedValue>(name: &str, caches: &L1Caches<V>) {

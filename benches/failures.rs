@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::median_ns;
+use common::{median, median_ns};
 use criterion::Criterion;
 use perf::{MultiLevelCache, PerformanceConfig, Tier, cache::LoadOptions, cache_result};
 
@@ -139,10 +139,6 @@ fn interleaved(mut measure: impl FnMut(usize, &[u64]) -> Duration) -> (f64, f64)
             second.push(per_call);
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     (median(first), median(second))
 }
 

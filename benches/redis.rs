@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::median_ns;
+use common::{median, median_ns};
 use criterion::{BenchmarkId, Criterion};
 use deadpool_redis::redis;
 use futures_util::future::BoxFuture;
@@ -97,10 +97,7 @@ fn sealed_reads(runtime: &tokio::runtime::Runtime, server: &RedisServer) -> [f64
             times.push(start.elapsed().as_secs_f64() * 1e6 / READS as f64);
         }
     }
-    rounds.map(|mut times| {
-        times.sort_by(f64::total_cmp);
-        times[times.len() / 2]
-    })
+    rounds.map(median)
 }
 
 /// Batch sizes asked of the cluster.
@@ -209,10 +206,6 @@ fn interleaved_reads<const N: usize>(
     runtime: &tokio::runtime::Runtime,
     arms: &[(&str, Arm); N],
 ) -> [(f64, f64); N] {
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     for (_, arm) in arms {
         runtime.block_on(concurrent_reads(READS_PER_ROUND / 4, Arc::clone(arm)));
     }

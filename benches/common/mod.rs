@@ -26,6 +26,12 @@ pub(crate) fn slowest_thread(
     })
 }
 
+/// The median of a round's figures (the upper one of an even count).
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 /// The median, in nanoseconds, that criterion recorded for `group/bench` in this run.
 pub(crate) fn median_ns(group: &str, bench: &str) -> Option<f64> {
     let dir =

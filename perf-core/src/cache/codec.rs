@@ -35,7 +35,7 @@ use std::{
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::protect::{AEAD_TAG_LEN, KeyRing, MAC_TAG_LEN, NONCE_LEN, Revoked, RingKey};
+use super::protect::{AEAD_TAG_LEN, KeyRing, MAC_TAG_LEN, NONCE_LEN, Revoked};
 use crate::{EncodeError, Error, config::ValueProtection};
 
 /// The fixed part of a version 3 header; a sealed value's key id follows it.
@@ -214,7 +214,7 @@ impl Codec {
     }
 
     /// How a value asked to be sealed `seal` is: its key and flag, or none.
-    fn sealing(&self, seal: Seal) -> Result<Option<(&RingKey, u8)>, Error> {
+    fn sealing(&self, seal: Seal) -> Result<Option<(&KeyRing, u8)>, Error> {
         let Some(ring) = &self.ring else {
             return match seal {
                 Seal::Default => Ok(None),
@@ -225,7 +225,7 @@ impl Codec {
             (Seal::Encrypt, _) | (Seal::Default, ValueProtection::Encrypt) => FLAG_SEALED,
             (Seal::Default, ValueProtection::Authenticate) => FLAG_MAC,
         };
-        Ok(Some((ring.current(), flag)))
+        Ok(Some((ring, flag)))
     }
 
     pub(crate) fn encode<T: Serialize + ?Sized>(
@@ -262,7 +262,7 @@ impl Codec {
         seal: Seal,
     ) -> Result<Vec<u8>, Error> {
         let sealing = self.sealing(seal)?;
-        let key_id: &[u8] = sealing.map_or(&[], |(ring_key, _)| ring_key.id.as_bytes());
+        let key_id: &[u8] = sealing.map_or(&[], |(ring, _)| ring.current().id.as_bytes());
         let header_len = HEADER_LEN + key_id.len();
         let payload_at = match sealing {
             Some((_, FLAG_SEALED)) => header_len + NONCE_LEN,
@@ -297,21 +297,18 @@ impl Codec {
         // Ids are at most 32 bytes (validated with the configuration).
         out[38] = key_id.len() as u8;
         out[HEADER_LEN..header_len].copy_from_slice(key_id);
-        let Some((ring_key, flag)) = sealing else {
+        let Some((ring, flag)) = sealing else {
             out[1] = flags;
             return Ok(out);
         };
         out[1] = flags | flag;
+        let ring_key = ring.current();
         let bound = binding(&self.namespace, key);
         if flag == FLAG_MAC {
             let tag = ring_key.mac(&[&bound, &out]);
             out.extend_from_slice(&tag);
         } else {
-            let nonce = self
-                .ring
-                .as_ref()
-                .map(|ring| ring.next_nonce())
-                .unwrap_or_default();
+            let nonce = ring.next_nonce();
             out[header_len..payload_at].copy_from_slice(&nonce);
             let (head, payload) = out.split_at_mut(payload_at);
             let mut aad = bound;
