@@ -15,6 +15,14 @@ pub(crate) struct L1Entry {
     pub(crate) stamp: Stamp,
 }
 
+/// An L1 entry as L1's map (and a near slot) holds it.
+#[derive(Clone)]
+pub(crate) struct Held {
+    pub(crate) entry: L1Entry,
+    /// `entry.stamp.fresh_until` as `ExpiryClock::coarse_deadline` gives it.
+    pub(crate) fresh_coarse: u64,
+}
+
 #[derive(Clone)]
 pub(crate) struct L2Entry {
     pub(crate) bytes: Arc<[u8]>,

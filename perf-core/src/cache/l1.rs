@@ -11,7 +11,7 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter, sync::Cache};
 use super::{
     Tier,
     clock::ExpiryClock,
-    entry::{AnyValue, Found, L1Entry, Lookup},
+    entry::{AnyValue, Found, Held, L1Entry, Lookup},
     key::with_key,
     near::{Epochs, Near, NearKey},
     quick::{CountEvictions, remove_counting, shrink_counting},
@@ -40,14 +40,6 @@ impl Lifecycle<Box<str>, Held> for L1Lifecycle {
         self.epochs.changed(&key);
         self.evictions.on_evict(state, key, held);
     }
-}
-
-/// An entry as the map holds it.
-#[derive(Clone)]
-pub(crate) struct Held {
-    entry: L1Entry,
-    /// `entry.stamp.fresh_until` as [`ExpiryClock::coarse_deadline`] gives it.
-    fresh_coarse: u64,
 }
 
 /// Every change to the map is followed by an [`Epochs`] bump for the keys it touched, which
@@ -188,8 +180,8 @@ impl L1 {
         clock: &ExpiryClock,
         counters: &Counters,
     ) -> Lookup<T> {
-        let read = self.near.fill(near_key, l1_key, clock, || {
-            self.live_entry(l1_key, clock, counters, Wanted::Fresh)
+        let read = self.near.fill(near_key, l1_key, || {
+            self.live_held(l1_key, clock, counters, Wanted::Fresh)
         });
         match read {
             None => Lookup::Miss,
@@ -208,14 +200,29 @@ impl L1 {
         counters: &Counters,
         wanted: Wanted,
     ) -> Option<L1Entry> {
-        let Held {
+        self.live_held(key, clock, counters, wanted)
+            .map(|held| held.entry)
+    }
+
+    /// [`live_entry`](Self::live_entry) with the coarse deadline it was checked against.
+    #[inline]
+    fn live_held(
+        &self,
+        key: &str,
+        clock: &ExpiryClock,
+        counters: &Counters,
+        wanted: Wanted,
+    ) -> Option<Held> {
+        let held = self.map.get(key)?;
+        if clock.before_coarse_deadline(held.fresh_coarse) {
+            return Some(held);
+        }
+        let fresh_coarse = held.fresh_coarse;
+        let entry = self.past_coarse_deadline(key, held.entry, clock, counters, wanted)?;
+        Some(Held {
             entry,
             fresh_coarse,
-        } = self.map.get(key)?;
-        if clock.before_coarse_deadline(fresh_coarse) {
-            return Some(entry);
-        }
-        self.past_coarse_deadline(key, entry, clock, counters, wanted)
+        })
     }
 
     /// An entry the coarse clock cannot vouch for: fresh if the precise clock says so; past

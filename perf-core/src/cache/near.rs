@@ -47,7 +47,7 @@ use crate::sync::AtomicU64;
 
 use super::{
     clock::ExpiryClock,
-    entry::{AnyValue, L1Entry},
+    entry::{AnyValue, Held, L1Entry},
     fingerprint::Fingerprint,
 };
 
@@ -383,20 +383,22 @@ impl Near {
     }
 
     /// Reads L1's entry at `l1_key` through `read_l1` and keeps it in this thread's slot for
-    /// `key`.
+    /// `key`, with the coarse deadline L1 holds it under.
     #[inline(never)]
     pub(crate) fn fill(
         &self,
         key: NearKey<'_>,
         l1_key: &str,
-        clock: &ExpiryClock,
-        read_l1: impl FnOnce() -> Option<L1Entry>,
+        read_l1: impl FnOnce() -> Option<Held>,
     ) -> Option<L1Entry> {
         let epochs = &self.epochs;
         let bucket = Epochs::bucket_of(l1_key);
         // Read before L1 is: a change after this read makes the slot stale.
         let epoch = epochs.buckets[usize::from(bucket)].load(Ordering::Acquire);
-        let entry = read_l1()?;
+        let Held {
+            entry,
+            fresh_coarse,
+        } = read_l1()?;
         let release = self.releases.load(Ordering::Relaxed);
         let new_table = || Table::with_sets(INITIAL_SLOTS.min(self.max_slots) / WAYS, release);
         let table = self.tables.get_or(|| RefCell::new(new_table()));
@@ -414,7 +416,7 @@ impl Near {
             print: *key.print,
             site: key.site,
             epoch,
-            coarse_deadline: clock.coarse_deadline(entry.stamp.fresh_until),
+            coarse_deadline: fresh_coarse,
             // The value's own type, not the `Arc`'s.
             type_id: (*entry.value).type_id(),
             value: Arc::clone(&entry.value),
