@@ -48,6 +48,16 @@ thread_local! {
     static LEASE: Lease = Lease::acquire();
 }
 
+/// Adds `n` to a counter that only the calling thread writes: a load and a store, no locked
+/// instruction.
+#[inline]
+pub(crate) fn add_own(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
 #[inline]
 fn stripe() -> usize {
     // During thread teardown the lease may already be gone: count on the shared stripe.
@@ -58,6 +68,12 @@ fn stripe() -> usize {
 ///
 /// A value outlives its thread: the next thread leased the same stripe takes it over, with
 /// whatever it holds (the lease's release and acquire order the two threads' accesses).
+///
+/// Not `thread_local::ThreadLocal`, which also keeps a value per thread for others to read:
+/// its `get_or` panics when called while the thread's locals are being destroyed (its thread
+/// id is released by a destructor of its own, thread_local-rs issue 74), which aborts the
+/// process, and a monitored call can run in any `Drop`. A lease that is gone here only means
+/// the shared stripe.
 pub(crate) struct PerThread<T> {
     values: Box<[OnceLock<Box<T>>]>,
 }
@@ -118,11 +134,7 @@ impl<const N: usize> StripedCounters<N> {
         if index == SHARED {
             counter.fetch_add(n, Ordering::Relaxed);
         } else {
-            // Only this thread writes this stripe.
-            counter.store(
-                counter.load(Ordering::Relaxed).wrapping_add(n),
-                Ordering::Relaxed,
-            );
+            add_own(counter, n);
         }
     }
 

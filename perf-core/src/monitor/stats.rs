@@ -14,7 +14,7 @@ use std::{
 use serde::Serialize;
 
 use super::Status;
-use crate::striped::PerThread;
+use crate::striped::{PerThread, add_own};
 
 /// Latency buckets: four per power of two of nanoseconds, 1 ns to ~5 minutes.
 const SUB_BUCKETS: u32 = 4;
@@ -80,21 +80,14 @@ impl Default for Tally {
     }
 }
 
-/// Adds `n` to a counter that only the calling thread writes.
-#[inline]
-fn bump(counter: &AtomicU64, n: u64) {
-    let now = counter.load(Ordering::Relaxed).wrapping_add(n);
-    counter.store(now, Ordering::Relaxed);
-}
-
 impl Tally {
     /// Counts a call, as this tally's only writer.
     #[inline]
-    fn add_own(&self, status: Status, nanos: u64) {
-        bump(&self.by_status[status as usize], 1);
-        bump(&self.total_nanos, nanos);
+    fn count_own(&self, status: Status, nanos: u64) {
+        add_own(&self.by_status[status as usize], 1);
+        add_own(&self.total_nanos, nanos);
         if let Some(bucket) = self.buckets.get(bucket_of(nanos)) {
-            bump(bucket, 1);
+            add_own(bucket, 1);
         }
         if nanos > self.max_nanos.load(Ordering::Relaxed) {
             self.max_nanos.store(nanos, Ordering::Relaxed);
@@ -102,7 +95,7 @@ impl Tally {
     }
 
     /// Counts a call, as one of several writers.
-    fn add_shared(&self, status: Status, nanos: u64) {
+    fn count_shared(&self, status: Status, nanos: u64) {
         self.by_status[status as usize].fetch_add(1, Ordering::Relaxed);
         self.total_nanos.fetch_add(nanos, Ordering::Relaxed);
         if let Some(bucket) = self.buckets.get(bucket_of(nanos)) {
@@ -132,8 +125,8 @@ impl OperationStats {
     #[inline]
     pub(crate) fn record(&self, status: Status, nanos: u64) {
         match self.threads.mine() {
-            Some(tally) => tally.add_own(status, nanos),
-            None => self.shared.add_shared(status, nanos),
+            Some(tally) => tally.count_own(status, nanos),
+            None => self.shared.count_shared(status, nanos),
         }
     }
 
@@ -291,7 +284,7 @@ mod tests {
                 });
             }
         });
-        stats.shared.add_shared(Status::Panic, 9_000);
+        stats.shared.count_shared(Status::Panic, 9_000);
         let snap = stats.snapshot("op");
         assert_eq!((snap.count, snap.errors, snap.panics), (4001, 1000, 1));
         let total_nanos = 1000 * (1_000 + 2_000 + 3_000 + 4_000) + 9_000;
