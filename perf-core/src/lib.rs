@@ -46,6 +46,7 @@ pub mod monitor;
 pub mod optimizer;
 mod profiling;
 pub mod query;
+mod static_or_shared;
 mod striped;
 mod sync;
 pub mod system;
@@ -62,4 +63,6 @@ pub use optimizer::{
     BackgroundTasks, HOT_FIELDS, OptimizerBuilder, PerformanceOptimizer, global,
     performance_context,
 };
+#[doc(hidden)]
+pub use static_or_shared::StaticOrShared;
 pub use tasks::TaskError;

@@ -105,22 +105,7 @@ pub(crate) struct AppState {
 }
 
 /// The optimizer the API serves: the installed one, or one the caller keeps alive.
-#[derive(Clone)]
-pub(crate) enum OptimizerRef {
-    Static(&'static PerformanceOptimizer),
-    Shared(Arc<PerformanceOptimizer>),
-}
-
-impl std::ops::Deref for OptimizerRef {
-    type Target = PerformanceOptimizer;
-
-    fn deref(&self) -> &PerformanceOptimizer {
-        match self {
-            OptimizerRef::Static(optimizer) => optimizer,
-            OptimizerRef::Shared(optimizer) => optimizer,
-        }
-    }
-}
+pub(crate) type OptimizerRef = perf_core::StaticOrShared<PerformanceOptimizer>;
 
 /// The admin API over the installed optimizer (`install()`'s return value). Errs, naming
 /// each bad field, if `admin` is not valid.

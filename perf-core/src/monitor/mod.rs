@@ -44,6 +44,7 @@ pub use self::stats::OperationSnapshot;
 pub(crate) use self::stats::{BUCKETS, OperationStats, bucket_of, quantile_seconds};
 use crate::metrics::{ASYNC_OPERATIONS_TOTAL, Batched, PROCESSING_TIME_SECONDS, labels};
 use crate::profiling::Profiling;
+use crate::static_or_shared::StaticOrShared;
 
 /// How a monitored call ended (the `status` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -210,22 +211,7 @@ fn clock() -> &'static quanta::Clock {
 }
 
 /// A call site's operation lives as long as the program; a run-time name's is shared.
-#[derive(Debug)]
-enum OperationRef {
-    Static(&'static Operation),
-    Shared(Arc<Operation>),
-}
-
-impl std::ops::Deref for OperationRef {
-    type Target = Operation;
-
-    fn deref(&self) -> &Operation {
-        match self {
-            OperationRef::Static(operation) => operation,
-            OperationRef::Shared(operation) => operation,
-        }
-    }
-}
+type OperationRef = StaticOrShared<Operation>;
 
 /// A `#[performance_monitor]` call site: its operation found once, in the monitor its first
 /// call names.
