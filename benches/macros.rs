@@ -8,7 +8,8 @@
 //!   and 2 threads (both calling the same operation at once: the case where shared metric
 //!   storage is contended).
 //!
-//! `cargo bench --bench macros`.
+//! `cargo bench --bench macros`; `MONITOR_PROFILE=<threads>` only runs monitored calls on that
+//! many threads for `MONITOR_SECONDS` (default 10), for `perf record`.
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -18,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{median_ns, slowest_thread};
+use common::{interleaved, median, median_ns, slowest_thread};
 use criterion::Criterion;
 use perf::{cache_result, performance_monitor};
 
@@ -119,6 +120,31 @@ fn main() {
         .unwrap()
         .install_recorder()
         .unwrap();
+    // What a service's exporter does between scrapes: without it, the exporter keeps every
+    // sample in memory, and each arm pays for the pages it takes.
+    let upkeep = prometheus.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            upkeep.run_upkeep();
+        }
+    });
+
+    if let Ok(threads) = std::env::var("MONITOR_PROFILE") {
+        let seconds: u64 = std::env::var("MONITOR_SECONDS").map_or(10, |s| s.parse().unwrap());
+        let (threads, calls) = (threads.parse().unwrap(), 1_000_000);
+        let start = Instant::now();
+        let mut rounds = 0;
+        while start.elapsed() < Duration::from_secs(seconds) {
+            calls_at_once(threads, calls, monitored);
+            rounds += 1;
+        }
+        println!(
+            "{:.1} ns a monitored call per thread",
+            start.elapsed().as_nanos() as f64 / (rounds * calls) as f64
+        );
+        return;
+    }
 
     // Warm both caches with every key.
     runtime().block_on(async {
@@ -159,6 +185,27 @@ fn main() {
         group.finish();
     }
     c.final_summary();
+    // The monitor's overhead again, the three arms in alternation over 21 rounds: medians of
+    // each round's overhead over the bare call (common::interleaved).
+    let mut overheads = Vec::new();
+    for threads in [1, 2] {
+        let calls = 1_000_000;
+        let arms: [fn(u64) -> u64; 3] = [bare, monitored, by_hand];
+        let measured = interleaved(3, 21, |arm, _| {
+            calls_at_once(threads, calls, arms[arm]).as_nanos() as f64 / calls as f64
+        });
+        let over_bare = |arm: usize| {
+            let rounds = &measured.rounds;
+            median(
+                rounds[arm]
+                    .iter()
+                    .zip(&rounds[0])
+                    .map(|(t, b)| t - b)
+                    .collect(),
+            )
+        };
+        overheads.push((threads, over_bare(1), over_bare(2)));
+    }
     // When the monitored calls ran, the recorder saw them, as a scrape would.
     if let Some(calls) = perf::global()
         .monitor()
@@ -186,6 +233,13 @@ fn main() {
                 theirs / ours
             );
         }
+    }
+    for (threads, ours, theirs) in overheads {
+        println!(
+            "performance_monitor overhead, {threads} thread(s), interleaved: {ours:.1} ns \
+             (target <= 100 ns); by hand {theirs:.1} ns; ours / by hand {:.2}",
+            ours / theirs
+        );
     }
     for threads in [1, 2] {
         let group = format!("monitor_overhead_{threads}_thread");
