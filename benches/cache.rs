@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{median, median_ns, slowest_thread};
+use common::{Interleaved, interleaved, median, median_ns, slowest_thread};
 use criterion::Criterion;
 use perf::{
     MultiLevelCache, PerformanceConfig, Tier,
@@ -445,11 +445,9 @@ fn interleaved_sealing<V: SharedValue>(value: fn(u64) -> V) -> [f64; 2] {
     ratios.map(median)
 }
 
-/// Medians of per-lookup times with the contenders measured in alternation, round after
-/// round, so that drift in a shared machine's speed hits them all alike. Criterion measures
-/// each contender in one stretch, which on a noisy machine can favour whichever ran in a
-/// quiet moment; this is the robust ratio.
-fn interleaved<V: SharedValue>(caches: &L1Caches<V>, threads: usize) -> [f64; 4] {
+/// The contenders' medians of per-lookup times, measured in alternation round after round
+/// (`common::interleaved`), and the medians of their per-round ratios to raw quick_cache.
+fn interleaved_hits<V: SharedValue>(caches: &L1Caches<V>, threads: usize) -> Interleaved {
     let L1Caches {
         ours,
         raw,
@@ -457,37 +455,41 @@ fn interleaved<V: SharedValue>(caches: &L1Caches<V>, threads: usize) -> [f64; 4]
         keys,
     } = caches;
     let lookups = 100_000;
-    let mut times: [Vec<f64>; 4] = Default::default();
-    for round in 0..31 {
+    // Raw quick_cache first: the ratios are to it.
+    interleaved(4, 31, |arm, round| {
         let start = round * 7919;
         let keys = &keys[start % keys.len()..];
-        let per_op = |d: Duration| d.as_nanos() as f64 / lookups as f64;
-        times[0].push(per_op(concurrent(threads, lookups, keys, |k| {
-            black_box(ours.get_l1_local::<V>(k).unwrap().unwrap());
-        })));
-        times[1].push(per_op(concurrent(threads, lookups, keys, |k| {
-            black_box(ready(ours.get::<V>(k, Tier::L1)).unwrap().unwrap());
-        })));
-        times[2].push(per_op(concurrent(threads, lookups, keys, |k| {
-            black_box(raw.get(k).unwrap());
-        })));
-        times[3].push(per_op(concurrent(threads, lookups, keys, |k| {
-            black_box(moka.get(k).unwrap());
-        })));
-    }
-    times.map(median)
+        let elapsed = match arm {
+            0 => concurrent(threads, lookups, keys, |k| {
+                black_box(raw.get(k).unwrap());
+            }),
+            1 => concurrent(threads, lookups, keys, |k| {
+                black_box(ours.get_l1_local::<V>(k).unwrap().unwrap());
+            }),
+            2 => concurrent(threads, lookups, keys, |k| {
+                black_box(ready(ours.get::<V>(k, Tier::L1)).unwrap().unwrap());
+            }),
+            _ => concurrent(threads, lookups, keys, |k| {
+                black_box(moka.get(k).unwrap());
+            }),
+        };
+        elapsed.as_nanos() as f64 / lookups as f64
+    })
 }
 
 fn print_interleaved<V: SharedValue>(name: &str, caches: &L1Caches<V>) {
     for threads in [1, 2] {
-        let [get_l1, get, raw, moka] = interleaved(caches, threads);
+        let Interleaved { times, ratios, .. } = interleaved_hits(caches, threads);
+        let (raw, get_l1, get, moka) = (times[0], times[1], times[2], times[3]);
         println!(
             "{name}, {threads} thread(s), interleaved: perf get_l1 {get_l1:.1} ns, perf get \
-             {get:.1} ns, quick_cache {raw:.1} ns, moka {moka:.1} ns | get_l1/quick_cache \
-             {:.2}x, get/quick_cache {:.2}x, get/moka {:.2}x",
-            get_l1 / raw,
-            get / raw,
-            get / moka,
+             {get:.1} ns, quick_cache {raw:.1} ns, moka {moka:.1} ns | medians of per-round \
+             ratios: get_l1/quick_cache {:.2}x, get/quick_cache {:.2}x, moka/quick_cache {:.2}x \
+             (get/moka {:.2}x)",
+            ratios[1],
+            ratios[2],
+            ratios[3],
+            ratios[2] / ratios[3],
         );
     }
 }

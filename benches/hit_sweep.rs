@@ -1,8 +1,10 @@
 //! `#[cache_result]` hits at every key-set size: perf against `cached`'s `#[cached(time = 60)]`
 //! on a one-argument async fn returning a 40-byte `String`, at 100, 1k, 10k and 100k distinct
 //! keys read in a random precomputed order (not cyclic), on 1 and 2 threads, with a floor (a
-//! thread-local `Vec<String>` index and clone) for what any memoizer must pay. Prints the
-//! medians and `cached`/perf for each size (goal: at least 2x on 1 thread, above 1x on 2).
+//! thread-local `Vec<String>` index and clone) for what any memoizer must pay. Each size is
+//! measured by criterion and then with the three in alternation over 15 rounds; prints both
+//! tables, the interleaved one with the median of the per-round `cached`/perf ratios (goal: at
+//! least 2x on 1 thread, above 1x on 2).
 //!
 //! Then the hit ratio that memoizing keeps: a Zipf(1.0) trace over 100k keys through
 //! `#[cache_result]` with L1 bounded to 10k entries, against moka bounded the same.
@@ -20,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{median_ns, slowest_thread};
+use common::{Interleaved, interleaved, median_ns, slowest_thread};
 use criterion::Criterion;
 
 fn value(id: u64) -> String {
@@ -182,6 +184,20 @@ macro_rules! bench_size {
                 b.iter_custom(|iters| concurrent($threads, iters, n, $module::floor))
             });
             group.finish();
+            // The same three in alternation (common::interleaved), `cached` first.
+            let calls = CALLS_PER_ROUND;
+            let Interleaved { times, ratios, .. } = interleaved(3, ROUNDS, |arm, _| {
+                let elapsed = match arm {
+                    0 => concurrent($threads, calls, n, $module::theirs),
+                    1 => concurrent($threads, calls, n, $module::ours),
+                    _ => concurrent($threads, calls, n, $module::floor),
+                };
+                elapsed.as_nanos() as f64 / calls as f64
+            });
+            INTERLEAVED
+                .lock()
+                .unwrap()
+                .push(($threads, n, times, ratios));
             let stats = $module::OPTIMIZER.cache().stats();
             println!(
                 "  L1 after {group_name}: hits {} misses {}",
@@ -190,6 +206,15 @@ macro_rules! bench_size {
         }
     }};
 }
+
+/// Rounds of the interleaved measurement, and calls per thread in each arm of a round.
+const ROUNDS: usize = 15;
+const CALLS_PER_ROUND: u64 = 200_000;
+
+/// (threads, keys, medians [cached, perf, floor], medians of per-round ratios to `cached`;
+/// with an odd number of rounds, the inverse of perf's is the median of `cached`/perf).
+type Row = (usize, u64, Vec<f64>, Vec<f64>);
+static INTERLEAVED: std::sync::Mutex<Vec<Row>> = std::sync::Mutex::new(Vec::new());
 
 fn list(var: &str, default: &[u64]) -> Vec<u64> {
     std::env::var(var).map_or_else(
@@ -251,7 +276,22 @@ fn main() {
     }
     c.final_summary();
     zipf_hit_ratio();
-    println!("\n== sweep medians (ns per call per thread) ==");
+    println!(
+        "\n== interleaved, {ROUNDS} rounds of {CALLS_PER_ROUND} calls a thread (medians, ns per call per thread) =="
+    );
+    println!(
+        "| threads | keys | perf | cached | floor | cached/perf (median of per-round ratios) |"
+    );
+    for (t, n, times, ratios) in INTERLEAVED.lock().unwrap().iter() {
+        println!(
+            "| {t} | {n} | {:.1} | {:.1} | {:.1} | {:.2}x |",
+            times[1],
+            times[0],
+            times[2],
+            1.0 / ratios[1]
+        );
+    }
+    println!("\n== criterion medians (ns per call per thread) ==");
     println!("| threads | keys | perf | cached | floor | cached/perf |");
     for &t in &threads {
         for &n in &sizes {

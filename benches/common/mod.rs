@@ -44,3 +44,50 @@ pub(crate) fn median_ns(group: &str, bench: &str) -> Option<f64> {
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     json["median"]["point_estimate"].as_f64()
 }
+
+/// Contenders measured in alternation, round after round, so that a shared machine's drift
+/// hits them all alike: each arm's median time, and the median over rounds of its time over
+/// the first arm's in the same round (the ratio to trust; criterion measures each contender
+/// in one stretch, which can favour whichever ran in a quiet moment).
+pub(crate) struct Interleaved {
+    pub(crate) times: Vec<f64>,
+    pub(crate) ratios: Vec<f64>,
+    /// Every round's time, arm by arm.
+    pub(crate) rounds: Vec<Vec<f64>>,
+}
+
+/// Runs `rounds` rounds of `arms` arms; `measure(arm, round)` gives the arm's time per
+/// operation. The order of the arms turns from round to round, so that none always runs first.
+pub(crate) fn interleaved(
+    arms: usize,
+    rounds: usize,
+    mut measure: impl FnMut(usize, usize) -> f64,
+) -> Interleaved {
+    let mut times = vec![Vec::with_capacity(rounds); arms];
+    for round in 0..rounds {
+        let mut this_round = vec![0.0; arms];
+        for turn in 0..arms {
+            let arm = (round + turn) % arms;
+            this_round[arm] = measure(arm, round);
+        }
+        for (all, time) in times.iter_mut().zip(this_round) {
+            all.push(time);
+        }
+    }
+    let ratios = times
+        .iter()
+        .map(|arm| {
+            median(
+                arm.iter()
+                    .zip(&times[0])
+                    .map(|(t, first)| t / first)
+                    .collect(),
+            )
+        })
+        .collect();
+    Interleaved {
+        times: times.iter().cloned().map(median).collect(),
+        ratios,
+        rounds: times,
+    }
+}
