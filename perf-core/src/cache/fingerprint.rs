@@ -66,19 +66,14 @@ impl Fingerprint {
     /// own `Serialize` is not inlined into the hit, and behind a call the fingerprint is
     /// written through memory rather than built in registers (10 of a hit's 75 ns).
     #[inline(always)]
-    pub(crate) fn of_arguments<A: CallArguments, R>(
-        arguments: &A,
-        read: impl FnOnce(Option<&Fingerprint>) -> R,
-    ) -> R {
+    pub(crate) fn of_arguments<A: CallArguments>(arguments: &A) -> Option<Fingerprint> {
         let mut writer = Writer::default();
         let mut elements = Compound {
             writer: &mut writer,
             unknown_length: false,
         };
-        match arguments.serialize_elements(&mut elements) {
-            Ok(()) => read(Some(&writer.print)),
-            Err(Full) => read(None),
-        }
+        arguments.serialize_elements(&mut elements).ok()?;
+        Some(writer.print)
     }
 
     /// [`with`](Self::with) for bytes taken whole (a key already made into a string).

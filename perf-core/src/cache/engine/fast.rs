@@ -31,10 +31,16 @@ impl Engine {
         };
         // By reference: a copy of the closure (the path and the arguments' address) was read
         // back wider than it was written, stalling the processor's store forwarding.
-        Fingerprint::of_arguments(arguments, |print| match print {
-            Some(print) => self.hit_near(NearKey { site: path, print }, &write_l1_key),
-            None => with_key(write_l1_key, |l1_key| self.hit_l1_for_load(l1_key)),
-        })
+        let Some(print) = Fingerprint::of_arguments(arguments) else {
+            return with_key(write_l1_key, |l1_key| self.hit_l1_for_load(l1_key));
+        };
+        self.hit_near(
+            NearKey {
+                site: path,
+                print: &print,
+            },
+            &write_l1_key,
+        )
     }
 
     #[inline]
