@@ -218,11 +218,11 @@ impl L1 {
             return Some(held);
         }
         let fresh_coarse = held.fresh_coarse;
-        let entry = self.past_coarse_deadline(key, held.entry, clock, counters, wanted)?;
-        Some(Held {
-            entry,
-            fresh_coarse,
-        })
+        self.past_coarse_deadline(key, held.entry, clock, counters, wanted)
+            .map(|entry| Held {
+                entry,
+                fresh_coarse,
+            })
     }
 
     /// An entry the coarse clock cannot vouch for: fresh if the precise clock says so; past

@@ -534,7 +534,7 @@ mod tests {
     /// Every `TOUCH_EVERY`th near hit of a slot reads L1's entry too (what tells quick_cache
     /// the key is hot), and no other does.
     #[test]
-    fn every_touch_everyth_near_hit_reads_l1() {
+    fn every_64th_near_hit_of_a_slot_touches_l1() {
         use std::{cell::Cell, sync::Arc};
 
         use super::{Epochs, Fingerprint, Held, L1Entry, Near, NearKey, TOUCH_EVERY, WHOLE_KEY};
