@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Interleaved, interleaved, median, median_ns, slowest_thread};
+use common::{Interleaved, interleaved, median_ns, slowest_thread};
 use criterion::Criterion;
 use perf::{
     MultiLevelCache, PerformanceConfig, Tier,
@@ -423,30 +423,27 @@ fn l2_hit_of<V: SharedValue>(c: &mut Criterion, name: &str, value: fn(u64) -> V)
 }
 
 /// What sealing adds to an L2 hit, measured with the arms in alternation round after round
-/// (see `interleaved`): the median over rounds of each arm's time per hit over the plain
+/// (`common::interleaved`): the median over rounds of each arm's time per hit over the plain
 /// arm's, for the record type `value` makes.
 fn interleaved_sealing<V: SharedValue>(value: fn(u64) -> V) -> [f64; 2] {
     let caches = PROTECTIONS.map(|(_, protection)| l2_cache(protection, value));
     let gets = if quick() { 2_000 } else { 10_000 };
-    let mut ratios = [Vec::new(), Vec::new()];
     let mut i = 0;
-    for _ in 0..if quick() { 9 } else { 21 } {
-        let per_hit = caches.each_ref().map(|(cache, keys)| {
-            let start = Instant::now();
-            for _ in 0..gets {
-                i = (i + 7919) % keys.len();
-                black_box(ready(cache.get::<V>(&keys[i], Tier::L2)).unwrap().unwrap());
-            }
-            start.elapsed().as_nanos() as f64 / gets as f64
-        });
-        ratios[0].push(per_hit[1] / per_hit[0]);
-        ratios[1].push(per_hit[2] / per_hit[0]);
-    }
-    ratios.map(median)
+    let rounds = if quick() { 9 } else { 21 };
+    let measured = interleaved(caches.len(), rounds, |arm, _| {
+        let (cache, keys) = &caches[arm];
+        let start = Instant::now();
+        for _ in 0..gets {
+            i = (i + 7919) % keys.len();
+            black_box(ready(cache.get::<V>(&keys[i], Tier::L2)).unwrap().unwrap());
+        }
+        start.elapsed().as_nanos() as f64 / gets as f64
+    });
+    [measured.ratio(1, 0), measured.ratio(2, 0)]
 }
 
-/// The contenders' medians of per-lookup times, measured in alternation round after round
-/// (`common::interleaved`), and the medians of their per-round ratios to raw quick_cache.
+/// The contenders' per-lookup times in alternation round after round (`common::interleaved`):
+/// raw quick_cache, perf `get_l1_local`, perf `get`, moka.
 fn interleaved_hits<V: SharedValue>(caches: &L1Caches<V>, threads: usize) -> Interleaved {
     let L1Caches {
         ours,
@@ -455,7 +452,6 @@ fn interleaved_hits<V: SharedValue>(caches: &L1Caches<V>, threads: usize) -> Int
         keys,
     } = caches;
     let lookups = 100_000;
-    // Raw quick_cache first: the ratios are to it.
     interleaved(4, 31, |arm, round| {
         let start = round * 7919;
         let keys = &keys[start % keys.len()..];
@@ -479,17 +475,15 @@ fn interleaved_hits<V: SharedValue>(caches: &L1Caches<V>, threads: usize) -> Int
 
 fn print_interleaved<V: SharedValue>(name: &str, caches: &L1Caches<V>) {
     for threads in [1, 2] {
-        let Interleaved { times, ratios, .. } = interleaved_hits(caches, threads);
-        let (raw, get_l1, get, moka) = (times[0], times[1], times[2], times[3]);
+        let hits = interleaved_hits(caches, threads);
+        let [raw, get_l1, get, moka] = [0, 1, 2, 3].map(|arm| hits.median(arm));
         println!(
             "{name}, {threads} thread(s), interleaved: perf get_l1 {get_l1:.1} ns, perf get \
              {get:.1} ns, quick_cache {raw:.1} ns, moka {moka:.1} ns | medians of per-round \
-             ratios: get_l1/quick_cache {:.2}x, get/quick_cache {:.2}x, moka/quick_cache {:.2}x \
-             (get/moka {:.2}x)",
-            ratios[1],
-            ratios[2],
-            ratios[3],
-            ratios[2] / ratios[3],
+             ratios: get_l1/quick_cache {:.2}x, get/quick_cache {:.2}x, get/moka {:.2}x",
+            hits.ratio(1, 0),
+            hits.ratio(2, 0),
+            hits.ratio(2, 3),
         );
     }
 }

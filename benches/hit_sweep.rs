@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Interleaved, interleaved, median_ns, slowest_thread};
+use common::{interleaved, median_ns, slowest_thread};
 use criterion::Criterion;
 
 fn value(id: u64) -> String {
@@ -164,7 +164,7 @@ where
 }
 
 macro_rules! bench_size {
-    ($c:expr, $threads:expr, $sizes:expr, $module:ident) => {{
+    ($c:expr, $threads:expr, $sizes:expr, $module:ident, $rows:expr) => {{
         let n = $module::KEYS;
         if $sizes.contains(&n) {
             runtime().block_on(async {
@@ -186,7 +186,7 @@ macro_rules! bench_size {
             group.finish();
             // The same three in alternation (common::interleaved), `cached` first.
             let calls = CALLS_PER_ROUND;
-            let Interleaved { times, ratios, .. } = interleaved(3, ROUNDS, |arm, _| {
+            let measured = interleaved(3, ROUNDS, |arm, _| {
                 let elapsed = match arm {
                     0 => concurrent($threads, calls, n, $module::theirs),
                     1 => concurrent($threads, calls, n, $module::ours),
@@ -194,10 +194,7 @@ macro_rules! bench_size {
                 };
                 elapsed.as_nanos() as f64 / calls as f64
             });
-            INTERLEAVED
-                .lock()
-                .unwrap()
-                .push(($threads, n, times, ratios));
+            $rows.push(($threads, n, measured));
             let stats = $module::OPTIMIZER.cache().stats();
             println!(
                 "  L1 after {group_name}: hits {} misses {}",
@@ -210,11 +207,6 @@ macro_rules! bench_size {
 /// Rounds of the interleaved measurement, and calls per thread in each arm of a round.
 const ROUNDS: usize = 15;
 const CALLS_PER_ROUND: u64 = 200_000;
-
-/// (threads, keys, medians [cached, perf, floor], medians of per-round ratios to `cached`;
-/// with an odd number of rounds, the inverse of perf's is the median of `cached`/perf).
-type Row = (usize, u64, Vec<f64>, Vec<f64>);
-static INTERLEAVED: std::sync::Mutex<Vec<Row>> = std::sync::Mutex::new(Vec::new());
 
 fn list(var: &str, default: &[u64]) -> Vec<u64> {
     std::env::var(var).map_or_else(
@@ -267,12 +259,14 @@ fn main() {
         .measurement_time(Duration::from_secs(2))
         .sample_size(20)
         .configure_from_args();
+    // Each size's interleaved measurement: (threads, keys, arms `cached`, perf, floor).
+    let mut rows = Vec::new();
     for &t in &threads {
         let t = t as usize;
-        bench_size!(c, t, sizes, k100);
-        bench_size!(c, t, sizes, k1k);
-        bench_size!(c, t, sizes, k10k);
-        bench_size!(c, t, sizes, k100k);
+        bench_size!(c, t, sizes, k100, rows);
+        bench_size!(c, t, sizes, k1k, rows);
+        bench_size!(c, t, sizes, k10k, rows);
+        bench_size!(c, t, sizes, k100k, rows);
     }
     c.final_summary();
     zipf_hit_ratio();
@@ -282,13 +276,14 @@ fn main() {
     println!(
         "| threads | keys | perf | cached | floor | cached/perf (median of per-round ratios) |"
     );
-    for (t, n, times, ratios) in INTERLEAVED.lock().unwrap().iter() {
+    // Arms: `cached`, perf, floor.
+    for (t, n, measured) in &rows {
         println!(
             "| {t} | {n} | {:.1} | {:.1} | {:.1} | {:.2}x |",
-            times[1],
-            times[0],
-            times[2],
-            1.0 / ratios[1]
+            measured.median(1),
+            measured.median(0),
+            measured.median(2),
+            measured.ratio(0, 1)
         );
     }
     println!("\n== criterion medians (ns per call per thread) ==");

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{interleaved, median, median_ns, slowest_thread};
+use common::{interleaved, median_ns, slowest_thread};
 use criterion::Criterion;
 use perf::{cache_result, performance_monitor};
 
@@ -194,17 +194,7 @@ fn main() {
         let measured = interleaved(3, 21, |arm, _| {
             calls_at_once(threads, calls, arms[arm]).as_nanos() as f64 / calls as f64
         });
-        let over_bare = |arm: usize| {
-            let rounds = &measured.rounds;
-            median(
-                rounds[arm]
-                    .iter()
-                    .zip(&rounds[0])
-                    .map(|(t, b)| t - b)
-                    .collect(),
-            )
-        };
-        overheads.push((threads, over_bare(1), over_bare(2)));
+        overheads.push((threads, measured.excess(1, 0), measured.excess(2, 0)));
     }
     // When the monitored calls ran, the recorder saw them, as a scrape would.
     if let Some(calls) = perf::global()

@@ -46,14 +46,36 @@ pub(crate) fn median_ns(group: &str, bench: &str) -> Option<f64> {
 }
 
 /// Contenders measured in alternation, round after round, so that a shared machine's drift
-/// hits them all alike: each arm's median time, and the median over rounds of its time over
-/// the first arm's in the same round (the ratio to trust; criterion measures each contender
-/// in one stretch, which can favour whichever ran in a quiet moment).
+/// hits them all alike (criterion measures each contender in one stretch, which can favour
+/// whichever ran in a quiet moment): every round's times, one per arm.
 pub(crate) struct Interleaved {
-    pub(crate) times: Vec<f64>,
-    pub(crate) ratios: Vec<f64>,
-    /// Every round's time, arm by arm.
-    pub(crate) rounds: Vec<Vec<f64>>,
+    rounds: Vec<Vec<f64>>,
+}
+
+impl Interleaved {
+    /// The arm's median time.
+    pub(crate) fn median(&self, arm: usize) -> f64 {
+        median(self.rounds.iter().map(|times| times[arm]).collect())
+    }
+
+    /// The median over rounds of `arm`'s time over `base`'s in the same round: the ratio to
+    /// trust.
+    pub(crate) fn ratio(&self, arm: usize, base: usize) -> f64 {
+        self.per_round(arm, base, |t, b| t / b)
+    }
+
+    /// The median over rounds of `arm`'s time less `base`'s in the same round.
+    pub(crate) fn excess(&self, arm: usize, base: usize) -> f64 {
+        self.per_round(arm, base, |t, b| t - b)
+    }
+
+    fn per_round(&self, arm: usize, base: usize, compare: impl Fn(f64, f64) -> f64) -> f64 {
+        let compared = self
+            .rounds
+            .iter()
+            .map(|times| compare(times[arm], times[base]));
+        median(compared.collect())
+    }
 }
 
 /// Runs `rounds` rounds of `arms` arms; `measure(arm, round)` gives the arm's time per
@@ -63,31 +85,15 @@ pub(crate) fn interleaved(
     rounds: usize,
     mut measure: impl FnMut(usize, usize) -> f64,
 ) -> Interleaved {
-    let mut times = vec![Vec::with_capacity(rounds); arms];
-    for round in 0..rounds {
-        let mut this_round = vec![0.0; arms];
-        for turn in 0..arms {
-            let arm = (round + turn) % arms;
-            this_round[arm] = measure(arm, round);
-        }
-        for (all, time) in times.iter_mut().zip(this_round) {
-            all.push(time);
-        }
-    }
-    let ratios = times
-        .iter()
-        .map(|arm| {
-            median(
-                arm.iter()
-                    .zip(&times[0])
-                    .map(|(t, first)| t / first)
-                    .collect(),
-            )
+    let rounds = (0..rounds)
+        .map(|round| {
+            let mut times = vec![0.0; arms];
+            for turn in 0..arms {
+                let arm = (round + turn) % arms;
+                times[arm] = measure(arm, round);
+            }
+            times
         })
         .collect();
-    Interleaved {
-        times: times.iter().cloned().map(median).collect(),
-        ratios,
-        rounds: times,
-    }
+    Interleaved { rounds }
 }
