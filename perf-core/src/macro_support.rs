@@ -56,21 +56,26 @@ pub fn start_on(optimizer: &PerformanceOptimizer, name: &str) -> Timing {
 
 // ----- #[cache_result]: keys and hits -----
 
-/// A copy of the L1 value of the call of `path` with `arguments`, counted as a hit; repeats
-/// come from this thread's near cache. A miss is not counted: the load that follows counts it.
+/// A copy of the L1 value of the call of `function` with `arguments`, counted as a hit;
+/// repeats come from this thread's near cache. A miss is not counted: the load that follows
+/// counts it.
 #[inline(always)]
 pub fn hit_for_call<T: CacheValue + Clone, A: CallArguments>(
     cache: &MultiLevelCache,
-    path: &'static str,
+    function: &'static Memoized,
     arguments: &A,
 ) -> Option<T> {
-    cache.engine().hit_for_call(path, arguments)
+    cache.engine().hit_for_call(function, arguments)
 }
 
 /// [`hit_for_call`] for a key written whole (a `key = ".."` template's, or a tagged key).
 #[inline]
-pub fn hit_for_key<T: CacheValue + Clone>(cache: &MultiLevelCache, key: &str) -> Option<T> {
-    cache.engine().hit_for_key(key)
+pub fn hit_for_key<T: CacheValue + Clone>(
+    cache: &MultiLevelCache,
+    function: &'static Memoized,
+    key: &str,
+) -> Option<T> {
+    cache.engine().hit_for_key(function, key)
 }
 
 /// `key` under `tags` ([`MultiLevelCache::tagged_key`]).

@@ -607,7 +607,7 @@ impl CacheExpansion<'_> {
         if !self.args.tags.is_empty() {
             return quote! {
                 __perf_tagged.as_deref().and_then(|__perf_key| {
-                    #private::hit_for_key::<#cached_type>(__perf_cache, __perf_key)
+                    #private::hit_for_key::<#cached_type>(__perf_cache, &__PERF_MEMOIZED, __perf_key)
                 })
             };
         }
@@ -620,7 +620,7 @@ impl CacheExpansion<'_> {
                         |__perf_buf: &mut ::std::string::String| __perf_keyed.set(#write_key),
                         |__perf_key: &str| {
                             if __perf_keyed.get() {
-                                #private::hit_for_key::<#cached_type>(__perf_cache, __perf_key)
+                                #private::hit_for_key::<#cached_type>(__perf_cache, &__PERF_MEMOIZED, __perf_key)
                             } else {
                                 ::core::option::Option::None
                             }
@@ -629,10 +629,13 @@ impl CacheExpansion<'_> {
                 }}
             }
             None => {
-                let path = &self.path;
                 let arguments = self.key_arguments();
                 quote! {
-                    #private::hit_for_call::<#cached_type, _>(__perf_cache, #path, &#arguments)
+                    #private::hit_for_call::<#cached_type, _>(
+                        __perf_cache,
+                        &__PERF_MEMOIZED,
+                        &#arguments,
+                    )
                 }
             }
         }

@@ -15,6 +15,7 @@ use std::sync::{
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::near::NearSite;
 use crate::{
     metrics::{CACHE_FUNCTION_CALLS_TOTAL, labels},
     striped::StripedCounters,
@@ -40,11 +41,13 @@ struct Registry {
     published: Vec<u64>,
 }
 
-/// One memoized function's counters: a `static` in the code `#[cache_result]` generates.
+/// One memoized function's counters and its site in near caches: a `static` in the code
+/// `#[cache_result]` generates.
 #[derive(Debug)]
 pub struct Memoized {
     function: &'static str,
     slot: AtomicUsize,
+    near: NearSite,
 }
 
 impl Memoized {
@@ -53,7 +56,18 @@ impl Memoized {
         Self {
             function,
             slot: AtomicUsize::new(UNREGISTERED),
+            near: NearSite::new(),
         }
+    }
+
+    /// The function's path.
+    pub(crate) fn function(&self) -> &'static str {
+        self.function
+    }
+
+    /// The function's site in near caches.
+    pub(crate) fn near_site(&'static self) -> &'static NearSite {
+        &self.near
     }
 
     /// Counts a call answered without running the body.

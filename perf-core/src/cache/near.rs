@@ -13,14 +13,23 @@
 //! a write, `delete`, `invalidate_prefix`, `clear` or remote invalidation that has returned is
 //! never answered from here with the value it replaced. Expiry is checked as in L1.
 //!
-//! A thread's table starts at [`INITIAL_SLOTS`] slots (four-way sets, the tags apart from the
-//! slots) and grows four-fold whenever most of a table's worth of fills pushed another key
-//! out, up to as many slots as L1 has entries and at most [`MAX_SLOTS`]: a thread reading a
-//! thousand keys, or a hundred thousand, keeps them all here as a thread reading a hundred
-//! does (a fixed 512 slots made every read past them a string key, an L1 lookup and a fill,
-//! slower than `cached`'s mutex and map). A table that may grow no further and still thrashes
-//! keeps only one fill in [`THRASHING_FILLS`]. Slots are 128 bytes: a table costs a thread up
-//! to 128 bytes per L1 entry, and only as much as its working set needs.
+//! A thread's table starts at [`INITIAL_SETS`] sets of [`WAYS`] slots (the tags apart from
+//! the slots) and grows four-fold whenever most of a table's worth of fills pushed another
+//! key out, up to room for every entry L1 holds and at most [`MAX_SETS`] sets: a thread
+//! reading a thousand keys, or a hundred thousand, keeps them all here as a thread reading a
+//! hundred does (a fixed 512 slots made every read past them a string key, an L1 lookup and a
+//! fill, slower than `cached`'s mutex and map). A table that may grow no further and still
+//! thrashes keeps only one fill in [`THRASHING_FILLS`].
+//!
+//! A hit reads three cache lines of the table: its set's index (tags and where the values
+//! are), the slot's [`Hot`] line (key, change count, deadline), and the value. Past the
+//! processor's cache every line is a memory miss, so nothing else a hit needs lives
+//! elsewhere: the slot holds no type, as a site keeps values of one type only
+//! ([`NearSite`]), and what only a fill or an expiry check near the deadline reads
+//! ([`Cold`]) is in an array of its own. With 128-byte slots (the type and the counters in a
+//! second line) 10k keys' lines outgrew a 2 MiB L2 that `cached`'s fit in. A slot costs 88
+//! bytes and its share of an index line: a table costs a thread about 100 bytes per key of
+//! its working set, and at most twice L1's entries' worth.
 //!
 //! quick_cache learns which entries are hot from its own reads, so every [`TOUCH_EVERY`]th
 //! near hit of a slot also reads L1; a key is not evicted for being served from here. A slot
@@ -37,8 +46,8 @@
 use std::{
     any::TypeId,
     cell::RefCell,
-    hash::BuildHasher,
-    sync::{Arc, atomic::Ordering},
+    hash::{BuildHasher, Hash, Hasher},
+    sync::{Arc, OnceLock, atomic::Ordering},
 };
 
 use thread_local::ThreadLocal;
@@ -51,14 +60,15 @@ use super::{
     fingerprint::Fingerprint,
 };
 
-/// Slots a thread's table starts with, allocated on its first fill.
-const INITIAL_SLOTS: usize = 512;
-/// The most slots a thread's table grows to, whatever L1's capacity: 16 MiB of slots.
-pub(crate) const MAX_SLOTS: usize = 1 << 17;
-/// Slots per set: a key may sit in any slot of the set its hash picks. In a table 60% full,
-/// about 6% of the keys find their set full (and every read of them misses) with four ways,
-/// 2% with eight (by the Poisson estimate of keys per set).
-const WAYS: usize = 8;
+/// Sets a thread's table starts with, allocated on its first fill.
+const INITIAL_SETS: usize = 64;
+/// The most sets a thread's table grows to, whatever L1's capacity: 196,608 slots, 19 MB.
+pub(crate) const MAX_SETS: usize = 1 << 15;
+/// Slots per set: a key may sit in any slot of the set its hash picks. Six, so that a set's
+/// index is one cache line. In a table half full about 4% of the keys find their set full
+/// (and every read of them misses), by the Poisson estimate of keys per set; a table grows
+/// while most of its fills push a key out.
+const WAYS: usize = 6;
 /// A table grows four-fold at a time: a working set far past it grows it in a few steps.
 const GROWTH: usize = 4;
 /// A table that thrashes keeps one value in this many that reads of L1 find.
@@ -68,29 +78,62 @@ const TOUCH_EVERY: u16 = 64;
 /// Buckets of [`Epochs`]: enough that unrelated writes rarely share one, few enough that
 /// the counters stay in the processor's cache.
 const BUCKETS: usize = 2048;
+const _: () = assert!(BUCKETS.is_power_of_two() && BUCKETS <= 1 << LOW_BITS);
+/// The low bits of a [`Hot`] word that hold a small field next to a 48-bit one.
+const LOW_BITS: u32 = 16;
+const LOW_MASK: u64 = (1 << LOW_BITS) - 1;
 
-/// The site of keys given whole, not as a function path and arguments.
-pub(crate) const WHOLE_KEY: &str = "";
+/// A call site: its identity in near tables (its address: each is a `static`), and the one
+/// type of value its slots hold, fixed by its first fill. A generic function's instances
+/// share their site, and those of the other types are read from L1.
+#[derive(Debug, Default)]
+pub(crate) struct NearSite {
+    served: OnceLock<TypeId>,
+}
 
-/// What a near slot is keyed by: a call site and its arguments' fingerprint.
+impl NearSite {
+    pub(crate) const fn new() -> Self {
+        Self {
+            served: OnceLock::new(),
+        }
+    }
+
+    /// Whether the site's slots hold `T`s.
+    #[inline(always)]
+    fn serves(&self, wanted: TypeId) -> bool {
+        self.served.get() == Some(&wanted)
+    }
+
+    /// Whether the site's slots may hold values of `type_id`: the first type kept is the only
+    /// one.
+    fn admits(&self, type_id: TypeId) -> bool {
+        *self.served.get_or_init(|| type_id) == type_id
+    }
+}
+
+/// What a near slot is keyed by: a call site and its arguments' fingerprint (or the
+/// fingerprint of the whole L1 key, for a site whose keys are written whole).
 #[derive(Clone, Copy)]
 pub(crate) struct NearKey<'a> {
-    /// The call site's function path, or [`WHOLE_KEY`] when `print` is of the whole L1 key.
-    pub(crate) site: &'static str,
+    pub(crate) site: &'static NearSite,
     pub(crate) print: &'a Fingerprint,
 }
 
 impl NearKey<'_> {
-    #[inline]
+    /// Inlined whole, reading the fingerprint's words from registers: `hash_one` was left out
+    /// of line and read them back from memory.
+    #[inline(always)]
+    #[allow(clippy::manual_hash_one)]
     fn hash(&self) -> u64 {
-        foldhash::fast::FixedState::with_seed(self.site.as_ptr() as u64).hash_one(self.print)
+        let site = std::ptr::from_ref(self.site) as u64;
+        let mut hasher = foldhash::fast::FixedState::with_seed(site).build_hasher();
+        self.print.hash(&mut hasher);
+        hasher.finish()
     }
 
     #[inline]
-    fn matches(&self, slot: &Slot) -> bool {
-        // Function paths are literals: equal addresses and lengths mean equal paths, and equal
-        // paths with equal arguments give equal keys.
-        *self.print == slot.print && std::ptr::eq(self.site, slot.site)
+    fn matches(&self, slot: &Hot) -> bool {
+        *self.print == slot.print && slot.site.is_some_and(|site| std::ptr::eq(site, self.site))
     }
 }
 
@@ -106,14 +149,18 @@ impl Epochs {
         }
     }
 
-    fn bucket_of(key: &str) -> u16 {
-        // BUCKETS <= 65536.
-        (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % BUCKETS as u64) as u16
+    fn bucket_of(key: &str) -> usize {
+        (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % BUCKETS as u64) as usize
+    }
+
+    #[inline(always)]
+    fn count(&self, bucket: usize) -> u64 {
+        self.buckets[bucket & (BUCKETS - 1)].load(Ordering::Acquire)
     }
 
     /// Called after L1's entry at `key` changed.
     pub(crate) fn changed(&self, key: &str) {
-        self.buckets[usize::from(Self::bucket_of(key))].fetch_add(1, Ordering::Release);
+        self.buckets[Self::bucket_of(key)].fetch_add(1, Ordering::Release);
     }
 
     /// Called after L1 changed wholesale (a clear).
@@ -122,30 +169,64 @@ impl Epochs {
             bucket.fetch_add(1, Ordering::Release);
         }
     }
+
+    /// A bucket and its count now, as a [`Hot`] slot keeps them: the count's low 48 bits
+    /// above the bucket (a slot is stale only if its bucket changed a multiple of 2^48 times
+    /// since, unread).
+    fn stamp(&self, bucket: usize) -> u64 {
+        self.count(bucket) << LOW_BITS | bucket as u64
+    }
+
+    /// Whether a [`stamp`](Self::stamp)'s bucket is unchanged since.
+    #[inline(always)]
+    fn unchanged(&self, stamp: u64) -> bool {
+        self.count((stamp & LOW_MASK) as usize) << LOW_BITS == stamp & !LOW_MASK
+    }
 }
 
-/// One remembered value, in two cache lines: its key and what a near hit checks.
+/// What a near hit reads of its slot, in one cache line.
+#[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
-struct Slot {
+struct Hot {
     print: Fingerprint,
-    site: &'static str,
+    /// `None` when the slot is free.
+    site: Option<&'static NearSite>,
+    /// The bucket and its change count, from [`Epochs::stamp`].
     epoch: u64,
-    /// The entry's expiry as the coarse clock checks it in one load.
-    coarse_deadline: u64,
-    /// The type of the value behind `value`: checked without a virtual call, which on the hit
-    /// path costs more than the rest of the check.
-    type_id: TypeId,
+    /// The entry's coarse deadline (`ExpiryClock::coarse_deadline`) with its low 16 bits
+    /// cleared, so never later than the entry's; the slot's near hits in them.
+    deadline_and_hits: u64,
+}
+
+impl Hot {
+    #[inline(always)]
+    fn coarse_deadline(&self) -> u64 {
+        self.deadline_and_hits & !LOW_MASK
+    }
+
+    /// Counts a near hit; true on every [`TOUCH_EVERY`]th.
+    #[inline(always)]
+    fn count_hit(&mut self) -> bool {
+        let hits = (self.deadline_and_hits as u16).wrapping_add(1);
+        self.deadline_and_hits = self.coarse_deadline() | u64::from(hits);
+        hits.is_multiple_of(TOUCH_EVERY)
+    }
+}
+
+/// What a slot holds that a near hit does not read: the reference that keeps its value alive,
+/// and the precise expiry, read when the coarse clock is too close to tell.
+struct Cold {
     value: AnyValue,
-    bucket: u16,
-    near_hits: u16,
     expires_at: quanta::Instant,
 }
 
 /// What a lookup reads first of a set: each way's tag (0 when free) and where its slot's
-/// value is. Apart from the slots, so that it stays in the processor's cache when they do
-/// not; and with the value's address, so that the processor reads the slot and the value at
-/// once instead of one after the other (past the cache's size, a memory miss each).
+/// value is, in one cache line. Apart from the slots, so that it stays in the processor's
+/// cache when they do not; and with the value's address, so that the processor reads the
+/// slot and the value at once instead of one after the other (past the cache's size, a
+/// memory miss each).
 #[derive(Clone, Copy)]
+#[repr(C, align(64))]
 struct SetIndex {
     tags: [u16; WAYS],
     /// `Arc::as_ptr` of the slot's value, null when free.
@@ -169,9 +250,10 @@ impl Default for SetIndex {
 /// 73-84 ns a hit, from 200-216).
 #[repr(align(128))]
 struct Table {
-    /// A set's [`SetIndex`], then its slots.
+    /// Per set: its [`SetIndex`], its slots' [`Hot`] lines, and the rest of them.
     index: Box<[SetIndex]>,
-    slots: Box<[[Option<Slot>; WAYS]]>,
+    hot: Box<[[Hot; WAYS]]>,
+    cold: Box<[[Option<Cold>; WAYS]]>,
     /// Fills in the current window of `capacity()` fills, and how many of them replaced
     /// another key's slot.
     fills: usize,
@@ -190,12 +272,21 @@ struct Table {
 // `Arc`s of `Send + Sync` values: they move with the slots, and are read only through them.
 unsafe impl Send for Table {}
 
+/// A slot a lookup found: what the hit reads, the rest (read only near the deadline), and
+/// where the value is.
+struct Found<'t> {
+    hot: &'t mut Hot,
+    cold: &'t Option<Cold>,
+    value: *const (),
+}
+
 impl Table {
     fn with_sets(sets: usize, release: u64) -> Self {
         Self {
             release,
             index: vec![SetIndex::default(); sets].into_boxed_slice(),
-            slots: (0..sets).map(|_| Default::default()).collect(),
+            hot: vec![[Hot::default(); WAYS]; sets].into_boxed_slice(),
+            cold: (0..sets).map(|_| Default::default()).collect(),
             fills: 0,
             displaced: 0,
             thrashing: false,
@@ -204,8 +295,12 @@ impl Table {
         }
     }
 
+    fn sets(&self) -> usize {
+        self.index.len()
+    }
+
     fn capacity(&self) -> usize {
-        self.slots.len() * WAYS
+        self.sets() * WAYS
     }
 
     /// The key's set, and its tag within the set (never 0, which marks a free slot).
@@ -213,19 +308,16 @@ impl Table {
     fn place(&self, key: &NearKey<'_>) -> (usize, u16) {
         let hash = key.hash();
         // The number of sets is a power of two.
-        (
-            hash as usize & (self.slots.len() - 1),
-            (hash >> 48) as u16 | 1,
-        )
+        (hash as usize & (self.sets() - 1), (hash >> 48) as u16 | 1)
     }
 
-    /// The key's slot, and where its value is.
+    /// The key's slot.
     #[inline(always)]
-    fn find(&mut self, key: &NearKey<'_>) -> Option<(&mut Slot, *const ())> {
+    fn find(&mut self, key: &NearKey<'_>) -> Option<Found<'_>> {
         let (set, tag) = self.place(key);
         let index = self.index.get(set)?;
-        let slots = self.slots.get_mut(set)?;
-        // The ways whose tag matches, as bits: the compare of all eight is one vector operation.
+        let hot = self.hot.get_mut(set)?;
+        // The ways whose tag matches, as bits: the compare of all six is one vector operation.
         let mut ways = index
             .tags
             .iter()
@@ -234,29 +326,30 @@ impl Table {
         while ways != 0 {
             let way = ways.trailing_zeros() as usize;
             ways &= ways - 1;
-            if slots
-                .get(way)?
-                .as_ref()
-                .is_some_and(|slot| key.matches(slot))
-            {
-                let slot = slots.get_mut(way)?.as_mut()?;
-                return Some((slot, *index.values.get(way)?));
+            if hot.get(way).is_some_and(|slot| key.matches(slot)) {
+                return Some(Found {
+                    hot: hot.get_mut(way)?,
+                    cold: self.cold.get(set)?.get(way)?,
+                    value: *index.values.get(way)?,
+                });
             }
         }
         None
     }
 
-    /// Keeps `fresh` in the slot of its key: the key's own (stale) slot, else a free one, else
-    /// another key's. Returns the slot's previous content, and whether it held another key.
-    fn put(&mut self, key: &NearKey<'_>, fresh: Slot) -> (Option<Slot>, bool) {
+    /// Keeps a value in the slot of its key: the key's own (stale) slot, else a free one, else
+    /// another key's. Returns the slot's previous value, and whether it held another key.
+    fn put(&mut self, key: &NearKey<'_>, hot: Hot, cold: Cold) -> (Option<Cold>, bool) {
         let (set, tag) = self.place(key);
-        let (Some(index), Some(slots)) = (self.index.get_mut(set), self.slots.get_mut(set)) else {
-            return (Some(fresh), false);
+        let (Some(index), Some(hots), Some(colds)) = (
+            self.index.get_mut(set),
+            self.hot.get_mut(set),
+            self.cold.get_mut(set),
+        ) else {
+            return (Some(cold), false);
         };
-        let own = slots
-            .iter()
-            .position(|slot| slot.as_ref().is_some_and(|slot| key.matches(slot)));
-        let free = || slots.iter().position(Option::is_none);
+        let own = (0..WAYS).find(|&way| index.tags[way] != 0 && key.matches(&hots[way]));
+        let free = || index.tags.iter().position(|&tag| tag == 0);
         let (way, displacing) = match own.or_else(free) {
             Some(way) => (way, false),
             None => {
@@ -265,8 +358,9 @@ impl Table {
             }
         };
         index.tags[way] = tag;
-        index.values[way] = Arc::as_ptr(&fresh.value).cast();
-        (slots[way].replace(fresh), displacing)
+        index.values[way] = Arc::as_ptr(&cold.value).cast();
+        hots[way] = hot;
+        (colds[way].replace(cold), displacing)
     }
 
     /// Whether to keep the value a read of L1 found: always, unless the table thrashes.
@@ -281,32 +375,38 @@ impl Table {
     /// Counts a fill; true when most of the last `capacity()` fills pushed another key out
     /// (the thread's working set is larger than the table) and the table may grow. If it may
     /// not, it is thrashing.
-    fn outgrown(&mut self, displacing: bool, max_slots: usize) -> bool {
+    fn outgrown(&mut self, displacing: bool, max_sets: usize) -> bool {
         self.fills += 1;
         self.displaced += usize::from(displacing);
         if self.fills < self.capacity() {
             return false;
         }
         let overfull = self.displaced > self.fills / 2;
-        let may_grow = self.capacity() < max_slots;
+        let may_grow = self.sets() < max_sets;
         self.thrashing = overfull && !may_grow;
         (self.fills, self.displaced) = (0, 0);
         overfull && may_grow
     }
 
-    /// A table `GROWTH` times larger (at most `max_slots`) holding this one's slots.
-    fn grown(&mut self, max_slots: usize) -> Self {
-        let sets = (self.slots.len() * GROWTH).min(max_slots / WAYS);
-        let mut grown = Self::with_sets(sets, self.release);
-        for slot in self.slots.iter_mut().flatten().filter_map(Option::take) {
-            let print = slot.print;
+    /// A table `GROWTH` times larger (at most `max_sets` sets) holding this one's slots.
+    fn grown(&mut self, max_sets: usize) -> Self {
+        let mut grown = Self::with_sets((self.sets() * GROWTH).min(max_sets), self.release);
+        let slots = self
+            .hot
+            .iter()
+            .flatten()
+            .zip(self.cold.iter_mut().flatten());
+        for (hot, cold) in slots {
+            let (Some(site), Some(cold)) = (hot.site, cold.take()) else {
+                continue;
+            };
             let key = NearKey {
-                site: slot.site,
-                print: &print,
+                site,
+                print: &hot.print,
             };
             // A slot that finds its new set full is dropped: the table is rebuilt once in a
             // while, and a later read refills it.
-            drop(grown.put(&key, slot));
+            drop(grown.put(&key, *hot, cold));
         }
         grown
     }
@@ -316,8 +416,8 @@ impl Table {
 /// against.
 pub(crate) struct Near {
     epochs: Arc<Epochs>,
-    /// The most slots a thread's table grows to.
-    max_slots: usize,
+    /// The most sets a thread's table grows to.
+    max_sets: usize,
     tables: ThreadLocal<RefCell<Table>>,
     /// Bumped to have every thread drop its table at its next read ([`Near::release`]).
     releases: AtomicU64,
@@ -325,15 +425,15 @@ pub(crate) struct Near {
 
 impl Near {
     /// Near tables for an L1 of `l1_capacity` entries: a table grows to the power of two of
-    /// slots at or above L1's entries (room for every key L1 holds, its sets not crowded), and
-    /// at most [`MAX_SLOTS`].
+    /// sets with room for every key L1 holds, and at most [`MAX_SETS`].
     pub(crate) fn new(epochs: Arc<Epochs>, l1_capacity: u64) -> Self {
         let wanted = usize::try_from(l1_capacity)
             .unwrap_or(usize::MAX)
-            .clamp(WAYS, MAX_SLOTS);
+            .div_ceil(WAYS)
+            .clamp(1, MAX_SETS);
         Self {
             epochs,
-            max_slots: wanted.next_power_of_two().min(MAX_SLOTS),
+            max_sets: wanted.next_power_of_two().min(MAX_SETS),
             tables: ThreadLocal::new(),
             releases: AtomicU64::new(0),
         }
@@ -368,45 +468,50 @@ impl Near {
         if table.release != self.releases.load(Ordering::Relaxed) {
             return None;
         }
-        let (held, value) = table.find(&key)?;
-        if held.type_id != TypeId::of::<T>()
-            || self.epochs.buckets[usize::from(held.bucket)].load(Ordering::Acquire) != held.epoch
-            || !(clock.before_coarse_deadline(held.coarse_deadline)
-                || clock.is_live(held.expires_at))
+        let Found { hot, cold, value } = table.find(&key)?;
+        if !key.site.serves(TypeId::of::<T>())
+            || !self.epochs.unchanged(hot.epoch)
+            || !(clock.before_coarse_deadline(hot.coarse_deadline())
+                || cold
+                    .as_ref()
+                    .is_some_and(|cold| clock.is_live(cold.expires_at)))
         {
             return None;
         }
-        held.near_hits = held.near_hits.wrapping_add(1);
-        if held.near_hits % TOUCH_EVERY == 0 {
+        if hot.count_hit() {
             touch();
         }
         // SAFETY: `value` is where the slot's own `Arc` points (both are set together, under
-        // this borrow), and `type_id` was read from that value when the slot was filled and
-        // equals `T`'s: it is a `T`, alive for as long as the slot holds it.
+        // this borrow). The slot's site is `key.site` (`find` matched it), a site's slots hold
+        // only values of the type it serves (`fill` checks each), and it serves `T`: the value
+        // is a `T`, alive for as long as the slot holds it.
         let value = unsafe { &*value.cast::<T>() };
         // The copy last, straight into the value returned: see the module documentation.
         Some(value.clone())
     }
 
-    /// Reads L1's entry at `l1_key` through `read_l1` and keeps it in this thread's slot for
-    /// `key`, with the coarse deadline L1 holds it under.
+    /// Reads L1's entry at `l1_key` through `read_l1` and, if it holds a `wanted`, keeps it in
+    /// this thread's slot for `key`, with the coarse deadline L1 holds it under.
     #[inline(never)]
     pub(crate) fn fill(
         &self,
         key: NearKey<'_>,
         l1_key: &str,
+        wanted: TypeId,
         read_l1: impl FnOnce() -> Option<Held>,
     ) -> Option<L1Entry> {
-        let epochs = &self.epochs;
-        let bucket = Epochs::bucket_of(l1_key);
         // Read before L1 is: a change after this read makes the slot stale.
-        let epoch = epochs.buckets[usize::from(bucket)].load(Ordering::Acquire);
+        let epoch = self.epochs.stamp(Epochs::bucket_of(l1_key));
         let Held {
             entry,
             fresh_coarse,
         } = read_l1()?;
+        // The value's own type, not the `Arc`'s.
+        if (*entry.value).type_id() != wanted || !key.site.admits(wanted) {
+            return Some(entry);
+        }
         let release = self.releases.load(Ordering::Relaxed);
-        let new_table = || Table::with_sets(INITIAL_SLOTS.min(self.max_slots) / WAYS, release);
+        let new_table = || Table::with_sets(INITIAL_SETS.min(self.max_sets), release);
         let table = self.tables.get_or(|| RefCell::new(new_table()));
         let Ok(mut table) = table.try_borrow_mut() else {
             return Some(entry);
@@ -418,21 +523,19 @@ impl Near {
             drop(released);
             return Some(entry);
         }
-        let fresh = Slot {
+        let hot = Hot {
             print: *key.print,
-            site: key.site,
+            site: Some(key.site),
             epoch,
-            coarse_deadline: fresh_coarse,
-            // The value's own type, not the `Arc`'s.
-            type_id: (*entry.value).type_id(),
+            deadline_and_hits: fresh_coarse & !LOW_MASK,
+        };
+        let cold = Cold {
             value: Arc::clone(&entry.value),
-            bucket,
-            near_hits: 0,
             expires_at: entry.stamp.fresh_until,
         };
-        let (replaced, displacing) = table.put(&key, fresh);
-        let outgrown = table.outgrown(displacing, self.max_slots).then(|| {
-            let grown = table.grown(self.max_slots);
+        let (replaced, displacing) = table.put(&key, hot, cold);
+        let outgrown = table.outgrown(displacing, self.max_sets).then(|| {
+            let grown = table.grown(self.max_sets);
             std::mem::replace(&mut *table, grown)
         });
         drop(table);
@@ -450,11 +553,12 @@ mod tests {
 
     use crate::{
         PerformanceConfig, Tier,
-        cache::{MultiLevelCache, function_key},
+        cache::{MultiLevelCache, function_key, memoized::Memoized},
         config::CacheConfig,
     };
 
-    const SITE: &str = "near::tests::f";
+    const PATH: &str = "near::tests::f";
+    static SITE: Memoized = Memoized::new(PATH);
 
     fn cache(max_entries: u64) -> (MultiLevelCache, std::sync::Arc<quanta::Mock>) {
         let config = PerformanceConfig {
@@ -473,11 +577,11 @@ mod tests {
     }
 
     fn key(id: u8) -> String {
-        function_key(SITE, &(&id,))
+        function_key(PATH, &(&id,))
     }
 
     fn read(cache: &MultiLevelCache, id: u8) -> Option<u64> {
-        cache.engine.hit_for_call::<u64, _>(SITE, &(&id,))
+        cache.engine.hit_for_call::<u64, _>(&SITE, &(&id,))
     }
 
     fn block_on<F: Future>(future: F) -> F::Output {
@@ -517,7 +621,7 @@ mod tests {
         assert_eq!(read(&cache, 1), None, "deleted");
         assert_eq!(read(&cache, 2), Some(2));
 
-        block_on(cache.invalidate_prefix(SITE)).expect("invalidated");
+        block_on(cache.invalidate_prefix(PATH)).expect("invalidated");
         assert_eq!(read(&cache, 2), None, "invalidated by prefix");
 
         store(3, 3);
@@ -535,10 +639,12 @@ mod tests {
     /// the key is hot), and no other does.
     #[test]
     fn every_64th_near_hit_of_a_slot_touches_l1() {
-        use std::{cell::Cell, sync::Arc};
+        use std::{any::TypeId, cell::Cell, sync::Arc};
 
-        use super::{Epochs, Fingerprint, Held, L1Entry, Near, NearKey, TOUCH_EVERY, WHOLE_KEY};
+        use super::{Epochs, Fingerprint, Held, L1Entry, Near, NearKey, NearSite, TOUCH_EVERY};
         use crate::cache::{clock::ExpiryClock, stamp::Stamp};
+
+        static SITE_OF_K: NearSite = NearSite::new();
 
         let near = Near::new(Arc::new(Epochs::new()), 100);
         let clock = ExpiryClock::exact(quanta::Clock::mock().0);
@@ -555,10 +661,10 @@ mod tests {
         };
         let print = Fingerprint::with_bytes(b"k", |print| print.copied()).expect("fits");
         let key = NearKey {
-            site: WHOLE_KEY,
+            site: &SITE_OF_K,
             print: &print,
         };
-        let filled = near.fill(key, "k", || {
+        let filled = near.fill(key, "k", TypeId::of::<u64>(), || {
             Some(Held {
                 entry,
                 fresh_coarse: 0,
@@ -598,11 +704,40 @@ mod tests {
 
     #[test]
     fn a_value_of_another_type_is_not_served() {
+        static TYPED: Memoized = Memoized::new(PATH);
         let (cache, _) = cache(100);
+        let read_as_u64 = || cache.engine.hit_for_call::<u64, _>(&TYPED, &(&1u8,));
         cache.set_l1_local(&key(1), 5u32, None).expect("stored");
-        assert_eq!(read(&cache, 1), None, "stored as u32, read as u64");
-        assert_eq!(cache.engine.hit_for_call::<u32, _>(SITE, &(&1u8,)), Some(5));
-        assert_eq!(read(&cache, 1), None, "and not after a u32 read either");
+        assert_eq!(read_as_u64(), None, "stored as u32, read as u64");
+        assert_eq!(
+            cache.engine.hit_for_call::<u32, _>(&TYPED, &(&1u8,)),
+            Some(5)
+        );
+        assert_eq!(read_as_u64(), None, "and not after a u32 read either");
+    }
+
+    /// A site keeps values of the first type it keeps (a generic function's instances share
+    /// one): the other types are read from L1, and no read gets a value as another type.
+    #[test]
+    fn a_site_keeps_one_type_and_reads_the_others_from_l1() {
+        static GENERIC: Memoized = Memoized::new(PATH);
+        let (cache, _) = cache(100);
+        let read_as = |id: u8| {
+            (
+                cache.engine.hit_for_call::<u64, _>(&GENERIC, &(&id,)),
+                cache.engine.hit_for_call::<u32, _>(&GENERIC, &(&id,)),
+            )
+        };
+        cache.set_l1_local(&key(1), 5u32, None).expect("stored");
+        cache.set_l1_local(&key(2), 6u64, None).expect("stored");
+        for _ in 0..3 {
+            assert_eq!(read_as(1), (None, Some(5)), "a u32 read first: kept near");
+            assert_eq!(read_as(2), (Some(6), None), "a u64: read from L1");
+        }
+        assert_eq!(cache.stats().l1.hits, 6);
+        assert!(cache.engine.l1.near_capacity() > 0, "the u32 was kept near");
+        cache.set_l1_local(&key(2), 7u64, None).expect("stored");
+        assert_eq!(read_as(2), (Some(7), None));
     }
 
     #[test]
@@ -670,9 +805,11 @@ mod tests {
             .expect("stored");
         cache.set_l1_local(&key(2), 10u64, None).expect("stored");
         NESTED_CACHE.set(Some(cache.clone()));
+        // A site of its own: a site keeps one type.
+        static NESTED: Memoized = Memoized::new(PATH);
         for _ in 0..3 {
             assert_eq!(
-                cache.engine.hit_for_call::<Nested, _>(SITE, &(&1u8,)),
+                cache.engine.hit_for_call::<Nested, _>(&NESTED, &(&1u8,)),
                 Some(Nested(11))
             );
         }
@@ -710,7 +847,7 @@ mod tests {
             check_coherence(4, steps)?;
         }
 
-        /// The same with more keys than near slots (an L1 of 16 entries gets 16 near slots a
+        /// The same with more keys than near slots (an L1 of 16 entries gets 24 near slots a
         /// thread): slots are taken over by other keys, and the table thrashes.
         #[test]
         fn a_read_never_returns_a_replaced_value_with_more_keys_than_slots(
@@ -750,7 +887,7 @@ mod tests {
                         model.remove(&id);
                     }
                     Step::InvalidateAll => {
-                        block_on(cache.invalidate_prefix(SITE)).expect("invalidated");
+                        block_on(cache.invalidate_prefix(PATH)).expect("invalidated");
                         model.clear();
                     }
                     Step::Clear => {
@@ -770,8 +907,8 @@ mod tests {
     #[test]
     fn a_table_grows_to_the_working_set_and_stays_coherent() {
         let (cache, _) = cache(8192);
-        let key = |id: u16| function_key(SITE, &(&id,));
-        let read = |id: u16| cache.engine.hit_for_call::<u64, _>(SITE, &(&id,));
+        let key = |id: u16| function_key(PATH, &(&id,));
+        let read = |id: u16| cache.engine.hit_for_call::<u64, _>(&SITE, &(&id,));
         const KEYS: u16 = 3000;
         for id in 0..KEYS {
             cache
@@ -791,8 +928,8 @@ mod tests {
             }
         }
         assert!(
-            cache.engine.l1.near_capacity() <= 8192,
-            "no more slots than L1 has entries"
+            cache.engine.l1.near_capacity() <= 2 * 8192,
+            "at most twice as many slots as L1 has entries"
         );
 
         // Every value replaced after the growth: no read gets an old one.
@@ -840,6 +977,7 @@ mod model {
     use crate::cache::{entry::Lookup, l1::L1, stamp::Stamp, stats::Counters};
 
     const ITERATIONS: usize = 2000;
+    static SITE: NearSite = NearSite::new();
     /// What the writer publishes once it removed the key.
     const REMOVED: u64 = u64::MAX;
 
@@ -858,10 +996,7 @@ mod model {
 
     /// A cached function's read: the near copy, else L1 (keeping a near copy).
     fn read(l1: &L1, clock: &ExpiryClock, counters: &Counters, print: &Fingerprint) -> Option<u64> {
-        let key = NearKey {
-            site: WHOLE_KEY,
-            print,
-        };
+        let key = NearKey { site: &SITE, print };
         if let Some(value) = l1.get_cloned_near::<u64>(key, clock, |out| out.push('k')) {
             return Some(value);
         }

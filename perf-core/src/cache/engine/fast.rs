@@ -7,24 +7,26 @@ use crate::cache::{
     entry::Lookup,
     fingerprint::{CallArguments, Fingerprint},
     key::{with_key, write_function_key},
-    near::{self, NearKey},
+    memoized::Memoized,
+    near::NearKey,
     stats::{Event, Op},
 };
 
 impl Engine {
-    /// A copy of the L1 value of the call of `path` with `arguments` (the key
+    /// A copy of the L1 value of the call of `function` with `arguments` (the key
     /// [`function_key`](crate::cache::function_key) gives), counted as a `get_or_load` hit. A
     /// miss is not counted, since the load that follows counts it. Repeats are served from
     /// this thread's near cache, which every L1 change keeps coherent.
     #[inline(always)]
     pub(crate) fn hit_for_call<T: CacheValue + Clone, A: CallArguments>(
         &self,
-        path: &'static str,
+        function: &'static Memoized,
         arguments: &A,
     ) -> Option<T> {
         if !self.is_enabled() {
             return None;
         }
+        let path = function.function();
         let write_l1_key = |out: &mut String| {
             // Unencodable arguments give a key nothing is stored under: a miss.
             let _encoded = write_function_key(out, path, arguments);
@@ -36,22 +38,27 @@ impl Engine {
         };
         self.hit_near(
             NearKey {
-                site: path,
+                site: function.near_site(),
                 print: &print,
             },
             &write_l1_key,
         )
     }
 
+    /// [`hit_for_call`](Self::hit_for_call) for a key of `function` written whole.
     #[inline]
-    pub(crate) fn hit_for_key<T: CacheValue + Clone>(&self, key: &str) -> Option<T> {
+    pub(crate) fn hit_for_key<T: CacheValue + Clone>(
+        &self,
+        function: &'static Memoized,
+        key: &str,
+    ) -> Option<T> {
         if !self.is_enabled() {
             return None;
         }
         Fingerprint::with_bytes(key.as_bytes(), |print| match print {
             Some(print) => self.hit_near(
                 NearKey {
-                    site: near::WHOLE_KEY,
+                    site: function.near_site(),
                     print,
                 },
                 &|out: &mut String| out.push_str(key),
