@@ -9,7 +9,8 @@
 //! Then the hit ratio that memoizing keeps: a Zipf(1.0) trace over 100k keys through
 //! `#[cache_result]` with L1 bounded to 10k entries, against moka bounded the same.
 //!
-//! `SWEEP_THREADS=1,2` (default both), `SWEEP_SIZES=100,1000` (default all four);
+//! `SWEEP_THREADS=1,2` (default both), `SWEEP_SIZES=100,1000` (default all four),
+//! `SWEEP_ROUNDS=41` (default 15);
 //! `SWEEP_PROFILE=<keys>` runs a plain loop of hits for `SWEEP_SECONDS`, for `perf record`.
 //! `cargo bench --bench hit_sweep -- --warm-up-time 1 --measurement-time 3`.
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
@@ -186,7 +187,7 @@ macro_rules! bench_size {
             group.finish();
             // The same three in alternation (common::interleaved), `cached` first.
             let calls = CALLS_PER_ROUND;
-            let measured = interleaved(3, ROUNDS, |arm, _| {
+            let measured = interleaved(3, rounds(), |arm, _| {
                 let elapsed = match arm {
                     0 => concurrent($threads, calls, n, $module::theirs),
                     1 => concurrent($threads, calls, n, $module::ours),
@@ -204,9 +205,14 @@ macro_rules! bench_size {
     }};
 }
 
-/// Rounds of the interleaved measurement, and calls per thread in each arm of a round.
+/// Rounds of the interleaved measurement (`SWEEP_ROUNDS` overrides), and calls per thread in
+/// each arm of a round.
 const ROUNDS: usize = 15;
 const CALLS_PER_ROUND: u64 = 200_000;
+
+fn rounds() -> usize {
+    std::env::var("SWEEP_ROUNDS").map_or(ROUNDS, |s| s.parse().unwrap())
+}
 
 fn list(var: &str, default: &[u64]) -> Vec<u64> {
     std::env::var(var).map_or_else(
@@ -271,7 +277,8 @@ fn main() {
     c.final_summary();
     zipf_hit_ratio();
     println!(
-        "\n== interleaved, {ROUNDS} rounds of {CALLS_PER_ROUND} calls a thread (medians, ns per call per thread) =="
+        "\n== interleaved, {} rounds of {CALLS_PER_ROUND} calls a thread (medians, ns per call per thread) ==",
+        rounds()
     );
     println!(
         "| threads | keys | perf | cached | floor | cached/perf (median of per-round ratios) |"
