@@ -42,7 +42,9 @@ impl PartialEq for Fingerprint {
 impl Eq for Fingerprint {}
 
 impl std::hash::Hash for Fingerprint {
-    #[inline]
+    /// Inlined always: out of line (as LLVM chose for the near key's hash once the key grew a
+    /// field), it reads the words back from memory, and a hit took 13 ns longer.
+    #[inline(always)]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         for &word in &self.0 {
             state.write_u64(word);
