@@ -230,11 +230,14 @@ struct Hot {
     deadline_kind_hits: u64,
 }
 
-const _: () = assert!(256 % TOUCH_EVERY == 0);
+/// Where the type's index sits in `Hot::deadline_kind_hits`, above the hit count's byte.
+const KIND_SHIFT: u32 = 8;
+const HITS_MASK: u64 = (1 << KIND_SHIFT) - 1;
+const _: () = assert!((HITS_MASK + 1).is_multiple_of(TOUCH_EVERY as u64));
 
 impl Hot {
     fn packed(coarse_deadline: u64, kind: u8) -> u64 {
-        coarse_deadline & !LOW_MASK | u64::from(kind) << 8
+        coarse_deadline & !LOW_MASK | u64::from(kind) << KIND_SHIFT
     }
 
     #[inline(always)]
@@ -244,15 +247,15 @@ impl Hot {
 
     #[inline(always)]
     fn kind(&self) -> u8 {
-        (self.deadline_kind_hits >> 8) as u8
+        (self.deadline_kind_hits >> KIND_SHIFT) as u8
     }
 
     /// Counts a near hit; true on every [`TOUCH_EVERY`]th.
     #[inline(always)]
     fn count_hit(&mut self) -> bool {
-        let hits = (self.deadline_kind_hits as u8).wrapping_add(1);
-        self.deadline_kind_hits = self.deadline_kind_hits & !0xff | u64::from(hits);
-        u16::from(hits).is_multiple_of(TOUCH_EVERY)
+        let hits = (self.deadline_kind_hits.wrapping_add(1)) & HITS_MASK;
+        self.deadline_kind_hits = self.deadline_kind_hits & !HITS_MASK | hits;
+        hits.is_multiple_of(u64::from(TOUCH_EVERY))
     }
 }
 
