@@ -46,6 +46,7 @@ pub mod monitor;
 pub mod optimizer;
 mod profiling;
 pub mod query;
+mod spare;
 mod static_or_shared;
 mod striped;
 mod sync;

@@ -7,7 +7,7 @@
 //! Threads beyond the exclusive stripes share one last stripe, counted with atomic adds.
 //!
 //! [`PerThread`] gives the same leases to larger per-thread state, allocated when a thread
-//! first uses it: the monitor's per-thread statistics and batches.
+//! first uses it: the monitor's per-thread statistics and batches, the near cache's tables.
 
 use std::sync::{
     OnceLock,
@@ -72,16 +72,23 @@ fn stripe() -> usize {
 /// Not `thread_local::ThreadLocal`, which also keeps a value per thread for others to read:
 /// its `get_or` panics when called while the thread's locals are being destroyed (its thread
 /// id is released by a destructor of its own, thread_local-rs issue 74), which aborts the
-/// process, and a monitored call can run in any `Drop`. A lease that is gone here only means
-/// the shared stripe.
+/// process, and a monitored or memoized call can run in any `Drop`. A lease that is gone here
+/// only means the shared stripe.
 pub(crate) struct PerThread<T> {
-    values: Box<[OnceLock<Box<T>>]>,
+    /// In place, not behind a pointer of their own: a near hit reads its table through this.
+    values: [OnceLock<Box<T>>; SHARED],
 }
+
+// SAFETY: as for `ThreadLocal`, a `T` that is only `Send` may be shared so: `mine` gives a
+// value only to the one live thread holding its stripe's lease, and the lease's release and
+// acquire order one holder's accesses before the next's. `iter`, which reads every thread's
+// value from any thread, asks for `T: Sync`.
+unsafe impl<T: Send> Sync for PerThread<T> {}
 
 impl<T> Default for PerThread<T> {
     fn default() -> Self {
         Self {
-            values: (0..SHARED).map(|_| OnceLock::new()).collect(),
+            values: [const { OnceLock::new() }; SHARED],
         }
     }
 }
@@ -96,7 +103,7 @@ impl<T: Default> PerThread<T> {
     }
 }
 
-impl<T> PerThread<T> {
+impl<T: Sync> PerThread<T> {
     /// Every value made so far, its thread alive or not.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.values

@@ -28,7 +28,7 @@
 //! untagged enums and `#[serde(flatten)]` round-trip, where postcard would fail at run time.
 
 use std::{
-    cell::RefCell,
+    cell::Cell,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -36,7 +36,7 @@ use std::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::protect::{AEAD_TAG_LEN, KeyRing, MAC_TAG_LEN, NONCE_LEN, Revoked};
-use crate::{EncodeError, Error, config::ValueProtection};
+use crate::{EncodeError, Error, config::ValueProtection, spare};
 
 /// The fixed part of a version 3 header; a sealed value's key id follows it.
 pub(crate) const HEADER_LEN: usize = 39;
@@ -163,8 +163,8 @@ struct Header<'a> {
 }
 
 thread_local! {
-    static COMPRESSOR: RefCell<Option<((i32, bool), zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
+    static COMPRESSOR: Cell<Option<((i32, bool), zstd::bulk::Compressor<'static>)>> = const { Cell::new(None) };
+    static DECOMPRESSOR: Cell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> = const { Cell::new(None) };
 }
 
 fn unix_now() -> Duration {
@@ -322,18 +322,14 @@ impl Codec {
     /// Compressed bytes, or `None` when compression fails or does not make the payload smaller.
     fn compress(&self, payload: &[u8]) -> Option<Vec<u8>> {
         let settings = (self.zstd_level, self.compress_literals);
-        COMPRESSOR.with(|cell| {
-            let mut slot = cell.try_borrow_mut().ok()?;
-            if slot
-                .as_ref()
-                .is_none_or(|(made_for, _)| *made_for != settings)
-            {
-                *slot = Some((settings, self.compressor().ok()?));
-            }
-            let (_, compressor) = slot.as_mut()?;
-            let compressed = compressor.compress(payload).ok()?;
-            (compressed.len() < payload.len()).then_some(compressed)
-        })
+        let spare = spare::take(&COMPRESSOR).filter(|(made_for, _)| *made_for == settings);
+        let mut compressor = match spare {
+            Some((_, compressor)) => compressor,
+            None => self.compressor().ok()?,
+        };
+        let compressed = compressor.compress(payload).ok();
+        spare::keep(&COMPRESSOR, (settings, compressor));
+        compressed.filter(|compressed| compressed.len() < payload.len())
     }
 
     fn compressor(&self) -> std::io::Result<zstd::bulk::Compressor<'static>> {
@@ -530,42 +526,27 @@ fn with_decompressed<R>(
     payload_len: usize,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, DecodeError> {
-    let fresh = || -> Result<_, DecodeError> {
-        Ok((
+    let (mut decompressor, mut buffer) = match spare::take(&DECOMPRESSOR) {
+        Some(spare) => spare,
+        None => (
             zstd::bulk::Decompressor::new().map_err(DecodeError::Zstd)?,
             Vec::new(),
-        ))
+        ),
     };
-    DECOMPRESSOR.with(|cell| {
-        // A re-entrant call (a Deserialize impl that reads the cache) gets its own context.
-        let mut own = None;
-        let mut borrowed = cell.try_borrow_mut().ok();
-        let slot = match borrowed.as_deref_mut() {
-            Some(slot) => slot,
-            None => &mut own,
-        };
-        if slot.is_none() {
-            *slot = Some(fresh()?);
-        }
-        let Some((decompressor, buffer)) = slot.as_mut() else {
-            return Err(DecodeError::Length);
-        };
-        buffer.clear();
-        // Exact: the claimed length is at most max_value_bytes, and no more is allocated.
-        buffer.reserve_exact(payload_len);
-        let written = decompressor
-            .decompress_to_buffer(payload, buffer)
-            .map_err(DecodeError::Zstd)?;
-        if written != payload_len {
-            return Err(DecodeError::Length);
-        }
-        let result = f(buffer);
-        // Do not keep a huge buffer alive on this thread after one large value.
-        if buffer.capacity() > 1 << 20 {
-            *buffer = Vec::new();
-        }
-        Ok(result)
-    })
+    buffer.clear();
+    // Exact: the claimed length is at most max_value_bytes, and no more is allocated.
+    buffer.reserve_exact(payload_len);
+    let result = match decompressor.decompress_to_buffer(payload, &mut buffer) {
+        Ok(written) if written == payload_len => Ok(f(&buffer)),
+        Ok(_) => Err(DecodeError::Length),
+        Err(error) => Err(DecodeError::Zstd(error)),
+    };
+    // Do not keep a huge buffer alive on this thread after one large value.
+    if buffer.capacity() > 1 << 20 {
+        buffer = Vec::new();
+    }
+    spare::keep(&DECOMPRESSOR, (decompressor, buffer));
+    result
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! Cache keys for function results: stable across processes and builds, bounded in length,
 //! and readable by their prefix.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use serde::Serialize;
+
+use crate::spare;
 
 /// Encoded arguments up to this length appear in the key as hex; longer ones as a hash.
 const INLINE_ARGUMENTS: usize = 32;
@@ -38,29 +40,24 @@ pub fn write_function_key<A: Serialize + ?Sized>(
     arguments: &A,
 ) -> bool {
     thread_local! {
-        static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        static ENCODED: Cell<Option<Vec<u8>>> = const { Cell::new(None) };
     }
-    ENCODED.with(|cell| {
-        // A Serialize impl that itself builds a key would find the buffer taken.
-        let mut own = Vec::new();
-        let mut borrowed = cell.try_borrow_mut().ok();
-        let encoded = borrowed.as_deref_mut().unwrap_or(&mut own);
-        encoded.clear();
-        out.push_str(path);
-        out.push(':');
-        if rmp_serde::encode::write(encoded, arguments).is_err() {
-            // Visible in the key; no call with these arguments should use it.
-            out.push_str("unencodable");
-            return false;
-        }
-        if encoded.len() <= INLINE_ARGUMENTS {
-            push_hex(out, encoded);
-        } else {
-            out.push('#');
-            push_hex(out, &xxhash_rust::xxh3::xxh3_128(encoded).to_be_bytes());
-        }
-        true
-    })
+    let mut encoded = spare::take(&ENCODED).unwrap_or_default();
+    encoded.clear();
+    out.push_str(path);
+    out.push(':');
+    let encodable = rmp_serde::encode::write(&mut encoded, arguments).is_ok();
+    if !encodable {
+        // Visible in the key; no call with these arguments should use it.
+        out.push_str("unencodable");
+    } else if encoded.len() <= INLINE_ARGUMENTS {
+        push_hex(out, &encoded);
+    } else {
+        out.push('#');
+        push_hex(out, &xxhash_rust::xxh3::xxh3_128(&encoded).to_be_bytes());
+    }
+    spare::keep(&ENCODED, encoded);
+    encodable
 }
 
 /// A random 64-bit id, unlikely ever to repeat across processes and restarts (not for
@@ -84,21 +81,14 @@ pub fn random_id() -> u64 {
 #[inline]
 pub fn with_key<R>(write: impl FnOnce(&mut String), read: impl FnOnce(&str) -> R) -> R {
     thread_local! {
-        static KEY: RefCell<String> = RefCell::new(String::with_capacity(128));
+        static KEY: Cell<Option<String>> = const { Cell::new(None) };
     }
-    KEY.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut key) => {
-            key.clear();
-            write(&mut key);
-            read(&key)
-        }
-        // Re-entered (a key argument's Serialize calling a cached function): a fresh buffer.
-        Err(_) => {
-            let mut key = String::new();
-            write(&mut key);
-            read(&key)
-        }
-    })
+    let mut key = spare::take(&KEY).unwrap_or_else(|| String::with_capacity(128));
+    key.clear();
+    write(&mut key);
+    let result = read(&key);
+    spare::keep(&KEY, key);
+    result
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {

@@ -5,7 +5,8 @@
 //! between cores on every call. Each thread keeps its recent L1 hits here under a cheaper key
 //! (the call site and the encoded arguments, before they are made into a string), and serves
 //! a repeat without writing shared memory. The tables are the cache's own, one a thread
-//! (through `thread_local::ThreadLocal`), and go when the cache does.
+//! (through [`PerThread`]), and go when the cache does. A thread without a table of its own
+//! (past the 63 that get one, or one whose locals are being destroyed) reads L1.
 //!
 //! Coherence comes from [`Epochs`]: counters over buckets of L1 keys that every L1 insert,
 //! removal and eviction of a key bumps after the change. A slot remembers its bucket's count
@@ -50,9 +51,7 @@ use std::{
     sync::{Arc, OnceLock, atomic::Ordering},
 };
 
-use thread_local::ThreadLocal;
-
-use crate::sync::AtomicU64;
+use crate::{striped::PerThread, sync::AtomicU64};
 
 use super::{
     clock::ExpiryClock,
@@ -290,10 +289,9 @@ impl Default for SetIndex {
 
 /// One thread's slots, `WAYS` a set, grown as the thread's working set needs.
 ///
-/// Aligned to two cache lines: `ThreadLocal` keeps the threads' tables side by side, and
-/// every hit writes its table's borrow flag, which must not share a line (or the adjacent
-/// line the processor fetches with it) with another thread's table (2 threads at 10k keys:
-/// 73-84 ns a hit, from 200-216).
+/// Aligned to two cache lines: every hit writes its table's borrow flag, which must not share
+/// a line (or the adjacent line the processor fetches with it) with another thread's table
+/// (2 threads at 10k keys: 73-84 ns a hit, from 200-216).
 #[repr(align(128))]
 struct Table {
     /// Per set: its [`SetIndex`], its slots' [`Hot`] lines, and the rest of them.
@@ -324,6 +322,17 @@ struct Found<'t> {
     hot: &'t mut Hot,
     cold: &'t Option<Cold>,
     value: *const (),
+}
+
+/// Under no [`Near::releases`] count: a table not yet made.
+const NOT_MADE: u64 = u64::MAX;
+
+impl Default for Table {
+    /// A thread's table until its first fill: no slots, and released, so that the fill makes
+    /// the table.
+    fn default() -> Self {
+        Self::with_sets(0, NOT_MADE)
+    }
 }
 
 impl Table {
@@ -467,7 +476,7 @@ pub(crate) struct Near {
     epochs: Arc<Epochs>,
     /// The most sets a thread's table grows to.
     max_sets: usize,
-    tables: ThreadLocal<RefCell<Table>>,
+    tables: PerThread<RefCell<Table>>,
     /// Bumped to have every thread drop its table at its next read ([`Near::release`]).
     releases: AtomicU64,
 }
@@ -483,7 +492,7 @@ impl Near {
         Self {
             epochs,
             max_sets: wanted.next_power_of_two().min(MAX_SETS),
-            tables: ThreadLocal::new(),
+            tables: PerThread::default(),
             releases: AtomicU64::new(0),
         }
     }
@@ -499,7 +508,7 @@ impl Near {
     #[cfg(test)]
     pub(crate) fn thread_capacity(&self) -> usize {
         self.tables
-            .get()
+            .mine()
             .map_or(0, |table| table.borrow().capacity())
     }
 
@@ -513,7 +522,7 @@ impl Near {
         touch: impl FnOnce(),
     ) -> Option<T> {
         // Re-entered (a value's Clone or Drop calling a cached function): not from here.
-        let mut table = self.tables.get()?.try_borrow_mut().ok()?;
+        let mut table = self.tables.mine()?.try_borrow_mut().ok()?;
         if table.release != self.releases.load(Ordering::Relaxed) {
             return None;
         }
@@ -566,8 +575,7 @@ impl Near {
         let key = SlotKey { key, kind };
         let release = self.releases.load(Ordering::Relaxed);
         let new_table = || Table::with_sets(INITIAL_SETS.min(self.max_sets), release);
-        let table = self.tables.get_or(|| RefCell::new(new_table()));
-        let Ok(mut table) = table.try_borrow_mut() else {
+        let Some(Ok(mut table)) = self.tables.mine().map(RefCell::try_borrow_mut) else {
             return Some(entry);
         };
         let released =
@@ -891,6 +899,48 @@ mod tests {
             );
         }
         NESTED_CACHE.set(None);
+    }
+
+    /// Reads a cached function when its thread's locals are destroyed, and sends the value.
+    struct ReadsWhenDropped {
+        cache: MultiLevelCache,
+        sent: mpsc::Sender<Option<u64>>,
+    }
+
+    impl Drop for ReadsWhenDropped {
+        fn drop(&mut self) {
+            // Never read on this thread before: the read fills a slot, or would.
+            self.sent.send(read(&self.cache, 2)).ok();
+        }
+    }
+
+    thread_local! {
+        static DROPPED_LAST: std::cell::RefCell<Option<ReadsWhenDropped>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// A cached function called from a `Drop` while a thread's locals are destroyed, after
+    /// the near cache's own per-thread state is gone, is answered from L1. (Through
+    /// `thread_local::ThreadLocal`, whose thread id had been released by then, the fill
+    /// panicked, aborting the process.)
+    #[test]
+    fn a_read_while_the_thread_ends_is_answered() {
+        let (cache, _) = cache(100);
+        cache.set_l1_local(&key(1), 1u64, None).expect("stored");
+        cache.set_l1_local(&key(2), 2u64, None).expect("stored");
+        let (sent, received) = mpsc::channel();
+        let reader = cache.clone();
+        std::thread::spawn(move || {
+            // Made first, so destroyed last: thread locals go in the reverse of their order.
+            DROPPED_LAST.set(Some(ReadsWhenDropped {
+                cache: reader.clone(),
+                sent,
+            }));
+            assert_eq!(read(&reader, 1), Some(1), "a near copy taken");
+        })
+        .join()
+        .expect("the thread ends without a panic");
+        assert_eq!(received.recv().expect("read while dropped"), Some(2));
     }
 
     #[derive(Debug, Clone)]
