@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{median, median_ns};
+use common::{interleaved, median_ns};
 use criterion::{BenchmarkId, Criterion};
 use deadpool_redis::redis;
 use futures_util::future::BoxFuture;
@@ -82,22 +82,19 @@ fn sealed_reads(runtime: &tokio::runtime::Runtime, server: &RedisServer) -> [f64
             cache
         })
     });
-    let mut rounds: [Vec<f64>; 3] = Default::default();
     let mut at = 0;
-    for _ in 0..ROUNDS {
-        for (cache, times) in caches.iter().zip(&mut rounds) {
-            let start = Instant::now();
-            runtime.block_on(async {
-                for _ in 0..READS {
-                    at = (at + 7) % keys.len();
-                    let got = cache.get::<Vec<u8>>(&keys[at], Tier::Redis).await.unwrap();
-                    black_box(decode(&got.unwrap()));
-                }
-            });
-            times.push(start.elapsed().as_secs_f64() * 1e6 / READS as f64);
-        }
-    }
-    rounds.map(median)
+    let times = interleaved(caches.len(), ROUNDS, |arm, _| {
+        let start = Instant::now();
+        runtime.block_on(async {
+            for _ in 0..READS {
+                at = (at + 7) % keys.len();
+                let got = caches[arm].get::<Vec<u8>>(&keys[at], Tier::Redis);
+                black_box(decode(&got.await.unwrap().unwrap()));
+            }
+        });
+        start.elapsed().as_secs_f64() * 1e6 / READS as f64
+    });
+    std::array::from_fn(|arm| times.median(arm))
 }
 
 /// Batch sizes asked of the cluster.
@@ -201,7 +198,7 @@ const ROUNDS: usize = 11;
 const READS_PER_ROUND: u64 = 8_000;
 
 /// Rounds of every arm in turn (the order rotating); for each arm its median reads/s, and
-/// the median over rounds of its throughput over the first arm's in the same round.
+/// the median over rounds of the first arm's throughput over its own in the same round.
 fn interleaved_reads<const N: usize>(
     runtime: &tokio::runtime::Runtime,
     arms: &[(&str, Arm); N],
@@ -209,18 +206,15 @@ fn interleaved_reads<const N: usize>(
     for (_, arm) in arms {
         runtime.block_on(concurrent_reads(READS_PER_ROUND / 4, Arc::clone(arm)));
     }
-    let mut rates = vec![Vec::with_capacity(ROUNDS); N];
-    for round in 0..ROUNDS {
-        for k in 0..N {
-            let arm = (k + round) % N;
-            let took =
-                runtime.block_on(concurrent_reads(READS_PER_ROUND, Arc::clone(&arms[arm].1)));
-            rates[arm].push(READS_PER_ROUND as f64 / took.as_secs_f64());
-        }
-    }
+    let seconds_per_read = interleaved(N, ROUNDS, |arm, _| {
+        let took = runtime.block_on(concurrent_reads(READS_PER_ROUND, Arc::clone(&arms[arm].1)));
+        took.as_secs_f64() / READS_PER_ROUND as f64
+    });
     std::array::from_fn(|arm| {
-        let ratios = rates[arm].iter().zip(&rates[0]).map(|(r, first)| first / r);
-        (median(rates[arm].clone()), median(ratios.collect()))
+        (
+            1.0 / seconds_per_read.median(arm),
+            seconds_per_read.ratio(arm, 0),
+        )
     })
 }
 

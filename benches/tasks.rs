@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::median_ns;
+use common::{interleaved, median_ns};
 use criterion::Criterion;
 use perf::{
     PerformanceConfig,
@@ -105,28 +105,22 @@ fn main() {
     }
     // Criterion measures each contender in one stretch, and this shared machine's speed drifts
     // by tens of percent between stretches: alternate them instead, and compare medians.
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for _ in 0..INTERLEAVED_ROUNDS {
+    let seconds = interleaved(2, INTERLEAVED_ROUNDS, |arm, _| {
         let start = Instant::now();
-        black_box(runtime.block_on(perf_pool(&manager)));
-        ours.push(start.elapsed());
-        let start = Instant::now();
-        black_box(runtime.block_on(raw_tokio()));
-        theirs.push(start.elapsed());
-    }
-    let (ours, theirs) = (median(ours), median(theirs));
+        if arm == 0 {
+            black_box(runtime.block_on(perf_pool(&manager)));
+        } else {
+            black_box(runtime.block_on(raw_tokio()));
+        }
+        start.elapsed().as_secs_f64()
+    });
     println!(
         "100k tasks, interleaved: perf {:.1} ms, JoinSet + Semaphore {:.1} ms: {:.2}x its time \
-         (target <= 1.5x)",
-        ours.as_secs_f64() * 1e3,
-        theirs.as_secs_f64() * 1e3,
-        ours.as_secs_f64() / theirs.as_secs_f64()
+         (target <= 1.5x; median of the rounds' ratios)",
+        seconds.median(0) * 1e3,
+        seconds.median(1) * 1e3,
+        seconds.ratio(0, 1)
     );
 }
 
 const INTERLEAVED_ROUNDS: usize = 21;
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
