@@ -228,7 +228,11 @@ fn quick() -> bool {
     std::env::var_os("PERF_BENCH_QUICK").is_some()
 }
 
-/// Polls a future that is ready at once (a cache hit that needs no remote tier).
+/// Polls a future that is ready at once (a cache hit that needs no remote tier). Inlined,
+/// as an `.await` inlines the future's poll into the awaiting fn: out of line, `get`'s
+/// 56-byte `Result` crossed this call through memory, which the `get_l1_local` arm's
+/// `Option` does not (see `Get::poll` in `perf-core`).
+#[inline(always)]
 fn ready<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     match future
