@@ -901,6 +901,44 @@ mod tests {
         NESTED_CACHE.set(None);
     }
 
+    /// More live threads than there are tables (one per exclusive stripe): those without one
+    /// read L1, and every thread sees every write.
+    #[test]
+    fn threads_past_the_tables_read_l1() {
+        const THREADS: usize = 80;
+        let (cache, _) = cache(100);
+        cache.set_l1_local(&key(1), 1u64, None).expect("stored");
+        let all_read = std::sync::Barrier::new(THREADS + 1);
+        let rewritten = std::sync::Barrier::new(THREADS + 1);
+        std::thread::scope(|scope| {
+            let readers: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let first = (read(&cache, 1), read(&cache, 1));
+                        let has_table = cache.engine.l1.near_capacity() > 0;
+                        all_read.wait();
+                        rewritten.wait();
+                        (first, read(&cache, 1), has_table)
+                    })
+                })
+                .collect();
+            all_read.wait();
+            cache.set_l1_local(&key(1), 2u64, None).expect("stored");
+            rewritten.wait();
+            let mut with_tables = 0;
+            for reader in readers {
+                let (first, second, has_table) = reader.join().expect("no panic");
+                assert_eq!((first, second), ((Some(1), Some(1)), Some(2)));
+                with_tables += usize::from(has_table);
+            }
+            // Other tests' threads may hold leases too: only the bound is certain.
+            assert!(
+                with_tables < THREADS,
+                "{with_tables} of {THREADS} threads had a table"
+            );
+        });
+    }
+
     /// Reads a cached function when its thread's locals are destroyed, and sends the value.
     struct ReadsWhenDropped {
         cache: MultiLevelCache,
