@@ -1,6 +1,7 @@
 //! Cache benchmarks, each against its rival in the same run, printing the ratios at the end.
 //!
-//! - L1 hit: `get` and `get_l1_local` of an `Arc`-held value with a 24-byte key, against raw
+//! - L1 hit: `get` (polled in place, and awaited in an `async` loop as a service calls it)
+//!   and `get_l1_local` of an `Arc`-held value with a 24-byte key, against raw
 //!   `quick_cache::sync::Cache::get` and `moka::sync::Cache::get`, on 1 and on 2 threads: ~2 KiB
 //!   ad records in a warm 100k-entry cache (memory-bound), and 256-byte values in a hot
 //!   1k-entry one (CPU-bound). Besides criterion's figures, the contenders are measured in
@@ -446,8 +447,33 @@ fn interleaved_sealing<V: SharedValue>(value: fn(u64) -> V) -> [f64; 2] {
     [measured.ratio(1, 0), measured.ratio(2, 0)]
 }
 
+/// `get` awaited in an `async` loop, as a service calls it: each thread on a current-thread
+/// runtime of its own.
+fn awaited_gets<V: SharedValue>(
+    threads: usize,
+    iters: u64,
+    keys: &[String],
+    cache: &MultiLevelCache,
+) -> Duration {
+    slowest_thread(threads, |thread, barrier| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let offset = thread * keys.len() / threads;
+        barrier.wait();
+        runtime.block_on(async {
+            let start = Instant::now();
+            for i in 0..iters as usize {
+                let key = &keys[(offset + i) % keys.len()];
+                black_box(cache.get::<V>(key, Tier::L1).await.unwrap().unwrap());
+            }
+            start.elapsed()
+        })
+    })
+}
+
 /// The contenders' per-lookup times in alternation round after round (`common::interleaved`):
-/// raw quick_cache, perf `get_l1_local`, perf `get`, moka.
+/// raw quick_cache, perf `get_l1_local`, perf `get` polled in place, moka, perf `get` awaited.
 fn interleaved_hits<V: SharedValue>(caches: &L1Caches<V>, threads: usize) -> Interleaved {
     let L1Caches {
         ours,
@@ -456,7 +482,7 @@ fn interleaved_hits<V: SharedValue>(caches: &L1Caches<V>, threads: usize) -> Int
         keys,
     } = caches;
     let lookups = 100_000;
-    interleaved(4, 31, |arm, round| {
+    interleaved(5, 31, |arm, round| {
         let start = round * 7919;
         let keys = &keys[start % keys.len()..];
         let elapsed = match arm {
@@ -469,9 +495,10 @@ fn interleaved_hits<V: SharedValue>(caches: &L1Caches<V>, threads: usize) -> Int
             2 => concurrent(threads, lookups, keys, |k| {
                 black_box(ready(ours.get::<V>(k, Tier::L1)).unwrap().unwrap());
             }),
-            _ => concurrent(threads, lookups, keys, |k| {
+            3 => concurrent(threads, lookups, keys, |k| {
                 black_box(moka.get(k).unwrap());
             }),
+            _ => awaited_gets::<V>(threads, lookups, keys, ours),
         };
         elapsed.as_nanos() as f64 / lookups as f64
     })
@@ -480,13 +507,15 @@ fn interleaved_hits<V: SharedValue>(caches: &L1Caches<V>, threads: usize) -> Int
 fn print_interleaved<V: SharedValue>(name: &str, caches: &L1Caches<V>) {
     for threads in [1, 2] {
         let hits = interleaved_hits(caches, threads);
-        let [raw, get_l1, get, moka] = [0, 1, 2, 3].map(|arm| hits.median(arm));
+        let [raw, get_l1, get, moka, awaited] = [0, 1, 2, 3, 4].map(|arm| hits.median(arm));
         println!(
             "{name}, {threads} thread(s), interleaved: perf get_l1 {get_l1:.1} ns, perf get \
-             {get:.1} ns, quick_cache {raw:.1} ns, moka {moka:.1} ns | medians of per-round \
-             ratios: get_l1/quick_cache {:.2}x, get/quick_cache {:.2}x, get/moka {:.2}x",
+             {get:.1} ns (awaited in a loop {awaited:.1} ns), quick_cache {raw:.1} ns, moka \
+             {moka:.1} ns | medians of per-round ratios: get_l1/quick_cache {:.2}x, \
+             get/quick_cache {:.2}x (awaited {:.2}x), get/moka {:.2}x",
             hits.ratio(1, 0),
             hits.ratio(2, 0),
+            hits.ratio(4, 0),
             hits.ratio(2, 3),
         );
     }
