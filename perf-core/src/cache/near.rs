@@ -117,9 +117,13 @@ impl NearSite {
 
     #[inline(never)]
     fn later_kind_of(&self, wanted: TypeId) -> Option<u8> {
-        let index = self.types.iter().position(|t| t.get() == Some(&wanted))?;
+        let later = self
+            .types
+            .iter()
+            .skip(1)
+            .position(|t| t.get() == Some(&wanted))?;
         // SITE_TYPES fits a u8.
-        Some(index as u8)
+        Some(later as u8 + 1)
     }
 
     /// `wanted`'s index, taking a free one for it if it has none; `None` when every index is
