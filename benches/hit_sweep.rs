@@ -1,10 +1,12 @@
 //! `#[cache_result]` hits at every key-set size: perf against `cached`'s `#[cached(time = 60)]`
 //! on a one-argument async fn returning a 40-byte `String`, at 100, 1k, 10k and 100k distinct
 //! keys read in a random precomputed order (not cyclic), on 1 and 2 threads, with a floor (a
-//! thread-local `Vec<String>` index and clone) for what any memoizer must pay. Each size is
-//! measured by criterion and then with the three in alternation over 15 rounds; prints both
+//! thread-local `Vec<String>` index and clone) for what any memoizer must pay, and a map (a
+//! thread-local `HashMap<u64, String>` lookup and clone: no lock, clock, coherence check or
+//! statistics) for what any memoizer keeping its values in a hash table must. Each size is
+//! measured by criterion and then with the four in alternation over 15 rounds; prints both
 //! tables, the interleaved one with the median of the per-round `cached`/perf ratios (goal: at
-//! least 2x on 1 thread, above 1x on 2).
+//! least 2x on 1 thread, above 1x on 2) and of `cached`/map.
 //!
 //! Then the hit ratio that memoizing keeps: a Zipf(1.0) trace over 100k keys through
 //! `#[cache_result]` with L1 bounded to 10k entries, against moka bounded the same.
@@ -18,6 +20,7 @@
 mod common;
 
 use std::{
+    collections::HashMap,
     hint::black_box,
     sync::LazyLock,
     time::{Duration, Instant},
@@ -62,10 +65,16 @@ macro_rules! sized {
 
             thread_local! {
                 static FLOOR: Vec<String> = (0..KEYS).map(value).collect();
+                static MAP: HashMap<u64, String, foldhash::fast::RandomState> =
+                    (0..KEYS).map(|id| (id, value(id))).collect();
             }
 
             pub(crate) async fn floor(id: u64) -> String {
                 FLOOR.with(|v| v[id as usize].clone())
+            }
+
+            pub(crate) async fn map(id: u64) -> String {
+                MAP.with(|m| m[&id].clone())
             }
         }
     )*};
@@ -151,6 +160,9 @@ where
     slowest_thread(threads, |thread, barrier| {
         let order = order(n, 17 + thread as u64);
         let runtime = runtime();
+        // Untimed: each thread is new, and the floor's and the map's tables are built on its
+        // first call (at 100k keys that was 25-50 ns of every timed call).
+        black_box(runtime.block_on(call(order[0])));
         barrier.wait();
         let start = Instant::now();
         runtime.block_on(async {
@@ -184,14 +196,18 @@ macro_rules! bench_size {
             group.bench_function("floor", |b| {
                 b.iter_custom(|iters| concurrent($threads, iters, n, $module::floor))
             });
+            group.bench_function("map", |b| {
+                b.iter_custom(|iters| concurrent($threads, iters, n, $module::map))
+            });
             group.finish();
-            // The same three in alternation (common::interleaved), `cached` first.
+            // The same four in alternation (common::interleaved), `cached` first.
             let calls = CALLS_PER_ROUND;
-            let measured = interleaved(3, rounds(), |arm, _| {
+            let measured = interleaved(4, rounds(), |arm, _| {
                 let elapsed = match arm {
                     0 => concurrent($threads, calls, n, $module::theirs),
                     1 => concurrent($threads, calls, n, $module::ours),
-                    _ => concurrent($threads, calls, n, $module::floor),
+                    2 => concurrent($threads, calls, n, $module::floor),
+                    _ => concurrent($threads, calls, n, $module::map),
                 };
                 elapsed.as_nanos() as f64 / calls as f64
             });
@@ -265,7 +281,7 @@ fn main() {
         .measurement_time(Duration::from_secs(2))
         .sample_size(20)
         .configure_from_args();
-    // Each size's interleaved measurement: (threads, keys, arms `cached`, perf, floor).
+    // Each size's interleaved measurement: (threads, keys, arms `cached`, perf, floor, map).
     let mut rows = Vec::new();
     for &t in &threads {
         let t = t as usize;
@@ -281,27 +297,29 @@ fn main() {
         rounds()
     );
     println!(
-        "| threads | keys | perf | cached | floor | cached/perf (median of per-round ratios) |"
+        "| threads | keys | perf | cached | floor | map | cached/perf | cached/map (medians of per-round ratios) |"
     );
-    // Arms: `cached`, perf, floor.
+    // Arms: `cached`, perf, floor, map.
     for (t, n, measured) in &rows {
         println!(
-            "| {t} | {n} | {:.1} | {:.1} | {:.1} | {:.2}x |",
+            "| {t} | {n} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x |",
             measured.median(1),
             measured.median(0),
             measured.median(2),
-            measured.ratio(0, 1)
+            measured.median(3),
+            measured.ratio(0, 1),
+            measured.ratio(0, 3)
         );
     }
     println!("\n== criterion medians (ns per call per thread) ==");
-    println!("| threads | keys | perf | cached | floor | cached/perf |");
+    println!("| threads | keys | perf | cached | floor | map | cached/perf |");
     for &t in &threads {
         for &n in &sizes {
             let group = format!("sweep_{t}t_{n}");
             let m = |b| median_ns(&group, b).unwrap_or(f64::NAN);
-            let (ours, theirs, floor) = (m("perf"), m("cached"), m("floor"));
+            let (ours, theirs, floor, map) = (m("perf"), m("cached"), m("floor"), m("map"));
             println!(
-                "| {t} | {n} | {ours:.1} | {theirs:.1} | {floor:.1} | {:.2}x |",
+                "| {t} | {n} | {ours:.1} | {theirs:.1} | {floor:.1} | {map:.1} | {:.2}x |",
                 theirs / ours
             );
         }
