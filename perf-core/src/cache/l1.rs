@@ -4,7 +4,7 @@
 //! deadline on the coarse clock (see `clock.rs`), and only entries within a second of it, or
 //! under a mock clock, read the precise clock.
 
-use std::{any::TypeId, sync::Arc};
+use std::sync::Arc;
 
 use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter, sync::Cache};
 
@@ -180,7 +180,7 @@ impl L1 {
         clock: &ExpiryClock,
         counters: &Counters,
     ) -> Lookup<T> {
-        let read = self.near.fill(near_key, l1_key, TypeId::of::<T>(), || {
+        let read = self.near.fill::<T>(near_key, l1_key, || {
             self.live_held(l1_key, clock, counters, Wanted::Fresh)
         });
         match read {
@@ -312,8 +312,8 @@ impl L1 {
 
     /// How many near slots this thread has.
     #[cfg(test)]
-    pub(crate) fn near_capacity(&self) -> usize {
-        self.near.thread_capacity()
+    pub(crate) fn near_slots(&self) -> usize {
+        self.near.thread_slots()
     }
 
     /// Whether `key` is held, without making it look used.

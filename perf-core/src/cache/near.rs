@@ -14,29 +14,24 @@
 //! a write, `delete`, `invalidate_prefix`, `clear` or remote invalidation that has returned is
 //! never answered from here with the value it replaced. Expiry is checked as in L1.
 //!
-//! A thread's table starts at [`INITIAL_SETS`] sets of [`WAYS`] slots (the tags apart from
-//! the slots) and grows four-fold whenever most of a table's worth of fills pushed another
-//! key out, up to room for every entry L1 holds and at most [`MAX_SETS`] sets: a thread
-//! reading a thousand keys, or a hundred thousand, keeps them all here as a thread reading a
-//! hundred does (a fixed 512 slots made every read past them a string key, an L1 lookup and a
-//! fill, slower than `cached`'s mutex and map). A table that may grow no further and still
-//! thrashes keeps only one fill in [`THRASHING_FILLS`].
+//! A thread's table is a hash map per call site and type of value ([`Slots`], from
+//! hashbrown), keyed by the arguments' fingerprint, each slot holding its own copy of the
+//! value: a hit hashes the fingerprint, reads a control group and one slot, and copies the
+//! value, as a memoizer that keeps its values in a map does. (With a table shared by every
+//! site, its values type-erased behind L1's `Arc`s in sets of six ways, a hit read a set's
+//! index, a slot's line, the `Arc` and only then the value: 10k-key hits took 1.56-1.65x
+//! `cached`'s speed where these take 1.78-1.87x, and 100k-key ones 0.84-1.01x against
+//! 1.60-1.77x, `hit_sweep`.) The maps grow with the thread's working set, up to as many
+//! slots in all as L1 has entries (at most [`MAX_SLOTS`]); a fill of a new key past that
+//! starts the thread's table afresh.
 //!
-//! A hit reads three cache lines of the table: its set's index (tags and where the values
-//! are), the slot's [`Hot`] line (key, change count, deadline), and the value. Past the
-//! processor's cache every line is a memory miss, so nothing else a hit needs lives
-//! elsewhere: the slot holds no `TypeId`, only its type's index among its site's
-//! ([`NearSite`]), and what only a fill or an expiry check near the deadline reads
-//! ([`Cold`]) is in an array of its own. With 128-byte slots (the type and the counters in a
-//! second line) 10k keys' lines outgrew a 2 MiB L2 that `cached`'s fit in. A slot costs 88
-//! bytes and its share of an index line: a table costs a thread about 100 bytes per key of
-//! its working set, and at most twice L1's entries' worth.
-//!
-//! quick_cache learns which entries are hot from its own reads, so every [`TOUCH_EVERY`]th
-//! near hit of a slot also reads L1; a key is not evicted for being served from here. A slot
-//! holds a reference to its value until the slot is reused: values L1 dropped can outlive it
-//! in tables. When L1 sheds entries for memory (a shrink) or is cleared, every thread drops
-//! its table at its next read ([`Near::release`]), so the memory really goes.
+//! The copies are the price: a thread holds a copy of each value in its working set, as
+//! every hit hands its caller one. quick_cache learns which entries are hot from its own
+//! reads, so every [`TOUCH_EVERY`]th near hit of a slot also reads L1; a key is not evicted
+//! for being served from here. A slot keeps its copy until it is reused or its table starts
+//! afresh, after L1 dropped the value. When L1 sheds entries for memory (a shrink) or is
+//! cleared, every thread drops its table at its next read ([`Near::release`]), so the memory
+//! really goes.
 //!
 //! A hit inlines whole into its caller, and the copy of the value is its last step. Behind
 //! `std`'s `thread_local!` (whose `with` was not inlined here), or with work after it, the
@@ -45,33 +40,28 @@
 //! A thread's table stays with the cache when the thread ends, for a later thread to reuse.
 
 use std::{
-    any::TypeId,
+    any::{Any, TypeId},
     cell::RefCell,
     hash::{BuildHasher, Hash, Hasher},
-    sync::{Arc, OnceLock, atomic::Ordering},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
+
+use hashbrown::hash_table::Entry;
 
 use crate::{striped::PerThread, sync::AtomicU64};
 
 use super::{
     clock::ExpiryClock,
-    entry::{AnyValue, Held, L1Entry},
+    entry::{Held, L1Entry},
     fingerprint::Fingerprint,
 };
 
-/// Sets a thread's table starts with, allocated on its first fill.
-const INITIAL_SETS: usize = 64;
-/// The most sets a thread's table grows to, whatever L1's capacity: 196,608 slots, 19 MB.
-pub(crate) const MAX_SETS: usize = 1 << 15;
-/// Slots per set: a key may sit in any slot of the set its hash picks. Six, so that a set's
-/// index is one cache line. In a table half full about 4% of the keys find their set full
-/// (and every read of them misses), by the Poisson estimate of keys per set; a table grows
-/// while most of its fills push a key out.
-const WAYS: usize = 6;
-/// A table grows four-fold at a time: a working set far past it grows it in a few steps.
-const GROWTH: usize = 4;
-/// A table that thrashes keeps one value in this many that reads of L1 find.
-const THRASHING_FILLS: usize = 8;
+/// The most slots a thread's table holds, whatever L1's capacity: about 100 bytes a slot
+/// and the value's own heap memory.
+pub(crate) const MAX_SLOTS: usize = 196_608;
 /// One near hit of a slot in this many also reads L1, keeping the entry hot there. Such a
 /// read builds the string key and looks it up, hundreds of ns past the processor's cache:
 /// one in 64 cost 1k- and 10k-key hits 7-10% (`hit_sweep`, three alternating runs), and the
@@ -81,59 +71,42 @@ const TOUCH_EVERY: u16 = 256;
 /// the counters stay in the processor's cache.
 const BUCKETS: usize = 2048;
 const _: () = assert!(BUCKETS.is_power_of_two() && BUCKETS <= 1 << LOW_BITS);
-/// The low bits of a [`Hot`] word that hold a small field next to a 48-bit one.
+/// The low bits of a slot's word that hold a small field next to a 48-bit one.
 const LOW_BITS: u32 = 16;
 const LOW_MASK: u64 = (1 << LOW_BITS) - 1;
 
-/// How many types of value one site's slots hold: a generic function's instances share
-/// their site, and those past the first few are read from L1.
+/// How many types of value one site's slots hold on a thread: a generic function's
+/// instances share their site, and those past the first few are read from L1.
 const SITE_TYPES: usize = 4;
 
-/// A call site: its identity in near tables (its address: each is a `static`), and the types
-/// of value its slots hold, each fixed by the first fill of that type. A slot records its
-/// value's type as an index into them, so it holds no `TypeId` of its own.
+/// Numbers the sites in the order of their first fill: a thread's table finds a site's maps
+/// at its number.
+static SITES: AtomicUsize = AtomicUsize::new(0);
+
+/// A call site: its number in near tables, given on its first fill.
 #[derive(Debug, Default)]
 pub(crate) struct NearSite {
-    types: [OnceLock<TypeId>; SITE_TYPES],
+    number: OnceLock<usize>,
 }
 
 impl NearSite {
     pub(crate) const fn new() -> Self {
         Self {
-            types: [const { OnceLock::new() }; SITE_TYPES],
+            number: OnceLock::new(),
         }
     }
 
-    /// `wanted`'s index among the site's types, if it is one. The first is checked inline and
-    /// the others out of line: with the whole loop inlined, 100-key hits measured 1.8x
-    /// `cached`'s speed in three runs of three, against 2.0x.
+    /// The site's number, if it has had one.
     #[inline(always)]
-    fn kind_of(&self, wanted: TypeId) -> Option<u8> {
-        if self.types[0].get() == Some(&wanted) {
-            return Some(0);
-        }
-        self.later_kind_of(wanted)
+    fn number(&self) -> Option<usize> {
+        self.number.get().copied()
     }
 
-    #[inline(never)]
-    fn later_kind_of(&self, wanted: TypeId) -> Option<u8> {
-        let later = self
-            .types
-            .iter()
-            .skip(1)
-            .position(|t| t.get() == Some(&wanted))?;
-        // SITE_TYPES fits a u8.
-        Some(later as u8 + 1)
-    }
-
-    /// `wanted`'s index, taking a free one for it if it has none; `None` when every index is
-    /// another type's.
-    fn admit(&self, wanted: TypeId) -> Option<u8> {
-        let index = self
-            .types
-            .iter()
-            .position(|t| *t.get_or_init(|| wanted) == wanted)?;
-        Some(index as u8)
+    /// The site's number, given now if it has none.
+    fn numbered(&self) -> usize {
+        *self
+            .number
+            .get_or_init(|| SITES.fetch_add(1, Ordering::Relaxed))
     }
 }
 
@@ -143,35 +116,6 @@ impl NearSite {
 pub(crate) struct NearKey<'a> {
     pub(crate) site: &'static NearSite,
     pub(crate) print: &'a Fingerprint,
-}
-
-/// A slot's key: a [`NearKey`] and the index of its value's type at its site.
-#[derive(Clone, Copy)]
-struct SlotKey<'a> {
-    key: NearKey<'a>,
-    kind: u8,
-}
-
-impl SlotKey<'_> {
-    /// Inlined whole, reading the fingerprint's words from registers: `hash_one` was left out
-    /// of line and read them back from memory.
-    #[inline(always)]
-    #[allow(clippy::manual_hash_one)]
-    fn hash(&self) -> u64 {
-        let seed = std::ptr::from_ref(self.key.site) as u64 ^ u64::from(self.kind);
-        let mut hasher = foldhash::fast::FixedState::with_seed(seed).build_hasher();
-        self.key.print.hash(&mut hasher);
-        hasher.finish()
-    }
-
-    #[inline]
-    fn matches(&self, slot: &Hot) -> bool {
-        *self.key.print == slot.print
-            && slot.kind() == self.kind
-            && slot
-                .site
-                .is_some_and(|site| std::ptr::eq(site, self.key.site))
-    }
 }
 
 /// Change counters over buckets of L1 keys. See the module documentation.
@@ -207,9 +151,9 @@ impl Epochs {
         }
     }
 
-    /// A bucket and its count now, as a [`Hot`] slot keeps them: the count's low 48 bits
-    /// above the bucket (a slot is stale only if its bucket changed a multiple of 2^48 times
-    /// since, unread).
+    /// A bucket and its count now, as a [`Slot`] keeps them: the count's low 48 bits above
+    /// the bucket (a slot is stale only if its bucket changed a multiple of 2^48 times since,
+    /// unread).
     fn stamp(&self, bucket: usize) -> u64 {
         self.count(bucket) << LOW_BITS | bucket as u64
     }
@@ -221,259 +165,193 @@ impl Epochs {
     }
 }
 
-/// What a near hit reads of its slot, in one cache line.
-#[derive(Clone, Copy, Default)]
-#[repr(C, align(64))]
-struct Hot {
+/// A thread's copy of one L1 value.
+struct Slot<T> {
     print: Fingerprint,
-    /// `None` when the slot is free.
-    site: Option<&'static NearSite>,
+    value: T,
     /// The bucket and its change count, from [`Epochs::stamp`].
     epoch: u64,
     /// The entry's coarse deadline (`ExpiryClock::coarse_deadline`) with its low 16 bits
-    /// cleared, so never later than the entry's; in them, the value's type (its index among
-    /// the site's types) above the slot's near hits (counted modulo 256).
-    deadline_kind_hits: u64,
+    /// cleared, so never later than the entry's; in them, the slot's near hits (counted
+    /// modulo 2^16).
+    deadline_hits: u64,
+    /// The precise expiry, read when the coarse clock is too close to tell.
+    expires_at: quanta::Instant,
 }
 
-/// Where the type's index sits in `Hot::deadline_kind_hits`, above the hit count's byte.
-const KIND_SHIFT: u32 = 8;
-const HITS_MASK: u64 = (1 << KIND_SHIFT) - 1;
-const _: () = assert!((HITS_MASK + 1).is_multiple_of(TOUCH_EVERY as u64));
+const _: () = assert!((LOW_MASK + 1).is_multiple_of(TOUCH_EVERY as u64));
 
-impl Hot {
-    fn packed(coarse_deadline: u64, kind: u8) -> u64 {
-        coarse_deadline & !LOW_MASK | u64::from(kind) << KIND_SHIFT
-    }
-
+impl<T> Slot<T> {
     #[inline(always)]
     fn coarse_deadline(&self) -> u64 {
-        self.deadline_kind_hits & !LOW_MASK
-    }
-
-    #[inline(always)]
-    fn kind(&self) -> u8 {
-        (self.deadline_kind_hits >> KIND_SHIFT) as u8
+        self.deadline_hits & !LOW_MASK
     }
 
     /// Counts a near hit; true on every [`TOUCH_EVERY`]th.
     #[inline(always)]
     fn count_hit(&mut self) -> bool {
-        let hits = (self.deadline_kind_hits.wrapping_add(1)) & HITS_MASK;
-        self.deadline_kind_hits = self.deadline_kind_hits & !HITS_MASK | hits;
+        let hits = self.deadline_hits.wrapping_add(1) & LOW_MASK;
+        self.deadline_hits = self.deadline_hits & !LOW_MASK | hits;
         hits.is_multiple_of(u64::from(TOUCH_EVERY))
     }
-}
 
-/// What a slot holds that a near hit does not read: the reference that keeps its value alive,
-/// and the precise expiry, read when the coarse clock is too close to tell.
-struct Cold {
-    value: AnyValue,
-    expires_at: quanta::Instant,
-}
-
-/// What a lookup reads first of a set: each way's tag (0 when free) and where its slot's
-/// value is, in one cache line. Apart from the slots, so that it stays in the processor's
-/// cache when they do not; and with the value's address, so that the processor reads the
-/// slot and the value at once instead of one after the other (past the cache's size, a
-/// memory miss each).
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct SetIndex {
-    tags: [u16; WAYS],
-    /// `Arc::as_ptr` of the slot's value, null when free.
-    values: [*const (); WAYS],
-}
-
-impl Default for SetIndex {
-    fn default() -> Self {
-        Self {
-            tags: [0; WAYS],
-            values: [std::ptr::null(); WAYS],
-        }
+    /// Whether the slot still holds L1's current, live value.
+    #[inline(always)]
+    fn is_current(&self, epochs: &Epochs, clock: &ExpiryClock) -> bool {
+        epochs.unchanged(self.epoch)
+            && (clock.before_coarse_deadline(self.coarse_deadline())
+                || clock.is_live(self.expires_at))
     }
 }
 
-/// One thread's slots, `WAYS` a set, grown as the thread's working set needs.
+/// One site's slots for values of one type, on one thread, found by their fingerprint's
+/// [`hash`].
+type Slots<T> = hashbrown::HashTable<Slot<T>>;
+
+/// Inlined whole, reading the fingerprint's words from registers: a map's own lookup was left
+/// out of line, and read them back from memory.
+#[inline(always)]
+#[allow(clippy::manual_hash_one)]
+fn hash(print: &Fingerprint) -> u64 {
+    let mut hasher = foldhash::fast::FixedState::default().build_hasher();
+    print.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A [`Slots`] of some type, and that type.
+struct TypedSlots {
+    of: TypeId,
+    slots: Box<dyn Any + Send>,
+}
+
+/// A site's maps on one thread: up to [`SITE_TYPES`] [`TypedSlots`] of distinct types.
+#[derive(Default)]
+struct SiteMaps([Option<TypedSlots>; SITE_TYPES]);
+
+impl SiteMaps {
+    /// The site's slots of `T`s, if it has any. The first type is checked inline and the
+    /// others out of line: with the whole loop inlined, 100-key hits measured 1.8x `cached`'s
+    /// speed in three runs of three, against 2.0x.
+    #[inline(always)]
+    fn of<T: 'static>(&mut self) -> Option<&mut Slots<T>> {
+        let wanted = TypeId::of::<T>();
+        let index = if self.0[0].as_ref().is_some_and(|map| map.of == wanted) {
+            0
+        } else {
+            self.later_index(wanted)?
+        };
+        let map = self.0.get_mut(index)?.as_mut()?;
+        // SAFETY: a map is a `Slots<T>` for the `T` whose `TypeId` it is kept with (`put`
+        // makes each so), and that is `T`'s. `downcast_mut` would check it again, through a
+        // virtual call (2% of a 1k-key hit).
+        Some(unsafe { &mut *std::ptr::from_mut(&mut *map.slots).cast::<Slots<T>>() })
+    }
+
+    #[inline(never)]
+    fn later_index(&self, wanted: TypeId) -> Option<usize> {
+        self.0
+            .iter()
+            .position(|map| map.as_ref().is_some_and(|map| map.of == wanted))
+    }
+
+    /// The site's slots of `T`s, made if it has none and fewer than [`SITE_TYPES`] types.
+    fn of_or_new<T: Send + 'static>(&mut self) -> Option<&mut Slots<T>> {
+        if self.of::<T>().is_none() {
+            let free = self.0.iter_mut().find(|map| map.is_none())?;
+            *free = Some(TypedSlots {
+                of: TypeId::of::<T>(),
+                slots: Box::new(Slots::<T>::new()),
+            });
+        }
+        self.of::<T>()
+    }
+}
+
+/// One thread's slots: a site's maps at the site's number.
 ///
 /// Aligned to two cache lines: every hit writes its table's borrow flag, which must not share
 /// a line (or the adjacent line the processor fetches with it) with another thread's table
 /// (2 threads at 10k keys: 73-84 ns a hit, from 200-216).
 #[repr(align(128))]
 struct Table {
-    /// Per set: its [`SetIndex`], its slots' [`Hot`] lines, and the rest of them.
-    index: Box<[SetIndex]>,
-    hot: Box<[[Hot; WAYS]]>,
-    cold: Box<[[Option<Cold>; WAYS]]>,
-    /// Fills in the current window of `capacity()` fills, and how many of them replaced
-    /// another key's slot.
-    fills: usize,
-    displaced: usize,
-    /// Set when the table cannot grow and most fills push another key out: then only one
-    /// fill in [`THRASHING_FILLS`] is kept, the rest would only churn the slots.
-    thrashing: bool,
-    skipped: usize,
-    /// Turns the way a full set gives up next.
-    next_victim: usize,
+    sites: Vec<SiteMaps>,
+    /// Slots in all the maps.
+    slots: usize,
     /// The [`Near::releases`] count the table was made under.
     release: u64,
-}
-
-// SAFETY: the index's pointers are to the values that the table's own slots hold through
-// `Arc`s of `Send + Sync` values: they move with the slots, and are read only through them.
-unsafe impl Send for Table {}
-
-/// A slot a lookup found: what the hit reads, the rest (read only near the deadline), and
-/// where the value is.
-struct Found<'t> {
-    hot: &'t mut Hot,
-    cold: &'t Option<Cold>,
-    value: *const (),
 }
 
 /// Under no [`Near::releases`] count: a table not yet made.
 const NOT_MADE: u64 = u64::MAX;
 
 impl Default for Table {
-    /// A thread's table until its first fill: no slots, and released, so that the fill makes
-    /// the table.
+    /// A thread's table until its first fill: released, so that the fill makes the table.
     fn default() -> Self {
-        Self::with_sets(0, NOT_MADE)
+        Self::new(NOT_MADE)
     }
 }
 
 impl Table {
-    fn with_sets(sets: usize, release: u64) -> Self {
+    fn new(release: u64) -> Self {
         Self {
+            sites: Vec::new(),
+            slots: 0,
             release,
-            index: vec![SetIndex::default(); sets].into_boxed_slice(),
-            hot: vec![[Hot::default(); WAYS]; sets].into_boxed_slice(),
-            cold: (0..sets).map(|_| Default::default()).collect(),
-            fills: 0,
-            displaced: 0,
-            thrashing: false,
-            skipped: 0,
-            next_victim: 0,
         }
     }
 
-    fn sets(&self) -> usize {
-        self.index.len()
-    }
-
-    fn capacity(&self) -> usize {
-        self.sets() * WAYS
-    }
-
-    /// The key's set, and its tag within the set (never 0, which marks a free slot).
-    #[inline]
-    fn place(&self, key: &SlotKey<'_>) -> (usize, u16) {
-        let hash = key.hash();
-        // The number of sets is a power of two.
-        (hash as usize & (self.sets() - 1), (hash >> 48) as u16 | 1)
-    }
-
-    /// The key's slot.
+    /// The slots of `site`'s values of type `T`.
     #[inline(always)]
-    fn find(&mut self, key: &SlotKey<'_>) -> Option<Found<'_>> {
-        let (set, tag) = self.place(key);
-        let index = self.index.get(set)?;
-        let hot = self.hot.get_mut(set)?;
-        // The ways whose tag matches, as bits: the compare of all six is one vector operation.
-        let mut ways = index
-            .tags
-            .iter()
-            .enumerate()
-            .fold(0u32, |ways, (way, t)| ways | u32::from(*t == tag) << way);
-        while ways != 0 {
-            let way = ways.trailing_zeros() as usize;
-            ways &= ways - 1;
-            if hot.get(way).is_some_and(|slot| key.matches(slot)) {
-                return Some(Found {
-                    hot: hot.get_mut(way)?,
-                    cold: self.cold.get(set)?.get(way)?,
-                    value: *index.values.get(way)?,
-                });
+    fn slots<T: 'static>(&mut self, site: &NearSite) -> Option<&mut Slots<T>> {
+        self.sites.get_mut(site.number()?)?.of()
+    }
+
+    /// Keeps `slot` in `site`'s map for `T`. When the table is full and the slot's key is new
+    /// to it, the table starts afresh: returned is what the slot replaced, or the whole table
+    /// it replaced, for the caller to drop outside its borrow.
+    fn put<T: Send + 'static>(
+        &mut self,
+        site: &NearSite,
+        slot: Slot<T>,
+        max_slots: usize,
+    ) -> Dropped<T> {
+        let hash = hash(&slot.print);
+        let is_new = |slots: &Slots<T>| slots.find(hash, |s| s.print == slot.print).is_none();
+        let mut dropped = Dropped::default();
+        if self.slots >= max_slots && self.slots::<T>(site).is_none_or(|slots| is_new(slots)) {
+            dropped.table = Some(std::mem::replace(self, Self::new(self.release)));
+        }
+        let number = site.numbered();
+        if self.sites.len() <= number {
+            self.sites.resize_with(number + 1, SiteMaps::default);
+        }
+        let Some(slots) = self.sites[number].of_or_new::<T>() else {
+            return dropped;
+        };
+        match slots.entry(hash, |s| s.print == slot.print, |s| self::hash(&s.print)) {
+            Entry::Occupied(mut own) => dropped.slot = Some(std::mem::replace(own.get_mut(), slot)),
+            Entry::Vacant(free) => {
+                free.insert(slot);
+                self.slots += 1;
             }
         }
-        None
+        dropped
     }
+}
 
-    /// Keeps a value in the slot of its key: the key's own (stale) slot, else a free one, else
-    /// another key's. Returns the slot's previous value, and whether it held another key.
-    fn put(&mut self, key: &SlotKey<'_>, hot: Hot, cold: Cold) -> (Option<Cold>, bool) {
-        let (set, tag) = self.place(key);
-        let (Some(index), Some(hots), Some(colds)) = (
-            self.index.get_mut(set),
-            self.hot.get_mut(set),
-            self.cold.get_mut(set),
-        ) else {
-            return (Some(cold), false);
-        };
-        let own = (0..WAYS).find(|&way| index.tags[way] != 0 && key.matches(&hots[way]));
-        let free = || index.tags.iter().position(|&tag| tag == 0);
-        let (way, displacing) = match own.or_else(free) {
-            Some(way) => (way, false),
-            None => {
-                self.next_victim = self.next_victim.wrapping_add(1);
-                (self.next_victim % WAYS, true)
-            }
-        };
-        index.tags[way] = tag;
-        index.values[way] = Arc::as_ptr(&cold.value).cast();
-        hots[way] = hot;
-        (colds[way].replace(cold), displacing)
-    }
+/// What a fill took out of a table, dropped once the table is no longer borrowed: a value's
+/// `Drop` may read a cached function.
+struct Dropped<T> {
+    slot: Option<Slot<T>>,
+    table: Option<Table>,
+}
 
-    /// Whether to keep the value a read of L1 found: always, unless the table thrashes.
-    fn admits(&mut self) -> bool {
-        if !self.thrashing {
-            return true;
+impl<T> Default for Dropped<T> {
+    fn default() -> Self {
+        Self {
+            slot: None,
+            table: None,
         }
-        self.skipped = self.skipped.wrapping_add(1);
-        self.skipped.is_multiple_of(THRASHING_FILLS)
-    }
-
-    /// Counts a fill; true when most of the last `capacity()` fills pushed another key out
-    /// (the thread's working set is larger than the table) and the table may grow. If it may
-    /// not, it is thrashing.
-    fn outgrown(&mut self, displacing: bool, max_sets: usize) -> bool {
-        self.fills += 1;
-        self.displaced += usize::from(displacing);
-        if self.fills < self.capacity() {
-            return false;
-        }
-        let overfull = self.displaced > self.fills / 2;
-        let may_grow = self.sets() < max_sets;
-        self.thrashing = overfull && !may_grow;
-        (self.fills, self.displaced) = (0, 0);
-        overfull && may_grow
-    }
-
-    /// A table `GROWTH` times larger (at most `max_sets` sets) holding this one's slots.
-    fn grown(&mut self, max_sets: usize) -> Self {
-        let mut grown = Self::with_sets((self.sets() * GROWTH).min(max_sets), self.release);
-        let slots = self
-            .hot
-            .iter()
-            .flatten()
-            .zip(self.cold.iter_mut().flatten());
-        for (hot, cold) in slots {
-            let (Some(site), Some(cold)) = (hot.site, cold.take()) else {
-                continue;
-            };
-            let key = SlotKey {
-                key: NearKey {
-                    site,
-                    print: &hot.print,
-                },
-                kind: hot.kind(),
-            };
-            // A slot that finds its new set full is dropped: the table is rebuilt once in a
-            // while, and a later read refills it.
-            drop(grown.put(&key, *hot, cold));
-        }
-        grown
     }
 }
 
@@ -481,24 +359,22 @@ impl Table {
 /// against.
 pub(crate) struct Near {
     epochs: Arc<Epochs>,
-    /// The most sets a thread's table grows to.
-    max_sets: usize,
+    /// The most slots a thread's table holds.
+    max_slots: usize,
     tables: PerThread<RefCell<Table>>,
     /// Bumped to have every thread drop its table at its next read ([`Near::release`]).
     releases: AtomicU64,
 }
 
 impl Near {
-    /// Near tables for an L1 of `l1_capacity` entries: a table grows to the power of two of
-    /// sets with room for every key L1 holds, and at most [`MAX_SETS`].
+    /// Near tables for an L1 of `l1_capacity` entries: a table holds as many slots as L1 has
+    /// entries, and at most [`MAX_SLOTS`].
     pub(crate) fn new(epochs: Arc<Epochs>, l1_capacity: u64) -> Self {
-        let wanted = usize::try_from(l1_capacity)
-            .unwrap_or(usize::MAX)
-            .div_ceil(WAYS)
-            .clamp(1, MAX_SETS);
         Self {
             epochs,
-            max_sets: wanted.next_power_of_two().min(MAX_SETS),
+            max_slots: usize::try_from(l1_capacity)
+                .unwrap_or(usize::MAX)
+                .clamp(1, MAX_SLOTS),
             tables: PerThread::default(),
             releases: AtomicU64::new(0),
         }
@@ -511,12 +387,10 @@ impl Near {
         self.releases.fetch_add(1, Ordering::Release);
     }
 
-    /// How many slots this thread's table has.
+    /// How many slots this thread's table holds.
     #[cfg(test)]
-    pub(crate) fn thread_capacity(&self) -> usize {
-        self.tables
-            .mine()
-            .map_or(0, |table| table.borrow().capacity())
+    pub(crate) fn thread_slots(&self) -> usize {
+        self.tables.mine().map_or(0, |table| table.borrow().slots)
     }
 
     /// A copy of this thread's copy of the value at `key`, if it has one that is a live `T`
@@ -533,37 +407,26 @@ impl Near {
         if table.release != self.releases.load(Ordering::Relaxed) {
             return None;
         }
-        let kind = key.site.kind_of(TypeId::of::<T>())?;
-        let Found { hot, cold, value } = table.find(&SlotKey { key, kind })?;
-        if !self.epochs.unchanged(hot.epoch)
-            || !(clock.before_coarse_deadline(hot.coarse_deadline())
-                || cold
-                    .as_ref()
-                    .is_some_and(|cold| clock.is_live(cold.expires_at)))
-        {
+        let slot = table
+            .slots::<T>(key.site)?
+            .find_mut(hash(key.print), |slot| slot.print == *key.print)?;
+        if !slot.is_current(&self.epochs, clock) {
             return None;
         }
-        if hot.count_hit() {
+        if slot.count_hit() {
             touch();
         }
-        // SAFETY: `value` is where the slot's own `Arc` points (both are set together, under
-        // this borrow). The slot's site and type index are `key.site` and `kind` (`find`
-        // matched both), a slot's value is of the type at its index of its site (`fill` checks
-        // each), and that type is `T`: the value is a `T`, alive for as long as the slot holds
-        // it.
-        let value = unsafe { &*value.cast::<T>() };
         // The copy last, straight into the value returned: see the module documentation.
-        Some(value.clone())
+        Some(T::clone(&slot.value))
     }
 
-    /// Reads L1's entry at `l1_key` through `read_l1` and, if it holds a `wanted`, keeps it in
-    /// this thread's slot for `key`, with the coarse deadline L1 holds it under.
+    /// Reads L1's entry at `l1_key` through `read_l1` and, if it holds a `T`, keeps it in this
+    /// thread's slot for `key`, with the coarse deadline L1 holds it under.
     #[inline(never)]
-    pub(crate) fn fill(
+    pub(crate) fn fill<T: Clone + Send + Sync + 'static>(
         &self,
         key: NearKey<'_>,
         l1_key: &str,
-        wanted: TypeId,
         read_l1: impl FnOnce() -> Option<Held>,
     ) -> Option<L1Entry> {
         // Read before L1 is: a change after this read makes the slot stale.
@@ -572,44 +435,27 @@ impl Near {
             entry,
             fresh_coarse,
         } = read_l1()?;
-        // The value's own type, not the `Arc`'s.
-        if (*entry.value).type_id() != wanted {
-            return Some(entry);
-        }
-        let Some(kind) = key.site.admit(wanted) else {
+        // Copied before the table is borrowed: a value's Clone may call a cached function.
+        let Some(value) = entry.value.downcast_ref::<T>().cloned() else {
             return Some(entry);
         };
-        let key = SlotKey { key, kind };
+        let slot = Slot {
+            print: *key.print,
+            value,
+            epoch,
+            deadline_hits: fresh_coarse & !LOW_MASK,
+            expires_at: entry.stamp.fresh_until,
+        };
         let release = self.releases.load(Ordering::Relaxed);
-        let new_table = || Table::with_sets(INITIAL_SETS.min(self.max_sets), release);
         let Some(Ok(mut table)) = self.tables.mine().map(RefCell::try_borrow_mut) else {
             return Some(entry);
         };
         let released =
-            (table.release != release).then(|| std::mem::replace(&mut *table, new_table()));
-        if !table.admits() {
-            drop(table);
-            drop(released);
-            return Some(entry);
-        }
-        let hot = Hot {
-            print: *key.key.print,
-            site: Some(key.key.site),
-            epoch,
-            deadline_kind_hits: Hot::packed(fresh_coarse, kind),
-        };
-        let cold = Cold {
-            value: Arc::clone(&entry.value),
-            expires_at: entry.stamp.fresh_until,
-        };
-        let (replaced, displacing) = table.put(&key, hot, cold);
-        let outgrown = table.outgrown(displacing, self.max_sets).then(|| {
-            let grown = table.grown(self.max_sets);
-            std::mem::replace(&mut *table, grown)
-        });
+            (table.release != release).then(|| std::mem::replace(&mut *table, Table::new(release)));
+        let dropped = table.put(key.site, slot, self.max_slots);
         drop(table);
         // Dropped outside the borrow: the last reference to a value runs its Drop here.
-        drop((replaced, outgrown, released));
+        drop((dropped, released));
         Some(entry)
     }
 }
@@ -708,7 +554,7 @@ mod tests {
     /// the key is hot), and no other does.
     #[test]
     fn one_near_hit_of_a_slot_in_touch_every_touches_l1() {
-        use std::{any::TypeId, cell::Cell, sync::Arc};
+        use std::{cell::Cell, sync::Arc};
 
         use super::{Epochs, Fingerprint, Held, L1Entry, Near, NearKey, NearSite, TOUCH_EVERY};
         use crate::cache::{clock::ExpiryClock, stamp::Stamp};
@@ -733,7 +579,7 @@ mod tests {
             site: &SITE_OF_K,
             print: &print,
         };
-        let filled = near.fill(key, "k", TypeId::of::<u64>(), || {
+        let filled = near.fill::<u64>(key, "k", || {
             Some(Held {
                 entry,
                 fresh_coarse: 0,
@@ -820,7 +666,7 @@ mod tests {
         }
         assert_eq!(cache.stats().l1.hits, 18);
         assert!(
-            cache.engine.l1.near_capacity() > 0,
+            cache.engine.l1.near_slots() > 0,
             "the first four were kept near"
         );
 
@@ -872,9 +718,12 @@ mod tests {
     }
 
     /// A value whose `Clone` reads a cached function: the near cache is in use, so the inner
-    /// read goes to L1, and both get their value.
+    /// read goes to L1, and both get their value. A copy keeps what the inner read returned.
     #[derive(Debug, PartialEq)]
-    struct Nested(u64);
+    struct Nested {
+        value: u64,
+        inner: Option<u64>,
+    }
 
     thread_local! {
         static NESTED_CACHE: std::cell::RefCell<Option<MultiLevelCache>> =
@@ -885,7 +734,10 @@ mod tests {
         fn clone(&self) -> Self {
             let inner =
                 NESTED_CACHE.with_borrow(|cache| cache.as_ref().and_then(|cache| read(cache, 2)));
-            Nested(self.0 + inner.unwrap_or(1000))
+            Nested {
+                value: self.value,
+                inner,
+            }
         }
     }
 
@@ -893,7 +745,14 @@ mod tests {
     fn a_clone_that_reads_a_cached_function_is_served() {
         let (cache, _) = cache(100);
         cache
-            .set_l1_local(&key(1), Nested(1), None)
+            .set_l1_local(
+                &key(1),
+                Nested {
+                    value: 1,
+                    inner: None,
+                },
+                None,
+            )
             .expect("stored");
         cache.set_l1_local(&key(2), 10u64, None).expect("stored");
         NESTED_CACHE.set(Some(cache.clone()));
@@ -902,7 +761,10 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(
                 cache.engine.hit_for_call::<Nested, _>(&NESTED, &(&1u8,)),
-                Some(Nested(11))
+                Some(Nested {
+                    value: 1,
+                    inner: Some(10)
+                })
             );
         }
         NESTED_CACHE.set(None);
@@ -922,7 +784,7 @@ mod tests {
                 .map(|_| {
                     scope.spawn(|| {
                         let first = (read(&cache, 1), read(&cache, 1));
-                        let has_table = cache.engine.l1.near_capacity() > 0;
+                        let has_table = cache.engine.l1.near_slots() > 0;
                         all_read.wait();
                         rewritten.wait();
                         (first, read(&cache, 1), has_table)
@@ -1019,8 +881,8 @@ mod tests {
             check_coherence(4, steps)?;
         }
 
-        /// The same with more keys than near slots (an L1 of 16 entries gets 24 near slots a
-        /// thread): slots are taken over by other keys, and the table thrashes.
+        /// The same with more keys than near slots (an L1 of 16 entries gets 16 near slots a
+        /// thread): a fill of a new key into a full table starts it afresh, again and again.
         #[test]
         fn a_read_never_returns_a_replaced_value_with_more_keys_than_slots(
             steps in proptest::collection::vec(step(48), 1..400)
@@ -1088,20 +950,20 @@ mod tests {
                 .expect("stored");
         }
         let mut rounds = 0;
-        while cache.engine.l1.near_capacity() < usize::from(KEYS) {
+        while cache.engine.l1.near_slots() < usize::from(KEYS) {
             rounds += 1;
             assert!(
                 rounds <= 10,
                 "grew only to {}",
-                cache.engine.l1.near_capacity()
+                cache.engine.l1.near_slots()
             );
             for id in 0..KEYS {
                 assert_eq!(read(id), Some(u64::from(id)));
             }
         }
         assert!(
-            cache.engine.l1.near_capacity() <= 2 * 8192,
-            "at most twice as many slots as L1 has entries"
+            cache.engine.l1.near_slots() <= 8192,
+            "at most as many slots as L1 has entries"
         );
 
         // Every value replaced after the growth: no read gets an old one.
@@ -1131,7 +993,7 @@ mod tests {
             let expected = kept.contains(&id).then_some(u64::from(id) + 1);
             assert_eq!(read(id), expected);
         }
-        assert!(cache.engine.l1.near_capacity() < usize::from(KEYS));
+        assert!(cache.engine.l1.near_slots() < usize::from(KEYS));
     }
 }
 
