@@ -58,10 +58,18 @@ pub(crate) fn add_own(counter: &AtomicU64, n: u64) {
     );
 }
 
-#[inline]
-fn stripe() -> usize {
-    // During thread teardown the lease may already be gone: count on the shared stripe.
-    LEASE.try_with(|lease| lease.0).unwrap_or(SHARED)
+/// The calling thread's stripe, read once and handed to several [`PerThread`] and
+/// [`StripedCounters`] accesses on one path (a memoized hit reads its near table and bumps
+/// two counters: each reading the thread's lease again cost a hit about 3%).
+#[derive(Clone, Copy)]
+pub(crate) struct ThreadStripe(usize);
+
+impl ThreadStripe {
+    #[inline]
+    pub(crate) fn current() -> Self {
+        // During thread teardown the lease may already be gone: count on the shared stripe.
+        Self(LEASE.try_with(|lease| lease.0).unwrap_or(SHARED))
+    }
 }
 
 /// One `T` per thread that holds an exclusive stripe, made on its first use.
@@ -98,7 +106,13 @@ impl<T: Default> PerThread<T> {
     /// on the shared stripe (more live threads than exclusive stripes, or one tearing down).
     #[inline]
     pub(crate) fn mine(&self) -> Option<&T> {
-        let value = self.values.get(stripe())?;
+        self.mine_on(ThreadStripe::current())
+    }
+
+    /// [`mine`](Self::mine), on the stripe the caller read.
+    #[inline]
+    pub(crate) fn mine_on(&self, stripe: ThreadStripe) -> Option<&T> {
+        let value = self.values.get(stripe.0)?;
         Some(value.get_or_init(Box::default))
     }
 }
@@ -134,7 +148,13 @@ impl<const N: usize> StripedCounters<N> {
     /// Adds `n` to counter `slot`.
     #[inline]
     pub(crate) fn add(&self, slot: usize, n: u64) {
-        let index = stripe();
+        self.add_on(ThreadStripe::current(), slot, n);
+    }
+
+    /// [`add`](Self::add), on the stripe the caller read.
+    #[inline]
+    pub(crate) fn add_on(&self, stripe: ThreadStripe, slot: usize, n: u64) {
+        let index = stripe.0;
         let Some(counter) = self.stripes.get(index).and_then(|s| s.0.get(slot)) else {
             return;
         };
@@ -179,8 +199,12 @@ mod tests {
 
     #[test]
     fn a_stripe_is_released_when_its_thread_exits() {
-        let first = std::thread::spawn(stripe).join().expect("no panic");
-        let second = std::thread::spawn(stripe).join().expect("no panic");
+        let first = std::thread::spawn(|| ThreadStripe::current().0)
+            .join()
+            .expect("no panic");
+        let second = std::thread::spawn(|| ThreadStripe::current().0)
+            .join()
+            .expect("no panic");
         assert!(first < SHARED && second < SHARED, "{first} {second}");
     }
 

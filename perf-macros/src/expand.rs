@@ -449,8 +449,8 @@ impl CacheExpansion<'_> {
             static __PERF_MEMOIZED: #private::Memoized = #private::Memoized::new(#path);
             let __perf_cache = #cache;
             #tagged
+            // The hit counts itself, for the cache and for the function.
             if let ::core::option::Option::Some(__perf_hit) = #hit {
-                __PERF_MEMOIZED.hit();
                 return #give_hit;
             }
             #miss

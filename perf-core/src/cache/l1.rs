@@ -18,6 +18,7 @@ use super::{
     stamp::{Age, Stamp},
     stats::{Counters, Event},
 };
+use crate::striped::ThreadStripe;
 
 /// What `cache_size_bytes{tier="l1"}` counts per L1 entry: L1 counts entries, not bytes, and
 /// cannot see the size of the typed values it points to. The figure is the map's slot (the
@@ -163,12 +164,13 @@ impl L1 {
     #[inline(always)]
     pub(crate) fn get_cloned_near<T: Clone + Send + Sync + 'static>(
         &self,
+        stripe: ThreadStripe,
         key: NearKey<'_>,
         clock: &ExpiryClock,
         write_l1_key: impl FnOnce(&mut String),
     ) -> Option<T> {
         let touch = || with_key(write_l1_key, |l1_key| drop(self.map.get(l1_key)));
-        self.near.lookup(key, clock, touch)
+        self.near.lookup(stripe, key, clock, touch)
     }
 
     /// A copy of the live value at `l1_key`, if it has type `T`, kept in this thread's near

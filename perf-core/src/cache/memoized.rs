@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::near::NearSite;
 use crate::{
     metrics::{CACHE_FUNCTION_CALLS_TOTAL, labels},
-    striped::StripedCounters,
+    striped::{StripedCounters, ThreadStripe},
 };
 
 /// How many functions get a series of their own; the last slot is `other`.
@@ -73,7 +73,13 @@ impl Memoized {
     /// Counts a call answered without running the body.
     #[inline]
     pub fn hit(&self) {
-        COUNTERS.add(2 * self.slot(), 1);
+        self.hit_on(ThreadStripe::current());
+    }
+
+    /// [`hit`](Self::hit), on the stripe the caller read.
+    #[inline]
+    pub(crate) fn hit_on(&self, stripe: ThreadStripe) {
+        COUNTERS.add_on(stripe, 2 * self.slot(), 1);
     }
 
     /// Counts a call that went past the fast hit: a miss if `ran` says its body ran.

@@ -51,7 +51,10 @@ use std::{
 
 use hashbrown::hash_table::Entry;
 
-use crate::{striped::PerThread, sync::AtomicU64};
+use crate::{
+    striped::{PerThread, ThreadStripe},
+    sync::AtomicU64,
+};
 
 use super::{
     clock::ExpiryClock,
@@ -401,12 +404,13 @@ impl Near {
     #[inline(always)]
     pub(crate) fn lookup<T: Clone + 'static>(
         &self,
+        stripe: ThreadStripe,
         key: NearKey<'_>,
         clock: &ExpiryClock,
         touch: impl FnOnce(),
     ) -> Option<T> {
         // Re-entered (a value's Clone or Drop calling a cached function): not from here.
-        let mut table = self.tables.mine()?.try_borrow_mut().ok()?;
+        let mut table = self.tables.mine_on(stripe)?.try_borrow_mut().ok()?;
         if table.release != self.releases.load(Ordering::Relaxed) {
             return None;
         }
@@ -559,7 +563,9 @@ mod tests {
     fn one_near_hit_of_a_slot_in_touch_every_touches_l1() {
         use std::{cell::Cell, sync::Arc};
 
-        use super::{Epochs, Fingerprint, Held, L1Entry, Near, NearKey, NearSite, TOUCH_EVERY};
+        use super::{
+            Epochs, Fingerprint, Held, L1Entry, Near, NearKey, NearSite, TOUCH_EVERY, ThreadStripe,
+        };
         use crate::cache::{clock::ExpiryClock, stamp::Stamp};
 
         static SITE_OF_K: NearSite = NearSite::new();
@@ -591,7 +597,9 @@ mod tests {
         assert!(filled.is_some());
         let touches = Cell::new(0u16);
         for hit in 1..=10 * TOUCH_EVERY {
-            let read = near.lookup::<u64>(key, &clock, || touches.set(touches.get() + 1));
+            let read = near.lookup::<u64>(ThreadStripe::current(), key, &clock, || {
+                touches.set(touches.get() + 1)
+            });
             assert_eq!(read, Some(7));
             assert_eq!(touches.get(), hit / TOUCH_EVERY, "after {hit} near hits");
         }
@@ -1034,7 +1042,9 @@ mod model {
     /// A cached function's read: the near copy, else L1 (keeping a near copy).
     fn read(l1: &L1, clock: &ExpiryClock, counters: &Counters, print: &Fingerprint) -> Option<u64> {
         let key = NearKey { site: &SITE, print };
-        if let Some(value) = l1.get_cloned_near::<u64>(key, clock, |out| out.push('k')) {
+        if let Some(value) =
+            l1.get_cloned_near::<u64>(ThreadStripe::current(), key, clock, |out| out.push('k'))
+        {
             return Some(value);
         }
         match l1.get_cloned_remembered::<u64>(key, "k", clock, counters) {

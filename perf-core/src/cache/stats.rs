@@ -8,7 +8,7 @@ use crate::{
         CACHE_HITS_TOTAL, CACHE_LOAD_EVENTS_TOTAL, CACHE_MISSES_TOTAL, CACHE_OPERATIONS_TOTAL,
         CACHE_SIZE_BYTES, labels,
     },
-    striped::StripedCounters,
+    striped::{StripedCounters, ThreadStripe},
 };
 
 /// The read operation a hit or miss is counted under (the `operation` metric label).
@@ -132,6 +132,12 @@ impl Counters {
     #[inline]
     pub(crate) fn record(&self, tier: Tier, event: Event) {
         self.add_slot(event.slot(tier), 1);
+    }
+
+    /// [`record`](Self::record), on the stripe the caller read.
+    #[inline]
+    pub(crate) fn record_on(&self, stripe: ThreadStripe, tier: Tier, event: Event) {
+        self.slots.add_on(stripe, event.slot(tier), 1);
     }
 
     pub(crate) fn record_n(&self, tier: Tier, event: Event, n: u64) {

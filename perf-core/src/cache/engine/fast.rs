@@ -11,12 +11,13 @@ use crate::cache::{
     near::NearKey,
     stats::{Event, Op},
 };
+use crate::striped::ThreadStripe;
 
 impl Engine {
     /// A copy of the L1 value of the call of `function` with `arguments` (the key
-    /// [`function_key`](crate::cache::function_key) gives), counted as a `get_or_load` hit. A
-    /// miss is not counted, since the load that follows counts it. Repeats are served from
-    /// this thread's near cache, which every L1 change keeps coherent.
+    /// [`function_key`](crate::cache::function_key) gives), counted as a `get_or_load` hit and
+    /// a hit of `function`. A miss is not counted, since the load that follows counts it.
+    /// Repeats are served from this thread's near cache, which every L1 change keeps coherent.
     #[inline(always)]
     pub(crate) fn hit_for_call<T: CacheValue + Clone, A: CallArguments>(
         &self,
@@ -34,15 +35,11 @@ impl Engine {
         // By reference: a copy of the closure (the path and the arguments' address) was read
         // back wider than it was written, stalling the processor's store forwarding.
         let Some(print) = Fingerprint::of_arguments(arguments) else {
-            return with_key(write_l1_key, |l1_key| self.hit_l1_for_load(l1_key));
+            return with_key(write_l1_key, |l1_key| {
+                self.hit_l1_for_load(function, l1_key)
+            });
         };
-        self.hit_near(
-            NearKey {
-                site: function.near_site(),
-                print: &print,
-            },
-            &write_l1_key,
-        )
+        self.hit_near(function, &print, &write_l1_key)
     }
 
     /// [`hit_for_call`](Self::hit_for_call) for a key of `function` written whole.
@@ -56,31 +53,33 @@ impl Engine {
             return None;
         }
         Fingerprint::with_bytes(key.as_bytes(), |print| match print {
-            Some(print) => self.hit_near(
-                NearKey {
-                    site: function.near_site(),
-                    print,
-                },
-                &|out: &mut String| out.push_str(key),
-            ),
-            None => self.hit_l1_for_load(key),
+            Some(print) => self.hit_near(function, print, &|out: &mut String| out.push_str(key)),
+            None => self.hit_l1_for_load(function, key),
         })
     }
 
     #[inline(always)]
     fn hit_near<T: CacheValue + Clone>(
         &self,
-        near_key: NearKey<'_>,
+        function: &'static Memoized,
+        print: &Fingerprint,
         write_l1_key: &impl Fn(&mut String),
     ) -> Option<T> {
-        if let Some(value) = self
-            .l1
-            .get_cloned_near::<T>(near_key, &self.clock, write_l1_key)
+        let near_key = NearKey {
+            site: function.near_site(),
+            print,
+        };
+        let stripe = ThreadStripe::current();
+        if let Some(value) =
+            self.l1
+                .get_cloned_near::<T>(stripe, near_key, &self.clock, write_l1_key)
         {
-            self.counters.record(Tier::L1, Event::Hit(Op::GetOrLoad));
+            self.counters
+                .record_on(stripe, Tier::L1, Event::Hit(Op::GetOrLoad));
+            function.hit_on(stripe);
             return Some(value);
         }
-        self.counted_fast_hit(self.near_miss(near_key, write_l1_key))
+        self.counted_fast_hit(function, self.near_miss(near_key, write_l1_key))
     }
 
     /// Out of line, so that the near hit around it stays small enough to inline.
@@ -101,7 +100,11 @@ impl Engine {
     }
 
     /// A fast-path read that bypasses the near cache (keys without a fingerprint).
-    fn hit_l1_for_load<T: CacheValue + Clone>(&self, key: &str) -> Option<T> {
+    fn hit_l1_for_load<T: CacheValue + Clone>(
+        &self,
+        function: &'static Memoized,
+        key: &str,
+    ) -> Option<T> {
         if key.len() > self.max_key_bytes {
             return None;
         }
@@ -110,13 +113,14 @@ impl Engine {
             Lookup::Miss => Lookup::Miss,
             Lookup::WrongType => Lookup::WrongType,
         };
-        self.counted_fast_hit(lookup)
+        self.counted_fast_hit(function, lookup)
     }
 
-    fn counted_fast_hit<T>(&self, lookup: Lookup<T>) -> Option<T> {
+    fn counted_fast_hit<T>(&self, function: &Memoized, lookup: Lookup<T>) -> Option<T> {
         match lookup {
             Lookup::Hit(value) => {
                 self.counters.record(Tier::L1, Event::Hit(Op::GetOrLoad));
+                function.hit();
                 Some(value)
             }
             Lookup::Miss | Lookup::WrongType => None,
