@@ -583,6 +583,7 @@ fn equal_memory() -> (f64, f64, u64) {
 }
 
 fn main() {
+    common::run_starts();
     let mut c = Criterion::default().configure_from_args();
     c = if quick() {
         c.warm_up_time(Duration::from_millis(300))

@@ -135,6 +135,7 @@ fn plain_and_protected(mut measure: impl FnMut(usize, &[u64]) -> Duration) -> In
 }
 
 fn main() {
+    common::run_starts();
     let mut c = Criterion::default()
         .configure_from_args()
         .warm_up_time(Duration::from_millis(500))

@@ -267,6 +267,7 @@ macro_rules! profile_size {
 }
 
 fn main() {
+    common::run_starts();
     if let Ok(n) = std::env::var("SWEEP_PROFILE") {
         let n: u64 = n.parse().unwrap();
         profile_size!(n, k100);

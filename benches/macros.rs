@@ -112,6 +112,7 @@ fn calls_at_once(threads: usize, iters: u64, call: fn(u64) -> u64) -> Duration {
 }
 
 fn main() {
+    common::run_starts();
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(

@@ -2,7 +2,11 @@
 //! results back to print ratios. Each benchmark uses only some of it.
 #![allow(dead_code)]
 
-use std::{path::PathBuf, sync::Barrier, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Barrier, LazyLock},
+    time::{Duration, SystemTime},
+};
 
 /// Runs `work(thread, barrier)` on `threads` threads; each sets up, waits on the barrier, then
 /// times its own work. Returns the slowest thread's time.
@@ -32,7 +36,16 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// The median, in nanoseconds, that criterion recorded for `group/bench` in this run.
+/// When this run started: criterion's results written before it are an earlier run's.
+static RUN_STARTED: LazyLock<SystemTime> = LazyLock::new(SystemTime::now);
+
+/// Marks the start of the run, for [`median_ns`]; called first in `main`.
+pub(crate) fn run_starts() {
+    LazyLock::force(&RUN_STARTED);
+}
+
+/// The median, in nanoseconds, that criterion recorded for `group/bench` in this run; `None`
+/// if it did not run it (a filter left it out: the file on disk is then an earlier run's).
 pub(crate) fn median_ns(group: &str, bench: &str) -> Option<f64> {
     let dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
@@ -41,6 +54,10 @@ pub(crate) fn median_ns(group: &str, bench: &str) -> Option<f64> {
         .join(group)
         .join(bench)
         .join("new/estimates.json");
+    let written = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if written < *RUN_STARTED {
+        return None;
+    }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     json["median"]["point_estimate"].as_f64()
 }
