@@ -53,6 +53,15 @@ impl std::hash::Hash for Fingerprint {
 }
 
 impl Fingerprint {
+    /// The first two words, if the others are zero: a fingerprint of at most 16 bytes, as
+    /// one or two numbers or a short string give. For such arguments the compiler knows the
+    /// other words are zero, and the check costs nothing.
+    #[inline(always)]
+    pub(crate) fn short(&self) -> Option<[u64; 2]> {
+        let [first, second, rest @ ..] = self.0;
+        (rest.iter().fold(0, |acc, word| acc | word) == 0).then_some([first, second])
+    }
+
     /// `read` given the fingerprint of `value`, or `None` if it does not fit in [`CAPACITY`].
     #[cfg(test)]
     pub(crate) fn with<T: Serialize + ?Sized, R>(

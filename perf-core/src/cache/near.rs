@@ -169,17 +169,18 @@ impl Epochs {
     }
 }
 
-/// A thread's copy of one L1 value. In the order a hit reads it, so that what it checks
-/// comes first and the value it copies last.
+/// A thread's copy of one L1 value, under `K`: a fingerprint's two words for short ones,
+/// the whole [`Fingerprint`] for the rest. What a hit checks comes first, beside the key, so
+/// that it shares the key's first line, and the value it copies last.
 #[repr(C)]
-struct Slot<T> {
-    print: Fingerprint,
+struct Slot<T, K> {
     /// The bucket and its change count, from [`Epochs::stamp`].
     epoch: u64,
     /// The entry's coarse deadline (`ExpiryClock::coarse_deadline`) with its low 16 bits
     /// cleared, so never later than the entry's; in them, the slot's near hits (counted
     /// modulo 2^16).
     deadline_hits: u64,
+    key: K,
     /// The precise expiry, read when the coarse clock is too close to tell.
     expires_at: quanta::Instant,
     value: T,
@@ -187,7 +188,7 @@ struct Slot<T> {
 
 const _: () = assert!((LOW_MASK + 1).is_multiple_of(TOUCH_EVERY as u64));
 
-impl<T> Slot<T> {
+impl<T, K> Slot<T, K> {
     #[inline(always)]
     fn coarse_deadline(&self) -> u64 {
         self.deadline_hits & !LOW_MASK
@@ -208,38 +209,131 @@ impl<T> Slot<T> {
             && (clock.before_coarse_deadline(self.coarse_deadline())
                 || clock.is_live(self.expires_at))
     }
+
+    /// The same slot under another key.
+    fn keyed<K2>(self, key: K2) -> Slot<T, K2> {
+        let Self {
+            epoch,
+            deadline_hits,
+            expires_at,
+            value,
+            ..
+        } = self;
+        Slot {
+            epoch,
+            deadline_hits,
+            key,
+            expires_at,
+            value,
+        }
+    }
 }
 
-/// One site's slots for values of one type, on one thread, found by their fingerprint's
-/// [`hash`].
-type Slots<T> = hashbrown::HashTable<Slot<T>>;
+/// One site's slots for values of one type, on one thread, found by their key's hash.
+type Slots<T, K> = hashbrown::HashTable<Slot<T, K>>;
 
-/// Inlined whole, reading the fingerprint's words from registers: a map's own lookup was left
-/// out of line, and read them back from memory.
-#[inline(always)]
+/// What a slot is keyed by: a [`Fingerprint`], or the two words of a short one.
+trait SlotKey: Copy + Eq {
+    /// Inlined whole, reading the key's words from registers: a map's own lookup was left out
+    /// of line, and read them back from memory.
+    fn hashed(&self) -> u64;
+}
+
 #[allow(clippy::manual_hash_one)]
-fn hash(print: &Fingerprint) -> u64 {
-    let mut hasher = foldhash::fast::FixedState::default().build_hasher();
-    print.hash(&mut hasher);
-    hasher.finish()
+impl SlotKey for Fingerprint {
+    #[inline(always)]
+    fn hashed(&self) -> u64 {
+        let mut hasher = foldhash::fast::FixedState::default().build_hasher();
+        Hash::hash(self, &mut hasher);
+        hasher.finish()
+    }
 }
 
-/// A [`Slots`] of some type, and that type.
-struct TypedSlots {
+#[allow(clippy::manual_hash_one)]
+impl SlotKey for [u64; 2] {
+    #[inline(always)]
+    fn hashed(&self) -> u64 {
+        let mut hasher = foldhash::fast::FixedState::default().build_hasher();
+        for &word in self {
+            hasher.write_u64(word);
+        }
+        hasher.finish()
+    }
+}
+
+/// The slot under `key`.
+#[inline(always)]
+fn find<T, K: SlotKey>(slots: &mut Slots<T, K>, key: K) -> Option<&mut Slot<T, K>> {
+    slots.find_mut(key.hashed(), |slot| slot.key == key)
+}
+
+/// Keeps `slot` under its key: returns the value it replaced, or `None` if the key is new.
+fn keep<T, K: SlotKey>(slots: &mut Slots<T, K>, slot: Slot<T, K>) -> Option<Slot<T, K>> {
+    match slots.entry(slot.key.hashed(), |s| s.key == slot.key, |s| s.key.hashed()) {
+        Entry::Occupied(mut own) => Some(std::mem::replace(own.get_mut(), slot)),
+        Entry::Vacant(free) => {
+            free.insert(slot);
+            None
+        }
+    }
+}
+
+/// A site's slots for values of one type on one thread, short keys apart: a 40-byte
+/// fingerprint made a slot holding a `String` 88 bytes, two or three cache lines, and most
+/// arguments (a number or two) fingerprint in 16 bytes, which makes it 64.
+struct TypedSlots<T> {
+    short: Slots<T, [u64; 2]>,
+    long: Slots<T, Fingerprint>,
+}
+
+impl<T> TypedSlots<T> {
+    fn new() -> Self {
+        Self {
+            short: Slots::new(),
+            long: Slots::new(),
+        }
+    }
+
+    /// Whether a slot has `print` for its key.
+    fn holds(&self, print: &Fingerprint) -> bool {
+        match print.short() {
+            Some(short) => self
+                .short
+                .find(short.hashed(), |s| s.key == short)
+                .is_some(),
+            None => self
+                .long
+                .find(print.hashed(), |s| s.key == *print)
+                .is_some(),
+        }
+    }
+
+    /// Keeps `slot` under its fingerprint: returns the value it replaced, or `None` if the key
+    /// is new.
+    fn keep(&mut self, slot: Slot<T, Fingerprint>) -> Option<T> {
+        match slot.key.short() {
+            Some(short) => keep(&mut self.short, slot.keyed(short)).map(|old| old.value),
+            None => keep(&mut self.long, slot).map(|old| old.value),
+        }
+    }
+}
+
+/// The [`TypedSlots`] of some type, and that type.
+struct AnySlots {
     of: TypeId,
     slots: Box<dyn Any + Send>,
 }
 
 /// A site's maps on one thread: up to [`SITE_TYPES`] [`TypedSlots`] of distinct types.
 #[derive(Default)]
-struct SiteMaps([Option<TypedSlots>; SITE_TYPES]);
+struct SiteMaps([Option<AnySlots>; SITE_TYPES]);
 
 impl SiteMaps {
     /// The site's slots of `T`s, if it has any. The first type is checked inline and the
     /// others out of line: with the whole loop inlined, 100-key hits measured 1.8x `cached`'s
     /// speed in three runs of three, against 2.0x.
     #[inline(always)]
-    fn of<T: 'static>(&mut self) -> Option<&mut Slots<T>> {
+    fn of<T: 'static>(&mut self) -> Option<&mut TypedSlots<T>> {
         let wanted = TypeId::of::<T>();
         let index = if self.0[0].as_ref().is_some_and(|map| map.of == wanted) {
             0
@@ -247,10 +341,10 @@ impl SiteMaps {
             self.later_index(wanted)?
         };
         let map = self.0.get_mut(index)?.as_mut()?;
-        // SAFETY: a map is a `Slots<T>` for the `T` whose `TypeId` it is kept with (`put`
-        // makes each so), and that is `T`'s. `downcast_mut` would check it again, through a
-        // virtual call (2% of a 1k-key hit).
-        Some(unsafe { &mut *std::ptr::from_mut(&mut *map.slots).cast::<Slots<T>>() })
+        // SAFETY: a map is a `TypedSlots<T>` for the `T` whose `TypeId` it is kept with
+        // (`of_or_new` makes each so), and that is `T`'s. `downcast_mut` would check it again,
+        // through a virtual call (2% of a 1k-key hit).
+        Some(unsafe { &mut *std::ptr::from_mut(&mut *map.slots).cast::<TypedSlots<T>>() })
     }
 
     #[inline(never)]
@@ -261,12 +355,12 @@ impl SiteMaps {
     }
 
     /// The site's slots of `T`s, made if it has none and fewer than [`SITE_TYPES`] types.
-    fn of_or_new<T: Send + 'static>(&mut self) -> Option<&mut Slots<T>> {
+    fn of_or_new<T: Send + 'static>(&mut self) -> Option<&mut TypedSlots<T>> {
         if self.of::<T>().is_none() {
             let free = self.0.iter_mut().find(|map| map.is_none())?;
-            *free = Some(TypedSlots {
+            *free = Some(AnySlots {
                 of: TypeId::of::<T>(),
-                slots: Box::new(Slots::<T>::new()),
+                slots: Box::new(TypedSlots::<T>::new()),
             });
         }
         self.of::<T>()
@@ -308,23 +402,25 @@ impl Table {
 
     /// The slots of `site`'s values of type `T`.
     #[inline(always)]
-    fn slots<T: 'static>(&mut self, site: &NearSite) -> Option<&mut Slots<T>> {
+    fn slots<T: 'static>(&mut self, site: &NearSite) -> Option<&mut TypedSlots<T>> {
         self.sites.get_mut(site.number()?)?.of()
     }
 
     /// Keeps `slot` in `site`'s map for `T`. When the table is full and the slot's key is new
-    /// to it, the table starts afresh: returned is what the slot replaced, or the whole table
-    /// it replaced, for the caller to drop outside its borrow.
+    /// to it, the table starts afresh: returned is the value the slot replaced, or the whole
+    /// table it replaced, for the caller to drop outside its borrow.
     fn put<T: Send + 'static>(
         &mut self,
         site: &NearSite,
-        slot: Slot<T>,
+        slot: Slot<T, Fingerprint>,
         max_slots: usize,
     ) -> Dropped<T> {
-        let hash = hash(&slot.print);
-        let is_new = |slots: &Slots<T>| slots.find(hash, |s| s.print == slot.print).is_none();
         let mut dropped = Dropped::default();
-        if self.slots >= max_slots && self.slots::<T>(site).is_none_or(|slots| is_new(slots)) {
+        if self.slots >= max_slots
+            && self
+                .slots::<T>(site)
+                .is_none_or(|slots| !slots.holds(&slot.key))
+        {
             dropped.table = Some(std::mem::replace(self, Self::new(self.release)));
         }
         let number = site.numbered();
@@ -334,13 +430,8 @@ impl Table {
         let Some(slots) = self.sites[number].of_or_new::<T>() else {
             return dropped;
         };
-        match slots.entry(hash, |s| s.print == slot.print, |s| self::hash(&s.print)) {
-            Entry::Occupied(mut own) => dropped.slot = Some(std::mem::replace(own.get_mut(), slot)),
-            Entry::Vacant(free) => {
-                free.insert(slot);
-                self.slots += 1;
-            }
-        }
+        dropped.value = slots.keep(slot);
+        self.slots += usize::from(dropped.value.is_none());
         dropped
     }
 }
@@ -348,14 +439,14 @@ impl Table {
 /// What a fill took out of a table, dropped once the table is no longer borrowed: a value's
 /// `Drop` may read a cached function.
 struct Dropped<T> {
-    slot: Option<Slot<T>>,
+    value: Option<T>,
     table: Option<Table>,
 }
 
 impl<T> Default for Dropped<T> {
     fn default() -> Self {
         Self {
-            slot: None,
+            value: None,
             table: None,
         }
     }
@@ -414,9 +505,21 @@ impl Near {
         if table.release != self.releases.load(Ordering::Relaxed) {
             return None;
         }
-        let slot = table
-            .slots::<T>(key.site)?
-            .find_mut(hash(key.print), |slot| slot.print == *key.print)?;
+        let slots = table.slots::<T>(key.site)?;
+        match key.print.short() {
+            Some(short) => self.serve(find(&mut slots.short, short)?, clock, touch),
+            None => self.serve(find(&mut slots.long, *key.print)?, clock, touch),
+        }
+    }
+
+    /// A copy of `slot`'s value, if it is current.
+    #[inline(always)]
+    fn serve<T: Clone, K>(
+        &self,
+        slot: &mut Slot<T, K>,
+        clock: &ExpiryClock,
+        touch: impl FnOnce(),
+    ) -> Option<T> {
         if !slot.is_current(&self.epochs, clock) {
             return None;
         }
@@ -447,7 +550,7 @@ impl Near {
             return Some(entry);
         };
         let slot = Slot {
-            print: *key.print,
+            key: *key.print,
             value,
             epoch,
             deadline_hits: fresh_coarse & !LOW_MASK,
@@ -902,6 +1005,50 @@ mod tests {
         }
     }
 
+    /// A string argument that fingerprints in more than 16 bytes: its slots are in a site's
+    /// map for long keys.
+    fn long_argument(id: u8) -> String {
+        format!("a longer argument {id:03}")
+    }
+
+    /// The key of call `id` in the coherence checks: of a number for even ids, of a
+    /// [`long_argument`] for odd ones, so that both of a site's maps are in use.
+    fn either_key(id: u8) -> String {
+        if id % 2 == 0 {
+            key(id)
+        } else {
+            function_key(PATH, &(&long_argument(id),))
+        }
+    }
+
+    fn read_either(cache: &MultiLevelCache, id: u8) -> Option<u64> {
+        if id % 2 == 0 {
+            read(cache, id)
+        } else {
+            cache
+                .engine
+                .hit_for_call::<u64, _>(&SITE, &(&long_argument(id),))
+        }
+    }
+
+    /// Arguments too long for a short key are kept near as well, and stay coherent.
+    #[test]
+    fn long_arguments_are_kept_near() {
+        let (cache, _) = cache(100);
+        cache
+            .set_l1_local(&either_key(1), 1u64, None)
+            .expect("stored");
+        for _ in 0..3 {
+            assert_eq!(read_either(&cache, 1), Some(1));
+        }
+        assert_eq!(cache.engine.l1.near_slots(), 1, "kept near");
+        cache
+            .set_l1_local(&either_key(1), 2u64, None)
+            .expect("stored");
+        assert_eq!(read_either(&cache, 1), Some(2));
+        assert_eq!(cache.stats().l1.hits, 4);
+    }
+
     fn check_coherence(capacity: u64, steps: Vec<Step>) -> Result<(), TestCaseError> {
         {
             let (cache, mock) = cache(capacity);
@@ -913,13 +1060,13 @@ mod tests {
                 match step {
                     Step::Set { id, value } => {
                         cache
-                            .set_l1_local(&key(id), value, Some(ttl))
+                            .set_l1_local(&either_key(id), value, Some(ttl))
                             .expect("stored");
                         model.insert(id, (value, now + ttl.as_secs()));
                     }
                     Step::Read { id } => {
                         let current = model.get(&id).filter(|(_, expiry)| now < *expiry);
-                        match (read(&cache, id), current) {
+                        match (read_either(&cache, id), current) {
                             (None, _) => {}
                             (Some(got), Some(&(value, _))) => prop_assert_eq!(got, value),
                             (Some(got), None) => {
@@ -928,7 +1075,7 @@ mod tests {
                         }
                     }
                     Step::Delete { id } => {
-                        block_on(cache.delete(&key(id))).expect("deleted");
+                        block_on(cache.delete(&either_key(id))).expect("deleted");
                         model.remove(&id);
                     }
                     Step::InvalidateAll => {
