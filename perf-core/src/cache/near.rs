@@ -1014,7 +1014,7 @@ mod tests {
     /// The key of call `id` in the coherence checks: of a number for even ids, of a
     /// [`long_argument`] for odd ones, so that both of a site's maps are in use.
     fn either_key(id: u8) -> String {
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             key(id)
         } else {
             function_key(PATH, &(&long_argument(id),))
@@ -1022,7 +1022,7 @@ mod tests {
     }
 
     fn read_either(cache: &MultiLevelCache, id: u8) -> Option<u64> {
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             read(cache, id)
         } else {
             cache
