@@ -319,6 +319,9 @@ fn main() {
             let group = format!("sweep_{t}t_{n}");
             let m = |b| median_ns(&group, b).unwrap_or(f64::NAN);
             let (ours, theirs, floor, map) = (m("perf"), m("cached"), m("floor"), m("map"));
+            if ours.is_nan() {
+                continue; // Not run: a filter left it out.
+            }
             println!(
                 "| {t} | {n} | {ours:.1} | {theirs:.1} | {floor:.1} | {map:.1} | {:.2}x |",
                 theirs / ours

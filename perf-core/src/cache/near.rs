@@ -28,7 +28,8 @@
 //! past that starts the thread's table afresh.
 //!
 //! The copies are the price: a thread holds a copy of each value in its working set, as
-//! every hit hands its caller one. quick_cache learns which entries are hot from its own
+//! every hit hands its caller one (a function whose values are large returns them in an
+//! `Arc`, as with any memoizer that clones on a hit, and then the copies share them). quick_cache learns which entries are hot from its own
 //! reads, so every [`TOUCH_EVERY`]th near hit of a slot also reads L1; a key is not evicted
 //! for being served from here. A slot keeps its copy until it is reused or its table starts
 //! afresh, after L1 dropped the value. When L1 sheds entries for memory (a shrink) or is
