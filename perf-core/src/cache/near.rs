@@ -65,8 +65,9 @@ use super::{
     fingerprint::Fingerprint,
 };
 
-/// The most slots a thread's table holds, whatever L1's capacity: about 100 bytes a slot
-/// and the value's own heap memory.
+/// The most slots a thread's table holds, whatever L1's capacity. A slot holding a `String`
+/// takes 64 bytes (88 for a long key) and the table's spare room, and its copy's own heap
+/// memory.
 pub(crate) const MAX_SLOTS: usize = 196_608;
 /// One near hit of a slot in this many also reads L1, keeping the entry hot there. Such a
 /// read builds the string key and looks it up, hundreds of ns past the processor's cache:
@@ -410,8 +411,9 @@ impl Table {
     }
 
     /// Keeps `slot` in `site`'s map for `T`. When the table is full and the slot's key is new
-    /// to it, the table starts afresh: returned is the value the slot replaced, or the whole
-    /// table it replaced, for the caller to drop outside its borrow.
+    /// to it, the table starts afresh. Returned for the caller to drop outside its borrow: the
+    /// value the slot replaced (or its own, if the site keeps no more types), and the table
+    /// it replaced.
     fn put<T: Send + 'static>(
         &mut self,
         site: &NearSite,
@@ -431,6 +433,7 @@ impl Table {
             self.sites.resize_with(number + 1, SiteMaps::default);
         }
         let Some(slots) = self.sites[number].of_or_new::<T>() else {
+            dropped.value = Some(slot.value);
             return dropped;
         };
         dropped.value = slots.keep(slot);
