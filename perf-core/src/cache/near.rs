@@ -1037,6 +1037,21 @@ mod tests {
         }
     }
 
+    /// A thread's table holds at most as many slots as L1 has entries: a fill of a new key
+    /// into a full table starts it afresh.
+    #[test]
+    fn a_table_holds_no_more_slots_than_l1_has_entries() {
+        let (cache, _) = cache(16);
+        for id in 0..48 {
+            cache
+                .set_l1_local(&either_key(id), u64::from(id), None)
+                .expect("stored");
+            assert_eq!(read_either(&cache, id), Some(u64::from(id)), "key {id}");
+            let slots = cache.engine.l1.near_slots();
+            assert!((1..=16).contains(&slots), "{slots} slots after key {id}");
+        }
+    }
+
     /// Arguments too long for a short key are kept near as well, and stay coherent.
     #[test]
     fn long_arguments_are_kept_near() {
