@@ -9,9 +9,12 @@
 //! [`PerThread`] gives the same leases to larger per-thread state, allocated when a thread
 //! first uses it: the monitor's per-thread statistics and batches, the near cache's tables.
 
-use std::sync::{
-    OnceLock,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+use std::{
+    marker::PhantomData,
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
 };
 
 /// Stripes per counter set: `STRIPES - 1` exclusive ones and one shared.
@@ -61,14 +64,20 @@ pub(crate) fn add_own(counter: &AtomicU64, n: u64) {
 /// The calling thread's stripe, read once and handed to several [`PerThread`] and
 /// [`StripedCounters`] accesses on one path (a memoized hit reads its near table and bumps
 /// two counters: each reading the thread's lease again cost a hit about 3%).
+///
+/// Neither `Send` nor `Sync`: it stays on the thread that read it, so that
+/// [`PerThread::mine_on`] hands a value only to its stripe's holder.
 #[derive(Clone, Copy)]
-pub(crate) struct ThreadStripe(usize);
+pub(crate) struct ThreadStripe(usize, PhantomData<*const ()>);
 
 impl ThreadStripe {
     #[inline]
     pub(crate) fn current() -> Self {
         // During thread teardown the lease may already be gone: count on the shared stripe.
-        Self(LEASE.try_with(|lease| lease.0).unwrap_or(SHARED))
+        Self(
+            LEASE.try_with(|lease| lease.0).unwrap_or(SHARED),
+            PhantomData,
+        )
     }
 }
 
@@ -87,8 +96,9 @@ pub(crate) struct PerThread<T> {
     values: [OnceLock<Box<T>>; SHARED],
 }
 
-// SAFETY: as for `ThreadLocal`, a `T` that is only `Send` may be shared so: `mine` gives a
-// value only to the one live thread holding its stripe's lease, and the lease's release and
+// SAFETY: as for `ThreadLocal`, a `T` that is only `Send` may be shared so: `mine` and
+// `mine_on` give a value only to the one live thread holding its stripe's lease (`mine_on`'s
+// `ThreadStripe` cannot leave the thread that read it), and the lease's release and
 // acquire order one holder's accesses before the next's. `iter`, which reads every thread's
 // value from any thread, asks for `T: Sync`.
 unsafe impl<T: Send> Sync for PerThread<T> {}
