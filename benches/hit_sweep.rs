@@ -26,7 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{interleaved, median_ns, slowest_thread};
+use common::{awaited_calls, interleaved, median_ns, runtime};
 use criterion::Criterion;
 
 fn value(id: u64) -> String {
@@ -150,35 +150,22 @@ fn zipf_hit_ratio() {
     );
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
+/// Each of `threads` threads awaits `iters` calls on keys in a random order of its own.
 fn concurrent<F, Fut>(threads: usize, iters: u64, n: u64, call: F) -> Duration
 where
     F: Fn(u64) -> Fut + Sync,
     Fut: Future<Output = String>,
 {
-    slowest_thread(threads, |thread, barrier| {
+    let keys = |thread: usize| {
         let order = order(n, 17 + thread as u64);
-        let runtime = runtime();
-        // Untimed: each thread is new, and the floor's and the map's tables are built on its
-        // first call (at 100k keys that was 25-50 ns of every timed call).
-        black_box(runtime.block_on(call(order[0])));
-        barrier.wait();
-        let start = Instant::now();
-        runtime.block_on(async {
-            let mut at = (iters as usize).wrapping_mul(0x9E37) % ORDER_LEN;
-            for _ in 0..iters {
-                black_box(call(order[at]).await);
-                at = (at + 1) & (ORDER_LEN - 1);
-            }
-        });
-        start.elapsed()
-    })
+        let mut at = (iters as usize).wrapping_mul(0x9E37) % ORDER_LEN;
+        move || {
+            let key = order[at];
+            at = (at + 1) & (ORDER_LEN - 1);
+            key
+        }
+    };
+    awaited_calls(threads, iters, keys, call)
 }
 
 macro_rules! bench_size {

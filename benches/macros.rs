@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{interleaved, median_ns, slowest_thread};
+use common::{awaited_calls, interleaved, median_ns, runtime, slowest_thread};
 use criterion::Criterion;
 use perf::{cache_result, performance_monitor};
 
@@ -70,33 +70,20 @@ fn by_hand(x: u64) -> u64 {
     result
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Time for each of `threads` threads to make `iters` calls of `call` at once, each thread
-/// on its own current-thread runtime.
+/// Each of `threads` threads awaits `iters` calls, on the keys in turn from its own offset.
 fn concurrent<F, Fut>(threads: usize, iters: u64, call: F) -> Duration
 where
     F: Fn(u64) -> Fut + Sync,
     Fut: Future<Output = String>,
 {
-    slowest_thread(threads, |thread, barrier| {
-        let runtime = runtime();
-        // Untimed: each thread is new, and the floor's table is built on its first call.
-        black_box(runtime.block_on(call(thread as u64 % KEYS)));
-        barrier.wait();
-        let start = Instant::now();
-        runtime.block_on(async {
-            for i in 0..iters {
-                black_box(call((i + thread as u64) % KEYS).await);
-            }
-        });
-        start.elapsed()
-    })
+    let keys = |thread: usize| {
+        let mut i = thread as u64;
+        move || {
+            i += 1;
+            i % KEYS
+        }
+    };
+    awaited_calls(threads, iters, keys, call)
 }
 
 /// Time for each of `threads` threads to make `iters` calls of the sync `call` at once.

@@ -3,9 +3,10 @@
 #![allow(dead_code)]
 
 use std::{
+    hint::black_box,
     path::PathBuf,
     sync::{Barrier, LazyLock},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 /// Runs `work(thread, barrier)` on `threads` threads; each sets up, waits on the barrier, then
@@ -27,6 +28,45 @@ pub(crate) fn slowest_thread(
             .map(|handle| handle.join().unwrap_or_default())
             .max()
             .unwrap_or_default()
+    })
+}
+
+/// A current-thread tokio runtime, as each bench thread runs its async calls on.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The slowest of `threads` threads' time to await `iters` calls of `call`, each thread on a
+/// runtime of its own, with the keys that `keys(thread)` gives it in turn. Each thread makes
+/// one call untimed first: it is new, and thread-local tables (a floor's, a map's) are built
+/// on its first call (at 100k keys that was 25-50 ns of every timed call).
+pub(crate) fn awaited_calls<Keys, K, F, Fut>(
+    threads: usize,
+    iters: u64,
+    keys: Keys,
+    call: F,
+) -> Duration
+where
+    Keys: Fn(usize) -> K + Sync,
+    K: FnMut() -> u64,
+    F: Fn(u64) -> Fut + Sync,
+    Fut: Future,
+{
+    slowest_thread(threads, |thread, barrier| {
+        let mut next_key = keys(thread);
+        let runtime = runtime();
+        black_box(runtime.block_on(call(next_key())));
+        barrier.wait();
+        let start = Instant::now();
+        runtime.block_on(async {
+            for _ in 0..iters {
+                black_box(call(next_key()).await);
+            }
+        });
+        start.elapsed()
     })
 }
 
