@@ -29,12 +29,13 @@
 //!
 //! The copies are the price: a thread holds a copy of each value in its working set, as
 //! every hit hands its caller one (a function whose values are large returns them in an
-//! `Arc`, as with any memoizer that clones on a hit, and then the copies share them). quick_cache learns which entries are hot from its own
-//! reads, so every [`TOUCH_EVERY`]th near hit of a slot also reads L1; a key is not evicted
-//! for being served from here. A slot keeps its copy until it is reused or its table starts
-//! afresh, after L1 dropped the value. When L1 sheds entries for memory (a shrink) or is
-//! cleared, every thread drops its table at its next read ([`Near::release`]), so the memory
-//! really goes.
+//! `Arc`, as with any memoizer that clones on a hit, and then the copies share them). A
+//! slot keeps its copy until it is reused or its table starts afresh, even after L1 dropped
+//! the value. When L1 sheds entries for memory (a shrink) or is cleared, every thread drops
+//! its table at its next read ([`Near::release`]), so the memory really goes.
+//!
+//! quick_cache learns which entries are hot from its own reads, so every [`TOUCH_EVERY`]th
+//! near hit of a slot also reads L1; a key is not evicted for being served from here.
 //!
 //! A hit inlines whole into its caller, and the copy of the value is its last step. Behind
 //! `std`'s `thread_local!` (whose `with` was not inlined here), or with work after it, the
@@ -483,9 +484,9 @@ impl Near {
         }
     }
 
-    /// Has every thread drop its table, and the references to values it holds, at its next
-    /// read: values L1 let go of (a shrink under memory pressure, a clear) are then freed
-    /// rather than kept alive by near slots.
+    /// Has every thread drop its table, and the copies it holds, at its next read: when L1
+    /// lets values go (a shrink under memory pressure, a clear), the threads' copies of them
+    /// go too.
     pub(crate) fn release(&self) {
         self.releases.fetch_add(1, Ordering::Release);
     }
