@@ -182,16 +182,9 @@ impl L1 {
         clock: &ExpiryClock,
         counters: &Counters,
     ) -> Lookup<T> {
-        let read = self.near.fill::<T>(near_key, l1_key, || {
+        self.near.fill::<T>(near_key, l1_key, || {
             self.live_held(l1_key, clock, counters, Wanted::Fresh)
-        });
-        match read {
-            None => Lookup::Miss,
-            Some(entry) => entry
-                .value
-                .downcast_ref::<T>()
-                .map_or(Lookup::WrongType, |value| Lookup::Hit(value.clone())),
-        }
+        })
     }
 
     #[inline]

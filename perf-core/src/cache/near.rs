@@ -62,7 +62,7 @@ use crate::{
 
 use super::{
     clock::ExpiryClock,
-    entry::{Held, L1Entry},
+    entry::{Held, Lookup},
     fingerprint::Fingerprint,
 };
 
@@ -412,15 +412,15 @@ impl Table {
     }
 
     /// Keeps `slot` in `site`'s map for `T`. When the table is full and the slot's key is new
-    /// to it, the table starts afresh. Returned for the caller to drop outside its borrow: the
-    /// value the slot replaced (or its own, if the site keeps no more types), and the table
-    /// it replaced.
+    /// to it, the table starts afresh. Returns what the caller drops outside its borrow (the
+    /// value the slot replaced, the table it replaced), and the slot's own value back if the
+    /// site keeps no more types.
     fn put<T: Send + 'static>(
         &mut self,
         site: &NearSite,
         slot: Slot<T, Fingerprint>,
         max_slots: usize,
-    ) -> Dropped<T> {
+    ) -> (Dropped<T>, Option<T>) {
         let mut dropped = Dropped::default();
         if self.slots >= max_slots
             && self
@@ -434,12 +434,11 @@ impl Table {
             self.sites.resize_with(number + 1, SiteMaps::default);
         }
         let Some(slots) = self.sites[number].of_or_new::<T>() else {
-            dropped.value = Some(slot.value);
-            return dropped;
+            return (dropped, Some(slot.value));
         };
         dropped.value = slots.keep(slot);
         self.slots += usize::from(dropped.value.is_none());
-        dropped
+        (dropped, None)
     }
 }
 
@@ -537,43 +536,48 @@ impl Near {
         Some(T::clone(&slot.value))
     }
 
-    /// Reads L1's entry at `l1_key` through `read_l1` and, if it holds a `T`, keeps it in this
-    /// thread's slot for `key`, with the coarse deadline L1 holds it under.
+    /// A copy of L1's entry at `l1_key`, read through `read_l1`, if it holds a `T`, also kept
+    /// in this thread's slot for `key` with the coarse deadline L1 holds it under. The copy
+    /// made for the slot is the one returned when it cannot be kept (a thread without a table,
+    /// or a site with no room for `T`): a value is copied twice only to be kept.
     #[inline(never)]
     pub(crate) fn fill<T: Clone + Send + Sync + 'static>(
         &self,
         key: NearKey<'_>,
         l1_key: &str,
         read_l1: impl FnOnce() -> Option<Held>,
-    ) -> Option<L1Entry> {
+    ) -> Lookup<T> {
         // Read before L1 is: a change after this read makes the slot stale.
         let epoch = self.epochs.stamp(Epochs::bucket_of(l1_key));
-        let Held {
+        let Some(Held {
             entry,
             fresh_coarse,
-        } = read_l1()?;
-        // Copied before the table is borrowed: a value's Clone may call a cached function.
-        let Some(value) = entry.value.downcast_ref::<T>().cloned() else {
-            return Some(entry);
+        }) = read_l1()
+        else {
+            return Lookup::Miss;
         };
+        let Some(found) = entry.value.downcast_ref::<T>() else {
+            return Lookup::WrongType;
+        };
+        // Copied before the table is borrowed: a value's Clone may call a cached function.
         let slot = Slot {
             key: *key.print,
-            value,
+            value: found.clone(),
             epoch,
             deadline_hits: fresh_coarse & !LOW_MASK,
             expires_at: entry.stamp.fresh_until,
         };
         let release = self.releases.load(Ordering::Relaxed);
         let Some(Ok(mut table)) = self.tables.mine().map(RefCell::try_borrow_mut) else {
-            return Some(entry);
+            return Lookup::Hit(slot.value);
         };
         let released =
             (table.release != release).then(|| std::mem::replace(&mut *table, Table::new(release)));
-        let dropped = table.put(key.site, slot, self.max_slots);
+        let (dropped, unkept) = table.put(key.site, slot, self.max_slots);
         drop(table);
         // Dropped outside the borrow: the last reference to a value runs its Drop here.
         drop((dropped, released));
-        Some(entry)
+        Lookup::Hit(unkept.unwrap_or_else(|| found.clone()))
     }
 }
 
@@ -674,9 +678,9 @@ mod tests {
         use std::{cell::Cell, sync::Arc};
 
         use super::{
-            Epochs, Fingerprint, Held, L1Entry, Near, NearKey, NearSite, TOUCH_EVERY, ThreadStripe,
+            Epochs, Fingerprint, Held, Lookup, Near, NearKey, NearSite, TOUCH_EVERY, ThreadStripe,
         };
-        use crate::cache::{clock::ExpiryClock, stamp::Stamp};
+        use crate::cache::{clock::ExpiryClock, entry::L1Entry, stamp::Stamp};
 
         static SITE_OF_K: NearSite = NearSite::new();
 
@@ -704,7 +708,7 @@ mod tests {
                 fresh_coarse: 0,
             })
         });
-        assert!(filled.is_some());
+        assert!(matches!(filled, Lookup::Hit(7)));
         let touches = Cell::new(0u16);
         for hit in 1..=10 * TOUCH_EVERY {
             let read = near.lookup::<u64>(ThreadStripe::current(), key, &clock, || {
@@ -750,6 +754,56 @@ mod tests {
             Some(5)
         );
         assert_eq!(read_as_u64(), None, "and not after a u32 read either");
+    }
+
+    thread_local! {
+        static CLONES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A value that counts its copies on this thread.
+    #[derive(Debug, PartialEq)]
+    struct Counted(u64);
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            CLONES.set(CLONES.get() + 1);
+            Counted(self.0)
+        }
+    }
+
+    /// A value is copied once for the caller, and once more only to be kept near: a read
+    /// whose copy cannot be kept (its site holds four other types already) copies it once.
+    #[test]
+    fn a_value_is_copied_twice_only_to_be_kept() {
+        static KEPT: Memoized = Memoized::new(PATH);
+        static CROWDED: Memoized = Memoized::new(PATH);
+        let (cache, _) = cache(100);
+        let copies_of_read = |site: &'static Memoized| {
+            CLONES.set(0);
+            let read = cache.engine.hit_for_call::<Counted, _>(site, &(&0u8,));
+            assert_eq!(read, Some(Counted(0)));
+            CLONES.get()
+        };
+        cache
+            .set_l1_local(&key(0), Counted(0), None)
+            .expect("stored");
+        assert_eq!(copies_of_read(&KEPT), 2, "kept near, and the caller's");
+        assert_eq!(copies_of_read(&KEPT), 1, "from the near copy");
+
+        // Four other types take the crowded site's room on this thread.
+        let stored = "stored";
+        cache.set_l1_local(&key(1), 1u8, None).expect(stored);
+        cache.set_l1_local(&key(2), 2u16, None).expect(stored);
+        cache.set_l1_local(&key(3), 3u32, None).expect(stored);
+        cache.set_l1_local(&key(4), 4i64, None).expect(stored);
+        let engine = &cache.engine;
+        assert_eq!(engine.hit_for_call::<u8, _>(&CROWDED, &(&1u8,)), Some(1));
+        assert_eq!(engine.hit_for_call::<u16, _>(&CROWDED, &(&2u8,)), Some(2));
+        assert_eq!(engine.hit_for_call::<u32, _>(&CROWDED, &(&3u8,)), Some(3));
+        assert_eq!(engine.hit_for_call::<i64, _>(&CROWDED, &(&4u8,)), Some(4));
+        for _ in 0..3 {
+            assert_eq!(copies_of_read(&CROWDED), 1, "read from L1, not kept");
+        }
     }
 
     /// A site keeps values of up to `SITE_TYPES` types near (a generic function's instances
@@ -1188,7 +1242,12 @@ mod model {
     use shuttle::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
-    use crate::cache::{entry::Lookup, l1::L1, stamp::Stamp, stats::Counters};
+    use crate::cache::{
+        entry::{L1Entry, Lookup},
+        l1::L1,
+        stamp::Stamp,
+        stats::Counters,
+    };
 
     const ITERATIONS: usize = 2000;
     static SITE: NearSite = NearSite::new();
