@@ -8,8 +8,9 @@
 //! tables, the interleaved one with the median of the per-round `cached`/perf ratios (goal: at
 //! least 2x on 1 thread, above 1x on 2) and of `cached`/map.
 //!
-//! Then the same hit with a 24-byte string argument at up to 10k keys, 1 thread, perf against
-//! `cached` in alternation: a fingerprint past 16 bytes, kept in perf's table for long keys.
+//! Then the same hit with string arguments of 24 and 64 bytes at up to 10k keys, 1 thread,
+//! perf against `cached` in alternation: a fingerprint past 16 bytes, kept in perf's table
+//! for long keys, and one past the fingerprint's 40, kept under a wide print.
 //!
 //! Then the hit ratio that memoizing keeps: a Zipf(1.0) trace over 100k keys through
 //! `#[cache_result]` with L1 bounded to 10k entries, against moka bounded the same.
@@ -85,58 +86,77 @@ macro_rules! sized {
 
 sized!(k100 = 100, k1k = 1_000, k10k = 10_000, k100k = 100_000);
 
-/// The same hit with a string argument of 24 bytes: its fingerprint is past 16 bytes, so
-/// perf keeps it in a site's table for long keys (88-byte slots), not the short keys' (64).
-mod long_keys {
-    use super::*;
+/// The same hit with a string argument of `$width` bytes: at 24 its fingerprint is past 16
+/// bytes, so perf keeps it in a site's table for long keys (88-byte slots), not the short
+/// keys' (64); at 64 it is past a fingerprint's 40 bytes, and kept under its wide print.
+macro_rules! string_keyed {
+    ($($module:ident = $width:expr),*) => {$(
+        mod $module {
+            use super::*;
 
-    pub(crate) const MAX_KEYS: u64 = 10_000;
-    /// The argument of call `id`.
-    pub(crate) static NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
-        (0..MAX_KEYS)
-            .map(|id| &*Box::leak(format!("placement-{id:>14}").into_boxed_str()))
-            .collect()
-    });
-    pub(crate) static OPTIMIZER: LazyLock<perf::PerformanceOptimizer> = LazyLock::new(|| {
-        let mut config = perf::PerformanceConfig::default();
-        config.cache.max_size = 2 * MAX_KEYS + 1000;
-        perf::PerformanceOptimizer::builder()
-            .config(config)
-            .build()
-            .unwrap()
-    });
+            pub(crate) const MAX_KEYS: u64 = 10_000;
+            pub(crate) const WIDTH: usize = $width;
+            /// The argument of call `id`.
+            pub(crate) static NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+                (0..MAX_KEYS)
+                    .map(|id| {
+                        let name = format!("placement-{id:>w$}", w = WIDTH - 10);
+                        &*Box::leak(name.into_boxed_str())
+                    })
+                    .collect()
+            });
+            pub(crate) static OPTIMIZER: LazyLock<perf::PerformanceOptimizer> =
+                LazyLock::new(|| {
+                    let mut config = perf::PerformanceConfig::default();
+                    config.cache.max_size = 2 * MAX_KEYS + 1000;
+                    perf::PerformanceOptimizer::builder()
+                        .config(config)
+                        .build()
+                        .unwrap()
+                });
 
-    #[perf::cache_result(ttl = 60, cache_type = "l1", optimizer = *OPTIMIZER)]
-    pub(crate) async fn ours(name: &'static str) -> String {
-        format!("{name} creative banner")
-    }
+            #[perf::cache_result(ttl = 60, cache_type = "l1", optimizer = *OPTIMIZER)]
+            pub(crate) async fn ours(name: &'static str) -> String {
+                format!("{name} creative banner")
+            }
 
-    #[cached::proc_macro::cached(time = 60)]
-    pub(crate) async fn theirs(name: &'static str) -> String {
-        format!("{name} creative banner")
-    }
+            #[cached::proc_macro::cached(time = 60)]
+            pub(crate) async fn theirs(name: &'static str) -> String {
+                format!("{name} creative banner")
+            }
+        }
+    )*};
 }
 
-/// `cached`/perf with long-keyed arguments, 1 thread, interleaved: (keys, measured).
-fn long_key_rows(sizes: &[u64]) -> Vec<(u64, common::Interleaved)> {
-    let names = &*long_keys::NAMES;
+string_keyed!(long_keys = 24, wide_keys = 64);
+
+/// `cached`/perf with string arguments of one width, 1 thread, interleaved: (keys,
+/// measured).
+fn string_key_rows<O, OF, C, CF>(
+    names: &[&'static str],
+    sizes: &[u64],
+    ours: O,
+    theirs: C,
+) -> Vec<(u64, common::Interleaved)>
+where
+    O: Fn(&'static str) -> OF + Copy + Sync,
+    OF: Future<Output = String>,
+    C: Fn(&'static str) -> CF + Copy + Sync,
+    CF: Future<Output = String>,
+{
     sizes
         .iter()
-        .filter(|&&n| n <= long_keys::MAX_KEYS)
+        .filter(|&&n| n <= names.len() as u64)
         .map(|&n| {
             runtime().block_on(async {
                 for &name in &names[..n as usize] {
-                    assert_eq!(long_keys::ours(name).await, long_keys::theirs(name).await);
+                    assert_eq!(ours(name).await, theirs(name).await);
                 }
             });
             let measured = interleaved(2, rounds(), |arm, _| {
                 let elapsed = match arm {
-                    0 => concurrent(1, CALLS_PER_ROUND, n, |id| {
-                        long_keys::theirs(names[id as usize])
-                    }),
-                    _ => concurrent(1, CALLS_PER_ROUND, n, |id| {
-                        long_keys::ours(names[id as usize])
-                    }),
+                    0 => concurrent(1, CALLS_PER_ROUND, n, |id| theirs(names[id as usize])),
+                    _ => concurrent(1, CALLS_PER_ROUND, n, |id| ours(names[id as usize])),
                 };
                 elapsed.as_nanos() as f64 / CALLS_PER_ROUND as f64
             });
@@ -347,7 +367,26 @@ fn main() {
         bench_size!(c, t, sizes, k100k, rows);
     }
     c.final_summary();
-    let long_rows = long_key_rows(&sizes);
+    let string_rows = [
+        (
+            long_keys::WIDTH,
+            string_key_rows(
+                &long_keys::NAMES,
+                &sizes,
+                long_keys::ours,
+                long_keys::theirs,
+            ),
+        ),
+        (
+            wide_keys::WIDTH,
+            string_key_rows(
+                &wide_keys::NAMES,
+                &sizes,
+                wide_keys::ours,
+                wide_keys::theirs,
+            ),
+        ),
+    ];
     zipf_hit_ratio();
     println!(
         "\n== interleaved, {} rounds of {CALLS_PER_ROUND} calls a thread (medians, ns per call per thread) ==",
@@ -368,16 +407,18 @@ fn main() {
             measured.ratio(0, 3)
         );
     }
-    println!("\n== a 24-byte string argument (long keys), 1 thread, interleaved ==");
-    println!("| keys | perf | cached | cached/perf |");
+    println!("\n== string arguments (long keys), 1 thread, interleaved ==");
+    println!("| argument bytes | keys | perf | cached | cached/perf |");
     // Arms: `cached`, perf.
-    for (n, measured) in &long_rows {
-        println!(
-            "| {n} | {:.1} | {:.1} | {:.2}x |",
-            measured.median(1),
-            measured.median(0),
-            measured.ratio(0, 1)
-        );
+    for (width, rows) in &string_rows {
+        for (n, measured) in rows {
+            println!(
+                "| {width} | {n} | {:.1} | {:.1} | {:.2}x |",
+                measured.median(1),
+                measured.median(0),
+                measured.ratio(0, 1)
+            );
+        }
     }
     println!("\n== criterion medians (ns per call per thread) ==");
     println!("| threads | keys | perf | cached | floor | map | cached/perf |");

@@ -5,15 +5,21 @@
 //! value is written as a tag byte and its fixed-width bytes, strings and byte strings with their
 //! length and sequences and maps with their length or an end marker, so that no fingerprint is a
 //! prefix of another's: equal fingerprints mean equal serializations. Values whose fingerprint
-//! does not fit in [`CAPACITY`] bytes get none, and are simply not kept near.
+//! does not fit in [`CAPACITY`] bytes get a [`WidePrint`] of up to [`WIDE_CAPACITY`], built in
+//! memory; those past it get none, and are read from L1.
 
 use std::fmt;
 
 use serde::{Serialize, ser};
 
-/// The longest fingerprint kept, in bytes.
+/// The longest fingerprint kept in registers, in bytes.
 pub(crate) const CAPACITY: usize = 8 * WORDS;
 const WORDS: usize = 5;
+/// The longest [`WidePrint`], in bytes.
+pub(crate) const WIDE_CAPACITY: usize = 8 * WIDE_WORDS;
+const WIDE_WORDS: usize = 32;
+// A wide print takes over where a print no longer fits.
+const _: () = assert!(CAPACITY < WIDE_CAPACITY);
 
 /// A fingerprint, its bytes packed little-endian into zero-padded words: built in registers,
 /// compared and hashed a word at a time (byte-wise writes read back as wider loads would stall
@@ -68,9 +74,9 @@ impl Fingerprint {
         value: &T,
         read: impl FnOnce(Option<&Fingerprint>) -> R,
     ) -> R {
-        let mut writer = Writer::default();
+        let mut writer = Writer::<WORDS>::default();
         match value.serialize(&mut writer) {
-            Ok(()) => read(Some(&writer.print)),
+            Ok(()) => read(Some(&Fingerprint(writer.print))),
             Err(Full) => read(None),
         }
     }
@@ -82,21 +88,17 @@ impl Fingerprint {
     /// from both outcomes was left out of line (10k keys: 134-142 ns a hit, against 75-83).
     #[inline(always)]
     pub(crate) fn of_arguments<A: CallArguments>(arguments: &A) -> Option<Fingerprint> {
-        let mut writer = Writer::default();
-        let mut elements = Compound {
-            writer: &mut writer,
-            unknown_length: false,
-        };
-        arguments.serialize_elements(&mut elements).ok()?;
-        Some(writer.print)
+        let mut writer = Writer::<WORDS>::default();
+        writer.elements(arguments).ok()?;
+        Some(Fingerprint(writer.print))
     }
 
     /// [`with`](Self::with) for bytes taken whole (a key already made into a string).
     #[inline]
     pub(crate) fn with_bytes<R>(bytes: &[u8], read: impl FnOnce(Option<&Fingerprint>) -> R) -> R {
-        let mut writer = Writer::default();
+        let mut writer = Writer::<WORDS>::default();
         match writer.counted(Tag::Bytes, bytes) {
-            Ok(()) => read(Some(&writer.print)),
+            Ok(()) => read(Some(&Fingerprint(writer.print))),
             Err(Full) => read(None),
         }
     }
@@ -104,6 +106,39 @@ impl Fingerprint {
     #[cfg(test)]
     fn of<T: Serialize + ?Sized>(value: &T) -> Option<Self> {
         Self::with(value, |print| print.copied())
+    }
+}
+
+/// The fingerprint of arguments past [`CAPACITY`] (a long string), up to [`WIDE_CAPACITY`]
+/// bytes, written the same way into words on the stack and handed over as the words
+/// written (the encoding is prefix-free, so equal words mean equal values). Its slots key
+/// it by a copy of those words on the heap: a hit hashes and compares them in memory, which
+/// still costs less than writing the L1 key, whose bytes go out in hex.
+pub(crate) struct WidePrint;
+
+impl WidePrint {
+    /// `read` given the wide print of a call's arguments, or `None` if it does not fit in
+    /// [`WIDE_CAPACITY`]. Handed by reference: returned, its 264 bytes were copied twice.
+    #[inline]
+    pub(crate) fn with_arguments<A: CallArguments, R>(
+        arguments: &A,
+        read: impl FnOnce(Option<&[u64]>) -> R,
+    ) -> R {
+        let mut writer = Writer::<WIDE_WORDS>::default();
+        match writer.elements(arguments) {
+            Ok(()) => read(Some(writer.words())),
+            Err(Full) => read(None),
+        }
+    }
+
+    /// [`with_arguments`](Self::with_arguments) for bytes taken whole.
+    #[inline]
+    pub(crate) fn with_bytes<R>(bytes: &[u8], read: impl FnOnce(Option<&[u64]>) -> R) -> R {
+        let mut writer = Writer::<WIDE_WORDS>::default();
+        match writer.counted(Tag::Bytes, bytes) {
+            Ok(()) => read(Some(writer.words())),
+            Err(Full) => read(None),
+        }
     }
 }
 
@@ -170,10 +205,20 @@ impl ser::Error for Full {
     }
 }
 
-#[derive(Default)]
-struct Writer {
-    print: Fingerprint,
+/// Writes a fingerprint of up to `W` words.
+struct Writer<const W: usize> {
+    print: [u64; W],
     len: usize,
+}
+
+impl<const W: usize> Default for Writer<W> {
+    #[inline(always)]
+    fn default() -> Self {
+        Self {
+            print: [0; W],
+            len: 0,
+        }
+    }
 }
 
 /// One tag per kind of value: values of different kinds never share a fingerprint.
@@ -217,19 +262,36 @@ enum Tag {
     End,
 }
 
-impl Writer {
+impl<const W: usize> Writer<W> {
+    /// The words written to.
+    #[inline]
+    fn words(&self) -> &[u64] {
+        &self.print[..self.len.div_ceil(8)]
+    }
+
+    /// The call's arguments, element by element: the tuple's own `Serialize` is not inlined
+    /// into the hit (see [`Fingerprint::of_arguments`]).
+    #[inline(always)]
+    fn elements<A: CallArguments>(&mut self, arguments: &A) -> Result<(), Full> {
+        let mut elements = Compound {
+            writer: self,
+            unknown_length: false,
+        };
+        arguments.serialize_elements(&mut elements)
+    }
+
     /// Appends the low `width` bytes of `value` (whose higher bytes are zero).
     #[inline]
     fn push(&mut self, value: u64, width: usize) -> Result<(), Full> {
         let start = self.len;
         let end = start + width;
-        if end > CAPACITY {
+        if end > 8 * W {
             return Err(Full);
         }
         let (word, shift) = (start / 8, (start % 8) * 8);
-        self.print.0[word] |= value << shift;
+        self.print[word] |= value << shift;
         if shift + width * 8 > 64 {
-            self.print.0[word + 1] |= value >> (64 - shift);
+            self.print[word + 1] |= value >> (64 - shift);
         }
         self.len = end;
         Ok(())
@@ -237,13 +299,21 @@ impl Writer {
 
     #[inline]
     fn push_bytes(&mut self, bytes: &[u8]) -> Result<(), Full> {
-        if self.len + bytes.len() > CAPACITY {
+        if self.len + bytes.len() > 8 * W {
             return Err(Full);
         }
-        for chunk in bytes.chunks(8) {
+        // Whole words read as such: a copy of a chunk of unknown length into a word was a
+        // call to `memcpy` for each (a fifth of a 64-byte argument's hit).
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word: [u8; 8] = chunk.try_into().map_err(|_| Full)?;
+            self.push(u64::from_le_bytes(word), 8)?;
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
             let mut word = [0; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.push(u64::from_le_bytes(word), chunk.len())?;
+            word[..rest.len()].copy_from_slice(rest);
+            self.push(u64::from_le_bytes(word), rest.len())?;
         }
         Ok(())
     }
@@ -275,7 +345,7 @@ impl Writer {
     }
 
     #[inline]
-    fn compound(&mut self, tag: Tag, len: Option<usize>) -> Result<Compound<'_>, Full> {
+    fn compound(&mut self, tag: Tag, len: Option<usize>) -> Result<Compound<'_, W>, Full> {
         match len {
             Some(len) => {
                 self.tag(tag)?;
@@ -305,16 +375,16 @@ macro_rules! fixed_width {
     };
 }
 
-impl<'a> ser::Serializer for &'a mut Writer {
+impl<'a, const W: usize> ser::Serializer for &'a mut Writer<W> {
     type Ok = ();
     type Error = Full;
-    type SerializeSeq = Compound<'a>;
-    type SerializeTuple = Compound<'a>;
-    type SerializeTupleStruct = Compound<'a>;
-    type SerializeTupleVariant = Compound<'a>;
-    type SerializeMap = Compound<'a>;
-    type SerializeStruct = Compound<'a>;
-    type SerializeStructVariant = Compound<'a>;
+    type SerializeSeq = Compound<'a, W>;
+    type SerializeTuple = Compound<'a, W>;
+    type SerializeTupleStruct = Compound<'a, W>;
+    type SerializeTupleVariant = Compound<'a, W>;
+    type SerializeMap = Compound<'a, W>;
+    type SerializeStruct = Compound<'a, W>;
+    type SerializeStructVariant = Compound<'a, W>;
 
     // Signed values keep their two's-complement bytes (their width's, not a u64's).
     fixed_width! {
@@ -425,17 +495,17 @@ impl<'a> ser::Serializer for &'a mut Writer {
     }
 
     #[inline]
-    fn serialize_seq(self, len: Option<usize>) -> Result<Compound<'a>, Full> {
+    fn serialize_seq(self, len: Option<usize>) -> Result<Compound<'a, W>, Full> {
         self.compound(Tag::Seq, len)
     }
 
     #[inline]
-    fn serialize_tuple(self, len: usize) -> Result<Compound<'a>, Full> {
+    fn serialize_tuple(self, len: usize) -> Result<Compound<'a, W>, Full> {
         self.compound(Tag::Tuple, Some(len))
     }
 
     #[inline]
-    fn serialize_tuple_struct(self, _: &'static str, len: usize) -> Result<Compound<'a>, Full> {
+    fn serialize_tuple_struct(self, _: &'static str, len: usize) -> Result<Compound<'a, W>, Full> {
         self.compound(Tag::TupleStruct, Some(len))
     }
 
@@ -446,18 +516,18 @@ impl<'a> ser::Serializer for &'a mut Writer {
         index: u32,
         _: &'static str,
         len: usize,
-    ) -> Result<Compound<'a>, Full> {
+    ) -> Result<Compound<'a, W>, Full> {
         self.tagged(Tag::TupleVariant, u64::from(index), 4)?;
         self.compound(Tag::Tuple, Some(len))
     }
 
     #[inline]
-    fn serialize_map(self, len: Option<usize>) -> Result<Compound<'a>, Full> {
+    fn serialize_map(self, len: Option<usize>) -> Result<Compound<'a, W>, Full> {
         self.compound(Tag::Map, len)
     }
 
     #[inline]
-    fn serialize_struct(self, _: &'static str, len: usize) -> Result<Compound<'a>, Full> {
+    fn serialize_struct(self, _: &'static str, len: usize) -> Result<Compound<'a, W>, Full> {
         self.compound(Tag::Struct, Some(len))
     }
 
@@ -468,18 +538,18 @@ impl<'a> ser::Serializer for &'a mut Writer {
         index: u32,
         _: &'static str,
         len: usize,
-    ) -> Result<Compound<'a>, Full> {
+    ) -> Result<Compound<'a, W>, Full> {
         self.tagged(Tag::StructVariant, u64::from(index), 4)?;
         self.compound(Tag::Struct, Some(len))
     }
 }
 
-pub(crate) struct Compound<'a> {
-    writer: &'a mut Writer,
+pub(crate) struct Compound<'a, const W: usize> {
+    writer: &'a mut Writer<W>,
     unknown_length: bool,
 }
 
-impl Compound<'_> {
+impl<const W: usize> Compound<'_, W> {
     #[inline]
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Full> {
         if self.unknown_length {
@@ -500,7 +570,7 @@ impl Compound<'_> {
 macro_rules! compound {
     ($($trait:ident :: $method:ident),* $(,)?) => {
         $(
-            impl ser::$trait for Compound<'_> {
+            impl<const W: usize> ser::$trait for Compound<'_, W> {
                 type Ok = ();
                 type Error = Full;
 
@@ -525,7 +595,7 @@ compound! {
     SerializeTupleVariant::serialize_field,
 }
 
-impl ser::SerializeMap for Compound<'_> {
+impl<const W: usize> ser::SerializeMap for Compound<'_, W> {
     type Ok = ();
     type Error = Full;
 
@@ -548,7 +618,7 @@ impl ser::SerializeMap for Compound<'_> {
 macro_rules! fields {
     ($($trait:ident),* $(,)?) => {
         $(
-            impl ser::$trait for Compound<'_> {
+            impl<const W: usize> ser::$trait for Compound<'_, W> {
                 type Ok = ();
                 type Error = Full;
 
@@ -631,6 +701,15 @@ mod tests {
         assert!(Fingerprint::of(&"x".repeat(CAPACITY)).is_none());
         assert!(Fingerprint::of(&"x".repeat(CAPACITY - 3)).is_some());
         assert!(Fingerprint::with_bytes(&[0; CAPACITY + 1], |print| print.is_none()));
+        assert!(WidePrint::with_bytes(&[0; CAPACITY + 1], |print| print.is_some()));
+        let wide = |s: &str| WidePrint::with_arguments(&(s,), |print| print.map(<[u64]>::to_vec));
+        assert_eq!(
+            wide(&"x".repeat(CAPACITY)).map(|words| words.len()),
+            Some(6)
+        );
+        // A call's print has its elements' tags and lengths, not the tuple's.
+        assert!(wide(&"x".repeat(WIDE_CAPACITY - 2)).is_some());
+        assert!(wide(&"x".repeat(WIDE_CAPACITY - 1)).is_none());
     }
 
     proptest! {
@@ -649,6 +728,23 @@ mod tests {
             };
             let same_value = rmp_serde::to_vec(&left).ok() == rmp_serde::to_vec(&right).ok();
             prop_assert_eq!(pa == pb, same_value);
+        }
+
+        /// Wide prints too, whose words are compared as a slice of their own length.
+        #[test]
+        fn wide_prints_are_injective(
+            a in ".{20,70}",
+            other in ".{0,70}",
+            same in any::<bool>(),
+            x in any::<u8>(),
+            y in any::<u8>(),
+        ) {
+            let b = if same { a.clone() } else { other };
+            let print = |s: &String, n: u8| WidePrint::with_arguments(&(s, n), |p| p.map(<[u64]>::to_vec));
+            let (Some(pa), Some(pb)) = (print(&a, x), print(&b, y)) else {
+                return Ok(());
+            };
+            prop_assert_eq!(pa == pb, a == b && x == y);
         }
 
         #[test]

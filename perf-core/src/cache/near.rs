@@ -19,7 +19,10 @@
 //! value: a hit hashes the fingerprint, reads a control group and one slot, and copies the
 //! value, as a memoizer that keeps its values in a map does. Fingerprints of up to 16 bytes
 //! (a number or two, a short string) are keyed by those two words in a map of their own, so
-//! that a slot holding a `String` is one 64-byte line's worth rather than 88 bytes. (With a
+//! that a slot holding a `String` is one 64-byte line's worth rather than 88 bytes. Arguments
+//! past a fingerprint (a string of 40 to 250 bytes) are keyed by a copy of their wide print on
+//! the heap: the print is written and compared in memory, which still beats writing the L1
+//! key, whose bytes go out in hex. (With a
 //! table shared by every site, its values type-erased behind L1's `Arc`s in sets of six ways,
 //! a hit read a set's index, a slot's line, the `Arc` and only then the value: 10k-key hits
 //! took 1.56-1.65x `cached`'s speed where these take 1.85-2.03x, and 100k-key ones
@@ -124,7 +127,28 @@ impl NearSite {
 #[derive(Clone, Copy)]
 pub(crate) struct NearKey<'a> {
     pub(crate) site: &'static NearSite,
-    pub(crate) print: &'a Fingerprint,
+    pub(crate) print: NearPrint<'a>,
+}
+
+/// A fingerprint as the slots are keyed by it, each kind in a map of its own.
+#[derive(Clone, Copy)]
+pub(crate) enum NearPrint<'a> {
+    /// A [`Fingerprint`] of at most 16 bytes: its two words.
+    Short([u64; 2]),
+    /// A longer [`Fingerprint`].
+    Long(&'a Fingerprint),
+    /// A [`WidePrint`](super::fingerprint::WidePrint): the words written.
+    Wide(&'a [u64]),
+}
+
+impl<'a> NearPrint<'a> {
+    #[inline(always)]
+    pub(crate) fn of(print: &'a Fingerprint) -> Self {
+        match print.short() {
+            Some(short) => Self::Short(short),
+            None => Self::Long(print),
+        }
+    }
 }
 
 /// Change counters over buckets of L1 keys. See the module documentation.
@@ -215,6 +239,14 @@ impl<T, K> Slot<T, K> {
                 || clock.is_live(self.expires_at))
     }
 
+    /// Takes `slot`'s contents, keeping its own key: returns the value it held.
+    fn refill(&mut self, slot: Slot<T, ()>) -> T {
+        self.epoch = slot.epoch;
+        self.deadline_hits = slot.deadline_hits;
+        self.expires_at = slot.expires_at;
+        std::mem::replace(&mut self.value, slot.value)
+    }
+
     /// The same slot under another key.
     fn keyed<K2>(self, key: K2) -> Slot<T, K2> {
         let Self {
@@ -266,18 +298,44 @@ impl SlotKey for [u64; 2] {
     }
 }
 
+/// The hash of a wide print's words.
+#[allow(clippy::manual_hash_one)]
+#[inline]
+fn hash_words(words: &[u64]) -> u64 {
+    let mut hasher = foldhash::fast::FixedState::default().build_hasher();
+    for &word in words {
+        hasher.write_u64(word);
+    }
+    hasher.finish()
+}
+
+/// The slot under `words`.
+#[inline]
+fn find_wide<'s, T>(
+    slots: &'s mut Slots<T, Box<[u64]>>,
+    words: &[u64],
+) -> Option<&'s mut Slot<T, Box<[u64]>>> {
+    slots.find_mut(hash_words(words), |slot| *slot.key == *words)
+}
+
 /// The slot under `key`.
 #[inline(always)]
 fn find<T, K: SlotKey>(slots: &mut Slots<T, K>, key: K) -> Option<&mut Slot<T, K>> {
     slots.find_mut(key.hashed(), |slot| slot.key == key)
 }
 
-/// Keeps `slot` under its key: returns the value it replaced, or `None` if the key is new.
-fn keep<T, K: SlotKey>(slots: &mut Slots<T, K>, slot: Slot<T, K>) -> Option<Slot<T, K>> {
-    match slots.entry(slot.key.hashed(), |s| s.key == slot.key, |s| s.key.hashed()) {
-        Entry::Occupied(mut own) => Some(std::mem::replace(own.get_mut(), slot)),
+/// Keeps `slot` under the key that `(hash, is_key, rehash)` finds, made by `key` if it is
+/// new: returns the value it replaced, or `None` if the key is new.
+fn keep<T, K>(
+    slots: &mut Slots<T, K>,
+    (hash, is_key, rehash): (u64, impl Fn(&K) -> bool, impl Fn(&K) -> u64),
+    slot: Slot<T, ()>,
+    key: impl FnOnce() -> K,
+) -> Option<T> {
+    match slots.entry(hash, |s| is_key(&s.key), |s| rehash(&s.key)) {
+        Entry::Occupied(mut own) => Some(own.get_mut().refill(slot)),
         Entry::Vacant(free) => {
-            free.insert(slot);
+            free.insert(slot.keyed(key()));
             None
         }
     }
@@ -285,10 +343,12 @@ fn keep<T, K: SlotKey>(slots: &mut Slots<T, K>, slot: Slot<T, K>) -> Option<Slot
 
 /// A site's slots for values of one type on one thread, short keys apart: a 40-byte
 /// fingerprint made a slot holding a `String` 88 bytes, two or three cache lines, and most
-/// arguments (a number or two) fingerprint in 16 bytes, which makes it 64.
+/// arguments (a number or two) fingerprint in 16 bytes, which makes it 64. Wide prints are
+/// kept on the heap, behind a slot of 64 bytes too.
 struct TypedSlots<T> {
     short: Slots<T, [u64; 2]>,
     long: Slots<T, Fingerprint>,
+    wide: Slots<T, Box<[u64]>>,
 }
 
 impl<T> TypedSlots<T> {
@@ -296,29 +356,45 @@ impl<T> TypedSlots<T> {
         Self {
             short: Slots::new(),
             long: Slots::new(),
+            wide: Slots::new(),
         }
     }
 
     /// Whether a slot has `print` for its key.
-    fn holds(&self, print: &Fingerprint) -> bool {
-        match print.short() {
-            Some(short) => self
-                .short
-                .find(short.hashed(), |s| s.key == short)
-                .is_some(),
-            None => self
-                .long
-                .find(print.hashed(), |s| s.key == *print)
-                .is_some(),
+    fn holds(&mut self, print: NearPrint<'_>) -> bool {
+        match print {
+            NearPrint::Short(short) => find(&mut self.short, short).is_some(),
+            NearPrint::Long(long) => find(&mut self.long, *long).is_some(),
+            NearPrint::Wide(words) => find_wide(&mut self.wide, words).is_some(),
         }
     }
 
-    /// Keeps `slot` under its fingerprint: returns the value it replaced, or `None` if the key
-    /// is new.
-    fn keep(&mut self, slot: Slot<T, Fingerprint>) -> Option<T> {
-        match slot.key.short() {
-            Some(short) => keep(&mut self.short, slot.keyed(short)).map(|old| old.value),
-            None => keep(&mut self.long, slot).map(|old| old.value),
+    /// Keeps `slot` under `print`: returns the value it replaced, or `None` if the key is
+    /// new.
+    fn keep(&mut self, slot: Slot<T, ()>, print: NearPrint<'_>) -> Option<T> {
+        match print {
+            NearPrint::Short(short) => keep(
+                &mut self.short,
+                (short.hashed(), |key| *key == short, SlotKey::hashed),
+                slot,
+                || short,
+            ),
+            NearPrint::Long(long) => keep(
+                &mut self.long,
+                (long.hashed(), |key| key == long, SlotKey::hashed),
+                slot,
+                || *long,
+            ),
+            NearPrint::Wide(words) => keep(
+                &mut self.wide,
+                (
+                    hash_words(words),
+                    |key| **key == *words,
+                    |key| hash_words(key),
+                ),
+                slot,
+                || words.into(),
+            ),
         }
     }
 }
@@ -417,15 +493,16 @@ impl Table {
     /// site keeps no more types.
     fn put<T: Send + 'static>(
         &mut self,
-        site: &NearSite,
-        slot: Slot<T, Fingerprint>,
+        key: NearKey<'_>,
+        slot: Slot<T, ()>,
         max_slots: usize,
     ) -> (Dropped<T>, Option<T>) {
+        let (site, print) = (key.site, key.print);
         let mut dropped = Dropped::default();
         if self.slots >= max_slots
             && self
                 .slots::<T>(site)
-                .is_none_or(|slots| !slots.holds(&slot.key))
+                .is_none_or(|slots| !slots.holds(print))
         {
             dropped.table = Some(std::mem::replace(self, Self::new(self.release)));
         }
@@ -436,7 +513,7 @@ impl Table {
         let Some(slots) = self.sites[number].of_or_new::<T>() else {
             return (dropped, Some(slot.value));
         };
-        dropped.value = slots.keep(slot);
+        dropped.value = slots.keep(slot, print);
         self.slots += usize::from(dropped.value.is_none());
         (dropped, None)
     }
@@ -512,9 +589,10 @@ impl Near {
             return None;
         }
         let slots = table.slots::<T>(key.site)?;
-        match key.print.short() {
-            Some(short) => self.serve(find(&mut slots.short, short)?, clock, touch),
-            None => self.serve(find(&mut slots.long, *key.print)?, clock, touch),
+        match key.print {
+            NearPrint::Short(short) => self.serve(find(&mut slots.short, short)?, clock, touch),
+            NearPrint::Long(long) => self.serve(find(&mut slots.long, *long)?, clock, touch),
+            NearPrint::Wide(words) => self.serve(find_wide(&mut slots.wide, words)?, clock, touch),
         }
     }
 
@@ -561,7 +639,7 @@ impl Near {
         };
         // Copied before the table is borrowed: a value's Clone may call a cached function.
         let slot = Slot {
-            key: *key.print,
+            key: (),
             value: found.clone(),
             epoch,
             deadline_hits: fresh_coarse & !LOW_MASK,
@@ -573,7 +651,7 @@ impl Near {
         };
         let released =
             (table.release != release).then(|| std::mem::replace(&mut *table, Table::new(release)));
-        let (dropped, unkept) = table.put(key.site, slot, self.max_slots);
+        let (dropped, unkept) = table.put(key, slot, self.max_slots);
         drop(table);
         // Dropped outside the borrow: the last reference to a value runs its Drop here.
         drop((dropped, released));
@@ -678,7 +756,8 @@ mod tests {
         use std::{cell::Cell, sync::Arc};
 
         use super::{
-            Epochs, Fingerprint, Held, Lookup, Near, NearKey, NearSite, TOUCH_EVERY, ThreadStripe,
+            Epochs, Fingerprint, Held, Lookup, Near, NearKey, NearPrint, NearSite, TOUCH_EVERY,
+            ThreadStripe,
         };
         use crate::cache::{clock::ExpiryClock, entry::L1Entry, stamp::Stamp};
 
@@ -700,7 +779,7 @@ mod tests {
         let print = Fingerprint::with_bytes(b"k", |print| print.copied()).expect("fits");
         let key = NearKey {
             site: &SITE_OF_K,
-            print: &print,
+            print: NearPrint::of(&print),
         };
         let filled = near.fill::<u64>(key, "k", || {
             Some(Held {
@@ -1066,29 +1145,33 @@ mod tests {
         }
     }
 
-    /// A string argument that fingerprints in more than 16 bytes: its slots are in a site's
-    /// map for long keys.
-    fn long_argument(id: u8) -> String {
-        format!("a longer argument {id:03}")
-    }
-
-    /// The key of call `id` in the coherence checks: of a number for even ids, of a
-    /// [`long_argument`] for odd ones, so that both of a site's maps are in use.
-    fn either_key(id: u8) -> String {
-        if id.is_multiple_of(2) {
-            key(id)
-        } else {
-            function_key(PATH, &(&long_argument(id),))
+    /// A string argument for call `id` when `id` is not a multiple of 3: one whose
+    /// fingerprint is past 16 bytes (kept in a site's map for long keys) for `id % 3 == 1`,
+    /// one past a fingerprint altogether (kept under its wide print) for `id % 3 == 2`.
+    fn string_argument(id: u8) -> String {
+        match id % 3 {
+            1 => format!("a longer argument {id:03}"),
+            _ => format!("an argument too long for a fingerprint's forty bytes {id:03}"),
         }
     }
 
-    fn read_either(cache: &MultiLevelCache, id: u8) -> Option<u64> {
-        if id.is_multiple_of(2) {
+    /// The key of call `id` in the coherence checks: of a number for multiples of 3, else of
+    /// a [`string_argument`], so that each of a site's maps is in use.
+    fn any_key(id: u8) -> String {
+        if id.is_multiple_of(3) {
+            key(id)
+        } else {
+            function_key(PATH, &(&string_argument(id),))
+        }
+    }
+
+    fn read_any(cache: &MultiLevelCache, id: u8) -> Option<u64> {
+        if id.is_multiple_of(3) {
             read(cache, id)
         } else {
             cache
                 .engine
-                .hit_for_call::<u64, _>(&SITE, &(&long_argument(id),))
+                .hit_for_call::<u64, _>(&SITE, &(&string_argument(id),))
         }
     }
 
@@ -1099,30 +1182,56 @@ mod tests {
         let (cache, _) = cache(16);
         for id in 0..48 {
             cache
-                .set_l1_local(&either_key(id), u64::from(id), None)
+                .set_l1_local(&any_key(id), u64::from(id), None)
                 .expect("stored");
-            assert_eq!(read_either(&cache, id), Some(u64::from(id)), "key {id}");
+            assert_eq!(read_any(&cache, id), Some(u64::from(id)), "key {id}");
             let slots = cache.engine.l1.near_slots();
             assert!((1..=16).contains(&slots), "{slots} slots after key {id}");
         }
     }
 
-    /// Arguments too long for a short key are kept near as well, and stay coherent.
+    /// Arguments too long for a short key, or for a fingerprint, are kept near as well, and
+    /// stay coherent.
     #[test]
     fn long_arguments_are_kept_near() {
+        for id in [1, 2] {
+            let (cache, _) = cache(100);
+            cache
+                .set_l1_local(&any_key(id), 1u64, None)
+                .expect("stored");
+            for _ in 0..3 {
+                assert_eq!(read_any(&cache, id), Some(1));
+            }
+            assert_eq!(cache.engine.l1.near_slots(), 1, "call {id} kept near");
+            cache
+                .set_l1_local(&any_key(id), 2u64, None)
+                .expect("stored");
+            assert_eq!(read_any(&cache, id), Some(2));
+            assert_eq!(
+                cache.engine.l1.near_slots(),
+                1,
+                "call {id} refilled in place"
+            );
+            assert_eq!(cache.stats().l1.hits, 4);
+        }
+    }
+
+    /// A key written whole (a `key = ".."` template's) too long for a fingerprint is kept
+    /// near under its wide print, and stays coherent.
+    #[test]
+    fn long_whole_keys_are_kept_near() {
         let (cache, _) = cache(100);
-        cache
-            .set_l1_local(&either_key(1), 1u64, None)
-            .expect("stored");
+        let key = format!("{PATH}:{}", "k".repeat(60));
+        let read = || cache.engine.hit_for_key::<u64>(&SITE, &key);
+        cache.set_l1_local(&key, 5u64, None).expect("stored");
         for _ in 0..3 {
-            assert_eq!(read_either(&cache, 1), Some(1));
+            assert_eq!(read(), Some(5));
         }
         assert_eq!(cache.engine.l1.near_slots(), 1, "kept near");
-        cache
-            .set_l1_local(&either_key(1), 2u64, None)
-            .expect("stored");
-        assert_eq!(read_either(&cache, 1), Some(2));
-        assert_eq!(cache.stats().l1.hits, 4);
+        cache.set_l1_local(&key, 6u64, None).expect("stored");
+        assert_eq!(read(), Some(6));
+        assert!(block_on(cache.delete(&key)).expect("deleted"));
+        assert_eq!(read(), None);
     }
 
     fn check_coherence(capacity: u64, steps: Vec<Step>) -> Result<(), TestCaseError> {
@@ -1136,13 +1245,13 @@ mod tests {
                 match step {
                     Step::Set { id, value } => {
                         cache
-                            .set_l1_local(&either_key(id), value, Some(ttl))
+                            .set_l1_local(&any_key(id), value, Some(ttl))
                             .expect("stored");
                         model.insert(id, (value, now + ttl.as_secs()));
                     }
                     Step::Read { id } => {
                         let current = model.get(&id).filter(|(_, expiry)| now < *expiry);
-                        match (read_either(&cache, id), current) {
+                        match (read_any(&cache, id), current) {
                             (None, _) => {}
                             (Some(got), Some(&(value, _))) => prop_assert_eq!(got, value),
                             (Some(got), None) => {
@@ -1151,7 +1260,7 @@ mod tests {
                         }
                     }
                     Step::Delete { id } => {
-                        block_on(cache.delete(&either_key(id))).expect("deleted");
+                        block_on(cache.delete(&any_key(id))).expect("deleted");
                         model.remove(&id);
                     }
                     Step::InvalidateAll => {
@@ -1269,7 +1378,10 @@ mod model {
 
     /// A cached function's read: the near copy, else L1 (keeping a near copy).
     fn read(l1: &L1, clock: &ExpiryClock, counters: &Counters, print: &Fingerprint) -> Option<u64> {
-        let key = NearKey { site: &SITE, print };
+        let key = NearKey {
+            site: &SITE,
+            print: NearPrint::of(print),
+        };
         if let Some(value) =
             l1.get_cloned_near::<u64>(ThreadStripe::current(), key, clock, |out| out.push('k'))
         {

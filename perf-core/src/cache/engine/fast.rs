@@ -5,10 +5,10 @@ use super::Engine;
 use crate::cache::{
     CacheValue, Tier,
     entry::Lookup,
-    fingerprint::{CallArguments, Fingerprint},
+    fingerprint::{CallArguments, Fingerprint, WidePrint},
     key::{with_key, write_function_key},
     memoized::Memoized,
-    near::NearKey,
+    near::{NearKey, NearPrint},
     stats::{Event, Op},
 };
 use crate::striped::ThreadStripe;
@@ -35,11 +35,26 @@ impl Engine {
         // By reference: a copy of the closure (the path and the arguments' address) was read
         // back wider than it was written, stalling the processor's store forwarding.
         let Some(print) = Fingerprint::of_arguments(arguments) else {
-            return with_key(write_l1_key, |l1_key| {
-                self.hit_l1_for_load(function, l1_key)
-            });
+            return self.hit_for_wide_call(function, arguments, &write_l1_key);
         };
-        self.hit_near(function, &print, &write_l1_key)
+        self.hit_near(function, NearPrint::of(&print), &write_l1_key)
+    }
+
+    /// [`hit_for_call`](Self::hit_for_call) for arguments past a fingerprint (a long
+    /// string): near under their wide print, else from L1.
+    #[inline(never)]
+    fn hit_for_wide_call<T: CacheValue + Clone, A: CallArguments>(
+        &self,
+        function: &'static Memoized,
+        arguments: &A,
+        write_l1_key: &impl Fn(&mut String),
+    ) -> Option<T> {
+        WidePrint::with_arguments(arguments, |print| match print {
+            Some(words) => self.hit_near(function, NearPrint::Wide(words), write_l1_key),
+            None => with_key(write_l1_key, |l1_key| {
+                self.hit_l1_for_load(function, l1_key)
+            }),
+        })
     }
 
     /// [`hit_for_call`](Self::hit_for_call) for a key of `function` written whole.
@@ -52,9 +67,13 @@ impl Engine {
         if !self.is_enabled() {
             return None;
         }
+        let write_l1_key = |out: &mut String| out.push_str(key);
         Fingerprint::with_bytes(key.as_bytes(), |print| match print {
-            Some(print) => self.hit_near(function, print, &|out: &mut String| out.push_str(key)),
-            None => self.hit_l1_for_load(function, key),
+            Some(print) => self.hit_near(function, NearPrint::of(print), &write_l1_key),
+            None => WidePrint::with_bytes(key.as_bytes(), |wide| match wide {
+                Some(words) => self.hit_near(function, NearPrint::Wide(words), &write_l1_key),
+                None => self.hit_l1_for_load(function, key),
+            }),
         })
     }
 
@@ -62,7 +81,7 @@ impl Engine {
     fn hit_near<T: CacheValue + Clone>(
         &self,
         function: &'static Memoized,
-        print: &Fingerprint,
+        print: NearPrint<'_>,
         write_l1_key: &impl Fn(&mut String),
     ) -> Option<T> {
         let near_key = NearKey {
