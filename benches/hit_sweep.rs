@@ -8,9 +8,10 @@
 //! tables, the interleaved one with the median of the per-round `cached`/perf ratios (goal: at
 //! least 2x on 1 thread, above 1x on 2) and of `cached`/map.
 //!
-//! Then the same hit with string arguments of 24 and 64 bytes at up to 10k keys, 1 thread,
-//! perf against `cached` in alternation: a fingerprint past 16 bytes, kept in perf's table
-//! for long keys, and one past the fingerprint's 40, kept under a wide print.
+//! Then the same hit with other arguments at up to 10k keys, 1 thread, perf against `cached`
+//! in alternation: string arguments of 24 and 64 bytes (a fingerprint past 16 bytes, kept in
+//! perf's table for long keys, and one past the fingerprint's 40, kept under a wide print),
+//! and two `u64` ids.
 //!
 //! Then the hit ratio that memoizing keeps: a Zipf(1.0) trace over 100k keys through
 //! `#[cache_result]` with L1 bounded to 10k entries, against moka bounded the same.
@@ -130,33 +131,61 @@ macro_rules! string_keyed {
 
 string_keyed!(long_keys = 24, wide_keys = 64);
 
-/// `cached`/perf with string arguments of one width, 1 thread, interleaved: (keys,
-/// measured).
-fn string_key_rows<O, OF, C, CF>(
-    names: &[&'static str],
+/// The same hit with two numeric arguments: a campaign and a placement id.
+mod two_ids {
+    use super::*;
+
+    pub(crate) const MAX_KEYS: u64 = 10_000;
+    /// The arguments of call `id`.
+    pub(crate) static IDS: LazyLock<Vec<(u64, u64)>> =
+        LazyLock::new(|| (0..MAX_KEYS).map(|id| (1_000 + id % 97, id)).collect());
+    pub(crate) static OPTIMIZER: LazyLock<perf::PerformanceOptimizer> = LazyLock::new(|| {
+        let mut config = perf::PerformanceConfig::default();
+        config.cache.max_size = 2 * MAX_KEYS + 1000;
+        perf::PerformanceOptimizer::builder()
+            .config(config)
+            .build()
+            .unwrap()
+    });
+
+    #[perf::cache_result(ttl = 60, cache_type = "l1", optimizer = *OPTIMIZER)]
+    pub(crate) async fn ours(campaign: u64, placement: u64) -> String {
+        value(campaign << 32 | placement)
+    }
+
+    #[cached::proc_macro::cached(time = 60)]
+    pub(crate) async fn theirs(campaign: u64, placement: u64) -> String {
+        value(campaign << 32 | placement)
+    }
+}
+
+/// `cached`/perf with arguments of one shape, 1 thread, interleaved: (keys, measured).
+fn argument_rows<A, O, OF, C, CF>(
+    arguments: &[A],
     sizes: &[u64],
     ours: O,
     theirs: C,
 ) -> Vec<(u64, common::Interleaved)>
 where
-    O: Fn(&'static str) -> OF + Copy + Sync,
+    A: Copy + Sync,
+    O: Fn(A) -> OF + Copy + Sync,
     OF: Future<Output = String>,
-    C: Fn(&'static str) -> CF + Copy + Sync,
+    C: Fn(A) -> CF + Copy + Sync,
     CF: Future<Output = String>,
 {
     sizes
         .iter()
-        .filter(|&&n| n <= names.len() as u64)
+        .filter(|&&n| n <= arguments.len() as u64)
         .map(|&n| {
             runtime().block_on(async {
-                for &name in &names[..n as usize] {
-                    assert_eq!(ours(name).await, theirs(name).await);
+                for &args in &arguments[..n as usize] {
+                    assert_eq!(ours(args).await, theirs(args).await);
                 }
             });
             let measured = interleaved(2, rounds(), |arm, _| {
                 let elapsed = match arm {
-                    0 => concurrent(1, CALLS_PER_ROUND, n, |id| theirs(names[id as usize])),
-                    _ => concurrent(1, CALLS_PER_ROUND, n, |id| ours(names[id as usize])),
+                    0 => concurrent(1, CALLS_PER_ROUND, n, |id| theirs(arguments[id as usize])),
+                    _ => concurrent(1, CALLS_PER_ROUND, n, |id| ours(arguments[id as usize])),
                 };
                 elapsed.as_nanos() as f64 / CALLS_PER_ROUND as f64
             });
@@ -367,10 +396,10 @@ fn main() {
         bench_size!(c, t, sizes, k100k, rows);
     }
     c.final_summary();
-    let string_rows = [
+    let shape_rows = [
         (
-            long_keys::WIDTH,
-            string_key_rows(
+            format!("a {}-byte string", long_keys::WIDTH),
+            argument_rows(
                 &long_keys::NAMES,
                 &sizes,
                 long_keys::ours,
@@ -378,12 +407,21 @@ fn main() {
             ),
         ),
         (
-            wide_keys::WIDTH,
-            string_key_rows(
+            format!("a {}-byte string", wide_keys::WIDTH),
+            argument_rows(
                 &wide_keys::NAMES,
                 &sizes,
                 wide_keys::ours,
                 wide_keys::theirs,
+            ),
+        ),
+        (
+            "two u64 ids".to_owned(),
+            argument_rows(
+                &two_ids::IDS,
+                &sizes,
+                |(campaign, placement)| two_ids::ours(campaign, placement),
+                |(campaign, placement)| two_ids::theirs(campaign, placement),
             ),
         ),
     ];
@@ -407,13 +445,13 @@ fn main() {
             measured.ratio(0, 3)
         );
     }
-    println!("\n== string arguments (long keys), 1 thread, interleaved ==");
-    println!("| argument bytes | keys | perf | cached | cached/perf |");
+    println!("\n== other arguments, 1 thread, interleaved ==");
+    println!("| arguments | keys | perf | cached | cached/perf |");
     // Arms: `cached`, perf.
-    for (width, rows) in &string_rows {
+    for (shape, rows) in &shape_rows {
         for (n, measured) in rows {
             println!(
-                "| {width} | {n} | {:.1} | {:.1} | {:.2}x |",
+                "| {shape} | {n} | {:.1} | {:.1} | {:.2}x |",
                 measured.median(1),
                 measured.median(0),
                 measured.ratio(0, 1)
