@@ -4,9 +4,10 @@
 //! thread-local `Vec<String>` index and clone) for what any memoizer must pay, and a map (a
 //! thread-local `HashMap<u64, String>` lookup and clone: no lock, clock, coherence check or
 //! statistics) for what any memoizer keeping its values in a hash table must. Each size is
-//! measured by criterion and then with the four in alternation over 15 rounds; prints both
-//! tables, the interleaved one with the median of the per-round `cached`/perf ratios (goal: at
-//! least 2x on 1 thread, above 1x on 2) and of `cached`/map.
+//! measured by criterion and then in alternation over 15 rounds, together with the same map
+//! padded to a near slot's 64 bytes a bucket; prints both tables, the interleaved one with the
+//! median of the per-round `cached`/perf ratios (goal: at least 2x on 1 thread, above 1x on 2)
+//! and of `cached` over each map.
 //!
 //! Then the same hit with other arguments at up to 10k keys, 1 thread, perf against `cached`
 //! in alternation: string arguments of 24 and 64 bytes (a fingerprint past 16 bytes, kept in
@@ -47,6 +48,25 @@ fn order(n: u64, seed: u64) -> Vec<u64> {
     (0..ORDER_LEN).map(|_| rng.random_range(0..n)).collect()
 }
 
+/// A map arm's value padded so that a bucket takes 64 bytes, as a near slot does: the map's
+/// 32 bytes of key and `String`, and room for what a slot keeps beside them (a key of two
+/// words, the change stamp, the deadline and the precise expiry).
+struct SlotSized {
+    value: String,
+    _beside: [u64; 4],
+}
+
+impl SlotSized {
+    fn new(value: String) -> Self {
+        Self {
+            value,
+            _beside: [0; 4],
+        }
+    }
+}
+
+const _: () = assert!(size_of::<(u64, SlotSized)>() == 64);
+
 macro_rules! sized {
     ($($module:ident = $n:expr),*) => {$(
         mod $module {
@@ -72,6 +92,8 @@ macro_rules! sized {
                 static FLOOR: Vec<String> = (0..KEYS).map(value).collect();
                 static MAP: HashMap<u64, String, foldhash::fast::RandomState> =
                     (0..KEYS).map(|id| (id, value(id))).collect();
+                static WIDE_MAP: HashMap<u64, SlotSized, foldhash::fast::RandomState> =
+                    (0..KEYS).map(|id| (id, SlotSized::new(value(id)))).collect();
             }
 
             pub(crate) async fn floor(id: u64) -> String {
@@ -80,6 +102,10 @@ macro_rules! sized {
 
             pub(crate) async fn map(id: u64) -> String {
                 MAP.with(|m| m[&id].clone())
+            }
+
+            pub(crate) async fn wide_map(id: u64) -> String {
+                WIDE_MAP.with(|m| m[&id].value.clone())
             }
         }
     )*};
@@ -304,14 +330,16 @@ macro_rules! bench_size {
                 b.iter_custom(|iters| concurrent($threads, iters, n, $module::map))
             });
             group.finish();
-            // The same four in alternation (common::interleaved), `cached` first.
+            // The same four and the slot-sized map in alternation (common::interleaved),
+            // `cached` first.
             let calls = CALLS_PER_ROUND;
-            let measured = interleaved(4, rounds(), |arm, _| {
+            let measured = interleaved(5, rounds(), |arm, _| {
                 let elapsed = match arm {
                     0 => concurrent($threads, calls, n, $module::theirs),
                     1 => concurrent($threads, calls, n, $module::ours),
                     2 => concurrent($threads, calls, n, $module::floor),
-                    _ => concurrent($threads, calls, n, $module::map),
+                    3 => concurrent($threads, calls, n, $module::map),
+                    _ => concurrent($threads, calls, n, $module::wide_map),
                 };
                 elapsed.as_nanos() as f64 / calls as f64
             });
@@ -431,18 +459,20 @@ fn main() {
         rounds()
     );
     println!(
-        "| threads | keys | perf | cached | floor | map | cached/perf | cached/map (medians of per-round ratios) |"
+        "| threads | keys | perf | cached | floor | map | 64-byte map | cached/perf | cached/map | cached/64-byte map (medians of per-round ratios) |"
     );
-    // Arms: `cached`, perf, floor, map.
+    // Arms: `cached`, perf, floor, map, 64-byte map.
     for (t, n, measured) in &rows {
         println!(
-            "| {t} | {n} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x |",
+            "| {t} | {n} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.2}x |",
             measured.median(1),
             measured.median(0),
             measured.median(2),
             measured.median(3),
+            measured.median(4),
             measured.ratio(0, 1),
-            measured.ratio(0, 3)
+            measured.ratio(0, 3),
+            measured.ratio(0, 4)
         );
     }
     println!("\n== other arguments, 1 thread, interleaved ==");
