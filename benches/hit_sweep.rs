@@ -19,7 +19,8 @@
 //!
 //! `SWEEP_THREADS=1,2` (default both), `SWEEP_SIZES=100,1000` (default all four),
 //! `SWEEP_ROUNDS=41` (default 15);
-//! `SWEEP_PROFILE=<keys>` runs a plain loop of hits for `SWEEP_SECONDS`, for `perf record`.
+//! `SWEEP_PROFILE=<keys>` runs a plain loop of hits for `SWEEP_SECONDS`, for `perf record`
+//! (`SWEEP_ARGUMENTS=24`, `64` or `ids`: of the other arguments' functions).
 //! `cargo bench --bench hit_sweep -- --warm-up-time 1 --measurement-time 3`.
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
 
@@ -369,43 +370,55 @@ fn list(var: &str, default: &[u64]) -> Vec<u64> {
     )
 }
 
-/// `SWEEP_PROFILE=<keys>`: a plain loop of hits for `SWEEP_SECONDS` (default 10), for perf record.
-macro_rules! profile_size {
-    ($n:expr, $module:ident) => {{
-        if $n == $module::KEYS {
-            let seconds: u64 = std::env::var("SWEEP_SECONDS").map_or(10, |s| s.parse().unwrap());
-            let order = order($module::KEYS, 17);
-            runtime().block_on(async {
-                for id in 0..$module::KEYS {
-                    black_box($module::ours(id).await);
-                }
-                let start = Instant::now();
-                let mut calls = 0u64;
-                while start.elapsed() < Duration::from_secs(seconds) {
-                    for &id in &order {
-                        black_box($module::ours(id).await);
-                    }
-                    calls += order.len() as u64;
-                }
-                println!(
-                    "{} keys: {:.1} ns a hit",
-                    $module::KEYS,
-                    start.elapsed().as_nanos() as f64 / calls as f64
-                );
-            });
-            return;
+/// A plain loop of `call(id)` over `keys` keys in a random order for `SWEEP_SECONDS`
+/// (default 10), for `perf record`: `SWEEP_PROFILE=<keys>`, with `SWEEP_ARGUMENTS=24`, `64`
+/// or `ids` for the other arguments' functions (up to 10k keys).
+fn profile<F, Fut>(keys: u64, call: F)
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = String>,
+{
+    let seconds: u64 = std::env::var("SWEEP_SECONDS").map_or(10, |s| s.parse().unwrap());
+    let order = order(keys, 17);
+    runtime().block_on(async {
+        for id in 0..keys {
+            black_box(call(id).await);
         }
-    }};
+        let start = Instant::now();
+        let mut calls = 0u64;
+        while start.elapsed() < Duration::from_secs(seconds) {
+            for &id in &order {
+                black_box(call(id).await);
+            }
+            calls += order.len() as u64;
+        }
+        println!(
+            "{keys} keys: {:.1} ns a hit",
+            start.elapsed().as_nanos() as f64 / calls as f64
+        );
+    });
 }
 
 fn main() {
     common::run_starts();
     if let Ok(n) = std::env::var("SWEEP_PROFILE") {
         let n: u64 = n.parse().unwrap();
-        profile_size!(n, k100);
-        profile_size!(n, k1k);
-        profile_size!(n, k10k);
-        profile_size!(n, k100k);
+        match std::env::var("SWEEP_ARGUMENTS").as_deref() {
+            Ok("24") => profile(n, |id| long_keys::ours(long_keys::NAMES[id as usize])),
+            Ok("64") => profile(n, |id| wide_keys::ours(wide_keys::NAMES[id as usize])),
+            Ok("ids") => profile(n, |id| {
+                let (campaign, placement) = two_ids::IDS[id as usize];
+                two_ids::ours(campaign, placement)
+            }),
+            _ => match n {
+                k100::KEYS => profile(n, k100::ours),
+                k1k::KEYS => profile(n, k1k::ours),
+                k10k::KEYS => profile(n, k10k::ours),
+                k100k::KEYS => profile(n, k100k::ours),
+                _ => panic!("SWEEP_PROFILE: one of 100, 1000, 10000, 100000"),
+            },
+        }
+        return;
     }
     let threads = list("SWEEP_THREADS", &[1, 2]);
     let sizes = list("SWEEP_SIZES", &[100, 1_000, 10_000, 100_000]);
