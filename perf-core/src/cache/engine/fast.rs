@@ -37,7 +37,17 @@ impl Engine {
         let Some(print) = Fingerprint::of_arguments(arguments) else {
             return self.hit_for_wide_call(function, arguments, &write_l1_key);
         };
-        self.hit_near(function, NearPrint::of(&print), &write_l1_key)
+        // Short or long told here, while the words are values, and only a long print's copy
+        // has its address taken. With the print itself referenced (`NearPrint::of(&print)`),
+        // it was stored, and a number's zero words were read back from memory on every hit:
+        // 1k-key hits took 1.90-1.94x `cached`'s speed instead of 2.00-2.08x (`hit_sweep`).
+        match print.short() {
+            Some(short) => self.hit_near(function, NearPrint::Short(short), &write_l1_key),
+            None => {
+                let long = print;
+                self.hit_near(function, NearPrint::Long(&long), &write_l1_key)
+            }
+        }
     }
 
     /// [`hit_for_call`](Self::hit_for_call) for arguments past a fingerprint (a long
