@@ -40,6 +40,16 @@ fn value(id: u64) -> String {
     format!("campaign {id:>12} creative banner-728x90")
 }
 
+/// An optimizer whose L1 holds `max_size` entries, for one memoized function's calls.
+fn optimizer(max_size: u64) -> perf::PerformanceOptimizer {
+    let mut config = perf::PerformanceConfig::default();
+    config.cache.max_size = max_size;
+    perf::PerformanceOptimizer::builder()
+        .config(config)
+        .build()
+        .unwrap()
+}
+
 /// Random draws from `0..n`, precomputed; 1M of them, read in sequence.
 const ORDER_LEN: usize = 1 << 20;
 
@@ -73,11 +83,8 @@ macro_rules! sized {
         mod $module {
             use super::*;
             pub(crate) const KEYS: u64 = $n;
-            pub(crate) static OPTIMIZER: LazyLock<perf::PerformanceOptimizer> = LazyLock::new(|| {
-                let mut config = perf::PerformanceConfig::default();
-                config.cache.max_size = 2 * KEYS + 1000;
-                perf::PerformanceOptimizer::builder().config(config).build().unwrap()
-            });
+            pub(crate) static OPTIMIZER: LazyLock<perf::PerformanceOptimizer> =
+                LazyLock::new(|| optimizer(2 * KEYS + 1000));
 
             #[perf::cache_result(ttl = 60, cache_type = "l1", optimizer = *OPTIMIZER)]
             pub(crate) async fn ours(id: u64) -> String {
@@ -134,14 +141,7 @@ macro_rules! string_keyed {
                     .collect()
             });
             pub(crate) static OPTIMIZER: LazyLock<perf::PerformanceOptimizer> =
-                LazyLock::new(|| {
-                    let mut config = perf::PerformanceConfig::default();
-                    config.cache.max_size = 2 * MAX_KEYS + 1000;
-                    perf::PerformanceOptimizer::builder()
-                        .config(config)
-                        .build()
-                        .unwrap()
-                });
+                LazyLock::new(|| optimizer(2 * MAX_KEYS + 1000));
 
             #[perf::cache_result(ttl = 60, cache_type = "l1", optimizer = *OPTIMIZER)]
             pub(crate) async fn ours(name: &'static str) -> String {
@@ -166,14 +166,8 @@ mod two_ids {
     /// The arguments of call `id`.
     pub(crate) static IDS: LazyLock<Vec<(u64, u64)>> =
         LazyLock::new(|| (0..MAX_KEYS).map(|id| (1_000 + id % 97, id)).collect());
-    pub(crate) static OPTIMIZER: LazyLock<perf::PerformanceOptimizer> = LazyLock::new(|| {
-        let mut config = perf::PerformanceConfig::default();
-        config.cache.max_size = 2 * MAX_KEYS + 1000;
-        perf::PerformanceOptimizer::builder()
-            .config(config)
-            .build()
-            .unwrap()
-    });
+    pub(crate) static OPTIMIZER: LazyLock<perf::PerformanceOptimizer> =
+        LazyLock::new(|| optimizer(2 * MAX_KEYS + 1000));
 
     #[perf::cache_result(ttl = 60, cache_type = "l1", optimizer = *OPTIMIZER)]
     pub(crate) async fn ours(campaign: u64, placement: u64) -> String {
@@ -231,14 +225,8 @@ mod zipf {
     pub(crate) const BOUND: u64 = 10_000;
     pub(crate) static LOADS: AtomicU64 = AtomicU64::new(0);
 
-    pub(crate) static OPTIMIZER: LazyLock<perf::PerformanceOptimizer> = LazyLock::new(|| {
-        let mut config = perf::PerformanceConfig::default();
-        config.cache.max_size = BOUND;
-        perf::PerformanceOptimizer::builder()
-            .config(config)
-            .build()
-            .unwrap()
-    });
+    pub(crate) static OPTIMIZER: LazyLock<perf::PerformanceOptimizer> =
+        LazyLock::new(|| super::optimizer(BOUND));
 
     #[perf::cache_result(ttl = 3600, cache_type = "l1", optimizer = *OPTIMIZER)]
     pub(crate) async fn ours(id: u64) -> String {
