@@ -47,18 +47,13 @@ impl PartialEq for Fingerprint {
 
 impl Eq for Fingerprint {}
 
-impl std::hash::Hash for Fingerprint {
-    /// Inlined always: out of line (as LLVM chose for the near key's hash once the key grew a
-    /// field), it reads the words back from memory, and a hit took 13 ns longer.
-    #[inline(always)]
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        for &word in &self.0 {
-            state.write_u64(word);
-        }
-    }
-}
-
 impl Fingerprint {
+    /// Its words, to hash.
+    #[inline(always)]
+    pub(crate) fn words(&self) -> &[u64; WORDS] {
+        &self.0
+    }
+
     /// The first two words, if the others are zero: a fingerprint of at most 16 bytes, as
     /// one or two numbers or a short string give. For such arguments the compiler knows the
     /// other words are zero, and the check costs nothing.
