@@ -71,7 +71,7 @@ use super::{
 
 /// The most slots a thread's table holds, whatever L1's capacity. A slot holding a `String`
 /// takes 64 bytes (88 for a long key) and the table's spare room, and its copy's own heap
-/// memory.
+/// memory; a wide key's words, up to 256 bytes, are on the heap too.
 pub(crate) const MAX_SLOTS: usize = 196_608;
 /// One near hit of a slot in this many also reads L1, keeping the entry hot there. Such a
 /// read builds the string key and looks it up, hundreds of ns past the processor's cache:
