@@ -16,7 +16,8 @@
 //!
 //! `cargo bench --bench cache`; `PERF_BENCH_QUICK=1` shortens measurement for a smoke run.
 //! `CACHE_PROFILE=get_l1|get|awaited|quick_cache|awaited_quick_cache` runs only a loop of that
-//! contender's hot-set hits for `CACHE_SECONDS` (default 10), for `perf record`.
+//! contender's hot-set hits for `CACHE_SECONDS` (default 10) on `CACHE_THREADS` (default 1),
+//! for `perf record`.
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -619,6 +620,7 @@ fn equal_memory() -> (f64, f64, u64) {
 /// A loop of one contender's hits on the hot set, for `perf record` (`CACHE_PROFILE`).
 fn profile(contender: &str) {
     let seconds: u64 = std::env::var("CACHE_SECONDS").map_or(10, |s| s.parse().unwrap());
+    let threads: usize = std::env::var("CACHE_THREADS").map_or(1, |s| s.parse().unwrap());
     let caches = l1_caches(1_000, small);
     let L1Caches { ours, raw, .. } = &caches;
     let mut lookups = 0u64;
@@ -626,17 +628,17 @@ fn profile(contender: &str) {
     while start.elapsed() < Duration::from_secs(seconds) {
         let keys = &caches.keys;
         let elapsed = match contender {
-            "get_l1" => concurrent(1, 100_000, keys, |k| {
+            "get_l1" => concurrent(threads, 100_000, keys, |k| {
                 black_box(ours.get_l1_local::<Small>(k).unwrap().unwrap());
             }),
-            "get" => concurrent(1, 100_000, keys, |k| {
+            "get" => concurrent(threads, 100_000, keys, |k| {
                 black_box(ready(ours.get::<Small>(k, Tier::L1)).unwrap().unwrap());
             }),
-            "awaited" => awaited_gets::<Small>(1, 100_000, keys, ours),
-            "quick_cache" => concurrent(1, 100_000, keys, |k| {
+            "awaited" => awaited_gets::<Small>(threads, 100_000, keys, ours),
+            "quick_cache" => concurrent(threads, 100_000, keys, |k| {
                 black_box(raw.get(k).unwrap());
             }),
-            "awaited_quick_cache" => awaited_quick_cache(1, 100_000, keys, raw),
+            "awaited_quick_cache" => awaited_quick_cache(threads, 100_000, keys, raw),
             other => panic!(
                 "CACHE_PROFILE={other}: get_l1, get, awaited, quick_cache or awaited_quick_cache"
             ),
