@@ -187,8 +187,8 @@ impl L1 {
         })
     }
 
-    /// The value of the entry at `key`, if it is served (see
-    /// [`served_past_coarse_deadline`](Self::served_past_coarse_deadline)).
+    /// The value of the entry at `key`, if it is served: fresh by the coarse clock, or else
+    /// as [`past_coarse_deadline`](Self::past_coarse_deadline) decides.
     #[inline(always)]
     fn live_value(
         &self,
