@@ -88,7 +88,8 @@ impl Fingerprint {
         Some(Fingerprint(writer.print))
     }
 
-    /// [`with`](Self::with) for bytes taken whole (a key already made into a string).
+    /// [`of_arguments`](Self::of_arguments) for bytes taken whole (a key already made into a
+    /// string), handed to `read`.
     #[inline]
     pub(crate) fn with_bytes<R>(bytes: &[u8], read: impl FnOnce(Option<&Fingerprint>) -> R) -> R {
         let mut writer = Writer::<WORDS>::default();

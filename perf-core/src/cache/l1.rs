@@ -159,7 +159,8 @@ impl L1 {
     }
 
     /// A copy of this thread's near copy of a value of type `T`, if it is current (see
-    /// [`near`]); `None` sends the caller to [`get_cloned_remembered`](Self::get_cloned_remembered).
+    /// [`near`](super::near)); `None` sends the caller to
+    /// [`get_cloned_remembered`](Self::get_cloned_remembered).
     /// `write_l1_key` writes the entry's L1 key, for the reads that keep it hot in L1.
     #[inline(always)]
     pub(crate) fn get_cloned_near<T: Clone + Send + Sync + 'static>(
