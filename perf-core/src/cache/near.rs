@@ -22,10 +22,10 @@
 //! that a slot holding a `String` is one 64-byte line's worth rather than 88 bytes. Arguments
 //! past a fingerprint (a string of 40 to 250 bytes) are keyed by a copy of their wide print on
 //! the heap: the print is written and compared in memory, which still beats writing the L1
-//! key, whose bytes go out in hex. (With a
-//! table shared by every site, its values type-erased behind L1's `Arc`s in sets of six ways,
-//! a hit read a set's index, a slot's line, the `Arc` and only then the value: 10k-key hits
-//! took 1.56-1.65x `cached`'s speed where these take 1.85-2.03x, and 100k-key ones
+//! key, whose bytes go out in hex. (With a table shared by every site, its values
+//! type-erased behind L1's `Arc`s in sets of six ways, a hit read a set's index, a slot's
+//! line, the `Arc` and only then the value: 10k-key hits took 1.56-1.65x `cached`'s speed
+//! where these take 1.85-2.03x, and 100k-key ones
 //! 0.84-1.01x against 1.57-1.90x, `hit_sweep`.) The maps grow with the thread's working set,
 //! up to as many slots in all as L1 has entries (at most [`MAX_SLOTS`]); a fill of a new key
 //! past that starts the thread's table afresh.
@@ -269,24 +269,37 @@ impl<T, K> Slot<T, K> {
 /// One site's slots for values of one type, on one thread, found by their key's hash.
 type Slots<T, K> = hashbrown::HashTable<Slot<T, K>>;
 
-/// What a slot is keyed by: a [`Fingerprint`], or the two words of a short one.
-trait SlotKey: Copy + Eq {
-    /// Inlined whole, reading the key's words from registers: a map's own lookup was left out
-    /// of line, and read them back from memory.
-    fn hashed(&self) -> u64;
-}
+/// What a slot is keyed by: a print's words, the two of a short [`Fingerprint`], a longer
+/// one's, or a wide print's (kept on the heap).
+trait SlotKey {
+    fn key_words(&self) -> &[u64];
 
-impl SlotKey for Fingerprint {
+    /// Inlined whole, reading a fixed-length key's words from registers: a map's own lookup
+    /// was left out of line, and read them back from memory.
     #[inline(always)]
     fn hashed(&self) -> u64 {
-        hash_words(self.words())
+        hash_words(self.key_words())
     }
 }
 
 impl SlotKey for [u64; 2] {
     #[inline(always)]
-    fn hashed(&self) -> u64 {
-        hash_words(self)
+    fn key_words(&self) -> &[u64] {
+        self
+    }
+}
+
+impl SlotKey for Fingerprint {
+    #[inline(always)]
+    fn key_words(&self) -> &[u64] {
+        self.words()
+    }
+}
+
+impl SlotKey for Box<[u64]> {
+    #[inline(always)]
+    fn key_words(&self) -> &[u64] {
+        self
     }
 }
 
@@ -313,19 +326,20 @@ fn find_wide<'s, T>(
 
 /// The slot under `key`.
 #[inline(always)]
-fn find<T, K: SlotKey>(slots: &mut Slots<T, K>, key: K) -> Option<&mut Slot<T, K>> {
+fn find<T, K: SlotKey + Copy + Eq>(slots: &mut Slots<T, K>, key: K) -> Option<&mut Slot<T, K>> {
     slots.find_mut(key.hashed(), |slot| slot.key == key)
 }
 
-/// Keeps `slot` under the key that `(hash, is_key, rehash)` finds, made by `key` if it is
-/// new: returns the value it replaced, or `None` if the key is new.
-fn keep<T, K>(
+/// Keeps `slot` under the key whose words are `words`, made by `key` if it is new: returns
+/// the value it replaced, or `None` if the key is new.
+fn keep<T, K: SlotKey>(
     slots: &mut Slots<T, K>,
-    (hash, is_key, rehash): (u64, impl Fn(&K) -> bool, impl Fn(&K) -> u64),
+    words: &[u64],
     slot: Slot<T, ()>,
     key: impl FnOnce() -> K,
 ) -> Option<T> {
-    match slots.entry(hash, |s| is_key(&s.key), |s| rehash(&s.key)) {
+    let is_key = |s: &Slot<T, K>| s.key.key_words() == words;
+    match slots.entry(hash_words(words), is_key, |s| s.key.hashed()) {
         Entry::Occupied(mut own) => Some(own.get_mut().refill(slot)),
         Entry::Vacant(free) => {
             free.insert(slot.keyed(key()));
@@ -366,28 +380,9 @@ impl<T> TypedSlots<T> {
     /// new.
     fn keep(&mut self, slot: Slot<T, ()>, print: NearPrint<'_>) -> Option<T> {
         match print {
-            NearPrint::Short(short) => keep(
-                &mut self.short,
-                (short.hashed(), |key| *key == short, SlotKey::hashed),
-                slot,
-                || short,
-            ),
-            NearPrint::Long(long) => keep(
-                &mut self.long,
-                (long.hashed(), |key| key == long, SlotKey::hashed),
-                slot,
-                || *long,
-            ),
-            NearPrint::Wide(words) => keep(
-                &mut self.wide,
-                (
-                    hash_words(words),
-                    |key| **key == *words,
-                    |key| hash_words(key),
-                ),
-                slot,
-                || words.into(),
-            ),
+            NearPrint::Short(short) => keep(&mut self.short, &short, slot, || short),
+            NearPrint::Long(long) => keep(&mut self.long, long.words(), slot, || *long),
+            NearPrint::Wide(words) => keep(&mut self.wide, words, slot, || words.into()),
         }
     }
 }

@@ -3,8 +3,9 @@
 //! (fail-safe), stop waiting at the timeouts, and reload hot keys before they expire.
 //!
 //! Every caller of a key, the one running the loader included, ends in one of the ways
-//! [`Attempt`](super::attempt::Attempt) decides: the loaded value; the stale value (after a failure, a timeout, or a
-//! soft timeout while the load goes on); or the failure, shared. Two ways to run the loader:
+//! [`Attempt`](super::attempt::Attempt) decides: the loaded value; the stale value (after a
+//! failure, a timeout, or a soft timeout while the load goes on); or the failure, shared. Two
+//! ways to run the loader:
 //! - *inline* (`get_or_load`, `get_or_load_with`): the loader may borrow from its caller, so
 //!   it runs in the caller's future. A load given up at a timeout is dropped (FusionCache's
 //!   "background completion" off); the fail-safe throttle keeps the next calls off the source.
